@@ -1,0 +1,1 @@
+"""Provider registry, adapters and transports. Knows nothing of :mod:`router`."""

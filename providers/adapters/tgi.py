@@ -1,0 +1,49 @@
+"""Text Generation Inference servers and HF Inference Endpoints (``huggingface/tgi`` + api_base).
+
+TGI speaks OpenAI's Messages API at ``/v1/chat/completions``; the request model is ``"tgi"`` and
+the server answers with its real model id. Endpoint URLs come with or without ``/v1`` — both work.
+Older servers (< 3.2) send tool-call deltas as one object rather than a list; that is fixed here,
+the rest of their stream quirks are handled by the shared stream normalizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..spec import Target
+from .base import OpenAICompatAdapter
+
+
+def endpoint_root(api_base: str) -> str:
+    """``https://x.endpoints.huggingface.cloud/v1/`` -> ``https://x.endpoints.huggingface.cloud``."""
+    root = api_base.rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")]
+    return root
+
+
+class TGIAdapter(OpenAICompatAdapter):
+    name = "tgi"
+
+    def chat_url(self, target: Target) -> str:
+        return endpoint_root(target.api_base) + "/v1/chat/completions"
+
+    def chat_model(self, target: Target) -> str:
+        return "tgi"
+
+    def embedding_url(self, target: Target, provider_model_id: str | None) -> str:
+        # Text Embeddings Inference serves OpenAI's embeddings route.
+        return endpoint_root(target.api_base) + "/v1/embeddings"
+
+    def served_by(self, target: Target, headers: Mapping[str, str]) -> str:
+        return "tgi"
+
+    def normalize_chunk(self, target: Target, chunk: dict[str, Any]) -> dict[str, Any]:
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), dict):
+                call = delta["tool_calls"]
+                call.setdefault("index", 0)
+                delta["tool_calls"] = [call]
+        return chunk

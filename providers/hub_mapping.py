@@ -1,0 +1,159 @@
+"""Provider model ids from the Hub mapping API, cached with a TTL.
+
+``GET {HF_ENDPOINT}/api/models/{org}/{model}?expand[]=inferenceProviderMapping`` tells, per
+provider, the provider's own id for a Hub model. Needed only for non-chat tasks through
+``router.huggingface.co/{provider}/...``. Successes are cached for ``ttl`` seconds, failures for
+``failure_ttl`` (so a typo does not hammer the Hub). The async path never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from .errors import NotFoundError, PolyrouteError, UnprocessableResponseError, error_from_response
+from .transport import AsyncTransport, HttpRequest, HttpResponse, SyncTransport, Timeouts
+
+DEFAULT_HUB = "https://huggingface.co"
+_LOOKUP_TIMEOUTS = Timeouts(total=20.0, connect=5.0)
+
+
+def hub_url() -> str:
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB).rstrip("/")
+
+
+class HubMappingCache:
+    """``provider_model_id(model, provider)`` with a TTL cache and single-flight async lookups.
+
+    Example::
+
+        cache = HubMappingCache()
+        cache.provider_model_id(transport, "Qwen/Qwen3-Embedding-8B", "nebius", token)
+    """
+
+    def __init__(self, ttl: float = 600.0, failure_ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self.failure_ttl = failure_ttl
+        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any] | PolyrouteError]] = {}
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple[int, str, str], asyncio.Future[dict[str, Any]]] = {}
+
+    def _request(self, model: str, token: str | None) -> HttpRequest:
+        headers = {"accept": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        return HttpRequest("GET", f"{hub_url()}/api/models/{model}?expand[]=inferenceProviderMapping", headers)
+
+    def _cached(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        value = entry[1]
+        if isinstance(value, PolyrouteError):
+            raise value
+        return value
+
+    def _store(self, key: tuple[str, str], response: HttpResponse | PolyrouteError, model: str,
+               token: str | None) -> dict[str, Any]:
+        try:
+            if isinstance(response, PolyrouteError):
+                raise response
+            mapping = _parse(response, model, token)
+        except PolyrouteError as err:
+            with self._lock:
+                self._entries[key] = (time.monotonic() + self.failure_ttl, err)
+            raise
+        with self._lock:
+            self._entries[key] = (time.monotonic() + self.ttl, mapping)
+        return mapping
+
+    def mapping(self, transport: SyncTransport, model: str, token: str | None) -> dict[str, Any]:
+        key = (hub_url(), model)
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        try:
+            response: HttpResponse | PolyrouteError = transport.send(self._request(model, token), _LOOKUP_TIMEOUTS)
+        except PolyrouteError as err:
+            response = err
+        return self._store(key, response, model, token)
+
+    async def amapping(self, transport: AsyncTransport, model: str, token: str | None) -> dict[str, Any]:
+        key = (hub_url(), model)
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        loop = asyncio.get_running_loop()
+        flight_key = (id(loop), *key)
+        pending = self._inflight.get(flight_key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._inflight[flight_key] = future
+        try:
+            try:
+                response: HttpResponse | PolyrouteError = await transport.send(
+                    self._request(model, token), _LOOKUP_TIMEOUTS
+                )
+            except PolyrouteError as err:
+                response = err
+            result = self._store(key, response, model, token)
+            future.set_result(result)
+            return result
+        except BaseException as err:
+            if not future.done():
+                future.set_exception(err)
+                future.exception()  # mark retrieved: waiters (if any) get it, nobody else must
+            raise
+        finally:
+            self._inflight.pop(flight_key, None)
+
+    @staticmethod
+    def pick(mapping: dict[str, Any], model: str, provider: str) -> str:
+        entry = mapping.get(provider)
+        if not isinstance(entry, dict) or not entry.get("providerId"):
+            available = ", ".join(sorted(mapping)) or "none"
+            raise NotFoundError(
+                f"{model!r} is not available on HF provider {provider!r} (providers for it: {available})",
+                status_code=404,
+                provider=f"huggingface:{provider}",
+                model=model,
+            )
+        return str(entry["providerId"])
+
+
+def _parse(response: HttpResponse, model: str, token: str | None) -> dict[str, Any]:
+    secrets = (token,) if token else ()
+    if response.status >= 400:
+        raise error_from_response(
+            response.status, response.headers, response.content, provider="huggingface-hub", model=model,
+            secrets=secrets,
+        )
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise UnprocessableResponseError(
+            "the Hub's model info is not JSON", provider="huggingface-hub", model=model
+        ) from None
+    mapping = data.get("inferenceProviderMapping") if isinstance(data, dict) else None
+    if isinstance(mapping, list):  # list endpoints return [{provider, providerId, ...}]
+        mapping = {m.get("provider"): m for m in mapping if isinstance(m, dict)}
+    if not isinstance(mapping, dict):
+        mapping = {}
+    return mapping
+
+
+_default_cache: HubMappingCache | None = None
+
+
+def default_hub_cache() -> HubMappingCache:
+    """The process-wide mapping cache."""
+    global _default_cache
+    if _default_cache is None:
+        _default_cache = HubMappingCache()
+    return _default_cache

@@ -1,0 +1,77 @@
+"""Plain data describing providers, and the resolved target of one call."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .adapters.base import Adapter
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """One upstream family entry. An OpenAI-compatible provider is just one of these, no code.
+
+    Example::
+
+        ProviderSpec(name="together", base_url="https://api.together.xyz/v1",
+                     key_env=("TOGETHER_API_KEY", "TOGETHERAI_API_KEY"), aliases=("together_ai",))
+    """
+
+    name: str
+    base_url: str
+    key_env: tuple[str, ...] = ()
+    base_url_env: str | None = None
+    adapter: str = "openai"
+    chat_path: str = "/chat/completions"
+    embeddings_path: str = "/embeddings"
+    models_path: str = "/models"
+    aliases: tuple[str, ...] = ()
+    key_required: bool = True
+    # False for providers whose model ids never contain "/" needs nothing; kept for docs/tests.
+    description: str = ""
+
+    def resolved_base_url(self, api_base: str | None = None) -> str:
+        """Per-call ``api_base`` wins, then the provider's env var, then the default."""
+        if api_base:
+            return api_base.rstrip("/")
+        if self.base_url_env:
+            env = os.environ.get(self.base_url_env)
+            if env:
+                return env.rstrip("/")
+        return self.base_url.rstrip("/")
+
+    def find_api_key(self, api_key: str | None = None) -> str | None:
+        """``api_key=`` wins; else the first non-empty env var of ``key_env``."""
+        if api_key:
+            return api_key
+        for var in self.key_env:
+            value = os.environ.get(var)
+            if value:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one call goes: adapter, provider, upstream model id and base URL.
+
+    ``provider`` is the upstream family ("huggingface", "deepinfra", "tgi", ...);
+    ``hf_provider`` / ``hf_policy`` are set for HF router calls pinned to a provider or policy.
+    """
+
+    model_string: str
+    spec: ProviderSpec
+    adapter: Adapter = field(repr=False)
+    model: str
+    api_base: str
+    provider: str
+    hf_provider: str | None = None
+    hf_policy: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``provider`` plus the pinned HF provider, for messages: ``huggingface:together``."""
+        return f"{self.provider}:{self.hf_provider}" if self.hf_provider else self.provider

@@ -1,0 +1,105 @@
+"""The ``polyroute`` command.
+
+``polyroute chat --model M "prompt"`` streams an answer to the terminal; usage, provider and
+latency go to stderr so stdout stays the answer alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .api import completion
+    from .errors import InvalidRequestArgumentError, PolyrouteError
+
+    prompt = " ".join(args.prompt) if args.prompt else ""
+    if not prompt or prompt == "-":
+        if sys.stdin.isatty():
+            print("polyroute chat: give a prompt, or pipe one on stdin", file=sys.stderr)
+            return 2
+        prompt = sys.stdin.read()
+    messages = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": prompt})
+    color = sys.stdout.isatty()
+    try:
+        if args.no_stream:
+            result = completion(model=args.model, messages=messages, api_base=args.api_base,
+                                max_tokens=args.max_tokens, temperature=args.temperature, timeout=args.timeout)  # fmt: skip
+            message = result.choices[0].message
+            reasoning = getattr(message, "reasoning_content", None)
+            if reasoning and args.show_reasoning:
+                print(f"\033[2m{reasoning}\033[0m" if color else reasoning)
+            print(message.content or "")
+            meta, usage = result.meta, result.usage
+        else:
+            stream = completion(model=args.model, messages=messages, api_base=args.api_base, stream=True,
+                                max_tokens=args.max_tokens, temperature=args.temperature, timeout=args.timeout)  # fmt: skip
+            in_reasoning = False
+            with stream:
+                for chunk in stream:
+                    for choice in chunk.choices:
+                        reasoning = getattr(choice.delta, "reasoning_content", None)
+                        if reasoning and args.show_reasoning:
+                            if color and not in_reasoning:
+                                sys.stdout.write("\033[2m")
+                            in_reasoning = True
+                            sys.stdout.write(reasoning)
+                        if choice.delta.content:
+                            if in_reasoning:
+                                sys.stdout.write("\033[0m\n" if color else "\n")
+                                in_reasoning = False
+                            sys.stdout.write(choice.delta.content)
+                        sys.stdout.flush()
+            if in_reasoning and color:
+                sys.stdout.write("\033[0m")
+            sys.stdout.write("\n")
+            meta, usage = stream.meta, stream.usage
+    except InvalidRequestArgumentError as err:
+        print(f"polyroute: {err.message}", file=sys.stderr)
+        return 2
+    except PolyrouteError as err:
+        print(f"\npolyroute: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\npolyroute: interrupted", file=sys.stderr)
+        return 130
+    if not args.quiet and usage is not None:
+        estimated = " (estimated)" if meta.usage_estimated else ""
+        print(
+            f"[{meta.provider} · {meta.model} · {usage.prompt_tokens}+{usage.completion_tokens} tokens{estimated}"
+            f" · {meta.latency_ms:.0f} ms]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyroute", description="Call many LLM providers with one API.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    chat = sub.add_parser("chat", help="ask a model and stream the answer to the terminal")
+    chat.add_argument("prompt", nargs="*", help="the prompt ('-' or nothing: read stdin)")
+    chat.add_argument("--model", "-m", required=True, help="e.g. huggingface/Qwen/Qwen3-8B:cheapest")
+    chat.add_argument("--system", "-s", help="a system message")
+    chat.add_argument("--api-base", help="base URL (TGI server, OpenAI-compatible server, HF router override)")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--timeout", type=float, default=600.0, help="total seconds (default 600)")
+    chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+    chat.add_argument("--show-reasoning", action="store_true", help="print reasoning text (dimmed) too")
+    chat.add_argument("--quiet", "-q", action="store_true", help="no usage line on stderr")
+    chat.set_defaults(func=_chat)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""``embedding()`` / ``aembedding()``: OpenAI-shaped embeddings from HF, DeepInfra, TEI and more.
+
+Flat, nested and batched upstream shapes all come back as ``data[i].embedding`` in input order.
+HF providers other than hf-inference need the provider's own model id, looked up once from the
+Hub and cached.
+
+Example::
+
+    from router import embedding
+    r = embedding(model="huggingface/intfloat/multilingual-e5-large", input=["a", "b"])
+    [d.embedding for d in r.data]
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from providers.clients import async_transport_for, sync_transport_for
+from providers.errors import InvalidRequestArgumentError, PolyrouteError
+from providers.hub_mapping import HubMappingCache, default_hub_cache
+from providers.registry import Registry, default_registry
+from providers.transport import HttpResponse, Timeouts
+
+from .api import _api_key, _attempt, _Call, _check_unknown, _connection_failed, _headers, _raise_for_status
+from .params import check_headers
+from .types import EmbeddingResponse, ResponseMeta
+
+
+def _inputs(value: Any) -> list[str]:
+    if isinstance(value, str):
+        values = [value]
+    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        values = list(value)
+    else:
+        raise InvalidRequestArgumentError(
+            "input must be a non-empty string or a non-empty list of strings, "
+            f"got {type(value).__name__}{'' if value else ' (empty)'}"
+        )
+    for i, text in enumerate(values):
+        if not text:
+            raise InvalidRequestArgumentError(f"input[{i}] is an empty string; embeddings need text")
+    return values
+
+
+def _params(dimensions: Any, encoding_format: Any, user: Any, extra_body: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if dimensions is not None:
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+            raise InvalidRequestArgumentError(f"dimensions must be a positive integer, got {dimensions!r}")
+        params["dimensions"] = dimensions
+    if encoding_format not in (None, "float"):
+        raise InvalidRequestArgumentError(
+            f"encoding_format={encoding_format!r} is not supported; results are always lists of floats "
+            "(omit it or pass 'float')"
+        )
+    if user is not None:
+        params["user"] = user
+    if extra_body:
+        if not isinstance(extra_body, dict):
+            raise InvalidRequestArgumentError(f"extra_body must be a dict, got {type(extra_body).__name__}")
+        params.update(extra_body)
+    return params
+
+
+class _EmbeddingCall:
+    """Everything about one embedding call except the I/O."""
+
+    def __init__(
+        self, model: str, input: Any, params: dict[str, Any], api_key: str | None, api_base: str | None,
+        timeout: Any, extra_headers: Any, bill_to: Any, registry: Registry | None,
+    ) -> None:  # fmt: skip
+        self.inputs = _inputs(input)
+        self.target = (registry or default_registry()).resolve(model, api_base)
+        self.key = _api_key(self.target, api_key)
+        self.headers = _headers(self.target, check_headers(extra_headers), bill_to)
+        self.params = params
+        self.timeouts = Timeouts.from_user(timeout)
+        self.started = time.perf_counter()
+        self.needs_mapping = self.target.adapter.embedding_needs_mapping(self.target)
+
+    def call(self, provider_model_id: str | None) -> _Call:
+        request = self.target.adapter.embedding_request(
+            self.target, self.inputs, self.params, self.key, self.headers, provider_model_id
+        )
+        secrets = (self.key,) if self.key else ()
+        return _Call(self.target, request, self.timeouts, secrets, self.started, [], False, False)
+
+    def provider_model_id(self, mapping: dict[str, Any]) -> str:
+        return HubMappingCache.pick(mapping, self.target.model, self.target.hf_provider or "")
+
+    def finish(self, call: _Call, response: HttpResponse) -> EmbeddingResponse:
+        _raise_for_status(call, response)
+        target = self.target
+        data = target.adapter.parse_embedding(target, self.inputs, response)
+        estimated = False
+        if not data.get("usage"):
+            from .tokens import count_text
+
+            tokens = sum(count_text(t) for t in self.inputs)
+            data["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+            estimated = True
+        result = EmbeddingResponse.model_validate(data)
+        result._meta = ResponseMeta(
+            provider=target.adapter.served_by(target, response.headers) if target.hf_provider is None
+            else target.hf_provider,
+            model=result.model,
+            api_base=target.api_base,
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            model_string=target.model_string,
+            attempts=[_attempt(call, response.status, None)],
+            usage_estimated=estimated,
+            upstream_request_id=response.headers.get("x-request-id"),
+        )  # fmt: skip
+        if target.provider == "huggingface" and target.hf_provider is None:
+            result._meta.provider = "hf-inference"
+        return result
+
+
+def embedding(
+    model: str,
+    input: Any = None,
+    *,
+    api_key: str | None = None,
+    api_base: str | None = None,
+    base_url: str | None = None,
+    timeout: Any = None,
+    dimensions: int | None = None,
+    encoding_format: str | None = None,
+    user: str | None = None,
+    extra_headers: dict[str, str] | None = None,
+    extra_body: dict[str, Any] | None = None,
+    client: Any = None,
+    bill_to: str | None = None,
+    registry: Registry | None = None,
+    **kwargs: Any,
+) -> EmbeddingResponse:
+    """Embed a string or a list of strings; OpenAI-shaped ``EmbeddingResponse``.
+
+    Example::
+
+        r = embedding(model="deepinfra/BAAI/bge-m3", input=["hello", "world"])
+        len(r.data), r.usage.prompt_tokens
+    """
+    _check_unknown(kwargs, "embedding")
+    emb = _EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
+                         api_base or base_url, timeout, extra_headers, bill_to, registry)  # fmt: skip
+    transport = sync_transport_for(client)
+    provider_model_id = None
+    if emb.needs_mapping:
+        mapping = default_hub_cache().mapping(transport, emb.target.model, emb.key)
+        provider_model_id = emb.provider_model_id(mapping)
+    call = emb.call(provider_model_id)
+    try:
+        response = transport.send(call.request, call.timeouts)
+    except PolyrouteError as err:
+        raise _connection_failed(call, err) from None
+    return emb.finish(call, response)
+
+
+async def aembedding(
+    model: str,
+    input: Any = None,
+    *,
+    api_key: str | None = None,
+    api_base: str | None = None,
+    base_url: str | None = None,
+    timeout: Any = None,
+    dimensions: int | None = None,
+    encoding_format: str | None = None,
+    user: str | None = None,
+    extra_headers: dict[str, str] | None = None,
+    extra_body: dict[str, Any] | None = None,
+    client: Any = None,
+    bill_to: str | None = None,
+    registry: Registry | None = None,
+    **kwargs: Any,
+) -> EmbeddingResponse:
+    """Async :func:`embedding`.
+
+    Example::
+
+        r = await aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="hello")
+    """
+    _check_unknown(kwargs, "aembedding")
+    emb = _EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
+                         api_base or base_url, timeout, extra_headers, bill_to, registry)  # fmt: skip
+    transport = async_transport_for(client)
+    provider_model_id = None
+    if emb.needs_mapping:
+        mapping = await default_hub_cache().amapping(transport, emb.target.model, emb.key)
+        provider_model_id = emb.provider_model_id(mapping)
+    call = emb.call(provider_model_id)
+    try:
+        response = await transport.send(call.request, call.timeouts)
+    except PolyrouteError as err:
+        raise _connection_failed(call, err) from None
+    return emb.finish(call, response)

@@ -1,0 +1,48 @@
+"""Typed errors (re-exported from :mod:`providers.errors`).
+
+Example::
+
+    from router.errors import RateLimitError, ContextWindowExceededError
+"""
+
+from providers.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    InternalServerError,
+    InvalidRequestArgumentError,
+    MissingCredentialsError,
+    NotFoundError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    PolyrouteError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UnprocessableResponseError,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "ContentPolicyViolationError",
+    "ContextWindowExceededError",
+    "InternalServerError",
+    "InvalidRequestArgumentError",
+    "MissingCredentialsError",
+    "NotFoundError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "PolyrouteError",
+    "RateLimitError",
+    "ServiceUnavailableError",
+    "UnprocessableResponseError",
+]

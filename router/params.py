@@ -1,0 +1,312 @@
+"""Check ``completion()`` arguments and build the OpenAI request body, before any request.
+
+Every bad input raises :class:`InvalidRequestArgumentError` saying what was wrong and how to fix it.
+Images given as local paths or bytes become data URLs; a pydantic class as ``response_format``
+becomes a strict ``json_schema``; legacy ``functions`` become ``tools``.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from providers.errors import InvalidRequestArgumentError
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+# OpenAI body parameters passed through as they are (after checks).
+BODY_PARAMS = (
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "n",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "reasoning_effort",
+    "logprobs",
+    "top_logprobs",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "user",
+    "parallel_tool_calls",
+)
+
+
+def _fail(message: str) -> InvalidRequestArgumentError:
+    return InvalidRequestArgumentError(message)
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(f"{name} must be a number between {lo} and {hi}, got {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise _fail(f"{name} must be between {lo} and {hi}, got {value}")
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        raise _fail(f"{name} must be {bound}, got {value}")
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Type and range checks for the OpenAI parameters we pass through."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        if params.get(name) is not None:
+            _check_int(name, params[name], 1)
+    if params.get("temperature") is not None:
+        _check_number("temperature", params["temperature"], 0, 2)
+    if params.get("top_p") is not None:
+        _check_number("top_p", params["top_p"], 0, 1)
+    for name in ("presence_penalty", "frequency_penalty"):
+        if params.get(name) is not None:
+            _check_number(name, params[name], -2, 2)
+    if params.get("n") is not None:
+        _check_int("n", params["n"], 1, 128)
+    if params.get("seed") is not None:
+        _check_int("seed", params["seed"], -(2**63))
+    if params.get("top_logprobs") is not None:
+        _check_int("top_logprobs", params["top_logprobs"], 0, 20)
+    if params.get("logprobs") is not None and not isinstance(params["logprobs"], bool):
+        raise _fail(f"logprobs must be True or False, got {params['logprobs']!r}")
+    stop = params.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise _fail(f"stop must be a string or a list of strings, got {stop!r}")
+    if params.get("reasoning_effort") is not None and not isinstance(params["reasoning_effort"], str):
+        raise _fail("reasoning_effort must be a string such as 'low', 'medium' or 'high'")
+    tools = params.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _fail(f"tools must be a list of {{'type': 'function', 'function': {{...}}}} dicts, got {tools!r}")
+        for i, tool in enumerate(tools):
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise _fail(
+                    f"tools[{i}] must look like {{'type': 'function', 'function': {{'name': ..., 'parameters': "
+                    f"{{...}}}}}}, got {tool!r}"
+                )
+    choice = params.get("tool_choice")
+    if choice is not None and not (
+        choice in ("none", "auto", "required") or (isinstance(choice, dict) and "type" in choice)
+    ):
+        raise _fail(
+            "tool_choice must be 'none', 'auto', 'required' or "
+            f"{{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}"
+        )
+
+
+# ---------------------------------------------------------------- messages and images
+
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def _sniff_mime(data: bytes) -> str:
+    for magic, mime in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise _fail("image bytes are not PNG, JPEG, GIF or WEBP; pass a data: URL with the right media type instead")
+
+
+def _data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def image_to_url(image: Any, where: str) -> str:
+    """An http(s) or data URL for an image given as URL, data URL, local path or bytes."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        raw = bytes(image)
+        return _data_url(raw, _sniff_mime(raw))
+    if isinstance(image, Path):
+        path = image
+    elif isinstance(image, str):
+        if image.startswith(("http://", "https://", "data:")):
+            return image
+        path = Path(image[len("file://") :] if image.startswith("file://") else image).expanduser()
+    else:
+        raise _fail(f"{where}: an image must be a URL string, a path or bytes, got {type(image).__name__}")
+    if not path.is_file():
+        shown = str(image)[:80]
+        raise _fail(f"{where}: {shown!r} is not an http(s) URL, a data: URL or an existing file")
+    raw = path.read_bytes()
+    mime = mimetypes.guess_type(path.name)[0]
+    if not mime or not mime.startswith("image/"):
+        mime = _sniff_mime(raw)
+    return _data_url(raw, mime)
+
+
+def _normalize_part(part: Any, where: str) -> Any:
+    if not isinstance(part, dict):
+        if hasattr(part, "model_dump"):
+            part = part.model_dump(exclude_none=True)
+        else:
+            raise _fail(f"{where} must be a dict like {{'type': 'text', 'text': ...}}, got {type(part).__name__}")
+    if part.get("type") == "image_url":
+        spec = part.get("image_url")
+        if isinstance(spec, dict):
+            url = spec.get("url")
+            new_url = image_to_url(url, f"{where}.image_url.url")
+            if new_url is not url:
+                part = {**part, "image_url": {**spec, "url": new_url}}
+        else:
+            part = {**part, "image_url": {"url": image_to_url(spec, f"{where}.image_url")}}
+    return part
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    """Checked messages as plain dicts; images turned into URLs."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, (list, tuple)):
+        raise _fail(
+            "messages must be a list of {'role': ..., 'content': ...} dicts, "
+            f"got {type(messages).__name__}; e.g. messages=[{{'role': 'user', 'content': 'Hello'}}]"
+        )
+    if not messages:
+        raise _fail("messages is empty; pass at least one message, e.g. [{'role': 'user', 'content': 'Hello'}]")
+    out: list[dict[str, Any]] = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            if hasattr(msg, "model_dump"):
+                msg = msg.model_dump(exclude_none=True)
+            else:
+                raise _fail(f"messages[{i}] must be a dict with 'role' and 'content', got {type(msg).__name__}")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise _fail(f"messages[{i}] has role {role!r}; use one of {', '.join(sorted(ROLES))}")
+        content = msg.get("content")
+        if content is None:
+            if role == "user" or (role in ("system", "developer")) or (
+                role == "assistant" and not msg.get("tool_calls") and not msg.get("function_call")
+            ):
+                raise _fail(f"messages[{i}] ({role}) has no content; add 'content': '...'")
+        elif isinstance(content, list):
+            new_parts = [_normalize_part(p, f"messages[{i}].content[{j}]") for j, p in enumerate(content)]
+            if any(a is not b for a, b in zip(new_parts, content)):
+                msg = {**msg, "content": new_parts}
+        elif not isinstance(content, str):
+            raise _fail(
+                f"messages[{i}].content must be a string or a list of content parts, got {type(content).__name__}"
+            )
+        out.append(msg)
+    return out
+
+
+# ---------------------------------------------------------------- response_format
+
+
+def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI strict mode: every object closed and every property required, recursively."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if out.get("type") == "object" or "properties" in out:
+        props = out.get("properties", {})
+        out["properties"] = {k: _strict_schema(v) for k, v in props.items()}
+        out["required"] = list(props)
+        out["additionalProperties"] = False
+    for key in ("items", "additionalItems"):
+        if isinstance(out.get(key), dict):
+            out[key] = _strict_schema(out[key])
+    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
+        if isinstance(out.get(key), list):
+            out[key] = [_strict_schema(s) for s in out[key]]
+    for key in ("$defs", "definitions"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: _strict_schema(v) for k, v in out[key].items()}
+    out.pop("default", None)  # strict mode rejects defaults
+    return out
+
+
+def response_format_param(value: Any) -> Any:
+    """Pass dicts through; turn a pydantic model class into a strict ``json_schema`` format."""
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": value.__name__, "schema": _strict_schema(value.model_json_schema()), "strict": True},
+        }
+    raise _fail(
+        "response_format must be a dict like {'type': 'json_object'} or a pydantic model class, "
+        f"got {type(value).__name__}"
+    )
+
+
+# ---------------------------------------------------------------- the body
+
+
+def build_chat_body(
+    messages: Any,
+    params: dict[str, Any],
+    *,
+    stream: bool,
+    stream_options: Any,
+    functions: Any,
+    function_call: Any,
+    extra_body: Any,
+) -> dict[str, Any]:
+    """The OpenAI request body (without ``model``) for a chat call."""
+    check_params(params)
+    body: dict[str, Any] = {"messages": normalize_messages(messages)}
+    for name in BODY_PARAMS:
+        value = params.get(name)
+        if value is not None:
+            body[name] = value
+    if "response_format" in body:
+        body["response_format"] = response_format_param(body["response_format"])
+    if functions is not None:
+        if "tools" in body:
+            raise _fail("pass either tools= or the legacy functions=, not both")
+        if not isinstance(functions, list) or not all(isinstance(f, dict) and "name" in f for f in functions):
+            raise _fail("functions must be a list of {'name': ..., 'parameters': {...}} dicts")
+        body["tools"] = [{"type": "function", "function": f} for f in functions]
+        if function_call is not None:
+            if function_call in ("none", "auto"):
+                body["tool_choice"] = function_call
+            elif isinstance(function_call, dict) and "name" in function_call:
+                body["tool_choice"] = {"type": "function", "function": {"name": function_call["name"]}}
+            else:
+                raise _fail("function_call must be 'none', 'auto' or {'name': ...}")
+    if stream:
+        body["stream"] = True
+        if stream_options is not None and not isinstance(stream_options, dict):
+            raise _fail("stream_options must be a dict like {'include_usage': True}")
+        # Always ask for usage: cost needs it. Whether the caller sees it is decided by the stream.
+        body["stream_options"] = {**(stream_options or {}), "include_usage": True}
+    if extra_body:
+        if not isinstance(extra_body, dict):
+            raise _fail(f"extra_body must be a dict, got {type(extra_body).__name__}")
+        body.update(extra_body)
+    return body
+
+
+def check_headers(extra_headers: Any) -> dict[str, str]:
+    if not extra_headers:
+        return {}
+    if not isinstance(extra_headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in extra_headers.items()
+    ):
+        raise _fail("extra_headers must be a dict of str to str")
+    return {k.lower(): v for k, v in extra_headers.items()}
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,570 @@
+"""One correct OpenAI chunk stream from every upstream's SSE variant.
+
+:class:`ChunkNormalizer` turns upstream events into ``ChatCompletionChunk``s: role on the first
+delta, reasoning as ``reasoning_content``, tool-call deltas with stable index and unique ids,
+exactly one finish reason (OpenAI's names), and exactly one usage — a final ``choices: []``
+chunk, only when the caller asked for ``include_usage``. :class:`Stream` / :class:`AsyncStream`
+drive it over a transport and close the upstream connection when the caller leaves early.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from providers.errors import (
+    APIConnectionError,
+    PolyrouteError,
+    UnprocessableResponseError,
+    error_from_stream_event,
+    redact,
+)
+from providers.normalize import arguments_to_str, map_finish_reason, new_id
+from providers.sse import ErrorEventData, SSEDecoder
+
+from .types import Attempt, ChatCompletion, ChatCompletionChunk, CompletionUsage, ResponseMeta
+
+if TYPE_CHECKING:
+    from providers.spec import Target
+    from providers.transport import AsyncStreamResponse, SyncStreamResponse
+
+
+class _ToolState:
+    __slots__ = ("id", "name", "upstream_id")
+
+    def __init__(self, call_id: str, upstream_id: str | None, name: str | None) -> None:
+        self.id = call_id
+        self.upstream_id = upstream_id
+        self.name = name
+
+
+class _ChoiceState:
+    __slots__ = ("finished", "role_sent", "text_parts", "tool_index_map", "tools")
+
+    def __init__(self) -> None:
+        self.role_sent = False
+        self.finished = False
+        self.tools: dict[int, _ToolState] = {}
+        self.tool_index_map: dict[int, int] = {}  # upstream index -> our index
+        self.text_parts: list[str] = []  # for local usage estimates only
+
+
+class ChunkNormalizer:
+    """Upstream SSE payloads in, normalized ``ChatCompletionChunk``s out.
+
+    Example::
+
+        norm = ChunkNormalizer(target, include_usage=True, messages=msgs)
+        for payload in SSEDecoder().feed(raw):
+            for chunk in norm.feed(payload): ...
+        for chunk in norm.finish(saw_eof=True): ...
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        include_usage: bool,
+        messages: list[dict[str, Any]],
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.target = target
+        self.include_usage = include_usage
+        self.messages = messages
+        self.secrets = secrets
+        self.done = False
+        self.usage: dict[str, Any] | None = None
+        self.final_usage: CompletionUsage | None = None
+        self.usage_estimated = False
+        self.id: str | None = None
+        self.model: str | None = None
+        self.created: int | None = None
+        self.system_fingerprint: str | None = None
+        self._choices: dict[int, _ChoiceState] = {}
+        self._used_ids: set[str] = set()
+        self._normalize_chunk = target.adapter.normalize_chunk
+
+    # --- parsing
+    def _load(self, payload: bytes) -> list[dict[str, Any]]:
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            # Some servers omit the blank line between events: one JSON object per line.
+            if b"\n" in payload:
+                return [obj for line in payload.split(b"\n") if line.strip() for obj in self._load(line)]
+            shown = redact(payload[:200].decode("utf-8", "replace"), self.secrets)
+            raise UnprocessableResponseError(
+                f"malformed JSON in a stream event: {shown!r}",
+                provider=self.target.label,
+                model=self.target.model,
+            ) from None
+        if not isinstance(event, dict):
+            raise UnprocessableResponseError(
+                f"a stream event is {type(event).__name__}, expected a JSON object",
+                provider=self.target.label,
+                model=self.target.model,
+            )
+        if isinstance(payload, ErrorEventData) and "error" not in event:
+            event = {"error": event}
+        return [event]
+
+    def feed(self, payload: bytes) -> list[ChatCompletionChunk]:
+        """Chunks produced by one SSE data payload (raises the typed error for an error frame)."""
+        if self.done:
+            return []
+        if payload == b"[DONE]" or payload == b" [DONE]":
+            self.done = True
+            return []
+        if not payload.strip():
+            return []
+        out = []
+        for event in self._load(payload):
+            chunk = self._event(event)
+            if chunk is not None:
+                out.append(chunk)
+        return out
+
+    def _event(self, event: dict[str, Any]) -> ChatCompletionChunk | None:
+        if event.get("error") or "error_message" in event:
+            raise error_from_stream_event(
+                event, provider=self.target.label, model=self.target.model, secrets=self.secrets
+            )
+        event = self._normalize_chunk(self.target, event)
+        if self.id is None:
+            self.id = event.get("id") or new_id("chatcmpl-")
+            created = event.get("created")
+            self.created = created if isinstance(created, int) else int(time.time())
+        if self.model is None and event.get("model"):
+            self.model = event["model"]
+        if self.system_fingerprint is None and event.get("system_fingerprint"):
+            self.system_fingerprint = event["system_fingerprint"]
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage  # cumulative or final: the last one wins
+        choices = event.get("choices")
+        if not choices:
+            return None
+        out_choices = []
+        for pos, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                continue
+            normalized = self._choice(choice, pos)
+            if normalized is not None:
+                out_choices.append(normalized)
+        if not out_choices:
+            return None
+        return self._chunk(out_choices, None)
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> ChatCompletionChunk:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "choices": choices,
+            "created": self.created,
+            "model": self.model or self.target.model,
+            "object": "chat.completion.chunk",
+        }
+        if self.system_fingerprint:
+            data["system_fingerprint"] = self.system_fingerprint
+        if usage is not None:
+            data["usage"] = usage
+        return ChatCompletionChunk.model_validate(data)
+
+    def _choice(self, choice: dict[str, Any], pos: int) -> dict[str, Any] | None:
+        index = choice.get("index")
+        if not isinstance(index, int):
+            index = pos
+        state = self._choices.get(index)
+        if state is None:
+            state = self._choices[index] = _ChoiceState()
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
+        out: dict[str, Any] = {}
+        has_payload = False
+        if not state.role_sent:
+            out["role"] = delta.get("role") or "assistant"
+            state.role_sent = True
+            has_payload = True
+        content = delta.get("content")
+        if content is not None:
+            out["content"] = content
+            state.text_parts.append(content)
+            has_payload = True
+        reasoning = delta.get("reasoning_content")
+        if reasoning is None:
+            reasoning = delta.get("reasoning")
+        if reasoning:
+            out["reasoning_content"] = reasoning
+            state.text_parts.append(reasoning)
+            has_payload = True
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            calls = self._tool_deltas(state, tool_calls)
+            if calls:
+                out["tool_calls"] = calls
+                has_payload = True
+        for key in ("refusal", "function_call"):
+            if delta.get(key) is not None:
+                out[key] = delta[key]
+                has_payload = True
+        finish = choice.get("finish_reason")
+        finish_out = None
+        if finish and not state.finished:
+            finish_out = map_finish_reason(finish)
+            if state.tools and finish_out == "stop":
+                finish_out = "tool_calls"
+            state.finished = True
+            has_payload = True
+        if not has_payload:
+            return None
+        result: dict[str, Any] = {"delta": out, "finish_reason": finish_out, "index": index}
+        if choice.get("logprobs") is not None:
+            result["logprobs"] = choice["logprobs"]
+        return result
+
+    def _good_upstream_id(self, call_id: Any) -> bool:
+        return isinstance(call_id, str) and call_id not in ("", "0") and call_id not in self._used_ids
+
+    def _tool_deltas(self, state: _ChoiceState, tool_calls: Any) -> list[dict[str, Any]]:
+        if isinstance(tool_calls, dict):  # older TGI: one object instead of a list
+            tool_calls = [tool_calls]
+        out = []
+        for pos, call in enumerate(tool_calls):
+            if not isinstance(call, dict):
+                continue
+            up_index = call.get("index")
+            if not isinstance(up_index, int):
+                up_index = pos
+            fn = call.get("function") or {}
+            args = fn.get("arguments")
+            args = args if isinstance(args, str) else arguments_to_str(args)
+            up_id = call.get("id")
+            index = state.tool_index_map.get(up_index)
+            tool = state.tools.get(index) if index is not None else None
+            if tool is not None and self._good_upstream_id(up_id) and tool.upstream_id != up_id:
+                tool = None  # a new call reusing an upstream index: give it the next index
+            if tool is None:
+                index = len(state.tools)
+                state.tool_index_map[up_index] = index
+                call_id = up_id if self._good_upstream_id(up_id) else new_id("call_")
+                self._used_ids.add(call_id)
+                tool = state.tools[index] = _ToolState(call_id, up_id, fn.get("name"))
+                out.append(
+                    {
+                        "index": index,
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": fn.get("name"), "arguments": args},
+                    }
+                )
+                state.text_parts.append(args)
+                continue
+            delta_fn: dict[str, Any] = {"arguments": args}
+            if tool.name is None and fn.get("name"):
+                tool.name = delta_fn["name"] = fn["name"]
+            if args or "name" in delta_fn:
+                out.append({"index": index, "function": delta_fn})
+                state.text_parts.append(args)
+        return out
+
+    # --- the end
+    def finish(self, *, saw_eof: bool) -> list[ChatCompletionChunk]:
+        """Closing chunks (a missing finish reason, the usage chunk); raises if the stream was cut."""
+        out: list[ChatCompletionChunk] = []
+        unfinished = [i for i, s in self._choices.items() if not s.finished]
+        if unfinished or not self._choices:
+            if not self.done:
+                what = "no finish reason" if self._choices else "no data"
+                raise APIConnectionError(
+                    f"stream ended before completion ({what}; the connection closed early)",
+                    provider=self.target.label,
+                    model=self.target.model,
+                )
+            if self.id is None:
+                self.id, self.created = new_id("chatcmpl-"), int(time.time())
+            closing = []
+            for i in unfinished or [0]:
+                state = self._choices.setdefault(i, _ChoiceState())
+                state.finished = True
+                delta = {} if state.role_sent else {"role": "assistant"}
+                state.role_sent = True
+                closing.append({"delta": delta, "finish_reason": "tool_calls" if state.tools else "stop", "index": i})
+            out.append(self._chunk(closing, None))
+        self.final_usage = self._final_usage()
+        if self.include_usage:
+            out.append(self._chunk([], self.final_usage.model_dump(exclude_none=True)))
+        return out
+
+    def _final_usage(self) -> CompletionUsage:
+        if self.usage is not None:
+            usage = dict(self.usage)
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            usage["prompt_tokens"], usage["completion_tokens"] = prompt, completion
+            usage["total_tokens"] = int(usage.get("total_tokens") or prompt + completion)
+            return CompletionUsage.model_validate(usage)
+        from .tokens import count_messages, count_text
+
+        self.usage_estimated = True
+        prompt = count_messages(self.messages)
+        completion = sum(count_text("".join(s.text_parts)) for s in self._choices.values())
+        return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+class _StreamBase:
+    def __init__(
+        self,
+        normalizer: ChunkNormalizer,
+        *,
+        started: float,
+        model_string: str,
+        headers: Mapping[str, str],
+        attempts: list[Attempt],
+    ) -> None:
+        self._norm = normalizer
+        self._started = started
+        self._model_string = model_string
+        self._headers = headers
+        self._attempts = attempts
+        self._first_token_at: float | None = None
+        self.usage: CompletionUsage | None = None
+        self._meta: ResponseMeta | None = None
+
+    @property
+    def meta(self) -> ResponseMeta:
+        """Filled when the stream ends (provider, model, latency, time to first token, attempts)."""
+        if self._meta is None:
+            raise AttributeError("stream.meta is available once the stream has been fully consumed")
+        return self._meta
+
+    def _complete(self, error: PolyrouteError | None) -> None:
+        now = time.perf_counter()
+        target = self._norm.target
+        if self._attempts:
+            last = self._attempts[-1]
+            last.latency_ms = (now - self._started) * 1000
+            if error is not None:
+                last.error = type(error).__name__
+        if error is not None:
+            return
+        self.usage = self._norm.final_usage
+        self._meta = ResponseMeta(
+            provider=target.adapter.served_by(target, self._headers),
+            model=self._norm.model or target.model,
+            api_base=target.api_base,
+            latency_ms=(now - self._started) * 1000,
+            model_string=self._model_string,
+            attempts=self._attempts,
+            time_to_first_token_ms=(
+                None if self._first_token_at is None else (self._first_token_at - self._started) * 1000
+            ),
+            usage_estimated=self._norm.usage_estimated,
+            upstream_request_id=self._headers.get("x-request-id"),
+        )
+
+
+class Stream(_StreamBase):
+    """A sync stream of ``ChatCompletionChunk``. Iterate it; ``with`` it or ``close()`` it to leave early.
+
+    Example::
+
+        with completion(model=..., messages=..., stream=True) as stream:
+            for chunk in stream:
+                print(chunk.choices[0].delta.content or "", end="")
+        stream.usage, stream.meta.provider
+    """
+
+    def __init__(self, response: SyncStreamResponse, normalizer: ChunkNormalizer, **kw: Any) -> None:
+        super().__init__(normalizer, headers=response.headers, **kw)
+        self._response = response
+        self._gen = self._iterate()
+
+    def _iterate(self) -> Iterator[ChatCompletionChunk]:
+        norm = self._norm
+        decoder = SSEDecoder()
+        try:
+            for raw in self._response.iter_bytes():
+                for payload in decoder.feed(raw):
+                    for chunk in norm.feed(payload):
+                        if self._first_token_at is None:
+                            self._first_token_at = time.perf_counter()
+                        yield chunk
+                if norm.done:
+                    break
+            for payload in decoder.flush():
+                yield from norm.feed(payload)
+            yield from norm.finish(saw_eof=True)
+        except PolyrouteError as err:
+            self._complete(err)
+            raise
+        finally:
+            self._response.close()
+        self._complete(None)
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Stop reading and close the upstream connection (the upstream sees the client leave)."""
+        self._gen.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        gen = getattr(self, "_gen", None)
+        if gen is not None:
+            gen.close()
+
+
+class AsyncStream(_StreamBase):
+    """An async stream of ``ChatCompletionChunk``; ``async with`` it or ``await aclose()`` to leave early.
+
+    Example::
+
+        stream = await acompletion(model=..., messages=..., stream=True)
+        async for chunk in stream:
+            ...
+    """
+
+    def __init__(self, response: AsyncStreamResponse, normalizer: ChunkNormalizer, **kw: Any) -> None:
+        super().__init__(normalizer, headers=response.headers, **kw)
+        self._response = response
+        self._agen = self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
+        norm = self._norm
+        decoder = SSEDecoder()
+        try:
+            async for raw in self._response.aiter_bytes():
+                for payload in decoder.feed(raw):
+                    for chunk in norm.feed(payload):
+                        if self._first_token_at is None:
+                            self._first_token_at = time.perf_counter()
+                        yield chunk
+                if norm.done:
+                    break
+            for payload in decoder.flush():
+                for chunk in norm.feed(payload):
+                    yield chunk
+            for chunk in norm.finish(saw_eof=True):
+                yield chunk
+        except PolyrouteError as err:
+            self._complete(err)
+            raise
+        finally:
+            await self._response.aclose()
+        self._complete(None)
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self._agen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading and close the upstream connection."""
+        await self._agen.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _as_dict(chunk: Any) -> dict[str, Any]:
+    if isinstance(chunk, dict):
+        return chunk
+    return chunk.model_dump()  # type: ignore[no-any-return]
+
+
+def stream_chunk_builder(chunks: Iterable[Any], messages: list[dict[str, Any]] | None = None) -> ChatCompletion:
+    """Rebuild the full ``ChatCompletion`` from a stream's chunks (LiteLLM's name).
+
+    Content, reasoning, tool calls with complete arguments, finish reason and usage. When no chunk
+    carries usage and ``messages`` is given, usage is counted locally.
+
+    Example::
+
+        chunks = list(completion(model=..., messages=msgs, stream=True))
+        full = stream_chunk_builder(chunks)
+    """
+    first: dict[str, Any] | None = None
+    usage: Any = None
+    choices: dict[int, dict[str, Any]] = {}
+    for raw in chunks:
+        chunk = _as_dict(raw)
+        if first is None:
+            first = chunk
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            acc = choices.setdefault(
+                choice.get("index", 0),
+                {"content": [], "reasoning": [], "tools": {}, "finish": None, "role": "assistant", "refusal": []},
+            )
+            delta = choice.get("delta") or {}
+            if delta.get("role"):
+                acc["role"] = delta["role"]
+            if delta.get("content"):
+                acc["content"].append(delta["content"])
+            if delta.get("reasoning_content"):
+                acc["reasoning"].append(delta["reasoning_content"])
+            if delta.get("refusal"):
+                acc["refusal"].append(delta["refusal"])
+            for call in delta.get("tool_calls") or ():
+                tool = acc["tools"].setdefault(call.get("index", 0), {"id": None, "name": None, "args": []})
+                if call.get("id"):
+                    tool["id"] = call["id"]
+                fn = call.get("function") or {}
+                if fn.get("name"):
+                    tool["name"] = fn["name"]
+                if fn.get("arguments"):
+                    tool["args"].append(fn["arguments"])
+            if choice.get("finish_reason"):
+                acc["finish"] = choice["finish_reason"]
+    if first is None:
+        raise ValueError("stream_chunk_builder needs at least one chunk")
+    out_choices = []
+    for index in sorted(choices):
+        acc = choices[index]
+        message: dict[str, Any] = {"role": acc["role"], "content": "".join(acc["content"]) or None}
+        if acc["refusal"]:
+            message["refusal"] = "".join(acc["refusal"])
+        if acc["reasoning"]:
+            message["reasoning_content"] = "".join(acc["reasoning"])
+        if acc["tools"]:
+            message["tool_calls"] = [
+                {"id": t["id"], "type": "function", "function": {"name": t["name"], "arguments": "".join(t["args"])}}
+                for _, t in sorted(acc["tools"].items())
+            ]
+        out_choices.append({"finish_reason": acc["finish"], "index": index, "logprobs": None, "message": message})
+    if usage is None and messages is not None:
+        from .tokens import count_messages, count_text
+
+        prompt = count_messages(messages)
+        completion_tokens = sum(
+            count_text("".join(c["content"]) + "".join(c["reasoning"])) for c in choices.values()
+        )
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt + completion_tokens}
+    data = {
+        "id": first.get("id"),
+        "choices": out_choices,
+        "created": first.get("created"),
+        "model": first.get("model"),
+        "object": "chat.completion",
+        "system_fingerprint": first.get("system_fingerprint"),
+        "usage": usage,
+    }
+    return ChatCompletion.model_validate(data)

@@ -1,0 +1,168 @@
+"""Result types: pydantic models whose ``model_dump()`` is OpenAI's JSON.
+
+The fields mirror the OpenAI SDK's models; upstream extras (``reasoning_content``, DeepInfra's
+``usage.estimated_cost``) are kept as extra fields. ``.meta`` is not part of the JSON: it tells who
+served the call, how long it took and every attempt made.
+
+Example::
+
+    r = completion(model="huggingface/Qwen/Qwen3-8B", messages=[{"role": "user", "content": "hi"}])
+    r.choices[0].message.content, r.usage.total_tokens, r.meta.provider
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at one upstream: what was called and how it ended."""
+
+    model: str
+    provider: str
+    api_base: str
+    status_code: int | None
+    error: str | None  # error class name, None on success
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class ResponseMeta:
+    """Facts about a call that are not part of OpenAI's JSON."""
+
+    provider: str  # the upstream that actually served, e.g. "together" behind the HF router
+    model: str  # the model id it served
+    api_base: str
+    latency_ms: float
+    model_string: str  # what the caller asked for
+    attempts: list[Attempt] = field(default_factory=list)
+    time_to_first_token_ms: float | None = None  # streams only
+    usage_estimated: bool = False  # True when usage was counted locally (upstream sent none)
+    upstream_request_id: str | None = None
+
+
+class _OpenAIModel(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class FunctionCall(_OpenAIModel):
+    name: str | None = None
+    arguments: str = ""
+
+
+class ChatCompletionMessageToolCall(_OpenAIModel):
+    id: str
+    type: Literal["function"] | str = "function"
+    function: FunctionCall
+
+
+class ChatCompletionMessage(_OpenAIModel):
+    content: str | None = None
+    refusal: str | None = None
+    role: str = "assistant"
+    annotations: list[Any] | None = None
+    audio: Any = None
+    function_call: FunctionCall | None = None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = None
+
+
+class Choice(_OpenAIModel):
+    finish_reason: str | None = None
+    index: int = 0
+    logprobs: Any = None
+    message: ChatCompletionMessage
+
+
+class CompletionUsage(_OpenAIModel):
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+    completion_tokens_details: Any = None
+    prompt_tokens_details: Any = None
+
+
+class _WithMeta(_OpenAIModel):
+    _meta: ResponseMeta | None = PrivateAttr(default=None)
+
+    @property
+    def meta(self) -> ResponseMeta:
+        """Who served the call, latency, attempts (not part of the JSON)."""
+        if self._meta is None:
+            raise AttributeError("this result was not produced by a polyroute call and has no meta")
+        return self._meta
+
+
+class ChatCompletion(_WithMeta):
+    id: str
+    choices: list[Choice]
+    created: int
+    model: str
+    object: str = "chat.completion"
+    service_tier: str | None = None
+    system_fingerprint: str | None = None
+    usage: CompletionUsage | None = None
+
+
+class ChoiceDeltaFunctionCall(_OpenAIModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChoiceDeltaToolCallFunction(_OpenAIModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChoiceDeltaToolCall(_OpenAIModel):
+    index: int
+    id: str | None = None
+    function: ChoiceDeltaToolCallFunction | None = None
+    type: str | None = None
+
+
+class ChoiceDelta(_OpenAIModel):
+    content: str | None = None
+    function_call: ChoiceDeltaFunctionCall | None = None
+    refusal: str | None = None
+    role: str | None = None
+    tool_calls: list[ChoiceDeltaToolCall] | None = None
+
+
+class ChunkChoice(_OpenAIModel):
+    delta: ChoiceDelta
+    finish_reason: str | None = None
+    index: int = 0
+    logprobs: Any = None
+
+
+class ChatCompletionChunk(_OpenAIModel):
+    id: str
+    choices: list[ChunkChoice]
+    created: int
+    model: str
+    object: str = "chat.completion.chunk"
+    service_tier: str | None = None
+    system_fingerprint: str | None = None
+    usage: CompletionUsage | None = None
+
+
+class Embedding(_OpenAIModel):
+    embedding: list[float]
+    index: int
+    object: str = "embedding"
+
+
+class EmbeddingUsage(_OpenAIModel):
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+
+
+class EmbeddingResponse(_WithMeta):
+    data: list[Embedding]
+    model: str
+    object: str = "list"
+    usage: EmbeddingUsage

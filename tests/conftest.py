@@ -1,0 +1,120 @@
+"""Shared fixtures: local upstream servers (real HTTP on 127.0.0.1) and a clean environment.
+
+Servers start once per session and are reset before each test. The environment is stripped of
+every credential and base-URL variable so tests never reach the internet by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, HubUpstream, OpenAICompatUpstream, TGIUpstream
+
+_ENV_VARS = (
+    "HUGGINGFACE_HUB_TOKEN", "HF_TOKEN", "HUGGINGFACE_API_KEY", "DEEPINFRA_API_KEY", "OPENAI_API_KEY",
+    "HF_ROUTER_URL", "HF_ENDPOINT", "DEEPINFRA_API_BASE", "OPENAI_API_BASE", "TOGETHER_API_KEY",
+    "TOGETHERAI_API_KEY", "GROQ_API_KEY",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Nothing in the test run may go to the internet: base URLs point at loopback unless a test sets them.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in _ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+def _fresh(server: object) -> None:
+    """Forget requests and scripted replies, and undo per-test tweaks of a session server."""
+    server.reset()  # type: ignore[attr-defined]
+    server.valid_tokens = None  # type: ignore[attr-defined]
+    server.unknown_models = set()  # type: ignore[attr-defined]
+    server.reasoning_field = None  # type: ignore[attr-defined]
+    server.stream_delay = 0.0  # type: ignore[attr-defined]
+
+
+def _served(server_cls: type, **kw: object) -> Iterator[object]:
+    server = server_cls(**kw).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _hf_session() -> Iterator[HFRouterUpstream]:
+    yield from _served(HFRouterUpstream)  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def _hub_session() -> Iterator[HubUpstream]:
+    yield from _served(HubUpstream)  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def _deepinfra_session() -> Iterator[DeepInfraUpstream]:
+    yield from _served(DeepInfraUpstream)  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def _tgi_session() -> Iterator[TGIUpstream]:
+    yield from _served(TGIUpstream)  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def _tgi2_session() -> Iterator[TGIUpstream]:
+    yield from _served(TGIUpstream, version="2.x")  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def _oai_session() -> Iterator[OpenAICompatUpstream]:
+    yield from _served(OpenAICompatUpstream)  # type: ignore[misc]
+
+
+@pytest.fixture
+def hf(_hf_session: HFRouterUpstream, _hub_session: HubUpstream, monkeypatch: pytest.MonkeyPatch) -> HFRouterUpstream:
+    """The HF router (and the Hub behind HF_ENDPOINT), with HF_TOKEN set."""
+    _fresh(_hf_session)
+    _fresh(_hub_session)
+    monkeypatch.setenv("HF_ROUTER_URL", _hf_session.url)
+    monkeypatch.setenv("HF_ENDPOINT", _hub_session.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_123456")
+    return _hf_session
+
+
+@pytest.fixture
+def hub(hf: HFRouterUpstream, _hub_session: HubUpstream) -> HubUpstream:
+    return _hub_session
+
+
+@pytest.fixture
+def deepinfra(_deepinfra_session: DeepInfraUpstream, monkeypatch: pytest.MonkeyPatch) -> DeepInfraUpstream:
+    _fresh(_deepinfra_session)
+    monkeypatch.setenv("DEEPINFRA_API_BASE", _deepinfra_session.url + "/v1/openai")
+    monkeypatch.setenv("DEEPINFRA_API_KEY", "di-test-key-abcdef")
+    return _deepinfra_session
+
+
+@pytest.fixture
+def tgi(_tgi_session: TGIUpstream) -> TGIUpstream:
+    _fresh(_tgi_session)
+    return _tgi_session
+
+
+@pytest.fixture
+def tgi2(_tgi2_session: TGIUpstream) -> TGIUpstream:
+    _fresh(_tgi2_session)
+    return _tgi2_session
+
+
+@pytest.fixture
+def oai(_oai_session: OpenAICompatUpstream) -> OpenAICompatUpstream:
+    _fresh(_oai_session)
+    return _oai_session
