@@ -43,6 +43,11 @@ class HubMappingCache:
         self._lock = threading.Lock()
         self._inflight: dict[tuple[int, str, str], asyncio.Future[dict[str, Any]]] = {}
 
+    def clear(self) -> None:
+        """Forget every cached mapping and failure."""
+        with self._lock:
+            self._entries.clear()
+
     def _request(self, model: str, token: str | None) -> HttpRequest:
         headers = {"accept": "application/json"}
         if token:

@@ -23,7 +23,6 @@ from providers.registry import Registry, default_registry
 from providers.transport import HttpResponse, Timeouts
 
 from .api import _api_key, _attempt, _Call, _check_unknown, _connection_failed, _headers, _raise_for_status
-from .params import check_headers
 from .types import EmbeddingResponse, ResponseMeta
 
 
@@ -73,7 +72,7 @@ class _EmbeddingCall:
         self.inputs = _inputs(input)
         self.target = (registry or default_registry()).resolve(model, api_base)
         self.key = _api_key(self.target, api_key)
-        self.headers = _headers(self.target, check_headers(extra_headers), bill_to)
+        self.headers = _headers(self.target, extra_headers, bill_to)
         self.params = params
         self.timeouts = Timeouts.from_user(timeout)
         self.started = time.perf_counter()
@@ -101,9 +100,11 @@ class _EmbeddingCall:
             data["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
             estimated = True
         result = EmbeddingResponse.model_validate(data)
+        provider = target.adapter.served_by(target, response.headers)
+        if target.provider == "huggingface" and target.hf_provider is None:
+            provider = "hf-inference"  # unpinned HF embeddings go to hf-inference's pipeline
         result._meta = ResponseMeta(
-            provider=target.adapter.served_by(target, response.headers) if target.hf_provider is None
-            else target.hf_provider,
+            provider=provider,
             model=result.model,
             api_base=target.api_base,
             latency_ms=(time.perf_counter() - self.started) * 1000,
@@ -111,9 +112,7 @@ class _EmbeddingCall:
             attempts=[_attempt(call, response.status, None)],
             usage_estimated=estimated,
             upstream_request_id=response.headers.get("x-request-id"),
-        )  # fmt: skip
-        if target.provider == "huggingface" and target.hf_provider is None:
-            result._meta.provider = "hf-inference"
+        )
         return result
 
 

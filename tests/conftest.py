@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from providers.hub_mapping import default_hub_cache
+
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, HubUpstream, OpenAICompatUpstream, TGIUpstream
 
 _ENV_VARS = (
@@ -29,6 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in _ENV_VARS:
         monkeypatch.delenv(var, raising=False)
+    default_hub_cache().clear()  # each test sees the Hub afresh
 
 
 def _fresh(server: object) -> None:

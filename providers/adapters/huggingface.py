@@ -69,7 +69,8 @@ class HFRouterAdapter(OpenAICompatAdapter):
         if self._embedding_provider(target) != "hf-inference":
             return super().embedding_request(target, inputs, params, api_key, headers, provider_model_id)
         # Feature-extraction options go at the top level, next to "inputs".
-        payload: dict[str, Any] = {"inputs": inputs, **params}
+        # One text goes as a string (the pipeline answers with a flat vector), several as a list.
+        payload: dict[str, Any] = {"inputs": inputs[0] if len(inputs) == 1 else inputs, **params}
         return HttpRequest(
             "POST",
             self.embedding_url(target, None),

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler, bool]  # method, path (without prefix), handler, needs auth
@@ -62,7 +63,9 @@ class RecordedRequest:
     def token(self) -> str | None:
         """The bearer token sent, if any."""
         scheme, _, token = self.headers.get("authorization", "").partition(" ")
-        return token.strip() or None if scheme.lower() == "bearer" else None
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip() or None
 
 
 RECORD = web.RequestKey("fake_upstream_record", RecordedRequest)
@@ -205,16 +208,14 @@ class FakeUpstream:
     def serve_forever(self, port: int = 0, *, announce: Callable[[str], None] | None = None) -> None:
         """Serve in the calling thread (uvloop when available) until SIGTERM / SIGINT."""
         try:
-            import uvloop  # noqa: PLC0415
+            import uvloop
         except ImportError:
             asyncio.run(self._serve_main(port, announce))
         else:
             uvloop.run(self._serve_main(port, announce))
 
     # ----------------------------------------------------------------- response helpers
-    def respond(
-        self, obj: Any, status: int = 200, headers: Mapping[str, str] | None = None
-    ) -> web.Response:
+    def respond(self, obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
         """A JSON response carrying the family's headers."""
         merged = self.response_headers()
         if headers:
@@ -222,9 +223,7 @@ class FakeUpstream:
         merged.setdefault("content-type", JSON_TYPE)
         return web.Response(status=status, body=self.dumps(obj), headers=merged)
 
-    def respond_text(
-        self, text: str, status: int, headers: Mapping[str, str] | None = None
-    ) -> web.Response:
+    def respond_text(self, text: str, status: int, headers: Mapping[str, str] | None = None) -> web.Response:
         """A text/plain response carrying the family's headers."""
         merged = self.response_headers()
         if headers:
@@ -316,7 +315,7 @@ class FakeUpstream:
     async def _scripted(self, request: web.Request, reply: Reply) -> web.StreamResponse:
         if reply.delay:
             await asyncio.sleep(reply.delay)
-        headers = dict(reply.headers)
+        headers = CIMultiDict(reply.headers)
         if reply.sse is not None:
             headers.setdefault("content-type", reply.content_type or SSE_TYPE)
             pieces = [piece.encode() if isinstance(piece, str) else piece for piece in reply.sse]
@@ -337,8 +336,8 @@ class FakeUpstream:
         else:
             body, default_type = b"", None
         content_type = reply.content_type or default_type
-        if content_type is not None and not any(key.lower() == "content-type" for key in headers):
-            headers["content-type"] = content_type
+        if content_type is not None:
+            headers.setdefault("content-type", content_type)
         return web.Response(status=reply.status, body=body, headers=headers)
 
     def _build_app(self) -> web.Application:
@@ -361,7 +360,7 @@ class FakeUpstream:
             if sys.platform != "win32":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
-            runner = web.AppRunner(self._build_app(), access_log=None, shutdown_timeout=0.5)
+            runner = web.AppRunner(self._build_app(), access_log=None, shutdown_timeout=0.25)
             await runner.setup()
             site = web.SockSite(runner, sock, backlog=1024)
             await site.start()

@@ -61,8 +61,12 @@ class HFRouterUpstream(ChatUpstream):
             return self.respond({"error": f"Model {base} does not exist"}, status=404)
         if base in self.unknown_models or model in self.unknown_models:
             message = f"The requested model '{base}' is not supported by any provider you have enabled."
-            error = {"message": message, "type": "invalid_request_error", "param": "model",
-                     "code": "model_not_supported"}
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_supported",
+            }
             return self.respond({"error": error}, status=400)
         return base
 
@@ -157,7 +161,9 @@ class HFRouterUpstream(ChatUpstream):
         if isinstance(model, web.Response):
             return model
         try:
-            vectors = feature_extraction(request[RECORD].json, self.embedding_dim, model in self.nested_models)
+            vectors = feature_extraction(
+                request[RECORD].json, self.embedding_dim, model in self.nested_models
+            )
         except BadRequest as exc:
             return self.respond({"error": exc.message}, status=400)
         return self.respond(vectors, headers={"x-inference-provider": "hf-inference"})

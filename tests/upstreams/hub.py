@@ -28,13 +28,18 @@ class HubUpstream(FakeUpstream):
 
     def response_headers(self) -> dict[str, str]:
         """Hub headers."""
-        return {"x-request-id": f"Root=1-{os.urandom(4).hex()}-{os.urandom(12).hex()}",
-                "x-powered-by": "huggingface-moon"}
+        return {
+            "x-request-id": f"Root=1-{os.urandom(4).hex()}-{os.urandom(12).hex()}",
+            "x-powered-by": "huggingface-moon",
+        }
 
     def unauthorized(self) -> web.Response:
         """The Hub's 401 for a bad token."""
-        return self.respond({"error": "Invalid credentials in Authorization header"}, status=401,
-                            headers={"x-error-message": "Invalid credentials in Authorization header"})
+        return self.respond(
+            {"error": "Invalid credentials in Authorization header"},
+            status=401,
+            headers={"x-error-message": "Invalid credentials in Authorization header"},
+        )
 
     def routes(self) -> list[Route]:
         """The model info route (org/name or a bare name)."""

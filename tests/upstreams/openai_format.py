@@ -78,7 +78,12 @@ class Render:
         return self.plan.tool_calls[:1] if self.flavor.legacy_tools else self.plan.tool_calls
 
     def _envelope(self, obj: str) -> dict[str, Any]:
-        envelope: dict[str, Any] = {"id": self.cid, "object": obj, "created": self.created, "model": self.model}
+        envelope: dict[str, Any] = {
+            "id": self.cid,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+        }
         if self.flavor.fingerprint is not None:
             envelope["system_fingerprint"] = self.flavor.fingerprint
         return envelope
@@ -105,7 +110,11 @@ class Render:
             ]
         elif calls:
             message["tool_calls"] = [
-                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
                 for call in calls
             ]
         return message
@@ -213,11 +222,15 @@ class Render:
         """Prebuilt frames for the benchmark helper: N identical ``"tok "`` chunks, batched."""
         plan = self.plan
         count = plan.fake_chunks or 0
-        reasoning = plan.reasoning if plan.reasoning_field else []
-        head = [
-            self.frame(self.delta_chunk({plan.reasoning_field: piece}, i, 0), dumps)
-            for i, piece in enumerate(reasoning)
-        ]
+        field_name = plan.reasoning_field
+        head = (
+            [
+                self.frame(self.delta_chunk({field_name: piece}, i, 0), dumps)
+                for i, piece in enumerate(plan.reasoning)
+            ]
+            if field_name
+            else []
+        )
         writes: list[bytes] = []
         if count:
             ordinal = len(head)
@@ -231,6 +244,8 @@ class Render:
                 writes.append(rest * remainder)
         elif head:
             writes.append(b"".join(head))
-        tail = b"".join(self.frame(chunk, dumps) for chunk in self.tail_chunks(started=bool(head) or count > 0))
+        tail = b"".join(
+            self.frame(chunk, dumps) for chunk in self.tail_chunks(started=bool(head) or count > 0)
+        )
         writes.append(tail + DONE_FRAME if self.flavor.done else tail)
         return writes

@@ -39,7 +39,9 @@ class TGIUpstream(ChatUpstream):
 
     family = "tgi"
 
-    def __init__(self, version: str = "3.x", *, prefix: str = "", model_id: str = "tgi-org/tgi-model") -> None:
+    def __init__(
+        self, version: str = "3.x", *, prefix: str = "", model_id: str = "tgi-org/tgi-model"
+    ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {sorted(VERSIONS)}")
         super().__init__(prefix=prefix)
@@ -65,7 +67,9 @@ class TGIUpstream(ChatUpstream):
 
     def unauthorized(self) -> web.Response:
         """Inference Endpoints' 401 body."""
-        return self.respond({"error": "Authorization header is correct, but the token seems invalid"}, status=401)
+        return self.respond(
+            {"error": "Authorization header is correct, but the token seems invalid"}, status=401
+        )
 
     def bad_request(self, message: str, param: str | None = None) -> web.Response:
         """axum's JSON extractor rejection: 422 text/plain."""
@@ -105,8 +109,12 @@ class TGIUpstream(ChatUpstream):
             choices = chunk["choices"]
             if choices and choices[0]["delta"].get("content"):
                 sent += 1
-        error = {"error": {"message": "Input validation error: simulated failure mid-stream",
-                           "http_status_code": 422}}
+        error = {
+            "error": {
+                "message": "Input validation error: simulated failure mid-stream",
+                "http_status_code": 422,
+            }
+        }
         frames.append(render.frame(error, self.dumps))
         return frames
 
