@@ -301,9 +301,7 @@ def _error_class_for(status: int, message: str, body: Any) -> type[PolyrouteErro
     if status in (400, 413, 422):
         if "context_length" in code or any(h in lowered for h in _CONTEXT_WINDOW_HINTS):
             return ContextWindowExceededError
-        if "content_policy" in code or "content_filter" in code or any(
-            h in lowered for h in _CONTENT_POLICY_HINTS
-        ):
+        if "content_policy" in code or "content_filter" in code or any(h in lowered for h in _CONTENT_POLICY_HINTS):
             return ContentPolicyViolationError
         return BadRequestError
     return {

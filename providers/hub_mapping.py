@@ -63,8 +63,9 @@ class HubMappingCache:
             raise value
         return value
 
-    def _store(self, key: tuple[str, str], response: HttpResponse | PolyrouteError, model: str,
-               token: str | None) -> dict[str, Any]:
+    def _store(
+        self, key: tuple[str, str], response: HttpResponse | PolyrouteError, model: str, token: str | None
+    ) -> dict[str, Any]:
         try:
             if isinstance(response, PolyrouteError):
                 raise response
@@ -136,7 +137,11 @@ def _parse(response: HttpResponse, model: str, token: str | None) -> dict[str, A
     secrets = (token,) if token else ()
     if response.status >= 400:
         raise error_from_response(
-            response.status, response.headers, response.content, provider="huggingface-hub", model=model,
+            response.status,
+            response.headers,
+            response.content,
+            provider="huggingface-hub",
+            model=model,
             secrets=secrets,
         )
     try:

@@ -47,13 +47,19 @@ DEFAULT_SPECS: tuple[ProviderSpec, ...] = (
     ProviderSpec("deepinfra", "https://api.deepinfra.com/v1/openai", ("DEEPINFRA_API_KEY",), "DEEPINFRA_API_BASE"),
     ProviderSpec("openai", "https://api.openai.com/v1", ("OPENAI_API_KEY",), "OPENAI_API_BASE"),
     ProviderSpec(
-        "together", "https://api.together.xyz/v1", ("TOGETHER_API_KEY", "TOGETHERAI_API_KEY"),
-        "TOGETHER_API_BASE", aliases=("together_ai",),
+        "together",
+        "https://api.together.xyz/v1",
+        ("TOGETHER_API_KEY", "TOGETHERAI_API_KEY"),
+        "TOGETHER_API_BASE",
+        aliases=("together_ai",),
     ),
     ProviderSpec("groq", "https://api.groq.com/openai/v1", ("GROQ_API_KEY",), "GROQ_API_BASE"),
     ProviderSpec(
-        "fireworks-ai", "https://api.fireworks.ai/inference/v1", ("FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY"),
-        "FIREWORKS_API_BASE", aliases=("fireworks_ai", "fireworks"),
+        "fireworks-ai",
+        "https://api.fireworks.ai/inference/v1",
+        ("FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY"),
+        "FIREWORKS_API_BASE",
+        aliases=("fireworks_ai", "fireworks"),
     ),
     ProviderSpec("nebius", "https://api.studio.nebius.com/v1", ("NEBIUS_API_KEY",), "NEBIUS_API_BASE"),
     ProviderSpec("sambanova", "https://api.sambanova.ai/v1", ("SAMBANOVA_API_KEY",), "SAMBANOVA_API_BASE"),
@@ -105,9 +111,7 @@ class Registry:
                 f"provider {spec.name!r}: unknown adapter {spec.adapter!r}; known: {', '.join(sorted(ADAPTERS))}"
             )
         if not spec.name or "/" in spec.name or ":" in spec.name:
-            raise InvalidRequestArgumentError(
-                f"provider name {spec.name!r} must be non-empty without '/' or ':'"
-            )
+            raise InvalidRequestArgumentError(f"provider name {spec.name!r} must be non-empty without '/' or ':'")
         if spec.name != "huggingface" and not spec.base_url.startswith(("http://", "https://")):
             raise InvalidRequestArgumentError(
                 f"provider {spec.name!r}: base_url must start with http:// or https://, got {spec.base_url!r}"
@@ -203,9 +207,7 @@ class Registry:
         if stripped != model or any(c.isspace() for c in model):
             raise InvalidRequestArgumentError(f"model {model!r} contains whitespace; remove it")
         if api_base is not None and not api_base.startswith(("http://", "https://")):
-            raise InvalidRequestArgumentError(
-                f"api_base must start with http:// or https://, got {api_base!r}"
-            )
+            raise InvalidRequestArgumentError(f"api_base must start with http:// or https://, got {api_base!r}")
         prefix, sep, rest = model.partition("/")
         spec = self._names.get(prefix)
         if spec is None:

@@ -80,8 +80,10 @@ class HttpResponse:
 
 
 class SyncStreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     def iter_bytes(self) -> Iterator[bytes]: ...
     def read(self) -> bytes: ...
@@ -89,8 +91,10 @@ class SyncStreamResponse(Protocol):
 
 
 class AsyncStreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
     async def aread(self) -> bytes: ...
@@ -182,13 +186,9 @@ class HttpxSyncTransport:
         try:
             return self.client.send(req, stream=True), deadline
         except httpx.TimeoutException as e:
-            raise APITimeoutError(
-                f"timed out connecting to {_where(request.url)}: {type(e).__name__}"
-            ) from None
+            raise APITimeoutError(f"timed out connecting to {_where(request.url)}: {type(e).__name__}") from None
         except httpx.TransportError as e:
-            raise APIConnectionError(
-                f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}"
-            ) from None
+            raise APIConnectionError(f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}") from None
 
     def send(self, request: HttpRequest, timeouts: Timeouts) -> HttpResponse:
         resp, deadline = self._open(request, timeouts)
@@ -256,13 +256,9 @@ class HttpxAsyncTransport:
         try:
             return await self.client.send(req, stream=True)
         except httpx.TimeoutException as e:
-            raise APITimeoutError(
-                f"timed out connecting to {_where(request.url)}: {type(e).__name__}"
-            ) from None
+            raise APITimeoutError(f"timed out connecting to {_where(request.url)}: {type(e).__name__}") from None
         except httpx.TransportError as e:
-            raise APIConnectionError(
-                f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}"
-            ) from None
+            raise APIConnectionError(f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}") from None
 
     async def send(self, request: HttpRequest, timeouts: Timeouts) -> HttpResponse:
         async def run() -> HttpResponse:
@@ -354,9 +350,7 @@ class AiohttpTransport:
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             raise APITimeoutError(f"timed out connecting to {_where(request.url)}") from None
         except aiohttp.ClientError as e:
-            raise APIConnectionError(
-                f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}"
-            ) from None
+            raise APIConnectionError(f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}") from None
 
     async def send(self, request: HttpRequest, timeouts: Timeouts) -> HttpResponse:
         import aiohttp

@@ -35,7 +35,26 @@ _EXPORTS = {
     "errors": "router.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AsyncStream",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ClientPool",
+    "EmbeddingResponse",
+    "Registry",
+    "ResponseMeta",
+    "Stream",
+    "Timeouts",
+    "acompletion",
+    "aembedding",
+    "completion",
+    "default_registry",
+    "embedding",
+    "errors",
+    "register_provider",
+    "stream_chunk_builder",
+    "token_counter",
+]
 
 if TYPE_CHECKING:
     from providers.clients import ClientPool

@@ -32,7 +32,7 @@ from providers.transport import HttpRequest, HttpResponse, Timeouts
 from . import mock
 from .params import build_chat_body, check_headers
 from .streaming import AsyncStream, ChunkNormalizer, Stream
-from .types import Attempt, ChatCompletion, EmbeddingResponse, ResponseMeta
+from .types import Attempt, ChatCompletion, ResponseMeta
 
 # LiteLLM arguments that change nothing here; accepted so code written for LiteLLM keeps working.
 _IGNORED_LITELLM_ARGS = frozenset({"drop_params", "metadata", "custom_llm_provider_name", "litellm_logging_obj"})
@@ -52,8 +52,10 @@ class _Call:
 
 def _api_key(target: Target, api_key: str | None) -> str | None:
     key = target.spec.find_api_key(api_key)
-    if key is None and target.spec.key_required and not (
-        target.spec.name == "openai" and target.api_base != target.spec.resolved_base_url()
+    if (
+        key is None
+        and target.spec.key_required
+        and not (target.spec.name == "openai" and target.api_base != target.spec.resolved_base_url())
     ):
         env = " or ".join(target.spec.key_env) or "an api_key"
         raise MissingCredentialsError(
@@ -175,9 +177,7 @@ def _finish_chat(call: _Call, response: HttpResponse) -> ChatCompletion:
         from .tokens import count_messages, count_text
 
         prompt = count_messages(call.messages)
-        completion_tokens = sum(
-            count_text((c.get("message") or {}).get("content") or "") for c in data["choices"]
-        )
+        completion_tokens = sum(count_text((c.get("message") or {}).get("content") or "") for c in data["choices"])
         data["usage"] = {
             "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,
@@ -205,9 +205,7 @@ def _finish_chat(call: _Call, response: HttpResponse) -> ChatCompletion:
 
 
 def _normalizer(call: _Call) -> ChunkNormalizer:
-    return ChunkNormalizer(
-        call.target, include_usage=call.include_usage, messages=call.messages, secrets=call.secrets
-    )
+    return ChunkNormalizer(call.target, include_usage=call.include_usage, messages=call.messages, secrets=call.secrets)
 
 
 def completion(

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _chat(args: argparse.Namespace) -> int:
     from .api import completion
     from .errors import InvalidRequestArgumentError, PolyrouteError
+    from .streaming import Stream
+    from .types import ChatCompletion
 
     prompt = " ".join(args.prompt) if args.prompt else ""
     if not prompt or prompt == "-":
@@ -26,10 +29,18 @@ def _chat(args: argparse.Namespace) -> int:
         messages.append({"role": "system", "content": args.system})
     messages.append({"role": "user", "content": prompt})
     color = sys.stdout.isatty()
+    call: dict[str, Any] = {
+        "model": args.model,
+        "messages": messages,
+        "api_base": args.api_base,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "timeout": args.timeout,
+    }
     try:
         if args.no_stream:
-            result = completion(model=args.model, messages=messages, api_base=args.api_base,
-                                max_tokens=args.max_tokens, temperature=args.temperature, timeout=args.timeout)  # fmt: skip
+            result = completion(stream=False, **call)
+            assert isinstance(result, ChatCompletion)
             message = result.choices[0].message
             reasoning = getattr(message, "reasoning_content", None)
             if reasoning and args.show_reasoning:
@@ -37,8 +48,8 @@ def _chat(args: argparse.Namespace) -> int:
             print(message.content or "")
             meta, usage = result.meta, result.usage
         else:
-            stream = completion(model=args.model, messages=messages, api_base=args.api_base, stream=True,
-                                max_tokens=args.max_tokens, temperature=args.temperature, timeout=args.timeout)  # fmt: skip
+            stream = completion(stream=True, **call)
+            assert isinstance(stream, Stream)
             in_reasoning = False
             with stream:
                 for chunk in stream:

@@ -58,8 +58,9 @@ def _sse(target: Target, messages: list[dict[str, Any]], mock_response: Any) -> 
         frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
     prompt, completion = count_messages(messages), count_text(content)
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-    frames.append(b"data: " + orjson.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                            "model": target.model, "choices": [], "usage": usage}) + b"\n\n")  # fmt: skip
+    usage_chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": target.model,
+                   "choices": [], "usage": usage}  # fmt: skip
+    frames.append(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
     frames.append(b"data: [DONE]\n\n")
     return frames
 

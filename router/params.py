@@ -193,13 +193,15 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             raise _fail(f"messages[{i}] has role {role!r}; use one of {', '.join(sorted(ROLES))}")
         content = msg.get("content")
         if content is None:
-            if role == "user" or (role in ("system", "developer")) or (
-                role == "assistant" and not msg.get("tool_calls") and not msg.get("function_call")
+            if (
+                role == "user"
+                or (role in ("system", "developer"))
+                or (role == "assistant" and not msg.get("tool_calls") and not msg.get("function_call"))
             ):
                 raise _fail(f"messages[{i}] ({role}) has no content; add 'content': '...'")
         elif isinstance(content, list):
             new_parts = [_normalize_part(p, f"messages[{i}].content[{j}]") for j, p in enumerate(content)]
-            if any(a is not b for a, b in zip(new_parts, content)):
+            if any(a is not b for a, b in zip(new_parts, content, strict=True)):
                 msg = {**msg, "content": new_parts}
         elif not isinstance(content, str):
             raise _fail(
@@ -242,7 +244,11 @@ def response_format_param(value: Any) -> Any:
     if isinstance(value, type) and hasattr(value, "model_json_schema"):
         return {
             "type": "json_schema",
-            "json_schema": {"name": value.__name__, "schema": _strict_schema(value.model_json_schema()), "strict": True},
+            "json_schema": {
+                "name": value.__name__,
+                "schema": _strict_schema(value.model_json_schema()),
+                "strict": True,
+            },
         }
     raise _fail(
         "response_format must be a dict like {'type': 'json_object'} or a pydantic model class, "

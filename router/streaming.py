@@ -10,7 +10,7 @@ drive it over a transport and close the upstream connection when the caller leav
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -249,7 +249,7 @@ class ChunkNormalizer:
             if tool is None:
                 index = len(state.tools)
                 state.tool_index_map[up_index] = index
-                call_id = up_id if self._good_upstream_id(up_id) else new_id("call_")
+                call_id = up_id if isinstance(up_id, str) and self._good_upstream_id(up_id) else new_id("call_")
                 self._used_ids.add(call_id)
                 tool = state.tools[index] = _ToolState(call_id, up_id, fn.get("name"))
                 out.append(
@@ -382,7 +382,7 @@ class Stream(_StreamBase):
         self._response = response
         self._gen = self._iterate()
 
-    def _iterate(self) -> Iterator[ChatCompletionChunk]:
+    def _iterate(self) -> Generator[ChatCompletionChunk, None, None]:
         norm = self._norm
         decoder = SSEDecoder()
         try:
@@ -441,7 +441,7 @@ class AsyncStream(_StreamBase):
         self._response = response
         self._agen = self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
+    async def _iterate(self) -> AsyncGenerator[ChatCompletionChunk, None]:
         norm = self._norm
         decoder = SSEDecoder()
         try:
@@ -473,7 +473,7 @@ class AsyncStream(_StreamBase):
 
     async def aclose(self) -> None:
         """Stop reading and close the upstream connection."""
-        await self._agen.aclose()  # type: ignore[attr-defined]
+        await self._agen.aclose()
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -553,11 +553,12 @@ def stream_chunk_builder(chunks: Iterable[Any], messages: list[dict[str, Any]] |
         from .tokens import count_messages, count_text
 
         prompt = count_messages(messages)
-        completion_tokens = sum(
-            count_text("".join(c["content"]) + "".join(c["reasoning"])) for c in choices.values()
-        )
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt + completion_tokens}
+        completion_tokens = sum(count_text("".join(c["content"]) + "".join(c["reasoning"])) for c in choices.values())
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+        }
     data = {
         "id": first.get("id"),
         "choices": out_choices,

@@ -12,13 +12,21 @@ from collections.abc import Iterator
 import pytest
 
 from providers.hub_mapping import default_hub_cache
-
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, HubUpstream, OpenAICompatUpstream, TGIUpstream
 
 _ENV_VARS = (
-    "HUGGINGFACE_HUB_TOKEN", "HF_TOKEN", "HUGGINGFACE_API_KEY", "DEEPINFRA_API_KEY", "OPENAI_API_KEY",
-    "HF_ROUTER_URL", "HF_ENDPOINT", "DEEPINFRA_API_BASE", "OPENAI_API_BASE", "TOGETHER_API_KEY",
-    "TOGETHERAI_API_KEY", "GROQ_API_KEY",
+    "HUGGINGFACE_HUB_TOKEN",
+    "HF_TOKEN",
+    "HUGGINGFACE_API_KEY",
+    "DEEPINFRA_API_KEY",
+    "OPENAI_API_KEY",
+    "HF_ROUTER_URL",
+    "HF_ENDPOINT",
+    "DEEPINFRA_API_BASE",
+    "OPENAI_API_BASE",
+    "TOGETHER_API_KEY",
+    "TOGETHERAI_API_KEY",
+    "GROQ_API_KEY",
 )
 
 

@@ -45,7 +45,10 @@ def test_hf_pinned_provider_litellm_form(hf: HFRouterUpstream) -> None:
 def test_hf_suffix_forms_and_served_by_header(hf: HFRouterUpstream) -> None:
     _chat(model="huggingface/deepseek-ai/DeepSeek-R1:novita", messages=USER)
     r = _chat(model="huggingface/deepseek-ai/DeepSeek-R1:fastest", messages=USER)
-    assert [q.json["model"] for q in hf.requests] == ["deepseek-ai/DeepSeek-R1:novita", "deepseek-ai/DeepSeek-R1:fastest"]
+    assert [q.json["model"] for q in hf.requests] == [
+        "deepseek-ai/DeepSeek-R1:novita",
+        "deepseek-ai/DeepSeek-R1:fastest",
+    ]
     # The router says who served a policy call (first live provider in its catalog); meta reports it.
     assert r.meta.provider == "novita"
 
@@ -100,21 +103,70 @@ def test_every_openai_parameter_reaches_the_upstream(hf: HFRouterUpstream, tmp_p
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     image = tmp_path / "x.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n0000")
-    messages = [{"role": "user", "content": [{"type": "text", "text": "see"},
-                                             {"type": "image_url", "image_url": {"url": str(image)}}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": str(image)}}],
+        }
+    ]
     _chat(
-        model="huggingface/Qwen/Qwen3-8B", messages=messages, max_tokens=50, temperature=0.3, top_p=0.9,
-        stop=["END"], seed=11, n=1, tools=tools, tool_choice="none", response_format=Answer,
-        reasoning_effort="low", logprobs=True, top_logprobs=2, presence_penalty=0.1, frequency_penalty=0.2,
-        user="u1", parallel_tool_calls=False, extra_body={"top_k": 20},
+        model="huggingface/Qwen/Qwen3-8B",
+        messages=messages,
+        max_tokens=50,
+        temperature=0.3,
+        top_p=0.9,
+        stop=["END"],
+        seed=11,
+        n=1,
+        tools=tools,
+        tool_choice="none",
+        response_format=Answer,
+        reasoning_effort="low",
+        logprobs=True,
+        top_logprobs=2,
+        presence_penalty=0.1,
+        frequency_penalty=0.2,
+        user="u1",
+        parallel_tool_calls=False,
+        extra_body={"top_k": 20},
     )
     body = hf.requests[0].json
-    assert {k: body[k] for k in ("max_tokens", "temperature", "top_p", "stop", "seed", "n", "tool_choice",
-                                 "reasoning_effort", "logprobs", "top_logprobs", "presence_penalty",
-                                 "frequency_penalty", "user", "parallel_tool_calls", "top_k")} == {
-        "max_tokens": 50, "temperature": 0.3, "top_p": 0.9, "stop": ["END"], "seed": 11, "n": 1,
-        "tool_choice": "none", "reasoning_effort": "low", "logprobs": True, "top_logprobs": 2,
-        "presence_penalty": 0.1, "frequency_penalty": 0.2, "user": "u1", "parallel_tool_calls": False, "top_k": 20}
+    assert {
+        k: body[k]
+        for k in (
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "n",
+            "tool_choice",
+            "reasoning_effort",
+            "logprobs",
+            "top_logprobs",
+            "presence_penalty",
+            "frequency_penalty",
+            "user",
+            "parallel_tool_calls",
+            "top_k",
+        )
+    } == {
+        "max_tokens": 50,
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "stop": ["END"],
+        "seed": 11,
+        "n": 1,
+        "tool_choice": "none",
+        "reasoning_effort": "low",
+        "logprobs": True,
+        "top_logprobs": 2,
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.2,
+        "user": "u1",
+        "parallel_tool_calls": False,
+        "top_k": 20,
+    }
     assert body["tools"] == tools
     assert body["response_format"]["json_schema"]["name"] == "Answer"
     assert body["response_format"]["json_schema"]["strict"] is True
@@ -127,8 +179,11 @@ def test_tool_calls_and_legacy_functions(hf: HFRouterUpstream) -> None:
     (call,) = r.choices[0].message.tool_calls or []
     assert call.function.name == "lookup" and call.id and r.choices[0].finish_reason == "tool_calls"
     assert json.loads(call.function.arguments) == {"query": "How many r's in strawberry?"}
-    legacy = _chat(model="huggingface/Qwen/Qwen3-8B", messages=USER,
-                   functions=[{"name": "lookup", "parameters": {"type": "object"}}])
+    legacy = _chat(
+        model="huggingface/Qwen/Qwen3-8B",
+        messages=USER,
+        functions=[{"name": "lookup", "parameters": {"type": "object"}}],
+    )
     assert hf.requests[-1].json["tools"][0]["function"]["name"] == "lookup"
     assert legacy.choices[0].message.function_call is not None
     assert legacy.choices[0].message.function_call.name == "lookup"
@@ -147,16 +202,34 @@ def test_reasoning_content_is_kept(hf: HFRouterUpstream) -> None:
 @pytest.mark.parametrize(
     ("reply", "cls", "needle"),
     [
-        (Reply(status=401, json={"error": "Invalid username or password."}), errors.AuthenticationError, "Invalid username"),
-        (Reply(status=402, json={"error": "You have exceeded your monthly included credits for Inference Providers."}),
-         errors.PaymentRequiredError, "credits"),
-        (Reply(status=403, json={"error": "This authentication method does not have sufficient permissions"}),
-         errors.PermissionDeniedError, "permissions"),
+        (
+            Reply(status=401, json={"error": "Invalid username or password."}),
+            errors.AuthenticationError,
+            "Invalid username",
+        ),
+        (
+            Reply(
+                status=402, json={"error": "You have exceeded your monthly included credits for Inference Providers."}
+            ),
+            errors.PaymentRequiredError,
+            "credits",
+        ),
+        (
+            Reply(status=403, json={"error": "This authentication method does not have sufficient permissions"}),
+            errors.PermissionDeniedError,
+            "permissions",
+        ),
         (Reply(status=404, json={"error": "Model X does not exist"}), errors.NotFoundError, "does not exist"),
-        (Reply(status=422, text="Failed to deserialize the JSON body into the target type"), errors.BadRequestError,
-         "deserialize"),
-        (Reply(status=503, json={"error": "Model X is currently loading", "estimated_time": 20.0}),
-         errors.ServiceUnavailableError, "loading"),
+        (
+            Reply(status=422, text="Failed to deserialize the JSON body into the target type"),
+            errors.BadRequestError,
+            "deserialize",
+        ),
+        (
+            Reply(status=503, json={"error": "Model X is currently loading", "estimated_time": 20.0}),
+            errors.ServiceUnavailableError,
+            "loading",
+        ),
         (Reply(status=500, text="upstream exploded"), errors.InternalServerError, "exploded"),
     ],
 )
@@ -295,10 +368,12 @@ def test_callers_own_httpx_client(hf: HFRouterUpstream) -> None:
 
 def test_acompletion_concurrent_default_pool(hf: HFRouterUpstream) -> None:
     async def main() -> list[ChatCompletion]:
-        results = await asyncio.gather(*[
-            acompletion(model="huggingface/Qwen/Qwen3-8B", messages=[{"role": "user", "content": f"n{i}"}])
-            for i in range(50)
-        ])
+        results = await asyncio.gather(
+            *[
+                acompletion(model="huggingface/Qwen/Qwen3-8B", messages=[{"role": "user", "content": f"n{i}"}])
+                for i in range(50)
+            ]
+        )
         return [r for r in results if isinstance(r, ChatCompletion)]
 
     results = asyncio.run(main())
@@ -319,7 +394,7 @@ def test_acompletion_with_callers_clients(hf: HFRouterUpstream) -> None:
         async with aiohttp.ClientSession() as session:
             r = await acompletion(model="huggingface/Qwen/Qwen3-8B", messages=USER, client=session)
             assert isinstance(r, ChatCompletion) and r.choices[0].message.content
-        with pytest.raises(TypeError, match="sync httpx.Client"):
+        with pytest.raises(TypeError, match=r"sync httpx\.Client"):
             await acompletion(model="huggingface/Qwen/Qwen3-8B", messages=USER, client=httpx.Client())
 
     asyncio.run(main())
@@ -346,8 +421,11 @@ def test_mock_response_makes_no_request(hf: HFRouterUpstream, monkeypatch: pytes
     r = _chat(model="huggingface/Qwen/Qwen3-8B", messages=USER, mock_response="It has three.")
     assert r.choices[0].message.content == "It has three." and r.usage is not None and r.usage.completion_tokens > 0
     with pytest.raises(errors.RateLimitError):
-        completion(model="huggingface/Qwen/Qwen3-8B", messages=USER,
-                   mock_response=errors.RateLimitError("mocked", status_code=429))
+        completion(
+            model="huggingface/Qwen/Qwen3-8B",
+            messages=USER,
+            mock_response=errors.RateLimitError("mocked", status_code=429),
+        )
     assert hf.requests == []
 
 

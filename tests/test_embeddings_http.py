@@ -8,7 +8,14 @@ import openai
 import pytest
 
 from router import aembedding, embedding, errors
-from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, HubUpstream, OpenAICompatUpstream, Reply, fake_embedding
+from tests.upstreams import (
+    DeepInfraUpstream,
+    HFRouterUpstream,
+    HubUpstream,
+    OpenAICompatUpstream,
+    Reply,
+    fake_embedding,
+)
 
 TEXTS = ["first text", "second one", "third and last"]
 
@@ -95,7 +102,9 @@ def test_deepinfra_embeddings(deepinfra: DeepInfraUpstream) -> None:
 
 def test_out_of_order_data_is_sorted(oai: OpenAICompatUpstream) -> None:
     data = [{"object": "embedding", "index": i, "embedding": [float(i)]} for i in (2, 0, 1)]
-    oai.enqueue(Reply(json={"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 3, "total_tokens": 3}}))
+    oai.enqueue(
+        Reply(json={"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+    )
     r = embedding(model="openai/tei", api_base=oai.url + "/v1", api_key="sk-123456", input=["a", "b", "c"])
     assert _vectors(r) == [[0.0], [1.0], [2.0]]
     oai.enqueue(Reply(json={"object": "list", "data": data[:2], "model": "m"}))
@@ -130,9 +139,9 @@ def test_bad_embedding_arguments(hf: HFRouterUpstream, kw: dict, needle: str) ->
 
 def test_aembedding_concurrent_single_flight_mapping(hf: HFRouterUpstream, hub: HubUpstream) -> None:
     async def main() -> None:
-        results = await asyncio.gather(*[
-            aembedding(model="huggingface/scaleway/Qwen/Qwen3-Embedding-8B", input=f"text {i}") for i in range(20)
-        ])
+        results = await asyncio.gather(
+            *[aembedding(model="huggingface/scaleway/Qwen/Qwen3-Embedding-8B", input=f"text {i}") for i in range(20)]
+        )
         assert [_vectors(r)[0] for r in results] == [fake_embedding(f"text {i}") for i in range(20)]
 
     asyncio.run(main())

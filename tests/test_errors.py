@@ -12,7 +12,9 @@ import pytest
 from providers import errors as E
 
 
-def _err(status: int, body: object, headers: dict[str, str] | None = None, secrets: tuple[str, ...] = ()) -> E.PolyrouteError:
+def _err(
+    status: int, body: object, headers: dict[str, str] | None = None, secrets: tuple[str, ...] = ()
+) -> E.PolyrouteError:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return E.error_from_response(status, headers or {}, content, provider="huggingface", model="m", secrets=secrets)
 
@@ -21,29 +23,80 @@ def _err(status: int, body: object, headers: dict[str, str] | None = None, secre
     ("status", "body", "cls", "needle"),
     [
         (401, {"error": "Invalid username or password."}, E.AuthenticationError, "Invalid username"),
-        (403, {"error": "This authentication method does not have sufficient permissions to call Inference Providers"},
-         E.PermissionDeniedError, "sufficient permissions"),
-        (402, {"error": "You have exceeded your monthly included credits for Inference Providers."},
-         E.PaymentRequiredError, "monthly included credits"),
-        (400, {"error": {"message": "The requested model 'X' is not supported by any provider you have enabled.",
-                         "type": "invalid_request_error", "param": "model", "code": "model_not_supported"}},
-         E.BadRequestError, "not supported by any provider"),
+        (
+            403,
+            {"error": "This authentication method does not have sufficient permissions to call Inference Providers"},
+            E.PermissionDeniedError,
+            "sufficient permissions",
+        ),
+        (
+            402,
+            {"error": "You have exceeded your monthly included credits for Inference Providers."},
+            E.PaymentRequiredError,
+            "monthly included credits",
+        ),
+        (
+            400,
+            {
+                "error": {
+                    "message": "The requested model 'X' is not supported by any provider you have enabled.",
+                    "type": "invalid_request_error",
+                    "param": "model",
+                    "code": "model_not_supported",
+                }
+            },
+            E.BadRequestError,
+            "not supported by any provider",
+        ),
         (404, {"error": "Model X does not exist"}, E.NotFoundError, "does not exist"),
-        (422, {"error": "Template error: template not found", "error_type": "template_error"},
-         E.BadRequestError, "Template error"),
+        (
+            422,
+            {"error": "Template error: template not found", "error_type": "template_error"},
+            E.BadRequestError,
+            "Template error",
+        ),
         (422, b"Failed to deserialize the JSON body", E.BadRequestError, "deserialize"),
-        (422, {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 12",
-               "error_type": "validation"}, E.ContextWindowExceededError, "must be <= 4096"),
-        (400, {"error": {"message": "This model's maximum context length is 8192 tokens",
-                         "code": "context_length_exceeded"}}, E.ContextWindowExceededError, "maximum context"),
-        (400, {"error": {"message": "Your request was flagged by our content management policy",
-                         "code": "content_policy_violation"}}, E.ContentPolicyViolationError, "content management"),
+        (
+            422,
+            {
+                "error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 12",
+                "error_type": "validation",
+            },
+            E.ContextWindowExceededError,
+            "must be <= 4096",
+        ),
+        (
+            400,
+            {
+                "error": {
+                    "message": "This model's maximum context length is 8192 tokens",
+                    "code": "context_length_exceeded",
+                }
+            },
+            E.ContextWindowExceededError,
+            "maximum context",
+        ),
+        (
+            400,
+            {
+                "error": {
+                    "message": "Your request was flagged by our content management policy",
+                    "code": "content_policy_violation",
+                }
+            },
+            E.ContentPolicyViolationError,
+            "content management",
+        ),
         (429, {"error": {"message": "Model busy, retry later"}}, E.RateLimitError, "Model busy"),
         (500, {"detail": "Internal error"}, E.InternalServerError, "Internal error"),
         (502, b"<html>Bad Gateway</html>", E.InternalServerError, "Bad Gateway"),
         (409, {"error": "conflict"}, E.ConflictError, "conflict"),
-        (400, {"detail": [{"loc": ["body", "messages"], "msg": "field required"}]}, E.BadRequestError,
-         "field required (body.messages)"),
+        (
+            400,
+            {"detail": [{"loc": ["body", "messages"], "msg": "field required"}]},
+            E.BadRequestError,
+            "field required (body.messages)",
+        ),
     ],
 )
 def test_error_shapes(status: int, body: object, cls: type[E.PolyrouteError], needle: str) -> None:
@@ -80,14 +133,17 @@ def test_secrets_are_scrubbed_from_message_body_and_repr() -> None:
 
 
 def test_stream_error_frames() -> None:
-    tgi = E.error_from_stream_event({"error": {"message": "Input validation error", "http_status_code": 422}},
-                                    provider="tgi", model="m")
+    tgi = E.error_from_stream_event(
+        {"error": {"message": "Input validation error", "http_status_code": 422}}, provider="tgi", model="m"
+    )
     assert isinstance(tgi, E.BadRequestError) and tgi.status_code == 422
-    native = E.error_from_stream_event({"error": "Request failed during generation", "error_type": "generation"},
-                                       provider="tgi", model="m")
+    native = E.error_from_stream_event(
+        {"error": "Request failed during generation", "error_type": "generation"}, provider="tgi", model="m"
+    )
     assert isinstance(native, E.InternalServerError)
     deepinfra = E.error_from_stream_event(
-        {"error_type": "validation_error", "error_message": '{"detail": "bad"}'}, provider="deepinfra", model="m")
+        {"error_type": "validation_error", "error_message": '{"detail": "bad"}'}, provider="deepinfra", model="m"
+    )
     assert isinstance(deepinfra, E.BadRequestError) and "bad" in deepinfra.message
 
 

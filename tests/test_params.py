@@ -17,7 +17,12 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 def body(messages: object = None, **params: object) -> dict:
     return build_chat_body(
         messages if messages is not None else [{"role": "user", "content": "hi"}],
-        dict(params), stream=False, stream_options=None, functions=None, function_call=None, extra_body=None,
+        dict(params),
+        stream=False,
+        stream_options=None,
+        functions=None,
+        function_call=None,
+        extra_body=None,
     )
 
 
@@ -30,8 +35,10 @@ def body(messages: object = None, **params: object) -> dict:
         ([{"role": "user"}], "has no content"),
         ([{"role": "user", "content": 3}], "must be a string or a list"),
         ([42], "must be a dict"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/no/such/file.png"}}]}],
-         "not an http(s) URL"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/no/such/file.png"}}]}],
+            "not an http(s) URL",
+        ),
     ],
 )
 def test_bad_messages(messages: object, needle: str) -> None:
@@ -63,20 +70,38 @@ def test_bad_params(params: dict, needle: str) -> None:
 
 def test_none_params_are_left_out_and_values_pass_through() -> None:
     b = body(None, temperature=0.2, max_tokens=5, stop=["\n"], seed=7, top_p=None)
-    assert b == {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.2, "max_tokens": 5,
-                 "stop": ["\n"], "seed": 7}
+    assert b == {
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.2,
+        "max_tokens": 5,
+        "stop": ["\n"],
+        "seed": 7,
+    }
 
 
 def test_stream_always_asks_for_usage_and_extra_body_merges() -> None:
-    b = build_chat_body([{"role": "user", "content": "hi"}], {}, stream=True, stream_options=None, functions=None,
-                        function_call=None, extra_body={"top_k": 5})
+    b = build_chat_body(
+        [{"role": "user", "content": "hi"}],
+        {},
+        stream=True,
+        stream_options=None,
+        functions=None,
+        function_call=None,
+        extra_body={"top_k": 5},
+    )
     assert b["stream"] is True and b["stream_options"] == {"include_usage": True} and b["top_k"] == 5
 
 
 def test_legacy_functions_become_tools() -> None:
-    b = build_chat_body([{"role": "user", "content": "hi"}], {}, stream=False, stream_options=None,
-                        functions=[{"name": "f", "parameters": {"type": "object"}}], function_call={"name": "f"},
-                        extra_body=None)
+    b = build_chat_body(
+        [{"role": "user", "content": "hi"}],
+        {},
+        stream=False,
+        stream_options=None,
+        functions=[{"name": "f", "parameters": {"type": "object"}}],
+        function_call={"name": "f"},
+        extra_body=None,
+    )
     assert b["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     assert b["tool_choice"] == {"type": "function", "function": {"name": "f"}}
 
@@ -93,9 +118,16 @@ def test_images_from_path_bytes_and_urls(tmp_path: Path) -> None:
     assert image_to_url("data:image/gif;base64,R0lG", "x") == "data:image/gif;base64,R0lG"
     with pytest.raises(InvalidRequestArgumentError, match="not PNG, JPEG"):
         image_to_url(b"plain text", "x")
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
-                                         {"type": "image_url", "image_url": {"url": str(path)}},
-                                         {"type": "image_url", "image_url": PNG}]}]
+    msgs = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": str(path)}},
+                {"type": "image_url", "image_url": PNG},
+            ],
+        }
+    ]
     parts = body(msgs)["messages"][0]["content"]
     assert parts[1]["image_url"]["url"] == expected and parts[2]["image_url"]["url"] == expected
     assert msgs[0]["content"][1]["image_url"]["url"] == str(path)  # the caller's messages are not mutated

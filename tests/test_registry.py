@@ -65,7 +65,9 @@ def test_tgi_needs_api_base(reg: Registry) -> None:
 
 
 def test_inference_endpoint_url_with_model_id_is_tgi(reg: Registry) -> None:
-    t = reg.resolve("huggingface/meta-llama/Llama-3.1-8B-Instruct", "https://abc.us-east-1.aws.endpoints.huggingface.cloud")
+    t = reg.resolve(
+        "huggingface/meta-llama/Llama-3.1-8B-Instruct", "https://abc.us-east-1.aws.endpoints.huggingface.cloud"
+    )
     assert t.provider == "tgi"
 
 
@@ -87,7 +89,10 @@ def test_register_provider_then_resolve(reg: Registry) -> None:
     reg.register("acme", "https://api.acme.test/v1", "ACME_API_KEY", aliases=["acme_ai"])
     t = reg.resolve("acme_ai/large-1")
     assert (t.provider, t.model, t.api_base, t.spec.key_env) == (
-        "acme", "large-1", "https://api.acme.test/v1", ("ACME_API_KEY",)
+        "acme",
+        "large-1",
+        "https://api.acme.test/v1",
+        ("ACME_API_KEY",),
     )
     with pytest.raises(InvalidRequestArgumentError, match="base_url"):
         reg.register("bad", "ftp://x")

@@ -15,8 +15,10 @@ from tests.streams import ALL_CASES, StreamCase, compact
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, OpenAICompatUpstream, Reply, TGIUpstream
 
 USER = [{"role": "user", "content": "count the letters please"}]
-TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}},
-         {"type": "function", "function": {"name": "clock", "parameters": {"type": "object"}}}]
+TOOLS = [
+    {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}},
+    {"type": "function", "function": {"name": "clock", "parameters": {"type": "object"}}},
+]
 
 
 def _stream(**kw: object) -> Stream:
@@ -32,8 +34,9 @@ def test_replayed_upstream_streams(case: StreamCase, oai: OpenAICompatUpstream, 
     server.enqueue(Reply(sse=pieces))
     model = "huggingface/tgi" if case.family == "tgi" else "openai/m"
     api_base = tgi.url if case.family == "tgi" else oai.url + "/v1"
-    stream = _stream(model=model, api_base=api_base, api_key="sk-test-123456", messages=USER,
-                     stream_options={"include_usage": True})
+    stream = _stream(
+        model=model, api_base=api_base, api_key="sk-test-123456", messages=USER, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert [compact(c) for c in chunks[:-1]] == case.expected
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
@@ -55,7 +58,9 @@ def _same_answer(streamed: ChatCompletion, plain: ChatCompletion) -> None:
     assert calls_a == calls_b
     assert streamed.usage is not None and plain.usage is not None
     assert (streamed.usage.prompt_tokens, streamed.usage.completion_tokens) == (
-        plain.usage.prompt_tokens, plain.usage.completion_tokens)
+        plain.usage.prompt_tokens,
+        plain.usage.completion_tokens,
+    )
 
 
 @pytest.mark.parametrize("with_tools", [False, True])
@@ -111,8 +116,15 @@ def test_error_frame_mid_stream_after_the_chunks(tgi: TGIUpstream) -> None:
 
 
 def test_dropped_connection_is_an_error(oai: OpenAICompatUpstream) -> None:
-    oai.enqueue(Reply(sse=[b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":'
-                           b'{"role":"assistant","content":"par"}}]}\n\n'], drop_after_sse=True))
+    oai.enqueue(
+        Reply(
+            sse=[
+                b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":'
+                b'{"role":"assistant","content":"par"}}]}\n\n'
+            ],
+            drop_after_sse=True,
+        )
+    )
     stream = _stream(model="openai/m", api_base=oai.url + "/v1", api_key="sk-1234567", messages=USER)
     first = next(stream)
     assert first.choices[0].delta.content == "par"
@@ -121,8 +133,9 @@ def test_dropped_connection_is_an_error(oai: OpenAICompatUpstream) -> None:
 
 
 def test_clean_close_without_done_or_finish_is_an_error(oai: OpenAICompatUpstream) -> None:
-    oai.enqueue(Reply(sse=[b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":'
-                           b'{"content":"par"}}]}\n\n']))
+    oai.enqueue(
+        Reply(sse=[b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"par"}}]}\n\n'])
+    )
     with pytest.raises(errors.APIConnectionError, match="ended before completion"):
         list(_stream(model="openai/m", api_base=oai.url + "/v1", api_key="sk-1234567", messages=USER))
 
@@ -157,8 +170,9 @@ def test_garbage_collection_closes_the_upstream(hf: HFRouterUpstream) -> None:
 
 def test_async_stream_and_early_exit(hf: HFRouterUpstream) -> None:
     async def main() -> None:
-        stream = await acompletion(model="huggingface/Qwen/Qwen3-8B", messages=USER, stream=True,
-                                   stream_options={"include_usage": True})
+        stream = await acompletion(
+            model="huggingface/Qwen/Qwen3-8B", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
         assert isinstance(stream, AsyncStream)
         chunks = [c async for c in stream]
         assert chunks[-1].usage is not None and stream.meta.provider
@@ -194,8 +208,12 @@ def test_task_cancellation_closes_the_upstream(hf: HFRouterUpstream) -> None:
 
 
 def test_mock_stream(hf: HFRouterUpstream) -> None:
-    stream = _stream(model="huggingface/Qwen/Qwen3-8B", messages=USER, mock_response="one two three",
-                     stream_options={"include_usage": True})
+    stream = _stream(
+        model="huggingface/Qwen/Qwen3-8B",
+        messages=USER,
+        mock_response="one two three",
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert stream_chunk_builder(chunks).choices[0].message.content == "one two three"
     assert chunks[-1].usage is not None and hf.requests == []

@@ -26,7 +26,9 @@ def target_for(family: str) -> Target:
     return _REG.resolve("openai/m", "http://127.0.0.1:1/v1")
 
 
-def run(raw_pieces: list[bytes], family: str, include_usage: bool = True) -> tuple[list[ChatCompletionChunk], ChunkNormalizer]:
+def run(
+    raw_pieces: list[bytes], family: str, include_usage: bool = True
+) -> tuple[list[ChatCompletionChunk], ChunkNormalizer]:
     norm = ChunkNormalizer(target_for(family), include_usage=include_usage, messages=MESSAGES)
     dec = SSEDecoder()
     out: list[ChatCompletionChunk] = []
@@ -61,8 +63,11 @@ def check_case(case: StreamCase, chunks: list[ChatCompletionChunk], norm: ChunkN
         assert norm.usage_estimated and usage_chunk.usage.completion_tokens > 0
     else:
         got = usage_chunk.usage
-        assert {"prompt_tokens": got.prompt_tokens, "completion_tokens": got.completion_tokens,
-                "total_tokens": got.total_tokens} == case.usage
+        assert {
+            "prompt_tokens": got.prompt_tokens,
+            "completion_tokens": got.completion_tokens,
+            "total_tokens": got.total_tokens,
+        } == case.usage
         assert not norm.usage_estimated
 
 
@@ -90,12 +95,22 @@ def test_any_rechunking_gives_the_same_result(case: StreamCase, cuts: list[int])
 def test_multibyte_utf8_split_anywhere(text: str, cuts: list[int]) -> None:
     import json
 
-    raw = b"".join([
-        b"data: " + json.dumps({"id": "x", "created": 1, "model": "m", "choices": [
-            {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": "stop"}]},
-            ensure_ascii=False).encode() + b"\n\n",
-        b"data: [DONE]\n\n",
-    ])
+    raw = b"".join(
+        [
+            b"data: "
+            + json.dumps(
+                {
+                    "id": "x",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                },
+                ensure_ascii=False,
+            ).encode()
+            + b"\n\n",
+            b"data: [DONE]\n\n",
+        ]
+    )
     chunks, _ = run(split_at(raw, cuts), "openai", include_usage=False)
     assert chunks[0].choices[0].delta.content == text
 
@@ -123,13 +138,33 @@ def test_repeated_zero_ids_for_new_calls_get_distinct_ids() -> None:
     def frame(obj: Any) -> bytes:
         return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
-    raw = b"".join([
-        frame({"id": "", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant",
-               "tool_calls": [{"index": 0, "id": "0", "function": {"name": "a", "arguments": {"x": 1}}},
-                              {"index": 1, "id": "0", "function": {"name": "b", "arguments": {"y": 2}}}]},
-               "finish_reason": None}]}),
-        frame({"id": "", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-    ])
+    raw = b"".join(
+        [
+            frame(
+                {
+                    "id": "",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {
+                                "role": "assistant",
+                                "tool_calls": [
+                                    {"index": 0, "id": "0", "function": {"name": "a", "arguments": {"x": 1}}},
+                                    {"index": 1, "id": "0", "function": {"name": "b", "arguments": {"y": 2}}},
+                                ],
+                            },
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            ),
+            frame(
+                {"id": "", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            ),
+        ]
+    )
     chunks, _ = run([raw], "openai")
     full = stream_chunk_builder(chunks)
     calls = full.choices[0].message.tool_calls
@@ -145,7 +180,9 @@ def test_stream_chunk_builder_rebuilds_everything() -> None:
     calls = full.choices[0].message.tool_calls
     assert calls is not None
     assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
-        ("call_a", "get_weather", '{"city": "Paris"}'), ("call_b", "get_time", '{"tz": "CET"}')]
+        ("call_a", "get_weather", '{"city": "Paris"}'),
+        ("call_b", "get_time", '{"tz": "CET"}'),
+    ]
     reasoning, _ = run([VLLM_NO_USAGE.raw], "openai")
     rebuilt = stream_chunk_builder(reasoning)
     assert rebuilt.choices[0].message.content == "Done."
@@ -154,8 +191,11 @@ def test_stream_chunk_builder_rebuilds_everything() -> None:
 
 
 def test_error_frame_raises_after_the_chunks_that_arrived() -> None:
-    raw = (b'data: {"id":"","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"pa"}}]}\n\n'
-           b'data: {"error": {"message": "Input validation error: bad", "http_status_code": 422}}\n\n')
+    raw = (
+        b'data: {"id":"","created":1,"model":"m",'
+        b'"choices":[{"index":0,"delta":{"role":"assistant","content":"pa"}}]}\n\n'
+        b'data: {"error": {"message": "Input validation error: bad", "http_status_code": 422}}\n\n'
+    )
     norm = ChunkNormalizer(target_for("tgi"), include_usage=False, messages=MESSAGES)
     dec = SSEDecoder()
     payloads = dec.feed(raw)
@@ -184,7 +224,9 @@ def test_connection_cut_before_finish_is_an_error_not_a_short_success() -> None:
 
 
 def test_done_without_finish_reason_gets_one() -> None:
-    raw = b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
+    raw = (
+        b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
+    )
     chunks, _ = run([raw], "openai", include_usage=False)
     assert [c.choices[0].finish_reason for c in chunks] == [None, "stop"]
 

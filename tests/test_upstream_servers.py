@@ -46,9 +46,7 @@ def chunks(raw: bytes) -> list[dict[str, Any]]:
 
 
 def streamed_text(raw: bytes, key: str = "content") -> str:
-    return "".join(
-        chunk["choices"][0]["delta"].get(key) or "" for chunk in chunks(raw) if chunk.get("choices")
-    )
+    return "".join(chunk["choices"][0]["delta"].get(key) or "" for chunk in chunks(raw) if chunk.get("choices"))
 
 
 @pytest.fixture
@@ -105,18 +103,13 @@ def _fresh(request: pytest.FixtureRequest) -> None:
     ],
     ids=["hf", "deepinfra", "openai"],
 )
-def test_missing_token_gets_family_401(
-    server: FakeUpstream, path: str, body: Any, client: httpx.Client
-) -> None:
+def test_missing_token_gets_family_401(server: FakeUpstream, path: str, body: Any, client: httpx.Client) -> None:
     with server:
         response = client.post(server.url + path, json=chat_body())
         assert response.status_code == 401
         assert response.json() == body
         assert response.headers["x-request-id"]
-        assert (
-            client.post(server.url + path, json=chat_body(), headers={"authorization": "Bearer"}).status_code
-            == 401
-        )
+        assert client.post(server.url + path, json=chat_body(), headers={"authorization": "Bearer"}).status_code == 401
         server.valid_tokens = {"good"}
         assert client.post(server.url + path, json=chat_body(), headers=AUTH).status_code == 401
         ok = client.post(server.url + path, json=chat_body(), headers={"authorization": "Bearer good"})
@@ -139,9 +132,7 @@ def test_tgi_auth_is_optional_unless_required(client: httpx.Client) -> None:
 def test_echo_usage_headers_and_recording(hf: HFRouterUpstream, client: httpx.Client) -> None:
     body = chat_body("hello  world", model="deepseek-ai/DeepSeek-R1:cheapest")
     body["messages"].insert(0, {"role": "system", "content": "be brief"})
-    response = client.post(
-        hf.url + "/v1/chat/completions?x=1&x=2", json=body, headers={**AUTH, "X-Custom": "v"}
-    )
+    response = client.post(hf.url + "/v1/chat/completions?x=1&x=2", json=body, headers={**AUTH, "X-Custom": "v"})
     assert response.status_code == 200
     data = response.json()
     assert data["id"].startswith("chatcmpl-") and data["object"] == "chat.completion"
@@ -223,9 +214,7 @@ def test_hf_stream_usage_chunk_only_with_include_usage(hf: HFRouterUpstream, cli
     assert all("usage" not in c for c in parsed[:-1])
 
 
-def test_deepinfra_spaced_json_and_usage_on_finish_chunk(
-    deepinfra: DeepInfraUpstream, client: httpx.Client
-) -> None:
+def test_deepinfra_spaced_json_and_usage_on_finish_chunk(deepinfra: DeepInfraUpstream, client: httpx.Client) -> None:
     url = deepinfra.url + "/v1/openai/chat/completions"
     deepinfra.prices = {"org/model": (1.0, 2.0)}
     response = client.post(url, json=chat_body(), headers=AUTH)
@@ -265,13 +254,9 @@ def test_tgi2_tool_call_quirks(tgi2: TGIUpstream, client: httpx.Client) -> None:
     assert call["id"] == "0" and call["function"]["arguments"] == {"query": "find cats"}
     assert data["choices"][0]["finish_reason"] == "eos_token"
     parsed = chunks(client.post(url, json=chat_body("find cats", tools=tools, stream=True)).content)
-    deltas = [
-        c["choices"][0]["delta"]["tool_calls"] for c in parsed if "tool_calls" in c["choices"][0]["delta"]
-    ]
+    deltas = [c["choices"][0]["delta"]["tool_calls"] for c in parsed if "tool_calls" in c["choices"][0]["delta"]]
     assert all(isinstance(d, dict) and d["id"] == "0" for d in deltas)
-    assert deltas[0]["function"]["name"] == "search" and all(
-        d["function"]["name"] is None for d in deltas[1:]
-    )
+    assert deltas[0]["function"]["name"] == "search" and all(d["function"]["name"] is None for d in deltas[1:])
     assert json.loads("".join(d["function"]["arguments"] for d in deltas)) == {"query": "find cats"}
 
 
@@ -280,16 +265,12 @@ def test_tgi3_routes_prefix_limits_and_stream_error(client: httpx.Client) -> Non
         base = tgi.url + "/endpoint-abc"
         assert tgi.base_url == base
         info = client.get(base + "/info").json()
-        assert (
-            info["model_id"] == "acme/llm" and info["max_total_tokens"] == 4096 and info["version"] == "3.2.1"
-        )
+        assert info["model_id"] == "acme/llm" and info["max_total_tokens"] == 4096 and info["version"] == "3.2.1"
         assert client.get(base + "/health").status_code == 200
         assert client.get(base + "/v1/models").json()["data"][0]["id"] == "acme/llm"
         assert client.get(tgi.url + "/info").status_code == 404
         data = client.post(base + "/v1/chat/completions", json=chat_body(model="tgi")).json()
-        assert (
-            data["id"] == "" and data["model"] == "acme/llm" and data["system_fingerprint"] == "3.2.1-native"
-        )
+        assert data["id"] == "" and data["model"] == "acme/llm" and data["system_fingerprint"] == "3.2.1-native"
         too_long = client.post(base + "/v1/chat/completions", json=chat_body(max_tokens=5000))
         assert too_long.status_code == 422
         assert too_long.json() == {
@@ -346,9 +327,7 @@ def test_parallel_tool_calls_stream_and_reasoning(client: httpx.Client) -> None:
         assert message["tool_calls"][0]["id"].startswith("call_")
         assert json.loads(message["tool_calls"][1]["function"]["arguments"]) == {"query": "do both"}
         assert data["choices"][0]["finish_reason"] == "tool_calls"
-        none = client.post(
-            url, json=chat_body("do both", tools=tools, tool_choice="none"), headers=AUTH
-        ).json()
+        none = client.post(url, json=chat_body("do both", tools=tools, tool_choice="none"), headers=AUTH).json()
         assert none["choices"][0]["message"]["content"] == "Echo: do both"
         raw = client.post(url, json=chat_body("do both", tools=tools, stream=True), headers=AUTH).content
         assert streamed_text(raw, "reasoning_content") == "Let me think."
@@ -389,15 +368,11 @@ def test_scripted_replies_fifo_path_and_headers(hf: HFRouterUpstream, client: ht
         path="/v1/chat/completions",
     )
     hf.enqueue(Reply(status=422, text="Template error"))
-    hf.enqueue(
-        Reply(status=503, json={"error": "Model X is currently loading", "estimated_time": 20.0}, delay=0.05)
-    )
+    hf.enqueue(Reply(status=503, json={"error": "Model X is currently loading", "estimated_time": 20.0}, delay=0.05))
     assert client.get(hf.url + "/v1/models").status_code == 422  # the unfiltered reply, in order
     first = client.post(url, json=chat_body(), headers=AUTH)
     assert first.status_code == 429 and first.headers["retry-after"] == "7"
-    assert (
-        first.json() == {"error": "Too many requests"} and first.headers["content-type"] == "application/json"
-    )
+    assert first.json() == {"error": "Too many requests"} and first.headers["content-type"] == "application/json"
     started = time.monotonic()
     loading = client.post(url, json=chat_body())  # scripted replies win even without a token
     assert loading.status_code == 503 and time.monotonic() - started >= 0.05
@@ -417,9 +392,7 @@ def test_drop_after_sse_breaks_the_body(hf: HFRouterUpstream, client: httpx.Clie
     received = b""
     with (
         pytest.raises(httpx.RemoteProtocolError),
-        client.stream(
-            "POST", hf.url + "/v1/chat/completions", json=chat_body(stream=True), headers=AUTH
-        ) as response,
+        client.stream("POST", hf.url + "/v1/chat/completions", json=chat_body(stream=True), headers=AUTH) as response,
     ):
         for piece in response.iter_raw():
             received += piece
@@ -449,12 +422,8 @@ def test_disconnect_detection_scripted_and_default(hf: HFRouterUpstream, client:
 # --------------------------------------------------------------------------- embeddings, hub, catalogs
 
 
-def test_openai_embeddings_shapes(
-    hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, client: httpx.Client
-) -> None:
-    one = client.post(
-        hf.url + "/nebius/v1/embeddings", json={"model": "m-nebius", "input": "hi there"}, headers=AUTH
-    )
+def test_openai_embeddings_shapes(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, client: httpx.Client) -> None:
+    one = client.post(hf.url + "/nebius/v1/embeddings", json={"model": "m-nebius", "input": "hi there"}, headers=AUTH)
     assert one.json() == {
         "object": "list",
         "data": [{"object": "embedding", "index": 0, "embedding": fake_embedding("hi there")}],
@@ -468,17 +437,13 @@ def test_openai_embeddings_shapes(
     ).json()
     assert [d["embedding"] for d in many["data"]] == [fake_embedding("a"), fake_embedding("b c")]
     assert many["usage"]["prompt_tokens"] == 3 and "estimated_cost" in many["usage"]
-    via_hf = client.post(
-        hf.url + "/deepinfra/v1/openai/embeddings", json={"model": "x", "input": ["a"]}, headers=AUTH
-    )
+    via_hf = client.post(hf.url + "/deepinfra/v1/openai/embeddings", json={"model": "x", "input": ["a"]}, headers=AUTH)
     assert len(via_hf.json()["data"][0]["embedding"]) == 8
 
 
 def test_feature_extraction_flat_batched_nested(hf: HFRouterUpstream, client: httpx.Client) -> None:
     url = hf.url + "/hf-inference/models/intfloat/multilingual-e5-large/pipeline/feature-extraction"
-    flat = client.post(
-        url, json={"inputs": "hello", "normalize": True, "truncate": True}, headers=AUTH
-    ).json()
+    flat = client.post(url, json={"inputs": "hello", "normalize": True, "truncate": True}, headers=AUTH).json()
     assert flat == fake_embedding("hello")
     assert sum(v * v for v in flat) == pytest.approx(1.0)
     batched = client.post(url, json={"inputs": ["a", "b"]}, headers=AUTH).json()
@@ -537,12 +502,8 @@ def test_catalogs(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, client: ht
     }
     assert any(m["metadata"] is None for m in meta)
     deepinfra.unknown_models = {"acme/gone"}
-    gone = client.post(
-        deepinfra.url + "/v1/openai/chat/completions", json=chat_body(model="acme/gone"), headers=AUTH
-    )
-    assert gone.status_code == 404 and gone.json() == {
-        "error": {"message": "The model `acme/gone` does not exist"}
-    }
+    gone = client.post(deepinfra.url + "/v1/openai/chat/completions", json=chat_body(model="acme/gone"), headers=AUTH)
+    assert gone.status_code == 404 and gone.json() == {"error": {"message": "The model `acme/gone` does not exist"}}
     deepinfra.unknown_models = set()
 
 

@@ -44,8 +44,7 @@ class HFRouterAdapter(OpenAICompatAdapter):
         if HF_PROVIDER_EMBEDDING_ROUTES.get(provider) is None:
             able = sorted(p for p, route in HF_PROVIDER_EMBEDDING_ROUTES.items() if route)
             raise InvalidRequestArgumentError(
-                f"HF provider {provider!r} does not serve embeddings through the router; "
-                f"use one of {', '.join(able)}"
+                f"HF provider {provider!r} does not serve embeddings through the router; use one of {', '.join(able)}"
             )
         return provider
 

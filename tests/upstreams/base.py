@@ -316,8 +316,10 @@ class FakeUpstream:
         if reply.delay:
             await asyncio.sleep(reply.delay)
         headers = CIMultiDict(reply.headers)
+        if reply.content_type is not None:
+            headers["content-type"] = reply.content_type
         if reply.sse is not None:
-            headers.setdefault("content-type", reply.content_type or SSE_TYPE)
+            headers.setdefault("content-type", SSE_TYPE)
             pieces = [piece.encode() if isinstance(piece, str) else piece for piece in reply.sse]
             return await self.stream(
                 request,
@@ -335,9 +337,8 @@ class FakeUpstream:
             body, default_type = self.dumps(reply.json), JSON_TYPE
         else:
             body, default_type = b"", None
-        content_type = reply.content_type or default_type
-        if content_type is not None:
-            headers.setdefault("content-type", content_type)
+        if default_type is not None:
+            headers.setdefault("content-type", default_type)
         return web.Response(status=reply.status, body=body, headers=headers)
 
     def _build_app(self) -> web.Application:
@@ -347,7 +348,11 @@ class FakeUpstream:
             reply = self._take_reply(request.path)
             if reply is not None:
                 return await self._scripted(request, reply)
-            return await handler(request)
+            try:
+                return await handler(request)
+            except web.HTTPException as exc:  # unknown route / method: still the family's headers
+                exc.headers.update(self.response_headers())
+                raise
 
         app = web.Application(middlewares=[middleware], client_max_size=64 * 1024 * 1024)
         for method, path, handler, needs_auth in self.routes():

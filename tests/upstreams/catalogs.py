@@ -85,9 +85,7 @@ def hub_mappings() -> dict[str, dict[str, dict[str, Any]]]:
     return {
         "meta-llama/Meta-Llama-3-8B-Instruct": {
             "together": _mapping("meta-llama/Meta-Llama-3-8B-Instruct-Turbo", "conversational"),
-            "fireworks-ai": _mapping(
-                "accounts/fireworks/models/llama-v3-8b-instruct", "conversational", "staging"
-            ),
+            "fireworks-ai": _mapping("accounts/fireworks/models/llama-v3-8b-instruct", "conversational", "staging"),
         },
         "Qwen/Qwen3-Embedding-8B": {
             "nebius": _mapping("Qwen/Qwen3-Embedding-8B-nebius", "feature-extraction"),

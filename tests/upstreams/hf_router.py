@@ -161,9 +161,7 @@ class HFRouterUpstream(ChatUpstream):
         if isinstance(model, web.Response):
             return model
         try:
-            vectors = feature_extraction(
-                request[RECORD].json, self.embedding_dim, model in self.nested_models
-            )
+            vectors = feature_extraction(request[RECORD].json, self.embedding_dim, model in self.nested_models)
         except BadRequest as exc:
             return self.respond({"error": exc.message}, status=400)
         return self.respond(vectors, headers={"x-inference-provider": "hf-inference"})

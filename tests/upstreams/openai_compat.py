@@ -22,9 +22,7 @@ class OpenAICompatUpstream(ChatUpstream):
 
     family = "openai"
 
-    def __init__(
-        self, *, prefix: str = "/v1", usage_mode: str = "separate", together_style: bool = False
-    ) -> None:
+    def __init__(self, *, prefix: str = "/v1", usage_mode: str = "separate", together_style: bool = False) -> None:
         super().__init__(prefix=prefix)
         self.usage_mode = usage_mode
         self.together_style = together_style
@@ -76,8 +74,5 @@ class OpenAICompatUpstream(ChatUpstream):
         ]
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        data = [
-            {"id": model, "object": "model", "created": 1700000000, "owned_by": "system"}
-            for model in self.models
-        ]
+        data = [{"id": model, "object": "model", "created": 1700000000, "owned_by": "system"} for model in self.models]
         return self.respond({"object": "list", "data": data})

@@ -224,10 +224,7 @@ class Render:
         count = plan.fake_chunks or 0
         field_name = plan.reasoning_field
         head = (
-            [
-                self.frame(self.delta_chunk({field_name: piece}, i, 0), dumps)
-                for i, piece in enumerate(plan.reasoning)
-            ]
+            [self.frame(self.delta_chunk({field_name: piece}, i, 0), dumps) for i, piece in enumerate(plan.reasoning)]
             if field_name
             else []
         )
@@ -244,8 +241,6 @@ class Render:
                 writes.append(rest * remainder)
         elif head:
             writes.append(b"".join(head))
-        tail = b"".join(
-            self.frame(chunk, dumps) for chunk in self.tail_chunks(started=bool(head) or count > 0)
-        )
+        tail = b"".join(self.frame(chunk, dumps) for chunk in self.tail_chunks(started=bool(head) or count > 0))
         writes.append(tail + DONE_FRAME if self.flavor.done else tail)
         return writes

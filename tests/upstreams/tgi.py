@@ -39,9 +39,7 @@ class TGIUpstream(ChatUpstream):
 
     family = "tgi"
 
-    def __init__(
-        self, version: str = "3.x", *, prefix: str = "", model_id: str = "tgi-org/tgi-model"
-    ) -> None:
+    def __init__(self, version: str = "3.x", *, prefix: str = "", model_id: str = "tgi-org/tgi-model") -> None:
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {sorted(VERSIONS)}")
         super().__init__(prefix=prefix)
@@ -67,9 +65,7 @@ class TGIUpstream(ChatUpstream):
 
     def unauthorized(self) -> web.Response:
         """Inference Endpoints' 401 body."""
-        return self.respond(
-            {"error": "Authorization header is correct, but the token seems invalid"}, status=401
-        )
+        return self.respond({"error": "Authorization header is correct, but the token seems invalid"}, status=401)
 
     def bad_request(self, message: str, param: str | None = None) -> web.Response:
         """axum's JSON extractor rejection: 422 text/plain."""
