@@ -386,7 +386,8 @@ class Stream(_StreamBase):
         norm = self._norm
         decoder = SSEDecoder()
         try:
-            for raw in self._response.iter_bytes():
+            raw_iter = self._response.iter_bytes()
+            for raw in raw_iter:
                 for payload in decoder.feed(raw):
                     for chunk in norm.feed(payload):
                         if self._first_token_at is None:
@@ -397,6 +398,9 @@ class Stream(_StreamBase):
             for payload in decoder.flush():
                 yield from norm.feed(payload)
             yield from norm.finish(saw_eof=True)
+            if norm.done:
+                for _ in raw_iter:  # read the body's end so the connection goes back to the pool
+                    pass
         except PolyrouteError as err:
             self._complete(err)
             raise
@@ -445,7 +449,8 @@ class AsyncStream(_StreamBase):
         norm = self._norm
         decoder = SSEDecoder()
         try:
-            async for raw in self._response.aiter_bytes():
+            raw_iter = self._response.aiter_bytes()
+            async for raw in raw_iter:
                 for payload in decoder.feed(raw):
                     for chunk in norm.feed(payload):
                         if self._first_token_at is None:
@@ -458,6 +463,9 @@ class AsyncStream(_StreamBase):
                     yield chunk
             for chunk in norm.finish(saw_eof=True):
                 yield chunk
+            if norm.done:
+                async for _ in raw_iter:  # read the body's end so the connection goes back to the pool
+                    pass
         except PolyrouteError as err:
             self._complete(err)
             raise
