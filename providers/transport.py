@@ -133,7 +133,7 @@ class _HttpxSyncStream:
         import httpx
 
         try:
-            for chunk in self._resp.iter_raw():
+            for chunk in self._resp.iter_bytes():
                 if self._deadline is not None and time.monotonic() > self._deadline:
                     raise APITimeoutError(f"request to {_where(self._url)} exceeded its total timeout")
                 yield chunk
@@ -220,7 +220,7 @@ class _HttpxAsyncStream:
         import httpx
 
         try:
-            async for chunk in self._resp.aiter_raw():
+            async for chunk in self._resp.aiter_bytes():
                 yield chunk
         except httpx.TimeoutException as e:
             raise APITimeoutError(f"timed out reading from {_where(self._url)}: {type(e).__name__}") from None

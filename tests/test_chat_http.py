@@ -434,3 +434,30 @@ def test_unknown_argument_is_a_clear_error(hf: HFRouterUpstream) -> None:
         completion(model="huggingface/Qwen/Qwen3-8B", messages=USER, top_k=3)
     # LiteLLM-only knobs that change nothing are accepted
     _chat(model="huggingface/Qwen/Qwen3-8B", messages=USER, drop_params=True)
+
+
+def test_gzip_encoded_responses_are_decoded(hf: HFRouterUpstream) -> None:
+    import gzip
+
+    body = {
+        "id": "chatcmpl-z",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "Qwen/Qwen3-8B",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "zipped"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    packed = gzip.compress(json.dumps(body).encode())
+    hf.enqueue(Reply(body=packed, headers={"Content-Encoding": "gzip"}))
+    assert _chat(model="huggingface/Qwen/Qwen3-8B", messages=USER).choices[0].message.content == "zipped"
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            hf.enqueue(Reply(body=packed, headers={"Content-Encoding": "gzip"}))
+            r = await acompletion(model="huggingface/Qwen/Qwen3-8B", messages=USER, client=client)
+            assert isinstance(r, ChatCompletion) and r.choices[0].message.content == "zipped"
+        hf.enqueue(Reply(body=packed, headers={"Content-Encoding": "gzip"}))
+        r = await acompletion(model="huggingface/Qwen/Qwen3-8B", messages=USER)
+        assert isinstance(r, ChatCompletion) and r.choices[0].message.content == "zipped"
+
+    asyncio.run(main())
