@@ -56,7 +56,7 @@ class ClientPool:
                                 keepalive_expiry=self.keepalive_seconds,
                             ),
                             headers={"user-agent": USER_AGENT},
-                            trust_env=False,
+                            trust_env=True,  # HTTPS_PROXY, SSL_CERT_FILE... as users expect
                         )
                     )
                 transport = self._sync
@@ -77,19 +77,32 @@ class ClientPool:
                 ),
                 headers={"user-agent": USER_AGENT},
                 auto_decompress=True,
-                trust_env=False,
+                trust_env=True,  # HTTPS_PROXY, SSL_CERT_FILE... as users expect
             )
             transport = AiohttpTransport(session)
             self._async[loop] = transport
-            closer = _close_on_loop_shutdown(session)
+            closer = _close_on_loop_shutdown(self, session)
             # Start the generator in this loop so the loop tracks it (firstiter hook) and
             # finalizes it in shutdown_asyncgens(); the finally-block closes the session.
             self._closers[loop] = closer
             self._starter = loop.create_task(_advance(closer))
         return transport
 
+    def _forget_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The session holds its loop strongly, so the weak keys alone would never let go.
+        self._async.pop(loop, None)
+        self._closers.pop(loop, None)
+
+    async def aclose(self) -> None:
+        """Close the session of the running event loop (it also closes when the loop shuts down)."""
+        loop = asyncio.get_running_loop()
+        transport = self._async.get(loop)
+        self._forget_loop(loop)
+        if transport is not None and not transport.session.closed:
+            await transport.session.close()
+
     def close(self) -> None:
-        """Close the sync client. Async sessions close with their event loops."""
+        """Close the sync client. Async sessions close with their event loops (or ``aclose()``)."""
         with self._lock:
             if self._sync is not None:
                 self._sync.client.close()
@@ -100,11 +113,12 @@ async def _advance(gen: AsyncGenerator[None, None]) -> None:
     await gen.__anext__()
 
 
-async def _close_on_loop_shutdown(session: Any) -> AsyncGenerator[None, None]:
+async def _close_on_loop_shutdown(pool: ClientPool, session: Any) -> AsyncGenerator[None, None]:
     try:
         yield
         yield  # never resumed: the loop's shutdown_asyncgens() closes us here
     finally:
+        pool._forget_loop(asyncio.get_running_loop())
         if not session.closed:
             await session.close()
 

@@ -192,27 +192,20 @@ class UnprocessableResponseError(PolyrouteError):
     """The upstream answered 2xx with something that is not the API's shape."""
 
 
-_CONTEXT_WINDOW_HINTS = (
-    "context length",
-    "context_length_exceeded",
-    "context window",
-    "maximum context",
-    "too many tokens",
-    "prompt is too long",
-    "input is too long",
-    "must be <=",
-    "must have less than",
-    "exceeds the model",
-    "reduce the length",
-    "max_total_tokens",
+# Context-window and content-policy errors are recognised from upstream wording; the patterns
+# require token/context words so that ordinary parameter errors ("temperature must be <= 2") stay
+# BadRequestError (the router picks context-window fallbacks on these).
+_CONTEXT_WINDOW = re.compile(
+    r"context[_ ](length|window|size)|maximum context|too many tokens|prompt is too long|input is too long"
+    r"|tokens? \+ `?max_new_tokens`? must be <=|`?inputs`? must have less than \d+ tokens"
+    r"|exceeds? (the )?(model'?s? )?(maximum )?(context|token limit)|reduce the length of the (messages|prompt)"
+    r"|max_total_tokens|maximum (input|prompt) length",
+    re.IGNORECASE,
 )
-_CONTENT_POLICY_HINTS = (
-    "content_policy",
-    "content policy",
-    "content management policy",
-    "safety system",
-    "flagged",
-    "content_filter",
+_CONTENT_POLICY = re.compile(
+    r"content[_ ]policy|content management policy|safety system|content_filter|flagged by (our|the) "
+    r"(content|safety|moderation)|violates? (our|the) (usage|content) polic",
+    re.IGNORECASE,
 )
 
 
@@ -257,8 +250,14 @@ def message_from_body(body: Any) -> str:
             return orjson.dumps(err).decode()
         if isinstance(err, str) and err:
             return err
-        if "error_message" in body:  # DeepInfra in-stream errors
-            return str(body["error_message"])
+        if "error_message" in body:  # DeepInfra in-stream errors: often a JSON document in a string
+            inner = body["error_message"]
+            if isinstance(inner, str) and inner.lstrip().startswith("{"):
+                try:
+                    return message_from_body(orjson.loads(inner))
+                except orjson.JSONDecodeError:
+                    pass
+            return str(inner)
         detail = body.get("detail")
         if isinstance(detail, str):
             return detail
@@ -294,14 +293,13 @@ def _sanitize(body: Any, secrets: tuple[str, ...]) -> Any:
 
 
 def _error_class_for(status: int, message: str, body: Any) -> type[PolyrouteError]:
-    lowered = message.lower()
     code = ""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         code = str(body["error"].get("code") or body["error"].get("type") or "").lower()
     if status in (400, 413, 422):
-        if "context_length" in code or any(h in lowered for h in _CONTEXT_WINDOW_HINTS):
+        if "context_length" in code or _CONTEXT_WINDOW.search(message):
             return ContextWindowExceededError
-        if "content_policy" in code or "content_filter" in code or any(h in lowered for h in _CONTENT_POLICY_HINTS):
+        if "content_policy" in code or "content_filter" in code or _CONTENT_POLICY.search(message):
             return ContentPolicyViolationError
         return BadRequestError
     return {

@@ -9,6 +9,7 @@ provider, the provider's own id for a Hub model. Needed only for non-chat tasks 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .errors import NotFoundError, PolyrouteError, UnprocessableResponseError, error_from_response
+from .errors import NotFoundError, PolyrouteError, UnprocessableResponseError, _rebuild_error, error_from_response
 from .transport import AsyncTransport, HttpRequest, HttpResponse, SyncTransport, Timeouts
 
 DEFAULT_HUB = "https://huggingface.co"
@@ -27,21 +28,34 @@ def hub_url() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB).rstrip("/")
 
 
+def _token_key(token: str | None) -> str:
+    # Mappings can differ by token (private / gated repos, a revoked token): cache per token,
+    # by a hash so the token itself is not kept around as a dict key.
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else "-"
+
+
+def _fresh(err: PolyrouteError) -> PolyrouteError:
+    # A cached failure is re-raised as a new instance: re-raising one object grows its traceback
+    # and keeps every frame it passed through alive.
+    return _rebuild_error(type(err), err.message, dict(err.__dict__))
+
+
 class HubMappingCache:
     """``provider_model_id(model, provider)`` with a TTL cache and single-flight async lookups.
 
     Example::
 
         cache = HubMappingCache()
-        cache.provider_model_id(transport, "Qwen/Qwen3-Embedding-8B", "nebius", token)
+        mapping = cache.mapping(transport, "Qwen/Qwen3-Embedding-8B", token)
+        HubMappingCache.pick(mapping, "Qwen/Qwen3-Embedding-8B", "nebius")
     """
 
     def __init__(self, ttl: float = 600.0, failure_ttl: float = 30.0) -> None:
         self.ttl = ttl
         self.failure_ttl = failure_ttl
-        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any] | PolyrouteError]] = {}
+        self._entries: dict[tuple[str, str, str], tuple[float, dict[str, Any] | PolyrouteError]] = {}
         self._lock = threading.Lock()
-        self._inflight: dict[tuple[int, str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._inflight: dict[tuple[int, str, str, str], asyncio.Task[dict[str, Any]]] = {}
 
     def clear(self) -> None:
         """Forget every cached mapping and failure."""
@@ -54,17 +68,17 @@ class HubMappingCache:
             headers["authorization"] = f"Bearer {token}"
         return HttpRequest("GET", f"{hub_url()}/api/models/{model}?expand[]=inferenceProviderMapping", headers)
 
-    def _cached(self, key: tuple[str, str]) -> dict[str, Any] | None:
+    def _cached(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
         entry = self._entries.get(key)
         if entry is None or entry[0] < time.monotonic():
             return None
         value = entry[1]
         if isinstance(value, PolyrouteError):
-            raise value
+            raise _fresh(value)
         return value
 
     def _store(
-        self, key: tuple[str, str], response: HttpResponse | PolyrouteError, model: str, token: str | None
+        self, key: tuple[str, str, str], response: HttpResponse | PolyrouteError, model: str, token: str | None
     ) -> dict[str, Any]:
         try:
             if isinstance(response, PolyrouteError):
@@ -72,14 +86,14 @@ class HubMappingCache:
             mapping = _parse(response, model, token)
         except PolyrouteError as err:
             with self._lock:
-                self._entries[key] = (time.monotonic() + self.failure_ttl, err)
+                self._entries[key] = (time.monotonic() + self.failure_ttl, _fresh(err))
             raise
         with self._lock:
             self._entries[key] = (time.monotonic() + self.ttl, mapping)
         return mapping
 
     def mapping(self, transport: SyncTransport, model: str, token: str | None) -> dict[str, Any]:
-        key = (hub_url(), model)
+        key = (hub_url(), model, _token_key(token))
         cached = self._cached(key)
         if cached is not None:
             return cached
@@ -89,35 +103,40 @@ class HubMappingCache:
             response = err
         return self._store(key, response, model, token)
 
+    async def _fetch(
+        self, transport: AsyncTransport, key: tuple[str, str, str], model: str, token: str | None
+    ) -> dict[str, Any]:
+        try:
+            response: HttpResponse | PolyrouteError = await transport.send(
+                self._request(model, token), _LOOKUP_TIMEOUTS
+            )
+        except PolyrouteError as err:
+            response = err
+        return self._store(key, response, model, token)
+
+    def _landed(self, flight_key: tuple[int, str, str, str], task: asyncio.Task[dict[str, Any]]) -> None:
+        self._inflight.pop(flight_key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a lookup nobody waits for any more logs nothing
+
     async def amapping(self, transport: AsyncTransport, model: str, token: str | None) -> dict[str, Any]:
-        key = (hub_url(), model)
+        key = (hub_url(), model, _token_key(token))
         cached = self._cached(key)
         if cached is not None:
             return cached
         loop = asyncio.get_running_loop()
         flight_key = (id(loop), *key)
-        pending = self._inflight.get(flight_key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._inflight[flight_key] = future
+        task = self._inflight.get(flight_key)
+        if task is None:
+            # The lookup runs in its own task: a caller that is cancelled stops waiting for it,
+            # without cancelling the lookup the other callers share.
+            task = loop.create_task(self._fetch(transport, key, model, token))
+            self._inflight[flight_key] = task
+            task.add_done_callback(lambda done: self._landed(flight_key, done))
         try:
-            try:
-                response: HttpResponse | PolyrouteError = await transport.send(
-                    self._request(model, token), _LOOKUP_TIMEOUTS
-                )
-            except PolyrouteError as err:
-                response = err
-            result = self._store(key, response, model, token)
-            future.set_result(result)
-            return result
-        except BaseException as err:
-            if not future.done():
-                future.set_exception(err)
-                future.exception()  # mark retrieved: waiters (if any) get it, nobody else must
-            raise
-        finally:
-            self._inflight.pop(flight_key, None)
+            return await asyncio.shield(task)
+        except PolyrouteError as err:
+            raise _fresh(err) from None
 
     @staticmethod
     def pick(mapping: dict[str, Any], model: str, provider: str) -> str:

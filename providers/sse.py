@@ -22,22 +22,23 @@ class SSEDecoder:
         dec.feed(b'ta: [DONE]\\n\\n')         # [b'[DONE]']
     """
 
-    __slots__ = ("_buf", "_data", "_event")
+    __slots__ = ("_buf", "_cr", "_data", "_event")
 
     def __init__(self) -> None:
         self._buf = b""
+        self._cr = False  # the last read ended with CR: an LF starting the next read belongs to it
         self._data: list[bytes] = []
         self._event: bytes | None = None
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if self._cr:
+            self._cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
         buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:
-            # A CR split from its LF across reads yields an extra blank line, which is harmless:
-            # a blank line with no pending data dispatches nothing.
-            if buf.endswith(b"\r"):
-                buf = buf[:-1].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + b"\n"
-            else:
-                buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            self._cr = buf.endswith(b"\r")
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buf.split(b"\n")
         self._buf = lines.pop()
         events: list[bytes] = []

@@ -12,12 +12,13 @@ concurrency (see DESIGN.md, and ``benchmarks/core.py``). Callers may pass their 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import APIConnectionError, APITimeoutError
+from .errors import APIConnectionError, APITimeoutError, InvalidRequestArgumentError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -43,16 +44,18 @@ class Timeouts:
         if isinstance(value, Timeouts):
             return value
         if isinstance(value, bool):
-            raise TypeError("timeout must be a number of seconds, a Timeouts or an httpx.Timeout, not a bool")
+            raise InvalidRequestArgumentError(
+                "timeout must be a number of seconds, a Timeouts or an httpx.Timeout, not a bool"
+            )
         if isinstance(value, (int, float)):
             if value <= 0:
-                raise ValueError(f"timeout must be > 0 seconds, got {value}")
+                raise InvalidRequestArgumentError(f"timeout must be > 0 seconds, got {value}")
             return cls(total=float(value), connect=min(10.0, float(value)))
         connect = getattr(value, "connect", None)
         read = getattr(value, "read", None)
         if hasattr(value, "pool") and hasattr(value, "write"):  # httpx.Timeout
             return cls(total=None, connect=connect or 10.0, read=read)
-        raise TypeError(
+        raise InvalidRequestArgumentError(
             f"timeout must be a number of seconds, a Timeouts or an httpx.Timeout, got {type(value).__name__}"
         )
 
@@ -68,6 +71,15 @@ class HttpRequest:
     url: str
     headers: dict[str, str]
     body: bytes | None = None
+
+    def __repr__(self) -> str:
+        # Never show credentials, even in tracebacks that print locals.
+        shown = {k: ("[redacted]" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+        size = 0 if self.body is None else len(self.body)
+        return f"HttpRequest({self.method} {_where(self.url)}, headers={shown}, body=<{size} bytes>)"
+
+
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 
 
 @dataclass(slots=True)
@@ -99,6 +111,8 @@ class AsyncStreamResponse(Protocol):
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
     async def aread(self) -> bytes: ...
     async def aclose(self) -> None: ...
+    def abort(self) -> None:
+        """Drop the connection without awaiting (for garbage collection of an unread stream)."""
 
 
 class SyncTransport(Protocol):
@@ -208,11 +222,12 @@ class HttpxSyncTransport:
 
 
 class _HttpxAsyncStream:
-    __slots__ = ("_resp", "_url", "headers", "status")
+    __slots__ = ("_deadline", "_resp", "_url", "headers", "status")
 
-    def __init__(self, resp: httpx.Response, url: str) -> None:
+    def __init__(self, resp: httpx.Response, url: str, deadline: float | None) -> None:
         self._resp = resp
         self._url = url
+        self._deadline = deadline
         self.status = resp.status_code
         self.headers = resp.headers
 
@@ -221,6 +236,8 @@ class _HttpxAsyncStream:
 
         try:
             async for chunk in self._resp.aiter_bytes():
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    raise APITimeoutError(f"request to {_where(self._url)} exceeded its total timeout")
                 yield chunk
         except httpx.TimeoutException as e:
             raise APITimeoutError(f"timed out reading from {_where(self._url)}: {type(e).__name__}") from None
@@ -234,6 +251,11 @@ class _HttpxAsyncStream:
 
     async def aclose(self) -> None:
         await self._resp.aclose()
+
+    def abort(self) -> None:
+        # No loop any more: the caller's client reclaims the connection when it closes.
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().create_task(self._resp.aclose())
 
 
 class HttpxAsyncTransport:
@@ -264,7 +286,7 @@ class HttpxAsyncTransport:
         async def run() -> HttpResponse:
             resp = await self._open(request, timeouts)
             try:
-                content = await _HttpxAsyncStream(resp, request.url).aread()
+                content = await _HttpxAsyncStream(resp, request.url, None).aread()
             finally:
                 await resp.aclose()
             return HttpResponse(resp.status_code, resp.headers, content)
@@ -279,7 +301,8 @@ class HttpxAsyncTransport:
             ) from None
 
     async def open_stream(self, request: HttpRequest, timeouts: Timeouts) -> AsyncStreamResponse:
-        return _HttpxAsyncStream(await self._open(request, timeouts), request.url)
+        deadline = None if timeouts.total is None else time.monotonic() + timeouts.total
+        return _HttpxAsyncStream(await self._open(request, timeouts), request.url, deadline)
 
 
 # ---------------------------------------------------------------- aiohttp (async, default)
@@ -317,6 +340,9 @@ class _AiohttpStream:
             self._resp.release()
         else:
             self._resp.close()
+
+    def abort(self) -> None:
+        self._resp.close()
 
 
 class AiohttpTransport:

@@ -91,6 +91,9 @@ class _MockStream:
     async def aclose(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 def sync_stream(target: Target, messages: list[dict[str, Any]], mock_response: Any) -> _MockStream:
     return _MockStream(_sse(target, messages, mock_response))

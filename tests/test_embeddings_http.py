@@ -147,3 +147,39 @@ def test_aembedding_concurrent_single_flight_mapping(hf: HFRouterUpstream, hub: 
     asyncio.run(main())
     assert len([q for q in hub.requests if q.path.startswith("/api/models/")]) == 1
     assert hf.requests[0].json["model"] == "qwen3-embedding-8b"
+
+
+def test_mapping_cache_is_per_token(hf: HFRouterUpstream, hub: HubUpstream) -> None:
+    hub.valid_tokens = {"hf_good_token"}
+    with pytest.raises(errors.AuthenticationError):
+        embedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="x", api_key="hf_bad_token")
+    # another user's failure is not served to this one
+    r = embedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="x", api_key="hf_good_token")
+    assert r.data[0].embedding == fake_embedding("x")
+    # a cached failure is raised as a fresh error each time (no growing traceback)
+    first = second = None
+    for _ in range(2):
+        try:
+            embedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="x", api_key="hf_bad_token")
+        except errors.AuthenticationError as e:
+            first, second = second, e
+    assert first is not None and second is not None and first is not second
+
+
+def test_cancelling_the_first_caller_does_not_cancel_the_others(hf: HFRouterUpstream, hub: HubUpstream) -> None:
+    hub.enqueue(Reply(json={"id": "Qwen/Qwen3-Embedding-8B", "inferenceProviderMapping": {
+        "nebius": {"status": "live", "providerId": "Qwen/Qwen3-Embedding-8B-nebius", "task": "feature-extraction"}}},
+        delay=0.4))  # fmt: skip
+
+    async def main() -> None:
+        first = asyncio.create_task(aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="a"))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="b"))
+        await asyncio.sleep(0.1)
+        first.cancel()
+        result = await second
+        assert result.data[0].embedding == fake_embedding("b")
+        assert first.cancelled()
+
+    asyncio.run(main())
+    assert len([q for q in hub.requests if q.path.startswith("/api/models/")]) == 1

@@ -152,3 +152,20 @@ def test_errors_pickle_with_their_fields() -> None:
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is E.RateLimitError
     assert (clone.status_code, clone.retry_after, clone.provider, clone.message) == (429, 3.0, "huggingface", "slow")
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["temperature must be <= 2", "n must have less than 5 choices", "flagged as spam by the rate filter"],
+)
+def test_ordinary_400s_stay_bad_request(message: str) -> None:
+    assert type(_err(400, {"error": {"message": message}})) is E.BadRequestError
+
+
+def test_deepinfra_stream_error_message_json_is_unwrapped() -> None:
+    err = E.error_from_stream_event(
+        {"error_type": "validation_error", "error_message": '{"detail": "prompt is too long"}'},
+        provider="deepinfra",
+        model="m",
+    )
+    assert err.message == "prompt is too long" and isinstance(err, E.ContextWindowExceededError)

@@ -235,3 +235,11 @@ def test_done_without_finish_reason_gets_one() -> None:
 def test_malformed_frames_raise_a_typed_error(bad: bytes) -> None:
     with pytest.raises(UnprocessableResponseError):
         run([bad], "openai")
+
+
+def test_multiline_data_with_crlf_split_at_every_byte() -> None:
+    raw = b'data: {"a":\r\ndata: 1}\r\n\r\ndata: [DONE]\r\n\r\n'
+    for cut in range(len(raw) + 1):
+        dec = SSEDecoder()
+        events = dec.feed(raw[:cut]) + dec.feed(raw[cut:]) + dec.flush()
+        assert events == [b'{"a":\n1}', b"[DONE]"], cut
