@@ -67,7 +67,7 @@ def _sse(target: Target, messages: list[dict[str, Any]], mock_response: Any) -> 
 
 class _MockStream:
     status = 200
-    headers = _HEADERS
+    headers = {"content-type": "text/event-stream", "x-request-id": "mock"}
 
     def __init__(self, frames: list[bytes]) -> None:
         self._frames = frames

