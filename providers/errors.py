@@ -276,7 +276,8 @@ def message_from_body(body: Any) -> str:
     return str(body)[:_MAX_BODY]
 
 
-def _sanitize(body: Any, secrets: tuple[str, ...]) -> Any:
+def sanitize_body(body: Any, secrets: tuple[str, ...]) -> Any:
+    """``body`` with secrets removed and size capped, for storing on an error."""
     if isinstance(body, str):
         return redact(body[:_MAX_BODY], secrets)
     try:
@@ -334,7 +335,7 @@ def error_from_response(
         "status_code": status,
         "provider": provider,
         "model": model,
-        "body": _sanitize(body, secrets),
+        "body": sanitize_body(body, secrets),
     }
     if cls in (RateLimitError, ServiceUnavailableError, InternalServerError):
         retry_after = parse_retry_after(headers)
@@ -365,5 +366,5 @@ def error_from_stream_event(
         status_code=status,
         provider=provider,
         model=model,
-        body=_sanitize(dict(event), secrets),
+        body=sanitize_body(dict(event), secrets),
     )

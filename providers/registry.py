@@ -100,6 +100,7 @@ class Registry:
         self._names: dict[str, ProviderSpec] = {}
         self._hf_providers: set[str] = set(HF_PROVIDERS)
         self._cache: dict[tuple[str, str | None, str | None], Target] = {}
+        self._generation = 0  # bumped by every change, so a resolve racing a change caches nothing stale
         for spec in specs:
             self.add(spec)
 
@@ -124,6 +125,7 @@ class Registry:
             self._specs[spec.name] = spec
             for name in (spec.name, *spec.aliases):
                 self._names[name] = spec
+            self._generation += 1
             self._cache.clear()
         return spec
 
@@ -158,6 +160,7 @@ class Registry:
         """Teach the grammar a new HF Inference Provider name (for ``huggingface/<name>/...``)."""
         with self._lock:
             self._hf_providers.add(name)
+            self._generation += 1
             self._cache.clear()
 
     def get(self, name: str) -> ProviderSpec:
@@ -194,10 +197,13 @@ class Registry:
         key = (model, api_base, env_base)
         target = self._cache.get(key)
         if target is None:
+            generation = self._generation
             target = self._resolve(model, api_base)
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[key] = target
+            with self._lock:
+                if generation == self._generation:
+                    if len(self._cache) > 4096:
+                        self._cache.clear()
+                    self._cache[key] = target
         return target
 
     def _resolve(self, model: str, api_base: str | None) -> Target:

@@ -14,9 +14,12 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from providers.clients import async_transport_for, sync_transport_for
 from providers.errors import (
@@ -30,8 +33,9 @@ from providers.spec import Target
 from providers.transport import HttpRequest, HttpResponse, Timeouts
 
 from . import mock
-from .params import build_chat_body, check_headers
+from .params import build_chat_body, check_headers, has_local_images
 from .streaming import AsyncStream, ChunkNormalizer, Stream
+from .tokens import aload_encoding
 from .types import Attempt, ChatCompletion, ResponseMeta
 
 # LiteLLM arguments that change nothing here; accepted so code written for LiteLLM keeps working.
@@ -43,21 +47,29 @@ class _Call:
     target: Target
     request: HttpRequest
     timeouts: Timeouts
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...] = field(repr=False)
     started: float
     messages: list[dict[str, Any]]
     include_usage: bool
     legacy_functions: bool
 
 
-def _api_key(target: Target, api_key: str | None) -> str | None:
-    key = target.spec.find_api_key(api_key)
-    if (
-        key is None
-        and target.spec.key_required
-        and not (target.spec.name == "openai" and target.api_base != target.spec.resolved_base_url())
-    ):
-        env = " or ".join(target.spec.key_env) or "an api_key"
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.lower()
+
+
+def _api_key(target: Target, api_key: str | None, api_base: str | None) -> str | None:
+    """``api_key=``, else the provider's env key; env keys are only sent to their provider's host."""
+    if api_key:
+        return api_key
+    spec = target.spec
+    if api_base and spec.adapter == "openai" and _host(api_base) != _host(spec.resolved_base_url()):
+        # A per-call api_base on another host (a local vLLM, a proxy): do not hand it OPENAI_API_KEY
+        # & co. from the environment; pass api_key= to authenticate there.
+        return None
+    key = spec.find_api_key(None)
+    if key is None and spec.key_required:
+        env = " or ".join(spec.key_env) or "an api_key"
         raise MissingCredentialsError(
             f"no API key for {target.provider!r} (model {target.model_string!r}): pass api_key=... or set {env}"
         )
@@ -119,7 +131,7 @@ def _prepare_chat(
         function_call=function_call,
         extra_body=extra_body,
     )
-    key = _api_key(target, api_key) if need_key else None
+    key = _api_key(target, api_key, api_base) if need_key else None
     headers = _headers(target, extra_headers, bill_to)
     request = target.adapter.chat_request(target, body, key, headers, bool(stream))
     include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
@@ -157,6 +169,8 @@ def _raise_for_status(call: _Call, response: HttpResponse) -> None:
         model=call.target.model,
         secrets=call.secrets,
     )
+    if response.status == 401 and not call.secrets:
+        err.message += " (no API key was sent: environment keys only go to their provider's own host; pass api_key=)"
     err.attempts = [_attempt(call, response.status, type(err).__name__)]  # type: ignore[attr-defined]
     raise err
 
@@ -168,16 +182,21 @@ def _connection_failed(call: _Call, err: PolyrouteError) -> PolyrouteError:
     return err
 
 
-def _finish_chat(call: _Call, response: HttpResponse) -> ChatCompletion:
+def _parse_chat(call: _Call, response: HttpResponse) -> dict[str, Any]:
     _raise_for_status(call, response)
+    return call.target.adapter.parse_chat(call.target, response, call.secrets)
+
+
+def _finish_chat(call: _Call, response: HttpResponse, data: dict[str, Any] | None = None) -> ChatCompletion:
     target = call.target
-    data = target.adapter.parse_chat(target, response)
+    if data is None:
+        data = _parse_chat(call, response)
     usage_estimated = False
     if not data.get("usage"):
-        from .tokens import count_messages, count_text
+        from .tokens import count_completion, count_messages
 
         prompt = count_messages(call.messages)
-        completion_tokens = sum(count_text((c.get("message") or {}).get("content") or "") for c in data["choices"])
+        completion_tokens = sum(count_completion(c.get("message") or {}) for c in data["choices"])
         data["usage"] = {
             "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,
@@ -187,8 +206,9 @@ def _finish_chat(call: _Call, response: HttpResponse) -> ChatCompletion:
     if call.legacy_functions:
         for choice in data["choices"]:
             calls = choice["message"].get("tool_calls")
-            if calls:
+            if calls:  # legacy callers read message.function_call and finish_reason "function_call"
                 choice["message"]["function_call"] = calls[0]["function"]
+                choice["finish_reason"] = "function_call"
     result = ChatCompletion.model_validate(data)
     latency = (time.perf_counter() - call.started) * 1000
     result._meta = ResponseMeta(
@@ -348,12 +368,14 @@ async def acompletion(
         "frequency_penalty": frequency_penalty, "logit_bias": logit_bias, "user": user,
         "parallel_tool_calls": parallel_tool_calls,
     }  # fmt: skip
-    call = _prepare_chat(
-        model, messages, stream, params, api_key=api_key, api_base=api_base or base_url, timeout=timeout,
-        stream_options=stream_options, functions=functions, function_call=function_call,
+    prepare = functools.partial(
+        _prepare_chat, model, messages, stream, params, api_key=api_key, api_base=api_base or base_url,
+        timeout=timeout, stream_options=stream_options, functions=functions, function_call=function_call,
         extra_headers=extra_headers, extra_body=extra_body, bill_to=bill_to, registry=registry,
         kwargs=kwargs, fn="acompletion", need_key=mock_response is None,
     )  # fmt: skip
+    # Local image files are read and encoded off the event loop.
+    call = await asyncio.to_thread(prepare) if has_local_images(messages) else prepare()
     if mock_response is not None:
         if stream:
             return AsyncStream(mock.async_stream(call.target, call.messages, mock_response), _normalizer(call),
@@ -376,4 +398,7 @@ async def acompletion(
         response = await transport.send(call.request, call.timeouts)
     except PolyrouteError as err:
         raise _connection_failed(call, err) from None
-    return _finish_chat(call, response)
+    data = _parse_chat(call, response)
+    if not data.get("usage"):
+        await aload_encoding()  # usage will be counted locally
+    return _finish_chat(call, response, data)

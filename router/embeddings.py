@@ -23,6 +23,7 @@ from providers.registry import Registry, default_registry
 from providers.transport import HttpResponse, Timeouts
 
 from .api import _api_key, _attempt, _Call, _check_unknown, _connection_failed, _headers, _raise_for_status
+from .tokens import aload_encoding
 from .types import EmbeddingResponse, ResponseMeta
 
 
@@ -71,7 +72,7 @@ class _EmbeddingCall:
     ) -> None:  # fmt: skip
         self.inputs = _inputs(input)
         self.target = (registry or default_registry()).resolve(model, api_base)
-        self.key = _api_key(self.target, api_key)
+        self.key = _api_key(self.target, api_key, api_base)
         self.headers = _headers(self.target, extra_headers, bill_to)
         self.params = params
         self.timeouts = Timeouts.from_user(timeout)
@@ -88,10 +89,14 @@ class _EmbeddingCall:
     def provider_model_id(self, mapping: dict[str, Any]) -> str:
         return HubMappingCache.pick(mapping, self.target.model, self.target.hf_provider or "")
 
-    def finish(self, call: _Call, response: HttpResponse) -> EmbeddingResponse:
+    def parse(self, call: _Call, response: HttpResponse) -> dict[str, Any]:
         _raise_for_status(call, response)
+        return self.target.adapter.parse_embedding(self.target, self.inputs, response, call.secrets)
+
+    def finish(self, call: _Call, response: HttpResponse, data: dict[str, Any] | None = None) -> EmbeddingResponse:
         target = self.target
-        data = target.adapter.parse_embedding(target, self.inputs, response)
+        if data is None:
+            data = self.parse(call, response)
         estimated = False
         if not data.get("usage"):
             from .tokens import count_text
@@ -194,4 +199,7 @@ async def aembedding(
         response = await transport.send(call.request, call.timeouts)
     except PolyrouteError as err:
         raise _connection_failed(call, err) from None
-    return emb.finish(call, response)
+    data = emb.parse(call, response)
+    if not data.get("usage"):
+        await aload_encoding()  # usage will be counted locally
+    return emb.finish(call, response, data)

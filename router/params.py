@@ -172,6 +172,23 @@ def _normalize_part(part: Any, where: str) -> Any:
     return part
 
 
+def has_local_images(messages: Any) -> bool:
+    """True when some image is a path or bytes (reading and encoding it is blocking work)."""
+    if not isinstance(messages, (list, tuple)):
+        return False
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                spec = part.get("image_url")
+                url = spec.get("url") if isinstance(spec, dict) else spec
+                if not (isinstance(url, str) and url.startswith(("http://", "https://", "data:"))):
+                    return True
+    return False
+
+
 def normalize_messages(messages: Any) -> list[dict[str, Any]]:
     """Checked messages as plain dicts; images turned into URLs."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, (list, tuple)):
@@ -278,6 +295,8 @@ def build_chat_body(
             body[name] = value
     if "response_format" in body:
         body["response_format"] = response_format_param(body["response_format"])
+    if function_call is not None and functions is None:
+        raise _fail("function_call= needs functions=[...]; with tools= use tool_choice= instead")
     if functions is not None:
         if "tools" in body:
             raise _fail("pass either tools= or the legacy functions=, not both")

@@ -42,6 +42,14 @@ def load_encoding() -> None:
     _encoding()
 
 
+async def aload_encoding() -> None:
+    """Load the encoding in a worker thread (first load takes ~0.2 s: not on the event loop)."""
+    if not encoding_loaded():
+        import asyncio
+
+        await asyncio.to_thread(_encoding)
+
+
 def count_text(text: str) -> int:
     """Tokens in ``text``."""
     if not text:

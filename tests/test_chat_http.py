@@ -461,3 +461,63 @@ def test_gzip_encoded_responses_are_decoded(hf: HFRouterUpstream) -> None:
         assert isinstance(r, ChatCompletion) and r.choices[0].message.content == "zipped"
 
     asyncio.run(main())
+
+
+def test_key_without_a_known_prefix_never_leaks(oai: OpenAICompatUpstream) -> None:
+    key = "di-SECRET-KEY-abcdef"
+    kw = {"model": "openai/m", "api_base": oai.url + "/v1", "api_key": key, "messages": USER}
+    oai.enqueue(Reply(text=f"<html>bad key {key}</html>"))
+    with pytest.raises(errors.UnprocessableResponseError) as html:
+        completion(**kw)
+    oai.enqueue(Reply(json={"echo": key}))
+    with pytest.raises(errors.UnprocessableResponseError) as echoed:
+        completion(**kw)
+    oai.enqueue(Reply(status=401, json={"error": {"message": f"key {key} revoked"}}))
+    with pytest.raises(errors.AuthenticationError) as denied:
+        completion(**kw)
+    for info in (html, echoed, denied):
+        err = info.value
+        assert key not in str(err) + repr(err) + json.dumps(err.body, default=str)
+
+
+def test_request_repr_masks_credentials() -> None:
+    from providers.transport import HttpRequest
+
+    text = repr(HttpRequest("POST", "https://x/v1?token=abc", {"authorization": "Bearer di-SECRET"}, b"{}"))
+    assert "di-SECRET" not in text and "token=abc" not in text and "[redacted]" in text
+
+
+def test_env_keys_only_go_to_their_providers_host(oai: OpenAICompatUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-openai-key-123")
+    with pytest.raises(errors.AuthenticationError, match="no API key was sent"):
+        completion(model="openai/m", api_base=oai.url + "/v1", messages=USER)
+    assert "authorization" not in oai.requests[0].headers
+    monkeypatch.setenv("OPENAI_API_BASE", oai.url + "/v1")  # the env says where the key belongs
+    _chat(model="openai/m", messages=USER)
+    assert oai.requests[1].token == "sk-real-openai-key-123"
+
+
+def test_legacy_function_call_results_and_misuse(hf: HFRouterUpstream) -> None:
+    legacy = _chat(model="huggingface/Qwen/Qwen3-8B", messages=USER,
+                   functions=[{"name": "lookup", "parameters": {"type": "object"}}])  # fmt: skip
+    assert legacy.choices[0].finish_reason == "function_call"
+    with pytest.raises(errors.InvalidRequestArgumentError, match="function_call= needs functions"):
+        completion(model="huggingface/Qwen/Qwen3-8B", messages=USER, function_call="auto")
+
+
+@pytest.mark.parametrize("timeout", [0, -1, True, "soon"])
+def test_bad_timeouts_are_argument_errors(hf: HFRouterUpstream, timeout: object) -> None:
+    with pytest.raises(errors.InvalidRequestArgumentError, match="timeout"):
+        completion(model="huggingface/Qwen/Qwen3-8B", messages=USER, timeout=timeout)
+    assert hf.requests == []
+
+
+def test_event_loops_are_not_retained(hf: HFRouterUpstream) -> None:
+    import gc
+
+    from providers.clients import default_pool
+
+    for _ in range(5):
+        asyncio.run(acompletion(model="huggingface/Qwen/Qwen3-8B", messages=USER))
+    gc.collect()
+    assert len(default_pool()._async) == 0

@@ -128,8 +128,10 @@ def test_dropped_connection_is_an_error(oai: OpenAICompatUpstream) -> None:
     stream = _stream(model="openai/m", api_base=oai.url + "/v1", api_key="sk-1234567", messages=USER)
     first = next(stream)
     assert first.choices[0].delta.content == "par"
-    with pytest.raises(errors.APIConnectionError):
+    with pytest.raises(errors.APIConnectionError, match="stream ended before completion") as info:
         next(stream)
+    assert info.value.provider == "openai" and info.value.model == "m"
+    assert [a.error for a in info.value.attempts] == ["APIConnectionError"]
 
 
 def test_clean_close_without_done_or_finish_is_an_error(oai: OpenAICompatUpstream) -> None:
@@ -217,3 +219,88 @@ def test_mock_stream(hf: HFRouterUpstream) -> None:
     chunks = list(stream)
     assert stream_chunk_builder(chunks).choices[0].message.content == "one two three"
     assert chunks[-1].usage is not None and hf.requests == []
+
+
+def test_leaving_before_the_first_chunk_closes_the_upstream(hf: HFRouterUpstream) -> None:
+    with _stream(**_slow(hf)):
+        pass
+    assert hf.wait_for_disconnect(5)
+    _stream(**_slow(hf)).close()
+    assert hf.wait_for_disconnect(5)
+
+
+def test_unread_streams_never_exhaust_the_pool(hf: HFRouterUpstream) -> None:
+    for _ in range(300):  # more than the pool's 256 connections
+        _stream(model="huggingface/Qwen/Qwen3-8B", messages=USER).close()
+    r = completion(model="huggingface/Qwen/Qwen3-8B", messages=USER, timeout=5)
+    assert isinstance(r, ChatCompletion)
+
+
+def test_async_leaving_before_the_first_chunk(hf: HFRouterUpstream) -> None:
+    async def main() -> None:
+        stream = await acompletion(stream=True, **_slow(hf))  # type: ignore[arg-type]
+        assert isinstance(stream, AsyncStream)
+        async with stream:
+            pass
+        assert await asyncio.to_thread(hf.wait_for_disconnect, 5)
+
+    asyncio.run(main())
+
+
+def test_json_document_instead_of_a_stream(oai: OpenAICompatUpstream) -> None:
+    kw = {"model": "openai/m", "api_base": oai.url + "/v1", "api_key": "sk-1234567", "messages": USER}
+    oai.enqueue(Reply(json={"error": "Model is overloaded, please retry"}))
+    with pytest.raises(errors.PolyrouteError, match="Model is overloaded"):
+        list(_stream(**kw))
+    completion_body = {
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole answer"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }  # fmt: skip
+    oai.enqueue(Reply(json=completion_body))
+    stream = _stream(stream_options={"include_usage": True}, **kw)
+    chunks = list(stream)
+    assert stream_chunk_builder(chunks).choices[0].message.content == "whole answer"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 5
+
+
+def test_usage_estimates_agree_everywhere(oai: OpenAICompatUpstream) -> None:
+    messages = [{"role": "user", "content": "estimate me"}]
+    kw = {"model": "openai/m", "api_base": oai.url + "/v1", "api_key": "sk-1234567", "messages": messages}
+    message = {"role": "assistant", "content": "Sure, here it is.", "reasoning_content": "thinking hard",
+               "tool_calls": [{"id": "call_1", "type": "function",
+                               "function": {"name": "lookup", "arguments": '{"q": "x"}'}}]}  # fmt: skip
+    oai.enqueue(Reply(json={"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}))  # fmt: skip
+    plain = completion(**kw)
+    frames = [
+        {"role": "assistant", "reasoning_content": "thinking hard"},
+        {"content": "Sure, here it is."},
+        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                         "function": {"name": "lookup", "arguments": '{"q": "x"}'}}]},
+    ]  # fmt: skip
+    sse = [f"data: {json.dumps({'id': 'x', 'created': 1, 'model': 'm', 'choices': [{'index': 0, 'delta': d}]})}\n\n"
+           for d in frames]  # fmt: skip
+    end = [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]
+    finish = {"id": "x", "created": 1, "model": "m", "choices": end}
+    sse += [f"data: {json.dumps(finish)}\n\n", "data: [DONE]\n\n"]
+    oai.enqueue(Reply(sse=sse))
+    stream = _stream(**kw)
+    chunks = list(stream)
+    rebuilt = stream_chunk_builder(chunks, messages=messages)
+    assert isinstance(plain, ChatCompletion) and plain.meta.usage_estimated and stream.meta.usage_estimated
+    assert plain.usage == stream.usage == rebuilt.usage
+
+
+def test_callers_httpx_async_client_stream_respects_the_total_timeout(hf: HFRouterUpstream) -> None:
+    import httpx
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            stream = await acompletion(stream=True, client=client, timeout=0.5, **_slow(hf))  # type: ignore[arg-type]
+            assert isinstance(stream, AsyncStream)
+            with pytest.raises(errors.APITimeoutError):
+                async for _ in stream:
+                    pass
+
+    asyncio.run(main())

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..errors import UnprocessableResponseError, redact
+from ..errors import UnprocessableResponseError, redact, sanitize_body
 from ..normalize import normalize_chat_completion
 from ..spec import Target
 from ..transport import HttpRequest, HttpResponse
@@ -29,7 +29,7 @@ class Adapter(Protocol):
         self, target: Target, body: dict[str, Any], api_key: str | None, headers: Mapping[str, str], stream: bool
     ) -> HttpRequest: ...
 
-    def parse_chat(self, target: Target, response: HttpResponse) -> dict[str, Any]: ...
+    def parse_chat(self, target: Target, response: HttpResponse, secrets: tuple[str, ...] = ()) -> dict[str, Any]: ...
 
     def normalize_chunk(self, target: Target, chunk: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -47,7 +47,9 @@ class Adapter(Protocol):
         provider_model_id: str | None,
     ) -> HttpRequest: ...
 
-    def parse_embedding(self, target: Target, inputs: list[str], response: HttpResponse) -> dict[str, Any]: ...
+    def parse_embedding(
+        self, target: Target, inputs: list[str], response: HttpResponse, secrets: tuple[str, ...] = ()
+    ) -> dict[str, Any]: ...
 
 
 def auth_headers(api_key: str | None, base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -95,8 +97,8 @@ class OpenAICompatAdapter:
             orjson.dumps(payload),
         )
 
-    def parse_chat(self, target: Target, response: HttpResponse) -> dict[str, Any]:
-        data = load_json_object(target, response, "chat completion", ())
+    def parse_chat(self, target: Target, response: HttpResponse, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+        data = load_json_object(target, response, "chat completion", secrets)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise UnprocessableResponseError(
                 "the upstream's 200 response has no 'choices' list; it is not an OpenAI chat completion "
@@ -104,7 +106,7 @@ class OpenAICompatAdapter:
                 status_code=response.status,
                 provider=target.label,
                 model=target.model,
-                body=data if isinstance(data, dict) else None,
+                body=sanitize_body(data, secrets) if isinstance(data, dict) else None,
             )
         return normalize_chat_completion(data, target.model)
 
@@ -138,8 +140,10 @@ class OpenAICompatAdapter:
             orjson.dumps(payload),
         )
 
-    def parse_embedding(self, target: Target, inputs: list[str], response: HttpResponse) -> dict[str, Any]:
-        data = load_json_object(target, response, "embedding response", ())
+    def parse_embedding(
+        self, target: Target, inputs: list[str], response: HttpResponse, secrets: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        data = load_json_object(target, response, "embedding response", secrets)
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise UnprocessableResponseError(
                 "the upstream's 200 response has no 'data' list; it is not an OpenAI embedding response",

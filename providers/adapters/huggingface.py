@@ -77,10 +77,12 @@ class HFRouterAdapter(OpenAICompatAdapter):
             orjson.dumps(payload),
         )
 
-    def parse_embedding(self, target: Target, inputs: list[str], response: HttpResponse) -> dict[str, Any]:
+    def parse_embedding(
+        self, target: Target, inputs: list[str], response: HttpResponse, secrets: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         if self._embedding_provider(target) != "hf-inference":
-            return super().parse_embedding(target, inputs, response)
-        raw = load_json_object(target, response, "feature-extraction response", ())
+            return super().parse_embedding(target, inputs, response, secrets)
+        raw = load_json_object(target, response, "feature-extraction response", secrets)
         vectors = feature_extraction_vectors(raw, len(inputs))
         if vectors is None:
             raise UnprocessableResponseError(
