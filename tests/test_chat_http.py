@@ -521,3 +521,19 @@ def test_event_loops_are_not_retained(hf: HFRouterUpstream) -> None:
         asyncio.run(acompletion(model="huggingface/Qwen/Qwen3-8B", messages=USER))
     gc.collect()
     assert len(default_pool()._async) == 0
+
+
+def test_async_session_trusts_env_only_when_a_proxy_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from providers.clients import ClientPool
+
+    async def trust() -> bool:
+        pool = ClientPool()
+        session = pool.async_transport().session
+        await pool.aclose()
+        return bool(session.trust_env)
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    assert asyncio.run(trust()) is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert asyncio.run(trust()) is True
