@@ -34,6 +34,8 @@ from providers.transport import HttpRequest, HttpResponse, Timeouts
 
 from . import mock
 from .params import build_chat_body, check_headers, has_local_images
+from .pricing.catalog import Catalog, PriceLookup, default_catalog
+from .pricing.cost import cost_of
 from .streaming import AsyncStream, ChunkNormalizer, Stream
 from .tokens import aload_encoding
 from .types import Attempt, ChatCompletion, ResponseMeta
@@ -52,6 +54,7 @@ class _Call:
     messages: list[dict[str, Any]]
     include_usage: bool
     legacy_functions: bool
+    catalog: Catalog
 
 
 def _host(url: str) -> str:
@@ -114,6 +117,7 @@ def _prepare_chat(
     extra_body: Any,
     bill_to: Any,
     registry: Registry | None,
+    catalog: Catalog | None,
     kwargs: dict[str, Any],
     fn: str,
     need_key: bool = True,
@@ -144,6 +148,7 @@ def _prepare_chat(
         body["messages"],
         include_usage,
         functions is not None,
+        catalog or default_catalog(),
     )
 
 
@@ -187,7 +192,9 @@ def _parse_chat(call: _Call, response: HttpResponse) -> dict[str, Any]:
     return call.target.adapter.parse_chat(call.target, response, call.secrets)
 
 
-def _finish_chat(call: _Call, response: HttpResponse, data: dict[str, Any] | None = None) -> ChatCompletion:
+def _finish_chat(
+    call: _Call, response: HttpResponse, data: dict[str, Any] | None = None, lookup: PriceLookup | None = None
+) -> ChatCompletion:
     target = call.target
     if data is None:
         data = _parse_chat(call, response)
@@ -210,17 +217,20 @@ def _finish_chat(call: _Call, response: HttpResponse, data: dict[str, Any] | Non
                 choice["message"]["function_call"] = calls[0]["function"]
                 choice["finish_reason"] = "function_call"
     result = ChatCompletion.model_validate(data)
-    latency = (time.perf_counter() - call.started) * 1000
-    result._meta = ResponseMeta(
-        provider=target.adapter.served_by(target, response.headers),
+    served = target.adapter.served_by(target, response.headers)
+    if lookup is None:
+        lookup = call.catalog.lookup(target, served)
+    meta = result._meta = ResponseMeta(
+        provider=served,
         model=result.model,
         api_base=target.api_base,
-        latency_ms=latency,
+        latency_ms=(time.perf_counter() - call.started) * 1000,
         model_string=target.model_string,
         attempts=[_attempt(call, response.status, None)],
         usage_estimated=usage_estimated,
         upstream_request_id=response.headers.get("x-request-id"),
     )
+    meta.set_cost(cost_of(lookup, data["usage"], estimated=usage_estimated))
     return result
 
 
@@ -264,6 +274,7 @@ def completion(
     client: Any = None,
     bill_to: str | None = None,
     registry: Registry | None = None,
+    catalog: Catalog | None = None,
     **kwargs: Any,
 ) -> ChatCompletion | Stream:
     """Send a chat completion to any supported provider; OpenAI-shaped result.
@@ -289,13 +300,15 @@ def completion(
         model, messages, stream, params, api_key=api_key, api_base=api_base or base_url, timeout=timeout,
         stream_options=stream_options, functions=functions, function_call=function_call,
         extra_headers=extra_headers, extra_body=extra_body, bill_to=bill_to, registry=registry,
-        kwargs=kwargs, fn="completion", need_key=mock_response is None,
+        catalog=catalog, kwargs=kwargs, fn="completion", need_key=mock_response is None,
     )  # fmt: skip
     if mock_response is not None:
         if stream:
             return Stream(mock.sync_stream(call.target, call.messages, mock_response), _normalizer(call),
-                          started=call.started, model_string=call.target.model_string, attempts=[])  # fmt: skip
-        return _finish_chat(call, mock.response(call.target, call.messages, mock_response))
+                          started=call.started, model_string=call.target.model_string, attempts=[],
+                          catalog=call.catalog, mock=True)  # fmt: skip
+        mocked = mock.response(call.target, call.messages, mock_response)
+        return _finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
     transport = sync_transport_for(client)
     if stream:
         try:
@@ -307,7 +320,7 @@ def completion(
             upstream.close()
             _raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
         return Stream(upstream, _normalizer(call), started=call.started, model_string=call.target.model_string,
-                      attempts=[_attempt(call, upstream.status, None)])  # fmt: skip
+                      attempts=[_attempt(call, upstream.status, None)], catalog=call.catalog)  # fmt: skip
     try:
         response = transport.send(call.request, call.timeouts)
     except PolyrouteError as err:
@@ -351,6 +364,7 @@ async def acompletion(
     client: Any = None,
     bill_to: str | None = None,
     registry: Registry | None = None,
+    catalog: Catalog | None = None,
     **kwargs: Any,
 ) -> ChatCompletion | AsyncStream:
     """Async :func:`completion`; ``stream=True`` returns an :class:`AsyncStream`.
@@ -372,15 +386,17 @@ async def acompletion(
         _prepare_chat, model, messages, stream, params, api_key=api_key, api_base=api_base or base_url,
         timeout=timeout, stream_options=stream_options, functions=functions, function_call=function_call,
         extra_headers=extra_headers, extra_body=extra_body, bill_to=bill_to, registry=registry,
-        kwargs=kwargs, fn="acompletion", need_key=mock_response is None,
+        catalog=catalog, kwargs=kwargs, fn="acompletion", need_key=mock_response is None,
     )  # fmt: skip
     # Local image files are read and encoded off the event loop.
     call = await asyncio.to_thread(prepare) if has_local_images(messages) else prepare()
     if mock_response is not None:
         if stream:
             return AsyncStream(mock.async_stream(call.target, call.messages, mock_response), _normalizer(call),
-                               started=call.started, model_string=call.target.model_string, attempts=[])  # fmt: skip
-        return _finish_chat(call, mock.response(call.target, call.messages, mock_response))
+                               started=call.started, model_string=call.target.model_string, attempts=[],
+                               catalog=call.catalog, mock=True)  # fmt: skip
+        mocked = mock.response(call.target, call.messages, mock_response)
+        return _finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
     transport = async_transport_for(client)
     if stream:
         try:
@@ -393,7 +409,7 @@ async def acompletion(
             _raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
         return AsyncStream(upstream, _normalizer(call), started=call.started,
                            model_string=call.target.model_string,
-                           attempts=[_attempt(call, upstream.status, None)])  # fmt: skip
+                           attempts=[_attempt(call, upstream.status, None)], catalog=call.catalog)  # fmt: skip
     try:
         response = await transport.send(call.request, call.timeouts)
     except PolyrouteError as err:
@@ -401,4 +417,5 @@ async def acompletion(
     data = _parse_chat(call, response)
     if not data.get("usage"):
         await aload_encoding()  # usage will be counted locally
-    return _finish_chat(call, response, data)
+    lookup = await call.catalog.alookup(call.target, call.target.adapter.served_by(call.target, response.headers))
+    return _finish_chat(call, response, data, lookup)

@@ -23,6 +23,8 @@ from providers.registry import Registry, default_registry
 from providers.transport import HttpResponse, Timeouts
 
 from .api import _api_key, _attempt, _Call, _check_unknown, _connection_failed, _headers, _raise_for_status
+from .pricing.catalog import Catalog, PriceLookup, default_catalog
+from .pricing.cost import cost_of
 from .tokens import aload_encoding
 from .types import EmbeddingResponse, ResponseMeta
 
@@ -68,7 +70,7 @@ class _EmbeddingCall:
 
     def __init__(
         self, model: str, input: Any, params: dict[str, Any], api_key: str | None, api_base: str | None,
-        timeout: Any, extra_headers: Any, bill_to: Any, registry: Registry | None,
+        timeout: Any, extra_headers: Any, bill_to: Any, registry: Registry | None, catalog: Catalog | None,
     ) -> None:  # fmt: skip
         self.inputs = _inputs(input)
         self.target = (registry or default_registry()).resolve(model, api_base)
@@ -78,13 +80,14 @@ class _EmbeddingCall:
         self.timeouts = Timeouts.from_user(timeout)
         self.started = time.perf_counter()
         self.needs_mapping = self.target.adapter.embedding_needs_mapping(self.target)
+        self.catalog = catalog or default_catalog()
 
     def call(self, provider_model_id: str | None) -> _Call:
         request = self.target.adapter.embedding_request(
             self.target, self.inputs, self.params, self.key, self.headers, provider_model_id
         )
         secrets = (self.key,) if self.key else ()
-        return _Call(self.target, request, self.timeouts, secrets, self.started, [], False, False)
+        return _Call(self.target, request, self.timeouts, secrets, self.started, [], False, False, self.catalog)
 
     def provider_model_id(self, mapping: dict[str, Any]) -> str:
         return HubMappingCache.pick(mapping, self.target.model, self.target.hf_provider or "")
@@ -93,7 +96,19 @@ class _EmbeddingCall:
         _raise_for_status(call, response)
         return self.target.adapter.parse_embedding(self.target, self.inputs, response, call.secrets)
 
-    def finish(self, call: _Call, response: HttpResponse, data: dict[str, Any] | None = None) -> EmbeddingResponse:
+    def served(self, response: HttpResponse) -> str:
+        target = self.target
+        if target.provider == "huggingface" and target.hf_provider is None:
+            return "hf-inference"  # unpinned HF embeddings go to hf-inference's pipeline
+        return target.adapter.served_by(target, response.headers)
+
+    def finish(
+        self,
+        call: _Call,
+        response: HttpResponse,
+        data: dict[str, Any] | None = None,
+        lookup: PriceLookup | None = None,
+    ) -> EmbeddingResponse:
         target = self.target
         if data is None:
             data = self.parse(call, response)
@@ -105,10 +120,10 @@ class _EmbeddingCall:
             data["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
             estimated = True
         result = EmbeddingResponse.model_validate(data)
-        provider = target.adapter.served_by(target, response.headers)
-        if target.provider == "huggingface" and target.hf_provider is None:
-            provider = "hf-inference"  # unpinned HF embeddings go to hf-inference's pipeline
-        result._meta = ResponseMeta(
+        provider = self.served(response)
+        if lookup is None:
+            lookup = self.catalog.lookup(target, provider)
+        meta = result._meta = ResponseMeta(
             provider=provider,
             model=result.model,
             api_base=target.api_base,
@@ -118,6 +133,7 @@ class _EmbeddingCall:
             usage_estimated=estimated,
             upstream_request_id=response.headers.get("x-request-id"),
         )
+        meta.set_cost(cost_of(lookup, data["usage"], estimated=estimated))
         return result
 
 
@@ -137,6 +153,7 @@ def embedding(
     client: Any = None,
     bill_to: str | None = None,
     registry: Registry | None = None,
+    catalog: Catalog | None = None,
     **kwargs: Any,
 ) -> EmbeddingResponse:
     """Embed a string or a list of strings; OpenAI-shaped ``EmbeddingResponse``.
@@ -148,7 +165,7 @@ def embedding(
     """
     _check_unknown(kwargs, "embedding")
     emb = _EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
-                         api_base or base_url, timeout, extra_headers, bill_to, registry)  # fmt: skip
+                         api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
     transport = sync_transport_for(client)
     provider_model_id = None
     if emb.needs_mapping:
@@ -178,6 +195,7 @@ async def aembedding(
     client: Any = None,
     bill_to: str | None = None,
     registry: Registry | None = None,
+    catalog: Catalog | None = None,
     **kwargs: Any,
 ) -> EmbeddingResponse:
     """Async :func:`embedding`.
@@ -188,7 +206,7 @@ async def aembedding(
     """
     _check_unknown(kwargs, "aembedding")
     emb = _EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
-                         api_base or base_url, timeout, extra_headers, bill_to, registry)  # fmt: skip
+                         api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
     transport = async_transport_for(client)
     provider_model_id = None
     if emb.needs_mapping:
@@ -202,4 +220,5 @@ async def aembedding(
     data = emb.parse(call, response)
     if not data.get("usage"):
         await aload_encoding()  # usage will be counted locally
-    return emb.finish(call, response, data)
+    lookup = await emb.catalog.alookup(emb.target, emb.served(response))
+    return emb.finish(call, response, data, lookup)

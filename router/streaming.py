@@ -27,6 +27,8 @@ from providers.errors import (
 from providers.normalize import arguments_to_str, map_finish_reason, new_id
 from providers.sse import ErrorEventData, SSEDecoder
 
+from .pricing.catalog import Catalog, PriceLookup
+from .pricing.cost import cost_of
 from .tokens import encoding_loaded, load_encoding
 from .types import Attempt, ChatCompletion, ChatCompletionChunk, CompletionUsage, ResponseMeta
 
@@ -366,12 +368,16 @@ class _StreamBase:
         model_string: str,
         headers: Mapping[str, str],
         attempts: list[Attempt],
+        catalog: Catalog,
+        mock: bool = False,
     ) -> None:
         self._norm = normalizer
         self._started = started
         self._model_string = model_string
         self._headers = headers
         self._attempts = attempts
+        self._catalog = catalog
+        self._mock = mock  # a mock stream prices only from what is loaded: it fetches nothing
         self._first_token_at: float | None = None
         self._decoder = SSEDecoder()
         self.usage: CompletionUsage | None = None
@@ -425,7 +431,18 @@ class _StreamBase:
             raise AttributeError("stream.meta is available once the stream has been fully consumed")
         return self._meta
 
-    def _complete(self, error: PolyrouteError | None) -> None:
+    @property
+    def _served(self) -> str:
+        target = self._norm.target
+        return target.adapter.served_by(target, self._headers)
+
+    def _price(self) -> PriceLookup:
+        target = self._norm.target
+        if self._mock:
+            return self._catalog.lookup_cached(target, self._served)
+        return self._catalog.lookup(target, self._served)
+
+    def _complete(self, error: PolyrouteError | None, lookup: PriceLookup | None = None) -> None:
         now = time.perf_counter()
         target = self._norm.target
         if self._attempts:
@@ -435,9 +452,9 @@ class _StreamBase:
                 last.error = type(error).__name__
         if error is not None:
             return
-        self.usage = self._norm.final_usage
-        self._meta = ResponseMeta(
-            provider=target.adapter.served_by(target, self._headers),
+        self.usage = usage = self._norm.final_usage
+        meta = self._meta = ResponseMeta(
+            provider=self._served,
             model=self._norm.model or target.model,
             api_base=target.api_base,
             latency_ms=(now - self._started) * 1000,
@@ -449,6 +466,7 @@ class _StreamBase:
             usage_estimated=self._norm.usage_estimated,
             upstream_request_id=self._headers.get("x-request-id"),
         )
+        meta.set_cost(cost_of(lookup or self._price(), usage, estimated=self._norm.usage_estimated))
 
 
 class Stream(_StreamBase):
@@ -543,7 +561,8 @@ class AsyncStream(_StreamBase):
                     await asyncio.to_thread(load_encoding)  # counting usage locally: never block the loop
                 for chunk in self._on_end():
                     yield chunk
-            self._complete(None)
+            lookup = None if self._mock else await self._catalog.alookup(self._norm.target, self._served)
+            self._complete(None, lookup)
             if self._norm.done:
                 # Read the body's end so the connection is reused, but never wait long for it.
                 with contextlib.suppress(PolyrouteError, asyncio.TimeoutError):

@@ -13,9 +13,12 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+if TYPE_CHECKING:
+    from .pricing.cost import CostInfo
 
 
 @dataclass(slots=True)
@@ -43,6 +46,25 @@ class ResponseMeta:
     time_to_first_token_ms: float | None = None  # streams only
     usage_estimated: bool = False  # True when usage was counted locally (upstream sent none)
     upstream_request_id: str | None = None
+    # Cost, at the price of the provider that served (see router.pricing). cost_usd is None,
+    # never a silent 0, when no price exists; unpriced_reason then says why.
+    cost_usd: float | None = None
+    cost_pico: int | None = None  # exact cost in 1e-12 USD (sums without rounding drift)
+    cost_estimated: bool = False  # True when the tokens behind the cost were counted locally
+    price_source: str | None = None  # catalog URL, "config" or "snapshot"
+    price_fetched_at: float | None = None  # unix time the price list was fetched
+    unpriced_reason: str | None = None
+    upstream_cost_usd: float | None = None  # the provider's own figure, e.g. DeepInfra's estimated_cost
+
+    def set_cost(self, info: CostInfo) -> None:
+        """Copy a cost computation onto this record."""
+        self.cost_usd = info.cost_usd
+        self.cost_pico = info.cost_pico
+        self.cost_estimated = info.cost_estimated
+        self.price_source = info.price_source
+        self.price_fetched_at = info.price_fetched_at
+        self.unpriced_reason = info.unpriced_reason
+        self.upstream_cost_usd = info.upstream_cost_usd
 
 
 class _OpenAIModel(BaseModel):

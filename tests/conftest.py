@@ -7,11 +7,13 @@ every credential and base-URL variable so tests never reach the internet by acci
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from providers.hub_mapping import default_hub_cache
+from router.pricing import default_catalog
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, HubUpstream, OpenAICompatUpstream, TGIUpstream
 
 _ENV_VARS = (
@@ -33,6 +35,8 @@ _ENV_VARS = (
 def pytest_configure(config: pytest.Config) -> None:
     # Nothing in the test run may go to the internet: base URLs point at loopback unless a test sets them.
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # The catalog's disk cache goes to a throwaway folder, never the user's ~/.cache.
+    os.environ["POLYROUTE_CACHE_DIR"] = tempfile.mkdtemp(prefix="polyroute-test-cache-")
 
 
 @pytest.fixture(autouse=True)
@@ -97,6 +101,9 @@ def hf(_hf_session: HFRouterUpstream, _hub_session: HubUpstream, monkeypatch: py
     monkeypatch.setenv("HF_ROUTER_URL", _hf_session.url)
     monkeypatch.setenv("HF_ENDPOINT", _hub_session.url)
     monkeypatch.setenv("HF_TOKEN", "hf_test_token_123456")
+    # Load the price catalog now so that tests counting requests see only their own calls.
+    default_catalog().source("huggingface")
+    _hf_session.reset()
     return _hf_session
 
 
@@ -110,6 +117,8 @@ def deepinfra(_deepinfra_session: DeepInfraUpstream, monkeypatch: pytest.MonkeyP
     _fresh(_deepinfra_session)
     monkeypatch.setenv("DEEPINFRA_API_BASE", _deepinfra_session.url + "/v1/openai")
     monkeypatch.setenv("DEEPINFRA_API_KEY", "di-test-key-abcdef")
+    default_catalog().source("deepinfra")
+    _deepinfra_session.reset()
     return _deepinfra_session
 
 
