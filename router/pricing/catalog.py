@@ -272,7 +272,7 @@ class Catalog:
         return SourceData(url, self.clock(), "none", {}, error)
 
     def _fresh(self, data: SourceData | None) -> bool:
-        return data is not None and data.origin == "live" and self.clock() - data.fetched_at < self.ttl
+        return data is not None and data.origin in ("live", "disk") and self.clock() - data.fetched_at < self.ttl
 
     def source(self, family: str) -> SourceData:
         """A family's catalog (fetching it on first need; stale data is served while it refreshes)."""
