@@ -188,6 +188,32 @@ class APITimeoutError(APIConnectionError):
     status_code = 408
 
 
+class BudgetExceededError(PolyrouteError):
+    """Refused before any request: the call's worst-case cost does not fit the budget's remainder."""
+
+    status_code = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit_usd: float = 0.0,
+        spent_usd: float = 0.0,
+        reserved_usd: float = 0.0,
+        needed_usd: float = 0.0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.needed_usd = needed_usd
+
+
+class UnpricedCallError(InvalidRequestArgumentError):
+    """Refused under a budget: no price is known for the call (and the budget does not allow that)."""
+
+
 class UnprocessableResponseError(PolyrouteError):
     """The upstream answered 2xx with something that is not the API's shape."""
 

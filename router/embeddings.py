@@ -22,7 +22,7 @@ from providers.hub_mapping import HubMappingCache, default_hub_cache
 from providers.registry import Registry, default_registry
 from providers.transport import HttpResponse, Timeouts
 
-from .api import _api_key, _attempt, _Call, _check_unknown, _connection_failed, _headers, _raise_for_status
+from .call import Call, api_key_for, attempt, check_unknown, connection_failed, raise_for_status, request_headers
 from .pricing.catalog import Catalog, PriceLookup, default_catalog
 from .pricing.cost import cost_of
 from .tokens import aload_encoding
@@ -74,26 +74,26 @@ class _EmbeddingCall:
     ) -> None:  # fmt: skip
         self.inputs = _inputs(input)
         self.target = (registry or default_registry()).resolve(model, api_base)
-        self.key = _api_key(self.target, api_key, api_base)
-        self.headers = _headers(self.target, extra_headers, bill_to)
+        self.key = api_key_for(self.target, api_key, api_base)
+        self.headers = request_headers(self.target, extra_headers, bill_to)
         self.params = params
         self.timeouts = Timeouts.from_user(timeout)
         self.started = time.perf_counter()
         self.needs_mapping = self.target.adapter.embedding_needs_mapping(self.target)
         self.catalog = catalog or default_catalog()
 
-    def call(self, provider_model_id: str | None) -> _Call:
+    def call(self, provider_model_id: str | None) -> Call:
         request = self.target.adapter.embedding_request(
             self.target, self.inputs, self.params, self.key, self.headers, provider_model_id
         )
         secrets = (self.key,) if self.key else ()
-        return _Call(self.target, request, self.timeouts, secrets, self.started, [], False, False, self.catalog)
+        return Call(self.target, request, self.timeouts, secrets, self.started, [], False, False, self.catalog)
 
     def provider_model_id(self, mapping: dict[str, Any]) -> str:
         return HubMappingCache.pick(mapping, self.target.model, self.target.hf_provider or "")
 
-    def parse(self, call: _Call, response: HttpResponse) -> dict[str, Any]:
-        _raise_for_status(call, response)
+    def parse(self, call: Call, response: HttpResponse) -> dict[str, Any]:
+        raise_for_status(call, response)
         return self.target.adapter.parse_embedding(self.target, self.inputs, response, call.secrets)
 
     def served(self, response: HttpResponse) -> str:
@@ -104,7 +104,7 @@ class _EmbeddingCall:
 
     def finish(
         self,
-        call: _Call,
+        call: Call,
         response: HttpResponse,
         data: dict[str, Any] | None = None,
         lookup: PriceLookup | None = None,
@@ -129,7 +129,7 @@ class _EmbeddingCall:
             api_base=target.api_base,
             latency_ms=(time.perf_counter() - self.started) * 1000,
             model_string=target.model_string,
-            attempts=[_attempt(call, response.status, None)],
+            attempts=[attempt(call, response.status, None)],
             usage_estimated=estimated,
             upstream_request_id=response.headers.get("x-request-id"),
         )
@@ -163,7 +163,7 @@ def embedding(
         r = embedding(model="deepinfra/BAAI/bge-m3", input=["hello", "world"])
         len(r.data), r.usage.prompt_tokens
     """
-    _check_unknown(kwargs, "embedding")
+    check_unknown(kwargs, "embedding")
     emb = _EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
                          api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
     transport = sync_transport_for(client)
@@ -175,7 +175,7 @@ def embedding(
     try:
         response = transport.send(call.request, call.timeouts)
     except PolyrouteError as err:
-        raise _connection_failed(call, err) from None
+        raise connection_failed(call, err) from None
     return emb.finish(call, response)
 
 
@@ -204,7 +204,7 @@ async def aembedding(
 
         r = await aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="hello")
     """
-    _check_unknown(kwargs, "aembedding")
+    check_unknown(kwargs, "aembedding")
     emb = _EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
                          api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
     transport = async_transport_for(client)
@@ -216,7 +216,7 @@ async def aembedding(
     try:
         response = await transport.send(call.request, call.timeouts)
     except PolyrouteError as err:
-        raise _connection_failed(call, err) from None
+        raise connection_failed(call, err) from None
     data = emb.parse(call, response)
     if not data.get("usage"):
         await aload_encoding()  # usage will be counted locally

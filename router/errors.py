@@ -11,6 +11,7 @@ from providers.errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BudgetExceededError,
     ConflictError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
@@ -23,6 +24,7 @@ from providers.errors import (
     PolyrouteError,
     RateLimitError,
     ServiceUnavailableError,
+    UnpricedCallError,
     UnprocessableResponseError,
 )
 
@@ -32,6 +34,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ConflictError",
     "ContentPolicyViolationError",
     "ContextWindowExceededError",
@@ -44,5 +47,6 @@ __all__ = [
     "PolyrouteError",
     "RateLimitError",
     "ServiceUnavailableError",
+    "UnpricedCallError",
     "UnprocessableResponseError",
 ]

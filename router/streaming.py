@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from providers.spec import Target
     from providers.transport import AsyncStreamResponse, SyncStreamResponse
 
+    from .budget import Reservation
+
 
 class _ToolState:
     __slots__ = ("args", "id", "name", "upstream_id")
@@ -343,6 +345,14 @@ class ChunkNormalizer:
             out.append(self._chunk([], self.final_usage.model_dump(exclude_none=True)))
         return out
 
+    def partial_usage(self) -> dict[str, int]:
+        """Counted locally: the prompt, and the answer so far (for a stream cut short)."""
+        from .tokens import count_completion, count_messages
+
+        prompt = count_messages(self.messages)
+        completion = sum(count_completion(s.message()) for s in self._choices.values())
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
     def _final_usage(self) -> CompletionUsage:
         if self.usage is not None:
             usage = dict(self.usage)
@@ -370,6 +380,7 @@ class _StreamBase:
         attempts: list[Attempt],
         catalog: Catalog,
         mock: bool = False,
+        reservation: Reservation | None = None,
     ) -> None:
         self._norm = normalizer
         self._started = started
@@ -378,6 +389,7 @@ class _StreamBase:
         self._attempts = attempts
         self._catalog = catalog
         self._mock = mock  # a mock stream prices only from what is loaded: it fetches nothing
+        self._reservation = reservation  # settled when the stream ends, however it ends
         self._first_token_at: float | None = None
         self._decoder = SSEDecoder()
         self.usage: CompletionUsage | None = None
@@ -430,6 +442,14 @@ class _StreamBase:
         if self._meta is None:
             raise AttributeError("stream.meta is available once the stream has been fully consumed")
         return self._meta
+
+    def _spent_pico(self) -> int | None:
+        """What to settle the budget with: the real cost, or for a stream cut short, the cost of
+        the prompt and of what arrived (None: no price, keep the reserved amount)."""
+        if self._meta is not None:
+            return self._meta.cost_pico
+        usage = self._norm.usage or self._norm.partial_usage()
+        return cost_of(self._catalog.lookup_cached(self._norm.target, self._served), usage, estimated=True).cost_pico
 
     @property
     def _served(self) -> str:
@@ -506,6 +526,8 @@ class Stream(_StreamBase):
             raise self._failed(err) from None
         finally:
             self._response.close()
+            if self._reservation is not None:
+                self._reservation.settle(self._spent_pico())
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self
@@ -517,6 +539,8 @@ class Stream(_StreamBase):
         """Stop reading and close the upstream connection (the upstream sees the client leave)."""
         self._gen.close()
         self._response.close()  # also when iteration never started
+        if self._reservation is not None:
+            self._reservation.settle(self._spent_pico())
 
     def __enter__(self) -> Stream:
         return self
@@ -572,6 +596,8 @@ class AsyncStream(_StreamBase):
         finally:
             self._closed = True
             await self._response.aclose()
+            if self._reservation is not None:
+                await self._reservation.asettle(self._spent_pico())
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
@@ -585,6 +611,8 @@ class AsyncStream(_StreamBase):
         if not self._closed:  # iteration never started
             self._closed = True
             await self._response.aclose()
+            if self._reservation is not None:
+                await self._reservation.asettle(self._spent_pico())
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -595,6 +623,8 @@ class AsyncStream(_StreamBase):
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self._response.abort()
+            if self._reservation is not None:
+                self._reservation.settle(self._spent_pico())
 
 
 async def _drain(raw_iter: AsyncIterator[bytes]) -> None:

@@ -383,6 +383,34 @@ class Catalog:
             return PriceLookup(None, offer, reason=reason)
         return PriceLookup(offer.price, offer)
 
+    def candidates_in(self, data: SourceData | None, target: Target) -> list[PriceLookup]:
+        """Every price the call could be charged at (one unless the HF router picks the provider)."""
+        override = self._override(target, target.hf_provider)
+        if override is not None:
+            offer = Offer(target.label, target.model, target.provider, override.price)
+            offer.context_length, offer.max_output_tokens = override.context_length, override.max_output_tokens
+            return [PriceLookup(override.price, offer)]
+        if target.provider == "huggingface" and target.hf_provider is None and data is not None:
+            live = [o for o in data.by_model(target.model) if o.status == "live"]
+            if live:
+                return [
+                    PriceLookup(o.price, o, None if o.price else f"the catalog lists no price at {o.provider!r}")
+                    for o in live
+                ]
+            return [PriceLookup(None, reason=f"no live provider of {target.model!r} in the catalog ({data.url})")]
+        return [self.lookup_in(data, target, target.hf_provider)]
+
+    def candidates(self, target: Target) -> list[PriceLookup]:
+        """:meth:`candidates_in` with the catalog loaded on first need."""
+        family = self.family_of(target)
+        needs_data = family is not None and self._override(target, target.hf_provider) is None
+        return self.candidates_in(self.source(family) if needs_data and family else None, target)
+
+    async def acandidates(self, target: Target) -> list[PriceLookup]:
+        family = self.family_of(target)
+        needs_data = family is not None and self._override(target, target.hf_provider) is None
+        return self.candidates_in(await self.asource(family) if needs_data and family else None, target)
+
     def lookup(self, target: Target, served: str | None = None) -> PriceLookup:
         """Price for one call (sync; may fetch the catalog on first need)."""
         if self._override(target, served) is not None or target.provider == "tgi":

@@ -1,0 +1,214 @@
+"""Budgets are reservations: the limit is never crossed, refusals never reach the upstream, nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from router import acompletion, completion, errors
+from router.budget import Budget
+from router.ledger import InMemoryLedger, SqliteLedger
+from router.pricing import Catalog
+from router.streaming import AsyncStream, Stream
+from router.types import ChatCompletion
+from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream, Reply
+
+USER = [{"role": "user", "content": "spend some money"}]
+ANSWER = {
+    "id": "chatcmpl-b", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 90, "total_tokens": 100},
+}  # fmt: skip
+
+
+@pytest.fixture
+def priced() -> Catalog:
+    catalog = Catalog(cache_dir=False)
+    catalog.set_price("openai/m", input_per_million=1, output_per_million=1)  # $1 per 1M tokens either way
+    return catalog
+
+
+def _kw(oai: OpenAICompatUpstream, catalog: Catalog, **extra: object) -> dict[str, object]:
+    return {"model": "openai/m", "api_base": oai.url + "/v1", "api_key": "sk-1234567", "messages": USER,
+            "catalog": catalog, **extra}  # fmt: skip
+
+
+def _chat_requests(server: OpenAICompatUpstream | HFRouterUpstream) -> int:
+    return sum(1 for q in server.requests if q.path.endswith("/chat/completions"))
+
+
+def test_settles_to_the_real_cost(oai: OpenAICompatUpstream, priced: Catalog) -> None:
+    budget = Budget(1.0)
+    r = completion(**_kw(oai, priced, max_tokens=500, budget=budget))  # type: ignore[arg-type]
+    assert isinstance(r, ChatCompletion) and r.meta.cost_pico
+    assert budget.spent_usd == pytest.approx(r.meta.cost_usd) and budget.reserved_usd == 0
+    assert budget.remaining_usd == pytest.approx(1.0 - r.meta.cost_usd)  # type: ignore[operator]
+
+
+def test_refused_before_the_upstream_with_the_numbers(oai: OpenAICompatUpstream, priced: Catalog) -> None:
+    budget = Budget("0.0001")  # $0.0001 = 100 tokens at $1/M; max_tokens 500 cannot fit
+    with pytest.raises(errors.BudgetExceededError) as info:
+        completion(**_kw(oai, priced, max_tokens=500, budget=budget))  # type: ignore[arg-type]
+    assert _chat_requests(oai) == 0
+    err = info.value
+    assert err.needed_usd > err.limit_usd == pytest.approx(0.0001) and "lower max_tokens" in err.message
+
+
+def test_64_concurrent_calls_never_cross_the_limit(oai: OpenAICompatUpstream, priced: Catalog) -> None:
+    for _ in range(64):
+        oai.enqueue(Reply(json=ANSWER, delay=0.2), path="/v1/chat/completions")
+    budget = Budget(0)  # sized below from one call's worst case
+    worst = budget.worst_case(priced.registry.resolve("openai/m", oai.url + "/v1"), {"max_tokens": 1000}, USER,
+                              priced.candidates(priced.registry.resolve("openai/m", oai.url + "/v1")))  # fmt: skip
+    budget = Budget(worst.amount_pico * 20.5 / 10**12)
+
+    async def one() -> str:
+        try:
+            await acompletion(**_kw(oai, priced, max_tokens=1000, budget=budget))  # type: ignore[arg-type]
+        except errors.BudgetExceededError:
+            return "refused"
+        return "ok"
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*[one() for _ in range(64)])
+
+    outcomes = asyncio.run(main())
+    ok = outcomes.count("ok")
+    assert ok >= 20 and outcomes.count("refused") == 64 - ok
+    assert _chat_requests(oai) == ok  # every refused call raised before reaching the upstream
+    assert budget.spent_usd <= budget.limit_usd and budget.reserved_usd == 0
+    assert budget.spent_usd == pytest.approx(ok * 100 / 1_000_000)
+
+
+def test_cancelled_calls_leak_no_reservation(oai: OpenAICompatUpstream, priced: Catalog, tmp_path: Path) -> None:
+    for ledger in (InMemoryLedger(), SqliteLedger(tmp_path / "spend.db")):
+        for _ in range(20):
+            oai.enqueue(Reply(json=ANSWER, delay=1.0), path="/v1/chat/completions")
+        budget = Budget(10.0, ledger)
+
+        async def main(b: Budget = budget) -> None:
+            tasks = [asyncio.create_task(acompletion(**_kw(oai, priced, max_tokens=100, budget=b)))  # type: ignore[arg-type]
+                     for _ in range(20)]  # fmt: skip
+            await asyncio.sleep(0.3)
+            assert b.reserved_usd > 0
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run(main())
+        assert budget.reserved_usd == 0 and budget.spent_usd == 0
+        oai.reset()
+
+
+def test_failed_call_releases_its_reservation(oai: OpenAICompatUpstream, priced: Catalog) -> None:
+    budget = Budget(1.0)
+    oai.enqueue(Reply(status=500, json={"error": {"message": "boom"}}))
+    with pytest.raises(errors.InternalServerError):
+        completion(**_kw(oai, priced, max_tokens=10, budget=budget))  # type: ignore[arg-type]
+    assert budget.spent_usd == 0 and budget.reserved_usd == 0
+
+
+def test_unpriced_calls_are_refused_unless_allowed(oai: OpenAICompatUpstream) -> None:
+    bare = Catalog(cache_dir=False)
+    with pytest.raises(errors.UnpricedCallError, match="allow_unpriced"):
+        completion(**_kw(oai, bare, max_tokens=10, budget=Budget(1.0)))  # type: ignore[arg-type]
+    assert _chat_requests(oai) == 0
+    lenient = Budget(1.0, allow_unpriced=True)
+    r = completion(**_kw(oai, bare, max_tokens=10, budget=lenient))  # type: ignore[arg-type]
+    assert isinstance(r, ChatCompletion) and r.meta.cost_usd is None and r.meta.unpriced_reason
+    assert lenient.spent_usd == 0 and lenient.reserved_usd == 0
+
+
+def test_worst_case_uses_the_priciest_provider_the_router_may_pick(hf: HFRouterUpstream) -> None:
+    catalog = Catalog(cache_dir=False)
+    budget = Budget(100)
+    unpinned = catalog.registry.resolve("huggingface/deepseek-ai/DeepSeek-R1")
+    pinned = catalog.registry.resolve("huggingface/novita/deepseek-ai/DeepSeek-R1")
+    body = {"max_tokens": 1000}
+    worst_any = budget.worst_case(unpinned, body, USER, catalog.candidates(unpinned))
+    worst_novita = budget.worst_case(pinned, body, USER, catalog.candidates(pinned))
+    p = worst_any.prompt_tokens
+    assert worst_any.amount_pico == p * 3_000_000 + 1000 * 7_000_000  # together: $3 / $7 per M
+    assert worst_novita.amount_pico == p * 700_000 + 1000 * 2_500_000  # novita: $0.7 / $2.5 per M
+
+
+def test_without_max_tokens_the_models_limit_is_reserved(hf: HFRouterUpstream, oai: OpenAICompatUpstream) -> None:
+    catalog = Catalog(cache_dir=False)
+    budget = Budget(100)
+    target = catalog.registry.resolve("huggingface/together/deepseek-ai/DeepSeek-R1")
+    worst = budget.worst_case(target, {}, USER, catalog.candidates(target))
+    assert worst.completion_tokens == 163840 - worst.prompt_tokens  # context length minus the prompt
+    priced = Catalog(cache_dir=False)
+    priced.set_price("openai/m", input_per_million=1, output_per_million=1)
+    with pytest.raises(errors.InvalidRequestArgumentError, match="set max_tokens"):
+        completion(**_kw(oai, priced, budget=budget))  # type: ignore[arg-type]
+
+
+def test_streams_settle_at_the_end_or_at_what_arrived(oai: OpenAICompatUpstream, priced: Catalog) -> None:
+    budget = Budget(1.0)
+    stream = completion(**_kw(oai, priced, max_tokens=500, budget=budget, stream=True))  # type: ignore[arg-type]
+    assert isinstance(stream, Stream) and budget.reserved_usd > 0
+    list(stream)
+    assert budget.reserved_usd == 0 and budget.spent_usd == pytest.approx(stream.meta.cost_usd)
+    cut = Budget(1.0)
+    early = completion(**_kw(oai, priced, max_tokens=500, budget=cut, stream=True))  # type: ignore[arg-type]
+    assert isinstance(early, Stream)
+    next(early)
+    early.close()
+    assert cut.reserved_usd == 0 and 0 < cut.spent_usd < 0.0005  # the prompt and one chunk, not the worst case
+
+    async def main() -> None:
+        b = Budget(1.0)
+        s = await acompletion(**_kw(oai, priced, max_tokens=500, budget=b, stream=True))  # type: ignore[arg-type]
+        assert isinstance(s, AsyncStream)
+        async with s:
+            pass
+        assert b.reserved_usd == 0 and b.spent_usd > 0
+
+    asyncio.run(main())
+
+
+def test_ledgers_settle_and_release_once(tmp_path: Path) -> None:
+    for ledger in (InMemoryLedger(), SqliteLedger(tmp_path / "l.db")):
+        rid = ledger.reserve("b", 100, 250)
+        assert rid is not None and ledger.reserve("b", 200, 250) is None
+        ledger.settle("b", rid, 40)
+        ledger.settle("b", rid, 40)  # repeated: no double count
+        assert ledger.totals("b") == (40, 0)
+        rid2 = ledger.reserve("b", 210, 250)
+        assert rid2 is not None
+        ledger.release("b", rid2)
+        ledger.release("b", rid2)
+        assert ledger.totals("b") == (40, 0)
+
+
+def test_sqlite_ledger_holds_across_processes(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    SqliteLedger(db)  # create the schema once
+    script = textwrap.dedent(f"""
+        from router.ledger import SqliteLedger
+        ledger = SqliteLedger({str(db)!r})
+        got = 0
+        for _ in range(60):
+            rid = ledger.reserve("shared", 10, 600)
+            if rid is not None:
+                ledger.settle("shared", rid, 10)
+                got += 1
+        print(got)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    counts = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(counts) == 60  # exactly the limit, across three processes racing
+    assert SqliteLedger(db).totals("shared") == (600, 0)
+
+
+def test_bad_budget_arguments() -> None:
+    with pytest.raises(errors.InvalidRequestArgumentError, match="non-negative"):
+        Budget(-1)
+    with pytest.raises(errors.InvalidRequestArgumentError, match="non-negative"):
+        Budget("ten dollars")
