@@ -27,6 +27,12 @@ _EXPORTS = {
     "EmbeddingResponse": "router.types",
     "ResponseMeta": "router.types",
     "token_counter": "router.tokens",
+    "completion_cost": "router.costs",
+    "cost_per_token": "router.costs",
+    "Budget": "router.budget",
+    "Catalog": "router.pricing.catalog",
+    "InMemoryLedger": "router.ledger",
+    "SqliteLedger": "router.ledger",
     "Timeouts": "providers.transport",
     "ClientPool": "providers.clients",
     "Registry": "providers.registry",
@@ -37,17 +43,23 @@ _EXPORTS = {
 
 __all__ = [
     "AsyncStream",
+    "Budget",
+    "Catalog",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ClientPool",
     "EmbeddingResponse",
+    "InMemoryLedger",
     "Registry",
     "ResponseMeta",
+    "SqliteLedger",
     "Stream",
     "Timeouts",
     "acompletion",
     "aembedding",
     "completion",
+    "completion_cost",
+    "cost_per_token",
     "default_registry",
     "embedding",
     "errors",
@@ -63,7 +75,11 @@ if TYPE_CHECKING:
 
     from . import errors
     from .api import acompletion, completion
+    from .budget import Budget
+    from .costs import completion_cost, cost_per_token
     from .embeddings import aembedding, embedding
+    from .ledger import InMemoryLedger, SqliteLedger
+    from .pricing.catalog import Catalog
     from .streaming import AsyncStream, Stream, stream_chunk_builder
     from .tokens import token_counter
     from .types import ChatCompletion, ChatCompletionChunk, EmbeddingResponse, ResponseMeta

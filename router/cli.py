@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--show-reasoning", action="store_true", help="print reasoning text (dimmed) too")
     chat.add_argument("--quiet", "-q", action="store_true", help="no usage line on stderr")
     chat.set_defaults(func=_chat)
+    from .models_cli import add_parser
+
+    add_parser(sub)
     return parser
 
 

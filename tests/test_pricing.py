@@ -283,3 +283,67 @@ def test_snapshot_file_is_valid_and_parses() -> None:
 
     saved = json.loads(SNAPSHOT_PATH.read_text())
     assert parse_hf_router(saved["huggingface"], "snapshot", 0) and parse_deepinfra(saved["deepinfra"], "snapshot", 0)
+
+
+# ---------------------------------------------------------------- config, public helpers, CLI
+
+
+def test_example_pricing_config_loads(tgi: TGIUpstream) -> None:
+    catalog = Catalog(cache_dir=False)
+    catalog.load_file(Path(__file__).resolve().parent.parent / "configs" / "pricing.yaml")
+    r = _chat(model="huggingface/tgi", api_base=tgi.url, messages=USER, catalog=catalog)
+    assert r.usage is not None and r.meta.price_source == "config"
+    assert r.meta.cost_usd == pytest.approx(usd(r.usage.prompt_tokens, r.usage.completion_tokens, "0.2", "0.6"))
+
+
+def test_pricing_file_mistakes(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("pricing:\n  - model: openai/m\n    input_per_million: 1\n")
+    with pytest.raises(InvalidRequestArgumentError, match=r"p.yaml: pricing\[0\]: .*output_per_million"):
+        Catalog(cache_dir=False).load_file(bad)
+    bad.write_text("pricing: {model: x}\n")
+    with pytest.raises(InvalidRequestArgumentError, match="expected a list"):
+        Catalog(cache_dir=False).load_file(bad)
+
+
+def test_completion_cost_and_cost_per_token(hf: HFRouterUpstream, oai: OpenAICompatUpstream) -> None:
+    from router import completion_cost, cost_per_token, errors
+
+    r = _chat(model="huggingface/together/deepseek-ai/DeepSeek-R1", messages=USER)
+    assert completion_cost(r) == r.meta.cost_usd
+    assert completion_cost(r.model_dump(), model="huggingface/novita/deepseek-ai/DeepSeek-R1") == pytest.approx(
+        usd(r.usage.prompt_tokens, r.usage.completion_tokens, "0.7", "2.5")  # type: ignore[union-attr]
+    )
+    assert cost_per_token("huggingface/together/deepseek-ai/DeepSeek-R1", 1_000_000, 1_000_000) == (3.0, 7.0)
+    with pytest.raises(errors.UnpricedCallError, match="pin one"):
+        cost_per_token("huggingface/deepseek-ai/DeepSeek-R1", 10, 10)
+    local = _chat(model="openai/m", api_base=oai.url + "/v1", api_key="sk-1234567", messages=USER)
+    with pytest.raises(errors.UnpricedCallError, match="no cost for this result"):
+        completion_cost(local)
+
+
+def test_models_cli_table_and_json(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {"HF_ROUTER_URL": hf.url, "DEEPINFRA_API_BASE": deepinfra.url + "/v1/openai", "PATH": "/usr/bin:/bin",
+           "DEEPINFRA_API_KEY": "di-test-key-abcdef", "POLYROUTE_CACHE_DIR": str(tmp_path / "live")}  # fmt: skip
+    table = subprocess.run([sys.executable, "-m", "router.cli", "models", "--model", "deepseek-r1", "--refresh"],
+                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert f"huggingface: {hf.url}/v1/models, fetched 0 s ago (live)" in table.stdout
+    lines = [line for line in table.stdout.splitlines() if line.startswith("deepseek-ai/DeepSeek-R1 ")]
+    assert any("together" in line and "3" in line and "163840" in line for line in lines)
+    assert any("featherless-ai" in line and "error" in line for line in lines)
+    out = subprocess.run([sys.executable, "-m", "router.cli", "models", "--provider", "together", "--json"],
+                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    data = json.loads(out.stdout)
+    assert {m["provider"] for m in data["models"]} == {"together"}
+    assert {s["family"] for s in data["sources"]} == {"huggingface", "deepinfra"}
+    together = next(m for m in data["models"] if m["model"] == "deepseek-ai/DeepSeek-R1")
+    assert (together["input_per_million"], together["output_per_million"]) == (3.0, 7.0)
+    offline = subprocess.run([sys.executable, "-m", "router.cli", "models", "--model", "gpt-oss-120b"],
+                             capture_output=True, text=True, timeout=60,
+                             env=env | {"HF_ROUTER_URL": "http://127.0.0.1:9", "DEEPINFRA_API_BASE": "http://127.0.0.1:9",
+                                        "POLYROUTE_CACHE_DIR": str(tmp_path / "offline")})  # fmt: skip
+    assert offline.returncode == 0 and "bundled snapshot" in offline.stdout and "live fetch failed" in offline.stdout

@@ -189,6 +189,22 @@ class Catalog:
             except InvalidRequestArgumentError as e:
                 raise InvalidRequestArgumentError(f"{where}: {e.message}") from None
 
+    def load_file(self, path: str | Path) -> None:
+        """Read price overrides from YAML: a ``pricing:`` list of ``{model, input_cost_per_token, ...}``."""
+        import yaml
+
+        source = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise InvalidRequestArgumentError(f"{source}: cannot read the file: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise InvalidRequestArgumentError(f"{source}: not valid YAML: {e}") from None
+        entries = data.get("pricing", []) if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise InvalidRequestArgumentError(f"{source}: pricing: expected a list of {{model, ...}} entries")
+        self.load_overrides(entries, source)
+
     # ---------------------------------------------------------------- sources
     def _state(self, url: str) -> _State:
         state = self._states.get(url)
