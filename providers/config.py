@@ -85,8 +85,8 @@ def apply_config(data: Mapping[str, Any], registry: Registry | None = None, sour
     return registry
 
 
-def load_providers_file(path: str | Path, registry: Registry | None = None) -> Registry:
-    """Read a YAML file and register its ``providers:`` (and ``hf_providers:``)."""
+def read_yaml_mapping(path: str | Path, expected: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; every failure names the file and what was expected."""
     import yaml
 
     source = str(path)
@@ -97,5 +97,12 @@ def load_providers_file(path: str | Path, registry: Registry | None = None) -> R
     except yaml.YAMLError as e:
         raise InvalidRequestArgumentError(f"{source}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise _fail(source, "(top level)", "a mapping with a 'providers' list", type(data).__name__)
+        raise _fail(source, "(top level)", expected, type(data).__name__)
+    return data
+
+
+def load_providers_file(path: str | Path, registry: Registry | None = None) -> Registry:
+    """Read a YAML file and register its ``providers:`` (and ``hf_providers:``)."""
+    source = str(path)
+    data = read_yaml_mapping(path, "a mapping with a 'providers' list")
     return apply_config(data, registry, source)

@@ -12,8 +12,9 @@ from providers.spec import Target
 from providers.transport import HttpRequest, HttpResponse, Timeouts
 
 from .params import check_headers
-from .pricing.catalog import Catalog
-from .types import Attempt
+from .pricing.catalog import Catalog, PriceLookup
+from .pricing.cost import cost_of
+from .types import Attempt, ResponseMeta
 
 _IGNORED_LITELLM_ARGS = frozenset({"drop_params", "metadata", "custom_llm_provider_name", "litellm_logging_obj"})
 
@@ -111,3 +112,23 @@ def connection_failed(call: Call, err: PolyrouteError) -> PolyrouteError:
     err.model = err.model or call.target.model
     err.attempts = [attempt(call, None, type(err).__name__)]  # type: ignore[attr-defined]
     return err
+
+
+def success_meta(
+    call: Call, response: HttpResponse, *, provider: str, model: str, usage: Any, usage_estimated: bool,
+    lookup: PriceLookup,
+) -> ResponseMeta:  # fmt: skip
+    """The ``.meta`` of a successful call: who served, latency, the attempt, and the cost."""
+    target = call.target
+    meta = ResponseMeta(
+        provider=provider,
+        model=model,
+        api_base=target.api_base,
+        latency_ms=(time.perf_counter() - call.started) * 1000,
+        model_string=target.model_string,
+        attempts=[attempt(call, response.status, None)],
+        usage_estimated=usage_estimated,
+        upstream_request_id=response.headers.get("x-request-id"),
+    )
+    meta.set_cost(cost_of(lookup, usage, estimated=usage_estimated))
+    return meta

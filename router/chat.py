@@ -16,13 +16,21 @@ from providers.transport import HttpResponse, Timeouts
 
 from . import mock
 from .budget import Budget, Reservation
-from .call import Call, api_key_for, attempt, check_unknown, connection_failed, raise_for_status, request_headers
+from .call import (
+    Call,
+    api_key_for,
+    attempt,
+    check_unknown,
+    connection_failed,
+    raise_for_status,
+    request_headers,
+    success_meta,
+)
 from .params import build_chat_body
 from .pricing.catalog import Catalog, PriceLookup, default_catalog
-from .pricing.cost import cost_of
 from .streaming import AsyncStream, ChunkNormalizer, Stream
 from .tokens import aload_encoding
-from .types import ChatCompletion, ResponseMeta
+from .types import ChatCompletion
 
 
 def prepare_chat(
@@ -110,17 +118,8 @@ def finish_chat(
     served = target.adapter.served_by(target, response.headers)
     if lookup is None:
         lookup = call.catalog.lookup(target, served)
-    meta = result._meta = ResponseMeta(
-        provider=served,
-        model=result.model,
-        api_base=target.api_base,
-        latency_ms=(time.perf_counter() - call.started) * 1000,
-        model_string=target.model_string,
-        attempts=[attempt(call, response.status, None)],
-        usage_estimated=usage_estimated,
-        upstream_request_id=response.headers.get("x-request-id"),
-    )
-    meta.set_cost(cost_of(lookup, data["usage"], estimated=usage_estimated))
+    result._meta = success_meta(call, response, provider=served, model=result.model, usage=data["usage"],
+                                usage_estimated=usage_estimated, lookup=lookup)  # fmt: skip
     return result
 
 

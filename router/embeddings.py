@@ -22,11 +22,18 @@ from providers.hub_mapping import HubMappingCache, default_hub_cache
 from providers.registry import Registry, default_registry
 from providers.transport import HttpResponse, Timeouts
 
-from .call import Call, api_key_for, attempt, check_unknown, connection_failed, raise_for_status, request_headers
+from .call import (
+    Call,
+    api_key_for,
+    check_unknown,
+    connection_failed,
+    raise_for_status,
+    request_headers,
+    success_meta,
+)
 from .pricing.catalog import Catalog, PriceLookup, default_catalog
-from .pricing.cost import cost_of
 from .tokens import aload_encoding
-from .types import EmbeddingResponse, ResponseMeta
+from .types import EmbeddingResponse
 
 
 def _inputs(value: Any) -> list[str]:
@@ -123,17 +130,8 @@ class _EmbeddingCall:
         provider = self.served(response)
         if lookup is None:
             lookup = self.catalog.lookup(target, provider)
-        meta = result._meta = ResponseMeta(
-            provider=provider,
-            model=result.model,
-            api_base=target.api_base,
-            latency_ms=(time.perf_counter() - self.started) * 1000,
-            model_string=target.model_string,
-            attempts=[attempt(call, response.status, None)],
-            usage_estimated=estimated,
-            upstream_request_id=response.headers.get("x-request-id"),
-        )
-        meta.set_cost(cost_of(lookup, data["usage"], estimated=estimated))
+        result._meta = success_meta(call, response, provider=provider, model=result.model, usage=data["usage"],
+                                    usage_estimated=estimated, lookup=lookup)  # fmt: skip
         return result
 
 

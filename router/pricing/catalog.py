@@ -191,16 +191,10 @@ class Catalog:
 
     def load_file(self, path: str | Path) -> None:
         """Read price overrides from YAML: a ``pricing:`` list of ``{model, input_cost_per_token, ...}``."""
-        import yaml
+        from providers.config import read_yaml_mapping
 
         source = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as e:
-            raise InvalidRequestArgumentError(f"{source}: cannot read the file: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise InvalidRequestArgumentError(f"{source}: not valid YAML: {e}") from None
-        entries = data.get("pricing", []) if isinstance(data, dict) else None
+        entries = read_yaml_mapping(path, "a mapping with a 'pricing' list").get("pricing", [])
         if not isinstance(entries, list):
             raise InvalidRequestArgumentError(f"{source}: pricing: expected a list of {{model, ...}} entries")
         self.load_overrides(entries, source)
