@@ -30,6 +30,7 @@ _EXPORTS = {
     "completion_cost": "router.costs",
     "cost_per_token": "router.costs",
     "Budget": "router.budget",
+    "Router": "router.routing.router",
     "Catalog": "router.pricing.catalog",
     "InMemoryLedger": "router.ledger",
     "SqliteLedger": "router.ledger",
@@ -52,6 +53,7 @@ __all__ = [
     "InMemoryLedger",
     "Registry",
     "ResponseMeta",
+    "Router",
     "SqliteLedger",
     "Stream",
     "Timeouts",
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
     from .embeddings import aembedding, embedding
     from .ledger import InMemoryLedger, SqliteLedger
     from .pricing.catalog import Catalog
+    from .routing.router import Router
     from .streaming import AsyncStream, Stream, stream_chunk_builder
     from .tokens import token_counter
     from .types import ChatCompletion, ChatCompletionChunk, EmbeddingResponse, ResponseMeta

@@ -17,6 +17,7 @@ import asyncio
 import functools
 from typing import Any
 
+from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry
 
 from .budget import Budget
@@ -78,6 +79,10 @@ def completion(
                        messages=[{"role": "user", "content": "Hi"}], max_tokens=50)
         r.choices[0].message.content, r.meta.latency_ms
     """
+    if _ROUTER_ARGS & kwargs.keys():  # fallbacks= / num_retries=: a one-group router
+        args = {k: v for k, v in locals().items() if k not in ("model", "messages", "kwargs") and v is not None}
+        router, call_args = _one_group_router(model, args, kwargs)
+        return router.completion(model, messages, **call_args)  # type: ignore[no-any-return]
     params = {
         "max_tokens": max_tokens, "max_completion_tokens": max_completion_tokens, "temperature": temperature,
         "top_p": top_p, "stop": stop, "seed": seed, "n": n, "tools": tools, "tool_choice": tool_choice,
@@ -142,6 +147,10 @@ async def acompletion(
         r = await acompletion(model="huggingface/Qwen/Qwen3-8B:cheapest",
                               messages=[{"role": "user", "content": "Hi"}])
     """
+    if _ROUTER_ARGS & kwargs.keys():
+        args = {k: v for k, v in locals().items() if k not in ("model", "messages", "kwargs") and v is not None}
+        router, call_args = _one_group_router(model, args, kwargs)
+        return await router.acompletion(model, messages, **call_args)  # type: ignore[no-any-return]
     params = {
         "max_tokens": max_tokens, "max_completion_tokens": max_completion_tokens, "temperature": temperature,
         "top_p": top_p, "stop": stop, "seed": seed, "n": n, "tools": tools, "tool_choice": tool_choice,
@@ -159,3 +168,44 @@ async def acompletion(
     # Local image files are read and encoded off the event loop.
     call = await asyncio.to_thread(prepare) if has_local_images(messages) else prepare()
     return await arun_chat(call, stream=bool(stream), client=client, budget=budget, mock_response=mock_response)
+
+
+_ROUTER_ARGS = frozenset({"fallbacks", "num_retries", "context_window_fallbacks", "content_policy_fallbacks"})
+_DEPLOYMENT_ARGS = ("api_key", "api_base", "base_url")
+
+
+def _one_group_router(model: str, args: dict[str, Any], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``completion(model, fallbacks=[...], num_retries=n)`` as a router whose groups are model strings."""
+    from .routing.router import Router
+
+    settings = {k: kwargs.pop(k) for k in list(kwargs) if k in _ROUTER_ARGS}
+    primary = {"model": model, **{k: args.pop(k) for k in _DEPLOYMENT_ARGS if k in args}}
+    model_list: list[dict[str, Any]] = [{"model_name": model, "params": primary}]
+    groups: dict[str, list[str]] = {}
+    for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+        names = []
+        for item in settings.get(key) or []:
+            params = {"model": item} if isinstance(item, str) else dict(item) if isinstance(item, dict) else None
+            if params is None or not isinstance(params.get("model"), str):
+                raise InvalidRequestArgumentError(
+                    f"{key} must be a list of model strings or {{'model': ..., 'api_key': ...}} dicts, got {item!r}"
+                )
+            if params["model"] not in [m["model_name"] for m in model_list]:
+                model_list.append({"model_name": params["model"], "params": params})
+            names.append(params["model"])
+        if names:
+            groups[key] = names
+
+    def chain(key: str) -> list[dict[str, list[str]]] | None:
+        return [{model: groups[key]}] if key in groups else None
+
+    router = Router(
+        model_list,
+        num_retries=settings.get("num_retries", 0),
+        registry=args.pop("registry", None),
+        catalog=args.pop("catalog", None),
+        fallbacks=chain("fallbacks"),
+        context_window_fallbacks=chain("context_window_fallbacks"),
+        content_policy_fallbacks=chain("content_policy_fallbacks"),
+    )
+    return router, args

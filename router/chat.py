@@ -12,6 +12,7 @@ from typing import Any
 from providers.clients import async_transport_for, sync_transport_for
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
 from providers.registry import Registry, default_registry
+from providers.spec import Target
 from providers.transport import HttpResponse, Timeouts
 
 from . import mock
@@ -53,11 +54,13 @@ def prepare_chat(
     kwargs: dict[str, Any],
     fn: str,
     need_key: bool = True,
+    target: Target | None = None,
 ) -> Call:
     check_unknown(kwargs, fn)
     if stream not in (True, False, None):
         raise InvalidRequestArgumentError(f"stream must be True or False, got {stream!r}")
-    target = (registry or default_registry()).resolve(model, api_base)
+    if target is None:  # the Router passes a resolved target (e.g. pinned to one HF provider)
+        target = (registry or default_registry()).resolve(model, api_base)
     body = build_chat_body(
         messages,
         params,

@@ -20,6 +20,7 @@ from providers.clients import async_transport_for, sync_transport_for
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
 from providers.hub_mapping import HubMappingCache, default_hub_cache
 from providers.registry import Registry, default_registry
+from providers.spec import Target
 from providers.transport import HttpResponse, Timeouts
 
 from .call import (
@@ -72,15 +73,16 @@ def _params(dimensions: Any, encoding_format: Any, user: Any, extra_body: Any) -
     return params
 
 
-class _EmbeddingCall:
+class EmbeddingCall:
     """Everything about one embedding call except the I/O."""
 
     def __init__(
         self, model: str, input: Any, params: dict[str, Any], api_key: str | None, api_base: str | None,
         timeout: Any, extra_headers: Any, bill_to: Any, registry: Registry | None, catalog: Catalog | None,
+        target: Target | None = None,
     ) -> None:  # fmt: skip
         self.inputs = _inputs(input)
-        self.target = (registry or default_registry()).resolve(model, api_base)
+        self.target = target or (registry or default_registry()).resolve(model, api_base)
         self.key = api_key_for(self.target, api_key, api_base)
         self.headers = request_headers(self.target, extra_headers, bill_to)
         self.params = params
@@ -162,19 +164,9 @@ def embedding(
         len(r.data), r.usage.prompt_tokens
     """
     check_unknown(kwargs, "embedding")
-    emb = _EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
+    emb = EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
                          api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
-    transport = sync_transport_for(client)
-    provider_model_id = None
-    if emb.needs_mapping:
-        mapping = default_hub_cache().mapping(transport, emb.target.model, emb.key)
-        provider_model_id = emb.provider_model_id(mapping)
-    call = emb.call(provider_model_id)
-    try:
-        response = transport.send(call.request, call.timeouts)
-    except PolyrouteError as err:
-        raise connection_failed(call, err) from None
-    return emb.finish(call, response)
+    return run_embedding(emb, client)
 
 
 async def aembedding(
@@ -203,8 +195,28 @@ async def aembedding(
         r = await aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="hello")
     """
     check_unknown(kwargs, "aembedding")
-    emb = _EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
+    emb = EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
                          api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
+    return await arun_embedding(emb, client)
+
+
+def run_embedding(emb: EmbeddingCall, client: Any = None) -> EmbeddingResponse:
+    """Send a prepared embedding call (sync)."""
+    transport = sync_transport_for(client)
+    provider_model_id = None
+    if emb.needs_mapping:
+        mapping = default_hub_cache().mapping(transport, emb.target.model, emb.key)
+        provider_model_id = emb.provider_model_id(mapping)
+    call = emb.call(provider_model_id)
+    try:
+        response = transport.send(call.request, call.timeouts)
+    except PolyrouteError as err:
+        raise connection_failed(call, err) from None
+    return emb.finish(call, response)
+
+
+async def arun_embedding(emb: EmbeddingCall, client: Any = None) -> EmbeddingResponse:
+    """Send a prepared embedding call (async)."""
     transport = async_transport_for(client)
     provider_model_id = None
     if emb.needs_mapping:

@@ -31,6 +31,8 @@ class Attempt:
     status_code: int | None
     error: str | None  # error class name, None on success
     latency_ms: float
+    deployment: str | None = None  # the router deployment, "group[i]:model"
+    waited_ms: float = 0.0  # time spent waiting (Retry-After, limits) before this attempt
 
 
 @dataclass(slots=True)

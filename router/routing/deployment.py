@@ -1,0 +1,174 @@
+"""Deployments (one model string + its params) and their live state: in flight, latency, limits, cooldown.
+
+``model_list`` entries look like LiteLLM's: ``{"model_name": "chat", "params": {"model": ..., "api_key": ...,
+"weight": 2, "rpm": 600}}``; ``litellm_params`` is accepted for ``params``.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.errors import InvalidRequestArgumentError
+from providers.registry import Registry
+from providers.spec import Target
+
+# Per-deployment call arguments a model_list entry may set (LiteLLM's names where they exist).
+CALL_PARAMS = frozenset(
+    {
+        "api_key",
+        "api_base",
+        "base_url",
+        "timeout",
+        "extra_headers",
+        "extra_body",
+        "bill_to",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "reasoning_effort",
+    }
+)
+ROUTING_PARAMS = frozenset({"model", "weight", "rpm", "tpm", "context_length", "max_output_tokens"})
+IGNORED_PARAMS = frozenset({"max_retries", "stream_timeout", "custom_llm_provider", "input_cost_per_token",
+                            "output_cost_per_token"})  # fmt: skip
+
+
+@dataclass
+class DeploymentState:
+    """What the router has seen of one deployment (thread-safe through ``lock``)."""
+
+    in_flight: int = 0
+    latency_ewma_ms: float | None = None
+    ttft_ewma_ms: float | None = None
+    failures: collections.deque[float] = field(default_factory=collections.deque)
+    cooldown_until: float = 0.0
+    probing: bool = False  # one request after a cooldown decides whether it is healthy again
+    not_before: float = 0.0  # Retry-After: no request to it before this time
+    requests: collections.deque[float] = field(default_factory=collections.deque)  # rpm window
+    tokens: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)  # tpm window
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Deployment:
+    """One way to answer a model group: a model string with its own key, base URL, weight and limits."""
+
+    group: str
+    model: str
+    target: Target
+    params: dict[str, Any]
+    weight: float = 1.0
+    rpm: int | None = None
+    tpm: int | None = None
+    context_length: int | None = None  # overrides the catalog's
+    index: int = 0
+    state: DeploymentState = field(default_factory=DeploymentState)
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}[{self.index}]:{self.model}"
+
+    # --- limits (rpm / tpm over a sliding 60 s window)
+    def _trim(self, now: float) -> None:
+        horizon = now - 60.0
+        while self.state.requests and self.state.requests[0] <= horizon:
+            self.state.requests.popleft()
+        while self.state.tokens and self.state.tokens[0][0] <= horizon:
+            self.state.tokens.popleft()
+
+    def headroom(self, now: float, tokens: int) -> float | None:
+        """Fraction of the tighter limit left after this request (None: no limits); < 0 means over."""
+        if self.rpm is None and self.tpm is None:
+            return None
+        self._trim(now)
+        room = []
+        if self.rpm is not None:
+            room.append((self.rpm - len(self.state.requests) - 1) / self.rpm)
+        if self.tpm is not None:
+            used = sum(t for _, t in self.state.tokens)
+            room.append((self.tpm - used - tokens) / self.tpm)
+        return min(room)
+
+    def next_free(self, now: float, tokens: int) -> float:
+        """When this deployment's limits admit the request again (now if they already do)."""
+        self._trim(now)
+        when = now
+        if self.rpm is not None and len(self.state.requests) >= self.rpm:
+            when = max(when, self.state.requests[len(self.state.requests) - self.rpm] + 60.0)
+        if self.tpm is not None and self.state.tokens:
+            used = sum(t for _, t in self.state.tokens)
+            for stamp, spent in self.state.tokens:
+                if used + tokens <= self.tpm:
+                    break
+                used -= spent
+                when = max(when, stamp + 60.0)
+        return when
+
+    def count(self, now: float, tokens: int) -> None:
+        self.state.requests.append(now)
+        if tokens:
+            self.state.tokens.append((now, tokens))
+
+
+def _params_of(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    params = entry.get("params", entry.get("litellm_params"))
+    if not isinstance(params, dict) or not isinstance(params.get("model"), str):
+        raise InvalidRequestArgumentError(
+            f"{where}: expected params (or litellm_params) with a 'model' string, got {params!r}"
+        )
+    unknown = sorted(set(params) - CALL_PARAMS - ROUTING_PARAMS - IGNORED_PARAMS)
+    if unknown:
+        raise InvalidRequestArgumentError(
+            f"{where}.params.{unknown[0]}: unknown setting; known: {', '.join(sorted(CALL_PARAMS | ROUTING_PARAMS))}"
+        )
+    return params
+
+
+def _positive(value: Any, where: str, kind: type) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (kind is int and value % 1):
+        raise InvalidRequestArgumentError(f"{where}: expected a positive {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Deployment]]:
+    """Deployments by group, from LiteLLM-style ``model_list`` entries; errors name the entry."""
+    if not isinstance(model_list, list) or not model_list:
+        raise InvalidRequestArgumentError("model_list must be a non-empty list of {model_name, params} entries")
+    groups: dict[str, list[Deployment]] = {}
+    for i, entry in enumerate(model_list):
+        where = f"model_list[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str) or not entry["model_name"]:
+            raise InvalidRequestArgumentError(f"{where}: expected a mapping with a 'model_name' string, got {entry!r}")
+        params = _params_of(entry, where)
+        api_base = params.get("api_base") or params.get("base_url")
+        try:
+            target = registry.resolve(params["model"], api_base)
+        except InvalidRequestArgumentError as e:
+            raise InvalidRequestArgumentError(f"{where}.params.model: {e.message}") from None
+        group = entry["model_name"]
+        members = groups.setdefault(group, [])
+        members.append(
+            Deployment(
+                group=group,
+                model=params["model"],
+                target=target,
+                params={k: v for k, v in params.items() if k in CALL_PARAMS and k != "base_url"}
+                | ({"api_base": api_base} if api_base else {}),
+                weight=_positive(params.get("weight", 1), f"{where}.params.weight", float),
+                rpm=_positive(params.get("rpm"), f"{where}.params.rpm", int),
+                tpm=_positive(params.get("tpm"), f"{where}.params.tpm", int),
+                context_length=_positive(params.get("context_length"), f"{where}.params.context_length", int),
+                index=len(members),
+            )
+        )
+    return groups
+
+
+def now() -> float:
+    return time.monotonic()

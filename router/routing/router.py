@@ -1,0 +1,420 @@
+"""The Router: model groups of deployments, with retries, fallbacks, cooldowns and strategies.
+
+Example::
+
+    from router import Router
+    r = Router(model_list=[
+        {"model_name": "chat", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:cheapest"}},
+        {"model_name": "chat", "params": {"model": "deepinfra/deepseek-ai/DeepSeek-R1", "weight": 2, "rpm": 600}},
+        {"model_name": "backup", "params": {"model": "huggingface/Qwen/Qwen3-8B"}},
+    ], strategy="least-in-flight", num_retries=3, fallbacks=[{"chat": ["backup"]}], cooldown_seconds=30)
+    resp = r.completion(model="chat", messages=[{"role": "user", "content": "Hi"}])
+    resp.meta.provider, [a.deployment for a in resp.meta.attempts]
+
+Retries run under tenacity: each try asks the request's :class:`Session` for the next deployment;
+a deployment that answered 429/503 with ``Retry-After`` (or HF's ``estimated_time``) is not asked
+again before that time, while other deployments are tried at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import tenacity
+
+from providers.errors import InvalidRequestArgumentError
+from providers.registry import Registry, default_registry
+
+from ..budget import Budget
+from ..chat import arun_chat, prepare_chat, run_chat
+from ..embeddings import EmbeddingCall, _params, arun_embedding, run_embedding
+from ..params import BODY_PARAMS
+from ..pricing.catalog import Catalog, default_catalog
+from ..streaming import AsyncStream, Stream
+from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse
+from .deployment import Deployment, now, parse_model_list
+from .session import Choice, NotYet, RequestInfo, Session
+from .strategies import strategy_name
+from .streams import AsyncRoutedStream, RoutedStream, has_content
+
+Hook = Callable[[Attempt, BaseException | None], Any]
+_DEFAULT_TIMEOUT = 600.0
+
+
+class _TryAgain(Exception):
+    pass
+
+
+def _fallback_map(value: Any, name: str, groups: Iterable[str]) -> dict[str, list[str]]:
+    """LiteLLM's ``[{"chat": ["backup"]}]`` (or a plain dict) as {group: [fallback groups]}."""
+    if value is None:
+        return {}
+    items = value if isinstance(value, list) else [value]
+    out: dict[str, list[str]] = {}
+    known = set(groups)
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvalidRequestArgumentError(f"{name} must look like [{{'chat': ['backup']}}], got {value!r}")
+        for group, targets in item.items():
+            targets = [targets] if isinstance(targets, str) else targets
+            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+                raise InvalidRequestArgumentError(f"{name}: {group!r} must map to a list of model group names")
+            for g in (group, *targets):
+                if g not in known:
+                    raise InvalidRequestArgumentError(
+                        f"{name}: {g!r} is not a model_name in model_list (known: {', '.join(sorted(known))})"
+                    )
+            out.setdefault(group, []).extend(targets)
+    return out
+
+
+class Router:
+    """Model groups of deployments with retries, fallbacks, cooldowns and a routing strategy.
+
+    LiteLLM's argument names are accepted where the meaning is the same (``routing_strategy``,
+    ``cooldown_time``, ``litellm_params``).
+    """
+
+    def __init__(
+        self,
+        model_list: list[dict[str, Any]],
+        *,
+        strategy: str | None = None,
+        routing_strategy: str | None = None,
+        num_retries: int = 2,
+        fallbacks: Any = None,
+        context_window_fallbacks: Any = None,
+        content_policy_fallbacks: Any = None,
+        allowed_fails: int = 3,
+        cooldown_seconds: float | None = None,
+        cooldown_time: float | None = None,
+        cooldown_window: float = 60.0,
+        timeout: float | None = None,
+        on_limit: str = "wait",
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        catalog: Catalog | None = None,
+        registry: Registry | None = None,
+        budget: Budget | None = None,
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.registry = registry or default_registry()
+        self.catalog = catalog or default_catalog()
+        self.groups: dict[str, list[Deployment]] = parse_model_list(model_list, self.registry)
+        self.strategy = strategy_name(strategy or routing_strategy or "weighted")
+        if isinstance(num_retries, bool) or not isinstance(num_retries, int) or num_retries < 0:
+            raise InvalidRequestArgumentError(f"num_retries must be an integer >= 0, got {num_retries!r}")
+        self.num_retries = num_retries
+        self.fallbacks = _fallback_map(fallbacks, "fallbacks", self.groups)
+        self.context_window_fallbacks = _fallback_map(context_window_fallbacks, "context_window_fallbacks", self.groups)
+        self.content_policy_fallbacks = _fallback_map(content_policy_fallbacks, "content_policy_fallbacks", self.groups)
+        if on_limit not in ("wait", "raise"):
+            raise InvalidRequestArgumentError(f"on_limit must be 'wait' or 'raise', got {on_limit!r}")
+        self.on_limit = on_limit
+        self.allowed_fails = max(1, int(allowed_fails))
+        self.cooldown_seconds = float(cooldown_seconds if cooldown_seconds is not None else cooldown_time or 30.0)
+        self.cooldown_window = cooldown_window
+        self.timeout = timeout
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.budget = budget
+        self.on_success, self.on_failure = on_success, on_failure
+        self.rng = random.Random(seed)
+        self._families = {d.target.provider for ds in self.groups.values() for d in ds} & {"huggingface", "deepinfra"}
+
+    # ---------------------------------------------------------------- facts used by sessions
+    def _offers(self, d: Deployment) -> list[Any]:
+        family = self.catalog.family_of(d.target)
+        if family is None:
+            return []
+        state = self.catalog._states.get(_source_url(self.catalog, family))
+        data = state.data if state is not None else None
+        if data is None:
+            return []
+        if d.target.provider == "huggingface":
+            offers = [o for o in data.by_model(d.target.model) if o.status == "live"]
+            if d.target.hf_provider:
+                offers = [o for o in offers if o.provider == d.target.hf_provider]
+            return offers
+        offer = data.offers.get((d.target.provider, d.target.model))
+        return [offer] if offer else []
+
+    def context_length(self, d: Deployment) -> int | None:
+        """The smallest context window the deployment may be served with (None: unknown)."""
+        if d.context_length:
+            return d.context_length
+        known = [o.context_length for o in self._offers(d) if o.context_length]
+        return min(known) if known else None
+
+    def expected_cost(self, d: Deployment, request: RequestInfo) -> float | None:
+        """USD this request is expected to cost at the deployment's (cheapest live) price."""
+        out_tokens = request.max_tokens or 256
+        costs = [
+            float(o.price.input_per_m) * (request.prompt_tokens or 0) + float(o.price.output_per_m) * out_tokens
+            for o in self._offers(d)
+            if o.price is not None
+        ]
+        if not costs:
+            lookup = self.catalog.lookup_in(None, d.target, d.target.hf_provider)
+            if lookup.price is None:
+                return None
+            return (
+                float(lookup.price.input_per_m) * (request.prompt_tokens or 0)
+                + float(lookup.price.output_per_m) * out_tokens
+            )
+        return min(costs) / 1_000_000
+
+    def policy_order(self, d: Deployment, request: RequestInfo) -> list[str]:
+        """HF ``:cheapest`` / ``:fastest`` resolved client-side: live providers, best first."""
+        offers = self._offers(d)
+        out_tokens = request.max_tokens or 256
+        if d.target.hf_policy == "cheapest":
+
+            def cost(o: Any) -> float:
+                if o.price is None:
+                    return float("inf")
+                return (
+                    float(o.price.input_per_m) * (request.prompt_tokens or 0) + float(o.price.output_per_m) * out_tokens
+                )
+
+            offers = sorted(offers, key=cost)
+        else:
+            offers = sorted(offers, key=lambda o: -(o.throughput or 0.0))
+        return [o.provider for o in offers]
+
+    def backoff(self, tries: int, rng: random.Random) -> float:
+        """Exponential backoff with full jitter, for errors that did not say how long to wait."""
+        return float(min(self.backoff_max, self.backoff_base * 2 ** max(0, tries - 1)) * rng.uniform(0.5, 1.0))
+
+    def notify_failure(self, record: Attempt, err: BaseException) -> None:
+        _call_hook(self.on_failure, record, err)
+
+    # ---------------------------------------------------------------- sessions
+    def _needs_catalog(self, groups: list[str]) -> bool:
+        return bool(self._families) and (
+            self.strategy == "cheapest"
+            or any(d.target.hf_policy or d.target.provider in self._families for g in groups for d in self.groups[g])
+        )
+
+    def _groups_for(self, model: str) -> list[str]:
+        if model not in self.groups:
+            raise InvalidRequestArgumentError(
+                f"model {model!r} is not a model_name of this router; known: {', '.join(sorted(self.groups))}"
+            )
+        groups = [model]
+        for group in groups:  # follow fallbacks of fallbacks, in order, once each
+            groups.extend(g for g in self.fallbacks.get(group, []) if g not in groups)
+        return groups
+
+    def _session(
+        self, model: str, messages: list[dict[str, Any]] | None, kwargs: dict[str, Any], stream: bool
+    ) -> Session:
+        groups = self._groups_for(model)
+        timeout = kwargs.get("timeout") or self.timeout or _DEFAULT_TIMEOUT
+        prompt = None
+        if messages is not None and any(self.context_length(d) for g in groups for d in self.groups[g]):
+            from ..tokens import count_messages
+
+            prompt = count_messages(messages)
+        max_tokens = kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
+        info = RequestInfo(prompt, max_tokens, stream)
+        return Session(self, groups, info, now() + float(timeout), self.rng)
+
+    # ---------------------------------------------------------------- calls
+    def _chat_call(self, choice: Choice, messages: Any, stream: bool, kwargs: dict[str, Any]) -> Any:
+        merged = {**choice.deployment.params, **kwargs}
+        params = {k: merged.pop(k) for k in list(merged) if k in _BODY_KEYS}
+        return prepare_chat(
+            choice.deployment.model, messages, stream, params,
+            api_key=merged.pop("api_key", None), api_base=merged.pop("api_base", None),
+            timeout=merged.pop("timeout", None), stream_options=merged.pop("stream_options", None),
+            functions=merged.pop("functions", None), function_call=merged.pop("function_call", None),
+            extra_headers=merged.pop("extra_headers", None), extra_body=merged.pop("extra_body", None),
+            bill_to=merged.pop("bill_to", None), registry=self.registry, catalog=self.catalog,
+            kwargs={k: v for k, v in merged.items() if k not in ("client", "budget")}, fn="Router.completion",
+            target=choice.target,
+        )  # fmt: skip
+
+    def _finish(self, session: Session, choice: Choice, result: Any, ttft_ms: float | None = None) -> None:
+        latency = (now() - choice.started) * 1000
+        record = session.succeeded(choice, latency, ttft_ms)
+        if isinstance(result, ChatCompletion | EmbeddingResponse):
+            result.meta.attempts = session.attempts
+        _call_hook(self.on_success, record, None)
+
+    def completion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
+        """Chat completion through the group ``model`` (a ``model_name``); ``stream=True`` returns a stream."""
+        session = self._session(model, messages, kwargs, bool(stream))
+        if self._needs_catalog(session.groups):
+            for family in self._families:
+                self.catalog.source(family)
+        budget = kwargs.pop("budget", self.budget)
+        client = kwargs.pop("client", None)
+
+        def attempt(choice: Choice) -> Any:
+            call = self._chat_call(choice, messages, bool(stream), kwargs)
+            result = run_chat(call, stream=bool(stream), client=client, budget=budget)
+            if isinstance(result, Stream):
+                return self._first_content(session, choice, result)
+            self._finish(session, choice, result)
+            return result
+
+        return self._run_sync(session, attempt)
+
+    async def acompletion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
+        """Async :meth:`completion`."""
+        session = self._session(model, messages, kwargs, bool(stream))
+        if self._needs_catalog(session.groups):
+            for family in self._families:
+                await self.catalog.asource(family)
+        budget = kwargs.pop("budget", self.budget)
+        client = kwargs.pop("client", None)
+
+        async def attempt(choice: Choice) -> Any:
+            call = self._chat_call(choice, messages, bool(stream), kwargs)
+            result = await arun_chat(call, stream=bool(stream), client=client, budget=budget)
+            if isinstance(result, AsyncStream):
+                return await self._afirst_content(session, choice, result)
+            self._finish(session, choice, result)
+            return result
+
+        return await self._run_async(session, attempt)
+
+    def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> EmbeddingCall:
+        merged = {**{k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, **kwargs}
+        params = _params(merged.pop("dimensions", None), merged.pop("encoding_format", None), merged.pop("user", None),
+                         merged.pop("extra_body", None))  # fmt: skip
+        return EmbeddingCall(
+            choice.deployment.model, input, params, merged.pop("api_key", None), merged.pop("api_base", None),
+            merged.pop("timeout", None), merged.pop("extra_headers", None), merged.pop("bill_to", None),
+            self.registry, self.catalog, choice.target,
+        )  # fmt: skip
+
+    def embedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
+        """Embeddings through the group ``model``."""
+        session = self._session(model, None, kwargs, False)
+        client = kwargs.pop("client", None)
+
+        def attempt(choice: Choice) -> EmbeddingResponse:
+            result = run_embedding(self._embedding_call(choice, input, kwargs), client)
+            self._finish(session, choice, result)
+            return result
+
+        result: EmbeddingResponse = self._run_sync(session, attempt)
+        return result
+
+    async def aembedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
+        """Async :meth:`embedding`."""
+        session = self._session(model, None, kwargs, False)
+        client = kwargs.pop("client", None)
+
+        async def attempt(choice: Choice) -> EmbeddingResponse:
+            result = await arun_embedding(self._embedding_call(choice, input, kwargs), client)
+            self._finish(session, choice, result)
+            return result
+
+        result: EmbeddingResponse = await self._run_async(session, attempt)
+        return result
+
+    # ---------------------------------------------------------------- streams: failover until first content
+    def _first_content(self, session: Session, choice: Choice, stream: Stream) -> RoutedStream:
+        buffered: list[ChatCompletionChunk] = []
+        try:
+            for chunk in stream:
+                buffered.append(chunk)
+                if has_content(chunk):
+                    break
+        except BaseException:
+            stream.close()
+            raise
+        self._finish(session, choice, None, ttft_ms=(now() - choice.started) * 1000)
+        stream._attempts = session.attempts
+        return RoutedStream(stream, buffered)
+
+    async def _afirst_content(self, session: Session, choice: Choice, stream: AsyncStream) -> AsyncRoutedStream:
+        buffered: list[ChatCompletionChunk] = []
+        try:
+            async for chunk in stream:
+                buffered.append(chunk)
+                if has_content(chunk):
+                    break
+        except BaseException:
+            await stream.aclose()
+            raise
+        self._finish(session, choice, None, ttft_ms=(now() - choice.started) * 1000)
+        stream._attempts = session.attempts
+        return AsyncRoutedStream(stream, buffered)
+
+    # ---------------------------------------------------------------- the retry loops (tenacity)
+    @staticmethod
+    def _wait(retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        err = outcome.exception() if outcome is not None else None
+        return err.seconds if isinstance(err, NotYet) else 0.0
+
+    def _run_sync(self, session: Session, attempt: Callable[[Choice], Any]) -> Any:
+        for trying in tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type((NotYet, _TryAgain)), wait=self._wait, reraise=True,
+            sleep=time.sleep,
+        ):  # fmt: skip
+            with trying:
+                choice = session.choose()
+                try:
+                    return attempt(choice)
+                except BaseException as err:
+                    if session.failed(choice, err, (now() - choice.started) * 1000):
+                        raise _TryAgain() from err
+                    raise
+        raise AssertionError("unreachable: tenacity re-raises the final error")  # pragma: no cover
+
+    async def _run_async(self, session: Session, attempt: Callable[[Choice], Any]) -> Any:
+        async for trying in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type((NotYet, _TryAgain)), wait=self._wait, reraise=True,
+            sleep=asyncio.sleep,
+        ):  # fmt: skip
+            with trying:
+                choice = session.choose()
+                try:
+                    return await attempt(choice)
+                except BaseException as err:
+                    if session.failed(choice, err, (now() - choice.started) * 1000):
+                        raise _TryAgain() from err
+                    raise
+        raise AssertionError("unreachable: tenacity re-raises the final error")  # pragma: no cover
+
+
+_BODY_KEYS = frozenset(BODY_PARAMS)
+
+
+def _source_url(catalog: Catalog, family: str) -> str:
+    from ..pricing.catalog import source_url
+
+    return source_url(family, catalog.registry)
+
+
+def _call_hook(hook: Hook | None, record: Attempt, err: BaseException | None) -> None:
+    if hook is None:
+        return
+    result = hook(record, err)
+    if inspect.isawaitable(result):
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(_await(result))
+        else:
+            task = loop.create_task(_await(result))
+            _PENDING.add(task)
+            task.add_done_callback(_PENDING.discard)
+
+
+_PENDING: set[asyncio.Task[Any]] = set()
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable

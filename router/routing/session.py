@@ -1,0 +1,305 @@
+"""One request's way through a router: which deployment next, how long to wait, when to fall back.
+
+Pure decisions, no I/O: the sync and async runners in :mod:`router.routing.router` ask
+:meth:`Session.choose` for the next attempt and report each outcome with :meth:`Session.failed` /
+:meth:`Session.succeeded`. Retry-After is kept per deployment (``not_before``): a deployment that
+said "wait" is not asked again before then, while the others may be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from providers.errors import (
+    APIConnectionError,
+    AuthenticationError,
+    BudgetExceededError,
+    ConflictError,
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    InternalServerError,
+    MissingCredentialsError,
+    NotFoundError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    PolyrouteError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UnpricedCallError,
+)
+from providers.spec import Target
+
+from ..types import Attempt
+from .deployment import Deployment, now
+from .strategies import pick
+
+if TYPE_CHECKING:
+    from .router import Router
+
+
+RETRYABLE = (RateLimitError, ServiceUnavailableError, InternalServerError, ConflictError, APIConnectionError)
+# Errors of one deployment that others may not have: fall back, never retry the same one.
+DEPLOYMENT_ERRORS = (
+    AuthenticationError, PermissionDeniedError, PaymentRequiredError, NotFoundError, MissingCredentialsError,
+    UnpricedCallError,
+)  # fmt: skip
+
+
+class NotYet(Exception):
+    """No deployment can take the request now; try again after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"waiting {seconds:.3f}s")
+        self.seconds = seconds
+
+
+@dataclass(slots=True)
+class Choice:
+    deployment: Deployment
+    target: Target  # the deployment's target, pinned to one HF provider for :cheapest / :fastest
+    waited_ms: float
+    started: float = 0.0
+    probe: bool = False
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    prompt_tokens: int | None  # counted only when a context length is known somewhere
+    max_tokens: int | None
+    stream: bool
+
+
+@dataclass
+class Session:
+    router: Router
+    groups: list[str]
+    request: RequestInfo
+    deadline: float | None
+    rng: random.Random
+    attempts: list[Attempt] = field(default_factory=list)
+    last_error: PolyrouteError | None = None
+    group_index: int = 0
+    tries_in_group: int = 0
+    excluded: set[int] = field(default_factory=set)  # id(deployment) not to use again for this request
+    providers: dict[int, list[str]] = field(default_factory=dict)  # HF policy: providers still to try
+    next_wait: float = 0.0
+    waiting_since: float | None = None
+    cooldown_note: str | None = None
+
+    # ---------------------------------------------------------------- choosing
+    @property
+    def group(self) -> str:
+        return self.groups[self.group_index]
+
+    def _advance_group(self, to: list[str] | None = None) -> bool:
+        """Move to the next fallback group (or to ``to``); False when there is none."""
+        if to is not None:
+            remaining = [g for g in to if g not in self.groups[: self.group_index + 1]]
+            self.groups = self.groups[: self.group_index + 1] + remaining
+        if self.group_index + 1 >= len(self.groups):
+            return False
+        self.group_index += 1
+        self.tries_in_group = 0
+        return True
+
+    def _fits(self, d: Deployment) -> bool:
+        context = self.router.context_length(d)
+        prompt = self.request.prompt_tokens
+        return context is None or prompt is None or prompt <= context
+
+    def choose(self) -> Choice:
+        """The next attempt, or :class:`NotYet`; raises the last error when nothing is left."""
+        while True:
+            t = now()
+            if self.deadline is not None and t >= self.deadline:
+                raise self._give_up("the request's total timeout ran out")
+            members = [d for d in self.router.groups[self.group] if id(d) not in self.excluded]
+            fitting = [d for d in members if self._fits(d)]
+            if members and not fitting:
+                # The prompt is too long for the whole group: context-window fallbacks, chosen up front.
+                self._note_context(members)
+                if self._advance_group(self.router.context_window_fallbacks.get(self.group, [])):
+                    continue
+                raise self._give_up("the prompt is longer than every deployment's context window")
+            if not fitting or self.tries_in_group > self.router.num_retries:
+                if self._advance_group():
+                    continue
+                raise self._give_up("every deployment and fallback was tried")
+            choice = self._pick(fitting, t)
+            if choice is not None:
+                return choice
+
+    def _pick(self, fitting: list[Deployment], t: float) -> Choice | None:
+        tokens = (self.request.prompt_tokens or 0) + (self.request.max_tokens or 0)
+        healthy = [d for d in fitting if d.state.cooldown_until <= t and not d.state.probing]
+        cooling = not healthy
+        pool = healthy or [min(fitting, key=lambda d: d.state.cooldown_until)]  # never leave the group empty
+        ready = [d for d in pool if _admits(d, t, tokens)]
+        if not ready:
+            when = min(max(d.state.not_before, d.next_free(t, tokens)) for d in pool)
+            limited = all(d.state.not_before <= t for d in pool)
+            if limited and self.router.on_limit == "raise":
+                raise self._give_up("every deployment is at its rpm/tpm limit", rate_limited=True)
+            wait = when - t
+            if self.waiting_since is None:
+                self.waiting_since = t
+            if self.deadline is not None and t + wait > self.deadline:
+                why = "every deployment is at its rpm/tpm limit" if limited else "every deployment asked to wait"
+                why += f"; the next try would start after the request's total timeout (in {wait:.1f}s)"
+                raise self._give_up(why, rate_limited=limited)
+            raise NotYet(wait)
+        deployment = pick(
+            self.router.strategy,
+            ready,
+            self.rng,
+            stream=self.request.stream,
+            cost=lambda d: self.router.expected_cost(d, self.request),
+            headroom=lambda d: d.headroom(t, tokens),
+        )
+        state = deployment.state
+        probe = state.cooldown_until > 0 and state.cooldown_until <= t
+        if cooling:
+            self.cooldown_note = f"{deployment.name} was cooling down and is the only way left to answer"
+        if probe:
+            state.probing = True
+        target = self._target(deployment)
+        waited = 0.0 if self.waiting_since is None else (t - self.waiting_since) * 1000
+        self.waiting_since = None
+        with state.lock:
+            state.in_flight += 1
+            deployment.count(t, tokens)
+        self.tries_in_group += 1
+        return Choice(deployment, target, waited, t, probe)
+
+    def _target(self, d: Deployment) -> Target:
+        policy = d.target.hf_policy
+        if policy not in ("cheapest", "fastest"):
+            return d.target
+        order = self.providers.get(id(d))
+        if order is None:
+            order = self.providers[id(d)] = self.router.policy_order(d, self.request)
+        if not order:  # the catalog knows no live provider: let the HF router decide
+            return d.target
+        return dataclasses.replace(d.target, hf_provider=order[0], hf_policy=None)
+
+    def _note_context(self, members: list[Deployment]) -> None:
+        if self.last_error is None:
+            limits = ", ".join(f"{d.name}: {self.router.context_length(d)}" for d in members)
+            self.last_error = ContextWindowExceededError(
+                f"the prompt ({self.request.prompt_tokens} tokens) exceeds every context window in group "
+                f"{self.group!r} ({limits}) and no context_window_fallbacks is configured for it",
+                status_code=400,
+                model=self.group,
+            )
+
+    def _give_up(self, why: str, *, rate_limited: bool = False) -> PolyrouteError:
+        err = self.last_error
+        if err is None:
+            cls = RateLimitError if rate_limited else ServiceUnavailableError
+            err = cls(f"router could not answer group {self.groups[0]!r}: {why}", model=self.groups[0])
+        if self.cooldown_note and self.cooldown_note not in err.message:
+            err.message += f" ({self.cooldown_note})"
+        err.attempts = self.attempts  # type: ignore[attr-defined]
+        return err
+
+    # ---------------------------------------------------------------- outcomes
+    def _record(self, choice: Choice, status: int | None, error: str | None, latency_ms: float) -> Attempt:
+        record = Attempt(
+            model=choice.deployment.model,
+            provider=choice.target.label,
+            api_base=choice.target.api_base,
+            status_code=status,
+            error=error,
+            latency_ms=latency_ms,
+            deployment=choice.deployment.name,
+            waited_ms=choice.waited_ms,
+        )
+        self.attempts.append(record)
+        return record
+
+    def _release(self, choice: Choice) -> None:
+        with choice.deployment.state.lock:
+            choice.deployment.state.in_flight -= 1
+
+    def succeeded(self, choice: Choice, latency_ms: float, ttft_ms: float | None, status: int = 200) -> Attempt:
+        self._release(choice)
+        state = choice.deployment.state
+        with state.lock:
+            state.failures.clear()
+            state.cooldown_until = 0.0
+            state.probing = False
+            state.latency_ewma_ms = _ewma(state.latency_ewma_ms, latency_ms)
+            if ttft_ms is not None:
+                state.ttft_ewma_ms = _ewma(state.ttft_ewma_ms, ttft_ms)
+        return self._record(choice, status, None, latency_ms)
+
+    def failed(self, choice: Choice, err: BaseException, latency_ms: float) -> bool:
+        """Record a failure; True when the request should go on (retry or fall back)."""
+        self._release(choice)
+        status = getattr(err, "status_code", None)
+        record = self._record(choice, status, type(err).__name__, latency_ms)
+        if not isinstance(err, PolyrouteError):  # a bug or a cancellation: never retried
+            choice.deployment.state.probing = False
+            return False
+        self.last_error = err
+        err.attempts = self.attempts  # type: ignore[attr-defined]
+        deployment, t = choice.deployment, now()
+        if isinstance(err, BudgetExceededError):
+            deployment.state.probing = False
+            return False
+        if isinstance(err, RETRYABLE + DEPLOYMENT_ERRORS):
+            self._count_failure(deployment, t)
+        else:
+            deployment.state.probing = False
+        self.router.notify_failure(record, err)
+        if isinstance(err, ContextWindowExceededError):
+            self.excluded.add(id(deployment))
+            return self._advance_group(self.router.context_window_fallbacks.get(self.group, [])) or self._has_more()
+        if isinstance(err, ContentPolicyViolationError):
+            fallbacks = self.router.content_policy_fallbacks.get(self.group, [])
+            return bool(fallbacks) and self._advance_group(fallbacks)
+        if isinstance(err, DEPLOYMENT_ERRORS):
+            self.excluded.add(id(deployment))  # other deployments may have other keys or models
+            return True
+        if not isinstance(err, RETRYABLE):
+            return False
+        order = self.providers.get(id(deployment))
+        if order and choice.target.hf_provider == order[0] and len(order) > 1:
+            order.pop(0)  # :cheapest / :fastest: the next provider in the same order, at once
+            return True
+        retry_after = getattr(err, "retry_after", None)
+        wait = retry_after if retry_after is not None else self.router.backoff(self.tries_in_group, self.rng)
+        with deployment.state.lock:
+            deployment.state.not_before = max(deployment.state.not_before, t + wait)
+        return True
+
+    def _has_more(self) -> bool:
+        return any(id(d) not in self.excluded for d in self.router.groups[self.group])
+
+    def _count_failure(self, deployment: Deployment, t: float) -> None:
+        state = deployment.state
+        with state.lock:
+            if state.probing:  # the probe failed: straight back to cooldown
+                state.probing = False
+                state.cooldown_until = t + self.router.cooldown_seconds
+                return
+            state.failures.append(t)
+            while state.failures and state.failures[0] < t - self.router.cooldown_window:
+                state.failures.popleft()
+            if len(state.failures) >= self.router.allowed_fails:
+                state.failures.clear()
+                state.cooldown_until = t + self.router.cooldown_seconds
+
+
+def _ewma(previous: float | None, value: float, alpha: float = 0.3) -> float:
+    return value if previous is None else alpha * value + (1 - alpha) * previous
+
+
+def _admits(d: Deployment, t: float, tokens: int) -> bool:
+    if d.state.not_before > t:
+        return False
+    room = d.headroom(t, tokens)
+    return room is None or room >= 0

@@ -1,0 +1,92 @@
+"""Router streams: the chunks read while deciding that a deployment works, then the rest.
+
+Failover is allowed until the first content reaches the caller; the router reads up to that chunk
+before returning, so an error before it moves to the next deployment and an error after it
+surfaces to the caller as a typed exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from ..streaming import AsyncStream, Stream
+from ..types import ChatCompletionChunk, CompletionUsage, ResponseMeta
+
+
+def has_content(chunk: ChatCompletionChunk) -> bool:
+    """True when the chunk carries something a caller would show: text, reasoning, a tool call."""
+    for choice in chunk.choices:
+        delta = choice.delta
+        if delta.content or delta.tool_calls or getattr(delta, "reasoning_content", None) or delta.refusal:
+            return True
+        if choice.finish_reason:
+            return True
+    return False
+
+
+class RoutedStream:
+    """A :class:`Stream` with the chunks the router already read put back in front."""
+
+    def __init__(self, stream: Stream, buffered: list[ChatCompletionChunk]) -> None:
+        self._stream = stream
+        self._buffered = buffered
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        if self._buffered:
+            return self._buffered.pop(0)
+        return next(self._stream)
+
+    @property
+    def usage(self) -> CompletionUsage | None:
+        return self._stream.usage
+
+    @property
+    def meta(self) -> ResponseMeta:
+        """Filled when the stream ends; ``meta.attempts`` lists every deployment tried."""
+        return self._stream.meta
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> RoutedStream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncRoutedStream:
+    """An :class:`AsyncStream` with the chunks the router already read put back in front."""
+
+    def __init__(self, stream: AsyncStream, buffered: list[ChatCompletionChunk]) -> None:
+        self._stream = stream
+        self._buffered = buffered
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        if self._buffered:
+            return self._buffered.pop(0)
+        return await self._stream.__anext__()
+
+    @property
+    def usage(self) -> CompletionUsage | None:
+        return self._stream.usage
+
+    @property
+    def meta(self) -> ResponseMeta:
+        return self._stream.meta
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> AsyncRoutedStream:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()

@@ -1,0 +1,433 @@
+"""The Router against local upstreams with injected faults: retries, waits, fallbacks, cooldowns, strategies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from router import Budget, Catalog, Router, acompletion, completion, errors
+from router.types import ChatCompletion
+from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream, Reply
+
+USER = [{"role": "user", "content": "route me"}]
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[OpenAICompatUpstream]]:
+    started = [OpenAICompatUpstream().start() for _ in range(3)]
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def a(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
+    servers[0].reset()
+    return servers[0]
+
+
+@pytest.fixture
+def b(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
+    servers[1].reset()
+    return servers[1]
+
+
+@pytest.fixture
+def c(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
+    servers[2].reset()
+    return servers[2]
+
+
+def dep(group: str, server: OpenAICompatUpstream, name: str = "m", **params: Any) -> dict[str, Any]:
+    return {"model_name": group, "params": {"model": f"openai/{name}", "api_base": server.url + "/v1",
+                                            "api_key": "sk-router-1234", **params}}  # fmt: skip
+
+
+def calls(server: OpenAICompatUpstream) -> int:
+    return sum(1 for q in server.requests if q.path == CHAT)
+
+
+def chat(router: Router, **kw: Any) -> ChatCompletion:
+    result = router.completion(model=kw.pop("model", "chat"), messages=kw.pop("messages", USER), **kw)
+    assert isinstance(result, ChatCompletion)
+    return result
+
+
+# ---------------------------------------------------------------- retries and waits
+
+
+def test_retry_after_is_honoured_and_measured(a: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(status=429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "1"}), CHAT)
+    router = Router([dep("chat", a)], num_retries=2)
+    started = time.monotonic()
+    r = chat(router)
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 2.5
+    assert [(x.status_code, x.error) for x in r.meta.attempts] == [(429, "RateLimitError"), (200, None)]
+    assert r.meta.attempts[1].waited_ms >= 950
+
+
+def test_hf_estimated_time_is_honoured(hf: HFRouterUpstream) -> None:
+    hf.enqueue(Reply(status=503, json={"error": "Model X is currently loading", "estimated_time": 0.6}), CHAT)
+    router = Router([{"model_name": "chat", "params": {"model": "huggingface/Qwen/Qwen3-8B"}}], num_retries=1)
+    started = time.monotonic()
+    r = chat(router)
+    assert time.monotonic() - started >= 0.6 and r.meta.attempts[0].error == "ServiceUnavailableError"
+
+
+def test_a_deployment_that_said_wait_is_not_asked_again_before_then(
+    a: OpenAICompatUpstream, b: OpenAICompatUpstream
+) -> None:
+    a.enqueue(Reply(status=429, json={"error": {"message": "busy"}}, headers={"Retry-After": "3"}), CHAT)
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=2, seed=1)
+    started = time.monotonic()
+    first = chat(router)
+    assert [x.deployment for x in first.meta.attempts] == ["chat[0]:openai/m", "chat[1]:openai/m"]
+    for _ in range(5):
+        chat(router)  # a is still inside its Retry-After: b takes these, at once
+    assert time.monotonic() - started < 2.0
+    assert (calls(a), calls(b)) == (1, 6)
+
+
+def test_no_retry_on_400(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(status=400, json={"error": {"message": "bad temperature"}}), CHAT)
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=3, seed=1)
+    with pytest.raises(errors.BadRequestError) as info:
+        chat(router)
+    assert (calls(a), calls(b)) == (1, 0)
+    assert [x.status_code for x in info.value.attempts] == [400]
+
+
+def test_404_and_auth_errors_move_on_but_are_never_retried_on_the_same(
+    a: OpenAICompatUpstream, b: OpenAICompatUpstream
+) -> None:
+    a.enqueue(Reply(status=401, json={"error": {"message": "Incorrect API key provided"}}), CHAT)
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=3, seed=1)
+    r = chat(router)
+    assert [x.error for x in r.meta.attempts] == ["AuthenticationError", None] and calls(a) == 1
+    a.enqueue(Reply(status=404, json={"error": {"message": "The model `m` does not exist"}}), CHAT)
+    r = chat(router)
+    assert [x.error for x in r.meta.attempts] == ["NotFoundError", None]
+
+
+def test_retries_are_bounded_and_the_last_error_raised(a: OpenAICompatUpstream) -> None:
+    for _ in range(5):
+        a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
+    router = Router([dep("chat", a)], num_retries=2, backoff_base=0.01)
+    with pytest.raises(errors.InternalServerError) as info:
+        chat(router)
+    assert calls(a) == 3 and len(info.value.attempts) == 3
+
+
+def test_total_timeout_caps_the_wait(a: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(status=429, json={"error": {"message": "later"}}, headers={"Retry-After": "30"}), CHAT)
+    router = Router([dep("chat", a)], num_retries=3, timeout=2)
+    started = time.monotonic()
+    with pytest.raises(errors.RateLimitError):
+        chat(router)
+    assert time.monotonic() - started < 1.0  # gave up at once: waiting 30 s would pass the 2 s budget
+
+
+# ---------------------------------------------------------------- fallbacks
+
+
+def test_fallbacks_in_order(a: OpenAICompatUpstream, b: OpenAICompatUpstream, c: OpenAICompatUpstream) -> None:
+    for server in (a, b):
+        for _ in range(3):
+            server.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
+    router = Router([dep("chat", a), dep("first", b), dep("second", c)], num_retries=0,
+                    fallbacks=[{"chat": ["first", "second"]}])  # fmt: skip
+    r = chat(router)
+    assert [x.deployment for x in r.meta.attempts] == ["chat[0]:openai/m", "first[0]:openai/m", "second[0]:openai/m"]
+    assert (calls(a), calls(b), calls(c)) == (1, 1, 1)
+
+
+def test_context_window_fallback_chosen_before_the_call(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    long_prompt = [{"role": "user", "content": "word " * 300}]
+    router = Router([dep("chat", a, context_length=100), dep("long", b, context_length=100_000)],
+                    context_window_fallbacks=[{"chat": ["long"]}])  # fmt: skip
+    r = chat(router, messages=long_prompt)
+    assert calls(a) == 0 and calls(b) == 1 and r.meta.attempts[0].deployment == "long[0]:openai/m"
+    short = chat(router)
+    assert short.meta.attempts[0].deployment == "chat[0]:openai/m"
+    no_fallback = Router([dep("chat", a, context_length=100)])
+    with pytest.raises(errors.ContextWindowExceededError, match="exceeds every context window"):
+        chat(no_fallback, messages=long_prompt)
+    assert calls(a) == 1
+
+
+def test_context_window_error_after_the_call_falls_back(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(status=400, json={"error": {"message": "This model's maximum context length is 8192 tokens",
+                                                "code": "context_length_exceeded"}}), CHAT)  # fmt: skip
+    router = Router([dep("chat", a), dep("long", b)], context_window_fallbacks=[{"chat": ["long"]}])
+    r = chat(router)
+    assert [x.error for x in r.meta.attempts] == ["ContextWindowExceededError", None]
+
+
+def test_content_policy_fallback(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(status=400, json={"error": {"message": "flagged by our content management policy",
+                                                "code": "content_policy_violation"}}), CHAT)  # fmt: skip
+    router = Router([dep("chat", a), dep("lenient", b)], content_policy_fallbacks=[{"chat": ["lenient"]}])
+    assert [x.error for x in chat(router).meta.attempts] == ["ContentPolicyViolationError", None]
+    a.enqueue(Reply(status=400, json={"error": {"message": "flagged by our content management policy",
+                                                "code": "content_policy_violation"}}), CHAT)  # fmt: skip
+    with pytest.raises(errors.ContentPolicyViolationError):
+        chat(Router([dep("chat", a)]))
+
+
+# ---------------------------------------------------------------- cooldowns
+
+
+def test_cooldown_entry_probe_and_recovery(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=1, allowed_fails=2,
+                    cooldown_seconds=0.6, backoff_base=0.001, seed=3)  # fmt: skip
+    for _ in range(2):
+        a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
+        chat(router)  # a fails, b answers
+    for _ in range(3):
+        assert chat(router).meta.attempts[0].deployment == "chat[1]:openai/m"  # a is cooling down
+    assert calls(a) == 2
+    time.sleep(0.7)
+    probe = chat(router)  # after the cooldown: one probe request goes to a, and a is healthy again
+    assert probe.meta.attempts[0].deployment == "chat[0]:openai/m"
+    assert chat(router).meta.attempts[0].deployment == "chat[0]:openai/m"
+
+
+def test_failed_probe_goes_straight_back_to_cooldown(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=1, allowed_fails=1,
+                    cooldown_seconds=0.4, backoff_base=0.001, seed=3)  # fmt: skip
+    a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
+    chat(router)
+    time.sleep(0.5)
+    a.enqueue(Reply(status=500, json={"error": {"message": "still broken"}}), CHAT)
+    probe = chat(router)
+    assert [x.deployment for x in probe.meta.attempts] == ["chat[0]:openai/m", "chat[1]:openai/m"]
+    assert chat(router).meta.attempts[0].deployment == "chat[1]:openai/m"
+
+
+def test_cooldown_never_empties_the_group(a: OpenAICompatUpstream) -> None:
+    router = Router([dep("chat", a)], num_retries=0, allowed_fails=1, cooldown_seconds=60)
+    a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
+    with pytest.raises(errors.InternalServerError):
+        chat(router)
+    assert chat(router).meta.attempts[0].deployment == "chat[0]:openai/m"  # the only way to answer: tried
+    a.enqueue(Reply(status=500, json={"error": {"message": "boom again"}}), CHAT)
+    a.enqueue(Reply(status=500, json={"error": {"message": "boom again"}}), CHAT)
+    with pytest.raises(errors.InternalServerError):
+        chat(router)
+    with pytest.raises(errors.InternalServerError, match="cooling down and is the only way left"):
+        chat(router)
+
+
+# ---------------------------------------------------------------- strategies
+
+
+def test_weighted_distribution(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    router = Router([dep("chat", a, weight=3), dep("chat", b, weight=1)], strategy="weighted", seed=42)
+    for _ in range(400):
+        chat(router)
+    share = calls(a) / 400
+    assert 0.70 <= share <= 0.80  # expected 0.75; the band is > 4 standard deviations wide (sd 0.022)
+
+
+def test_least_in_flight_balances_concurrent_calls(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    for server in (a, b):
+        for _ in range(20):
+            server.enqueue(Reply(json=_answer(), delay=0.3), CHAT)
+    router = Router([dep("chat", a), dep("chat", b)], strategy="least-in-flight", seed=7)
+
+    async def main() -> None:
+        await asyncio.gather(*[router.acompletion(model="chat", messages=USER) for _ in range(20)])
+
+    asyncio.run(main())
+    assert (calls(a), calls(b)) == (10, 10)
+
+
+def test_latency_strategy_prefers_the_fast_deployment(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    for _ in range(40):
+        a.enqueue(Reply(json=_answer(), delay=0.05), CHAT)
+    router = Router([dep("chat", a), dep("chat", b)], strategy="latency-based-routing", seed=1)
+    for _ in range(20):
+        chat(router)
+    assert calls(b) >= 18  # each is tried once, then the faster one takes the traffic
+
+
+def test_cheapest_strategy_uses_catalog_prices(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    catalog = Catalog(cache_dir=False)
+    catalog.set_price("openai/pricey", input_per_million=5, output_per_million=5)
+    catalog.set_price("openai/thrifty", input_per_million=0.1, output_per_million=0.2)
+    router = Router([dep("chat", a, "pricey"), dep("chat", b, "thrifty")], strategy="cheapest", catalog=catalog)
+    for _ in range(5):
+        chat(router, max_tokens=20)
+    assert (calls(a), calls(b)) == (0, 5)
+
+
+def test_rpm_limit_holds_under_64_concurrent_callers(a: OpenAICompatUpstream) -> None:
+    router = Router([dep("chat", a, rpm=10)], strategy="usage", on_limit="raise")
+
+    async def one() -> str:
+        try:
+            await router.acompletion(model="chat", messages=USER)
+        except errors.RateLimitError:
+            return "limited"
+        return "ok"
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*[one() for _ in range(64)])
+
+    outcomes = Counter(asyncio.run(main()))
+    assert outcomes == {"ok": 10, "limited": 54} and calls(a) == 10
+
+
+def test_usage_strategy_picks_the_most_headroom_and_waits_when_asked(
+    a: OpenAICompatUpstream, b: OpenAICompatUpstream
+) -> None:
+    router = Router([dep("chat", a, rpm=2), dep("chat", b, rpm=4)], strategy="usage", on_limit="wait", timeout=1.5)
+    for _ in range(6):
+        chat(router)
+    assert (calls(a), calls(b)) == (2, 4)
+    with pytest.raises(errors.RateLimitError):  # both full for a minute: waiting would pass the timeout
+        chat(router)
+
+
+# ---------------------------------------------------------------- HF policies, streams, budgets, hooks
+
+
+def test_cheapest_hf_policy_fails_over_to_the_next_provider(hf: HFRouterUpstream) -> None:
+    hf.enqueue(Reply(status=503, json={"error": "overloaded"}), CHAT)
+    router = Router([{"model_name": "r1", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:cheapest"}}])
+    r = chat(router, model="r1")
+    sent = [q.json["model"] for q in hf.requests if q.path == CHAT]
+    assert sent == ["deepseek-ai/DeepSeek-R1:novita", "deepseek-ai/DeepSeek-R1:together"]
+    assert r.meta.provider == "together" and r.usage is not None
+    assert r.meta.cost_pico == r.usage.prompt_tokens * 3_000_000 + r.usage.completion_tokens * 7_000_000
+    fastest = chat(Router([{"model_name": "f", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:fastest"}}]),
+                   model="f")  # fmt: skip
+    assert fastest.meta.provider == "together"  # 45.4 tok/s beats novita's 24.7
+
+
+def test_stream_fails_over_before_the_first_token(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    a.enqueue(
+        Reply(
+            sse=[
+                b'data: {"id":"x","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
+                b'data: {"error": {"message": "overloaded", "http_status_code": 503}}\n\n',
+            ]
+        ),
+        CHAT,
+    )
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], seed=1)
+    stream = router.completion(model="chat", messages=USER, stream=True)
+    text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+    assert text == "Echo: route me"
+    assert [x.error for x in stream.meta.attempts] == ["ServiceUnavailableError", None]
+
+
+def test_stream_error_after_the_first_token_surfaces(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    a.enqueue(
+        Reply(
+            sse=[
+                b'data: {"id":"x","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"par"}}]}\n\n',
+                b'data: {"error": {"message": "died", "http_status_code": 500}}\n\n',
+            ]
+        ),
+        CHAT,
+    )
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], seed=1)
+    stream = router.completion(model="chat", messages=USER, stream=True)
+    got = []
+    with pytest.raises(errors.InternalServerError):
+        for chunk in stream:
+            got.append(chunk.choices[0].delta.content)
+    assert got == ["par"] and calls(b) == 0
+
+
+def test_budget_across_fallbacks_one_reservation_per_attempt(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    catalog = Catalog(cache_dir=False)
+    catalog.set_price("openai/m", input_per_million=1, output_per_million=1)
+    a.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
+    budget = Budget(1.0)
+    router = Router([dep("chat", a), dep("backup", b)], fallbacks=[{"chat": ["backup"]}], num_retries=0,
+                    catalog=catalog, budget=budget)  # fmt: skip
+    r = chat(router, max_tokens=50)
+    assert budget.reserved_usd == 0 and budget.spent_usd == pytest.approx(r.meta.cost_usd)
+
+
+def test_hooks_receive_every_attempt(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    seen: list[tuple[str, str | None]] = []
+    async_seen: list[str] = []
+
+    async def on_failure(record: Any, err: BaseException | None) -> None:
+        async_seen.append(type(err).__name__)
+
+    a.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
+    def on_success(rec: Any, err: BaseException | None) -> None:
+        seen.append((rec.deployment, rec.error))
+
+    router = Router([dep("chat", a), dep("backup", b)], fallbacks=[{"chat": ["backup"]}], num_retries=0,
+                    on_success=on_success, on_failure=on_failure)  # fmt: skip
+    chat(router)
+    assert seen == [("backup[0]:openai/m", None)] and async_seen == ["ServiceUnavailableError"]
+
+
+def test_completion_with_fallbacks_and_num_retries(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    for _ in range(2):
+        a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
+    r = completion(model="openai/m", api_base=a.url + "/v1", api_key="sk-1234567", messages=USER, num_retries=1,
+                   fallbacks=[{"model": "openai/m2", "api_base": b.url + "/v1", "api_key": "sk-7654321"}])  # fmt: skip
+    assert isinstance(r, ChatCompletion)
+    assert [(x.deployment, x.error) for x in r.meta.attempts][-1] == ("openai/m2[0]:openai/m2", None)
+    assert calls(a) == 2 and b.requests[-1].json["model"] == "m2"
+
+    async def main() -> Any:
+        return await acompletion(model="openai/m", api_base=a.url + "/v1", api_key="sk-1234567", messages=USER,
+                                 num_retries=0)  # fmt: skip
+
+    assert isinstance(asyncio.run(main()), ChatCompletion)
+
+
+def test_embeddings_through_the_router(hf: HFRouterUpstream) -> None:
+    router = Router([{"model_name": "emb", "params": {"model": "huggingface/intfloat/multilingual-e5-large"}}])
+    r = router.embedding(model="emb", input=["a", "b"])
+    assert len(r.data) == 2 and r.meta.attempts[0].deployment == "emb[0]:huggingface/intfloat/multilingual-e5-large"
+    r2 = asyncio.run(router.aembedding(model="emb", input="c"))
+    assert len(r2.data) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"model_list": []}, "non-empty list"),
+        ({"model_list": [{"model_name": "x", "params": {"model": "openai/m", "wieght": 2}}]}, r"params.wieght"),
+        ({"model_list": [{"model_name": "x", "litellm_params": {"model": "nope/m"}}]}, "unknown provider prefix"),
+        (
+            {"model_list": [{"model_name": "x", "params": {"model": "openai/m"}}], "fallbacks": [{"x": ["y"]}]},
+            "'y' is not a model_name",
+        ),
+        (
+            {"model_list": [{"model_name": "x", "params": {"model": "openai/m"}}], "strategy": "fastest"},
+            "unknown routing strategy",
+        ),
+        ({"model_list": [{"model_name": "x", "params": {"model": "openai/m", "rpm": 0}}]}, "positive int"),
+    ],
+)
+def test_bad_router_config(kwargs: dict[str, Any], needle: str) -> None:
+    with pytest.raises(errors.InvalidRequestArgumentError, match=needle):
+        Router(**kwargs)
+
+
+def test_unknown_group_is_a_clear_error(a: OpenAICompatUpstream) -> None:
+    with pytest.raises(errors.InvalidRequestArgumentError, match="not a model_name of this router; known: chat"):
+        Router([dep("chat", a)]).completion(model="gpt-4", messages=USER)
+
+
+def _answer() -> dict[str, Any]:
+    return {"id": "chatcmpl-r", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}  # fmt: skip
