@@ -126,6 +126,7 @@ class Router:
         self.budget = budget
         self.on_success, self.on_failure = on_success, on_failure
         self.rng = random.Random(seed)
+        self._chains: dict[str, tuple[str, ...]] = {}
         self._families = {d.target.provider for ds in self.groups.values() for d in ds} & {"huggingface", "deepinfra"}
 
     # ---------------------------------------------------------------- facts used by sessions
@@ -196,6 +197,13 @@ class Router:
         _call_hook(self.on_failure, record, err)
 
     # ---------------------------------------------------------------- sessions
+    def _context_matters(self, groups: list[str]) -> bool:
+        """Whether a context window is known for some deployment (then the prompt is counted)."""
+        members = [d for g in groups for d in self.groups[g]]
+        if not self._families and not any(d.context_length for d in members):
+            return False
+        return any(self.context_length(d) for d in members)
+
     def _needs_catalog(self, groups: list[str]) -> bool:
         return bool(self._families) and (
             self.strategy == "cheapest"
@@ -203,6 +211,9 @@ class Router:
         )
 
     def _groups_for(self, model: str) -> list[str]:
+        cached = self._chains.get(model)
+        if cached is not None:
+            return list(cached)
         if model not in self.groups:
             raise InvalidRequestArgumentError(
                 f"model {model!r} is not a model_name of this router; known: {', '.join(sorted(self.groups))}"
@@ -210,6 +221,7 @@ class Router:
         groups = [model]
         for group in groups:  # follow fallbacks of fallbacks, in order, once each
             groups.extend(g for g in self.fallbacks.get(group, []) if g not in groups)
+        self._chains[model] = tuple(groups)
         return groups
 
     def _session(
@@ -218,7 +230,7 @@ class Router:
         groups = self._groups_for(model)
         timeout = kwargs.get("timeout") or self.timeout or _DEFAULT_TIMEOUT
         prompt = None
-        if messages is not None and any(self.context_length(d) for g in groups for d in self.groups[g]):
+        if messages is not None and self._context_matters(groups):
             from ..tokens import count_messages
 
             prompt = count_messages(messages)
@@ -228,23 +240,30 @@ class Router:
 
     # ---------------------------------------------------------------- calls
     def _chat_call(self, choice: Choice, messages: Any, stream: bool, kwargs: dict[str, Any]) -> Any:
-        merged = {**choice.deployment.params, **kwargs}
-        params = {k: merged.pop(k) for k in list(merged) if k in _BODY_KEYS}
+        merged = {**choice.deployment.params, **kwargs} if kwargs else choice.deployment.params
+        params: dict[str, Any] = {}
+        call_args: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in merged.items():
+            if key in _BODY_KEYS:
+                params[key] = value
+            elif key in _CALL_KEYS:
+                call_args[key] = value
+            elif key not in ("client", "budget"):
+                extra[key] = value  # unknown: prepare_chat names it in its error
         return prepare_chat(
-            choice.deployment.model, messages, stream, params,
-            api_key=merged.pop("api_key", None), api_base=merged.pop("api_base", None),
-            timeout=merged.pop("timeout", None), stream_options=merged.pop("stream_options", None),
-            functions=merged.pop("functions", None), function_call=merged.pop("function_call", None),
-            extra_headers=merged.pop("extra_headers", None), extra_body=merged.pop("extra_body", None),
-            bill_to=merged.pop("bill_to", None), registry=self.registry, catalog=self.catalog,
-            kwargs={k: v for k, v in merged.items() if k not in ("client", "budget")}, fn="Router.completion",
-            target=choice.target,
-        )  # fmt: skip
+            choice.deployment.model, messages, stream, params, registry=self.registry, catalog=self.catalog,
+            kwargs=extra, fn="Router.completion", target=choice.target, api_key=call_args.get("api_key"),
+            api_base=call_args.get("api_base"), timeout=call_args.get("timeout"),
+            stream_options=call_args.get("stream_options"), functions=call_args.get("functions"),
+            function_call=call_args.get("function_call"), extra_headers=call_args.get("extra_headers"),
+            extra_body=call_args.get("extra_body"), bill_to=call_args.get("bill_to"),
+        )
 
     def _finish(self, session: Session, choice: Choice, result: Any, ttft_ms: float | None = None) -> None:
         latency = (now() - choice.started) * 1000
         record = session.succeeded(choice, latency, ttft_ms)
-        if isinstance(result, ChatCompletion | EmbeddingResponse):
+        if isinstance(result, (ChatCompletion, EmbeddingResponse)):
             result.meta.attempts = session.attempts
         _call_hook(self.on_success, record, None)
 
@@ -359,6 +378,18 @@ class Router:
         return err.seconds if isinstance(err, NotYet) else 0.0
 
     def _run_sync(self, session: Session, attempt: Callable[[Choice], Any]) -> Any:
+        # The healthy path makes one attempt without tenacity's per-call machinery (measured: it is
+        # most of the router's overhead); retries, after a failure or a wait, run under tenacity.
+        try:
+            choice = session.choose()
+        except NotYet:
+            pass
+        else:
+            try:
+                return attempt(choice)
+            except BaseException as err:
+                if not session.failed(choice, err, (now() - choice.started) * 1000):
+                    raise
         for trying in tenacity.Retrying(
             retry=tenacity.retry_if_exception_type((NotYet, _TryAgain)), wait=self._wait, reraise=True,
             sleep=time.sleep,
@@ -374,6 +405,16 @@ class Router:
         raise AssertionError("unreachable: tenacity re-raises the final error")  # pragma: no cover
 
     async def _run_async(self, session: Session, attempt: Callable[[Choice], Any]) -> Any:
+        try:
+            choice = session.choose()
+        except NotYet:
+            pass
+        else:
+            try:
+                return await attempt(choice)
+            except BaseException as err:
+                if not session.failed(choice, err, (now() - choice.started) * 1000):
+                    raise
         async for trying in tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type((NotYet, _TryAgain)), wait=self._wait, reraise=True,
             sleep=asyncio.sleep,
@@ -390,6 +431,10 @@ class Router:
 
 
 _BODY_KEYS = frozenset(BODY_PARAMS)
+_CALL_KEYS = (
+    "api_key", "api_base", "timeout", "stream_options", "functions", "function_call", "extra_headers", "extra_body",
+    "bill_to",
+)  # fmt: skip
 
 
 def _source_url(catalog: Catalog, family: str) -> str:

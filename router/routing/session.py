@@ -72,7 +72,7 @@ class RequestInfo:
     stream: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     router: Router
     groups: list[str]
@@ -106,9 +106,11 @@ class Session:
         return True
 
     def _fits(self, d: Deployment) -> bool:
-        context = self.router.context_length(d)
         prompt = self.request.prompt_tokens
-        return context is None or prompt is None or prompt <= context
+        if prompt is None:  # nothing in these groups has a known context window
+            return True
+        context = self.router.context_length(d)
+        return context is None or prompt <= context
 
     def choose(self) -> Choice:
         """The next attempt, or :class:`NotYet`; raises the last error when nothing is left."""
@@ -116,8 +118,10 @@ class Session:
             t = now()
             if self.deadline is not None and t >= self.deadline:
                 raise self._give_up("the request's total timeout ran out")
-            members = [d for d in self.router.groups[self.group] if id(d) not in self.excluded]
-            fitting = [d for d in members if self._fits(d)]
+            members = self.router.groups[self.group]
+            if self.excluded:
+                members = [d for d in members if id(d) not in self.excluded]
+            fitting = members if self.request.prompt_tokens is None else [d for d in members if self._fits(d)]
             if members and not fitting:
                 # The prompt is too long for the whole group: context-window fallbacks, chosen up front.
                 self._note_context(members)
@@ -134,6 +138,11 @@ class Session:
 
     def _pick(self, fitting: list[Deployment], t: float) -> Choice | None:
         tokens = (self.request.prompt_tokens or 0) + (self.request.max_tokens or 0)
+        if len(fitting) == 1:  # the common healthy case, without building candidate lists
+            only = fitting[0]
+            state = only.state
+            if not state.cooldown_until and state.not_before <= t and only.rpm is None and only.tpm is None:
+                return self._take(only, t, tokens, cooling=False)
         healthy = [d for d in fitting if d.state.cooldown_until <= t and not d.state.probing]
         cooling = not healthy
         pool = healthy or [min(fitting, key=lambda d: d.state.cooldown_until)]  # never leave the group empty
@@ -159,6 +168,9 @@ class Session:
             cost=lambda d: self.router.expected_cost(d, self.request),
             headroom=lambda d: d.headroom(t, tokens),
         )
+        return self._take(deployment, t, tokens, cooling)
+
+    def _take(self, deployment: Deployment, t: float, tokens: int, cooling: bool) -> Choice:
         state = deployment.state
         probe = state.cooldown_until > 0 and state.cooldown_until <= t
         if cooling:
@@ -170,7 +182,8 @@ class Session:
         self.waiting_since = None
         with state.lock:
             state.in_flight += 1
-            deployment.count(t, tokens)
+            if deployment.rpm is not None or deployment.tpm is not None:
+                deployment.count(t, tokens)
         self.tries_in_group += 1
         return Choice(deployment, target, waited, t, probe)
 

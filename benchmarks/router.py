@@ -1,0 +1,137 @@
+"""Router overhead: ``Router.acompletion`` on a healthy one-deployment group vs a bare ``acompletion``.
+
+Run from the repo root: ``python -m benchmarks.router`` (about 1 minute) or ``--quick``.
+Targets (issue 5): the router adds <= 50 us per call (median, same run) and 64 concurrent callers
+through the router keep >= 90% of the bare throughput.
+
+The per-call overhead is measured twice: with an in-process transport that answers at once (so the
+difference is the router's own CPU time, not loopback noise, which on this box is larger than 50 us
+between rounds) — this one decides the verdict — and against the local upstream over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from providers.transport import HttpRequest, HttpResponse, Timeouts
+
+from ._harness import (
+    API_KEY,
+    MAX_TOKENS,
+    MODEL,
+    MSGS,
+    environment_line,
+    event_loop_runner,
+    heading,
+    interleave,
+    median,
+    parse_args,
+    table,
+    upstream,
+    verdict,
+)
+
+_ANSWER = orjson.dumps(
+    {"id": "chatcmpl-b", "object": "chat.completion", "created": 1, "model": "bench-model",
+     "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+     "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}
+)  # fmt: skip
+
+
+class InstantTransport:
+    """Answers every request at once, in-process: what remains is the client's own work."""
+
+    async def send(self, request: HttpRequest, timeouts: Timeouts) -> HttpResponse:
+        return HttpResponse(200, {"content-type": "application/json"}, _ANSWER)
+
+    async def open_stream(self, request: HttpRequest, timeouts: Timeouts) -> Any:
+        raise NotImplementedError
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    calls, rounds, total = (200, 5, 600) if args.quick else (400, 12, 3000)
+    from router import Router, acompletion
+
+    runner, loop_name = event_loop_runner()
+    print(environment_line(loop_name))
+    with upstream() as url, runner:
+        deployment = {"model": MODEL, "api_base": f"{url}/v1", "api_key": API_KEY}
+        router = Router([{"model_name": "chat", "params": deployment}])
+
+        async def bare() -> Any:
+            return await acompletion(model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS,
+                                     max_tokens=MAX_TOKENS)  # fmt: skip
+
+        async def routed() -> Any:
+            return await router.acompletion(model="chat", messages=MSGS, max_tokens=MAX_TOKENS)
+
+        async def latencies(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+            out = []
+            for _ in range(n):
+                t = time.perf_counter()
+                await fn()
+                out.append((time.perf_counter() - t) * 1e6)
+            return out
+
+        async def throughput(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+            sem = asyncio.Semaphore(64)
+
+            async def one() -> None:
+                async with sem:
+                    await fn()
+
+            t = time.perf_counter()
+            await asyncio.gather(*[one() for _ in range(n)])
+            return [n / (time.perf_counter() - t)]
+
+        instant = InstantTransport()
+
+        async def bare_cpu() -> Any:
+            return await acompletion(model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS,
+                                     max_tokens=MAX_TOKENS, client=instant)  # fmt: skip
+
+        async def routed_cpu() -> Any:
+            return await router.acompletion(model="chat", messages=MSGS, max_tokens=MAX_TOKENS, client=instant)
+
+        for fn in (bare, routed, bare_cpu, routed_cpu):  # warm up: connections, catalogs, code paths
+            runner.run(latencies(fn, 50))
+
+        cpu = interleave({"bare acompletion": lambda: runner.run(latencies(bare_cpu, 1000)),
+                          "Router.acompletion": lambda: runner.run(latencies(routed_cpu, 1000))}, rounds)  # fmt: skip
+        heading(f"0. per-call cost with an instant in-process transport, {1000 * rounds} calls each")
+        cpu_base = median(cpu["bare acompletion"])
+        table(("variant", "calls", "median us", "vs bare us"),
+              [(n, len(v), f"{median(v):.1f}", f"{median(v) - cpu_base:+.1f}") for n, v in cpu.items()])  # fmt: skip
+
+        per = calls // rounds
+        lat = interleave({"bare acompletion": lambda: runner.run(latencies(bare, per)),
+                          "Router.acompletion": lambda: runner.run(latencies(routed, per))}, rounds)  # fmt: skip
+        heading(f"1. sequential latency, {per * rounds} calls each, {rounds} interleaved rounds ({loop_name})")
+        base = median(lat["bare acompletion"])
+        rows = [(name, len(v), f"{median(v):.1f}", f"{median(v) - base:+.1f}") for name, v in lat.items()]
+        table(("variant", "calls", "median us", "vs bare us"), rows)
+
+        thr = interleave({"bare acompletion": lambda: runner.run(throughput(bare, total // 5)),
+                          "Router.acompletion": lambda: runner.run(throughput(routed, total // 5))}, 5)  # fmt: skip
+        heading(f"2. throughput at 64 concurrent, {total // 5} requests x 5 interleaved rounds")
+        bare_rps = median(thr["bare acompletion"])
+        table(("variant", "median req/s", "vs bare"),
+              [(name, f"{median(v):.0f}", f"{median(v) / bare_rps:.2f}x") for name, v in thr.items()])  # fmt: skip
+
+    overhead = median(cpu["Router.acompletion"]) - cpu_base
+    loopback = median(lat["Router.acompletion"]) - base
+    share = median(thr["Router.acompletion"]) / bare_rps
+    heading("verdicts")
+    print(verdict(overhead <= 50, "Router.acompletion adds <= 50 us per call", f"{overhead:+.1f} us"))
+    print(f"INFO over loopback the same difference measured {loopback:+.1f} us (noise: see the table)")
+    print(verdict(share >= 0.9, "64 concurrent through the router keep >= 90% of bare throughput", f"{share:.0%}"))
+
+
+if __name__ == "__main__":
+    main()
