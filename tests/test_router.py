@@ -431,3 +431,18 @@ def _answer() -> dict[str, Any]:
     return {"id": "chatcmpl-r", "object": "chat.completion", "created": 1, "model": "m",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}  # fmt: skip
+
+
+def test_async_stream_through_the_router_fails_over(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], seed=1)
+
+    async def main() -> tuple[str, list[str | None]]:
+        stream = await router.acompletion(model="chat", messages=USER, stream=True,
+                                          stream_options={"include_usage": True})  # fmt: skip
+        text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+        assert stream.usage is not None and stream.meta.time_to_first_token_ms is not None
+        return text, [x.error for x in stream.meta.attempts]
+
+    text, errors_seen = asyncio.run(main())
+    assert text == "Echo: route me" and errors_seen == ["ServiceUnavailableError", None]
