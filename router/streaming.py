@@ -392,6 +392,7 @@ class _StreamBase:
         self._reservation = reservation  # settled when the stream ends, however it ends
         self._first_token_at: float | None = None
         self._decoder = SSEDecoder()
+        self._pending_error: PolyrouteError | None = None
         self.usage: CompletionUsage | None = None
         self._meta: ResponseMeta | None = None
 
@@ -401,12 +402,23 @@ class _StreamBase:
         return "json" in (self._headers.get("content-type") or "")
 
     def _on_bytes(self, raw: bytes) -> list[ChatCompletionChunk]:
-        out = []
-        for payload in self._decoder.feed(raw):
-            out.extend(self._norm.feed(payload))
+        out: list[ChatCompletionChunk] = []
+        try:
+            for payload in self._decoder.feed(raw):
+                out.extend(self._norm.feed(payload))
+        except PolyrouteError as err:
+            # Chunks that arrived in the same read as an error frame still reach the caller first.
+            if not out:
+                raise
+            self._pending_error = err
         if out and self._first_token_at is None:
             self._first_token_at = time.perf_counter()
         return out
+
+    def _raise_pending(self) -> None:
+        if self._pending_error is not None:
+            err, self._pending_error = self._pending_error, None
+            raise err
 
     def _on_end(self) -> list[ChatCompletionChunk]:
         out = []
@@ -513,6 +525,7 @@ class Stream(_StreamBase):
             else:
                 for raw in raw_iter:
                     yield from self._on_bytes(raw)
+                    self._raise_pending()
                     if self._norm.done:
                         break
                 yield from self._on_end()
@@ -579,6 +592,7 @@ class AsyncStream(_StreamBase):
                 async for raw in raw_iter:
                     for chunk in self._on_bytes(raw):
                         yield chunk
+                    self._raise_pending()
                     if self._norm.done:
                         break
                 if self._norm.usage is None and not encoding_loaded():

@@ -33,8 +33,8 @@ _ENV_VARS = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Nothing in the test run may go to the internet: base URLs point at loopback unless a test sets them.
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    # Nothing in the test run may go to the internet: every base URL points at loopback (clean_env
+    # removes the real ones; the fixtures set local servers).
     # The catalog's disk cache goes to a throwaway folder, never the user's ~/.cache.
     os.environ["POLYROUTE_CACHE_DIR"] = tempfile.mkdtemp(prefix="polyroute-test-cache-")
 

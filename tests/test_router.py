@@ -367,6 +367,7 @@ def test_hooks_receive_every_attempt(a: OpenAICompatUpstream, b: OpenAICompatUps
         async_seen.append(type(err).__name__)
 
     a.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
+
     def on_success(rec: Any, err: BaseException | None) -> None:
         seen.append((rec.deployment, rec.error))
 

@@ -243,3 +243,29 @@ def test_multiline_data_with_crlf_split_at_every_byte() -> None:
         dec = SSEDecoder()
         events = dec.feed(raw[:cut]) + dec.feed(raw[cut:]) + dec.flush()
         assert events == [b'{"a":\n1}', b"[DONE]"], cut
+
+
+def test_chunks_in_the_same_read_as_an_error_frame_are_delivered_first() -> None:
+    from router.streaming import Stream
+
+    class OneRead:
+        status = 200
+        headers = {"content-type": "text/event-stream"}
+
+        def iter_bytes(self) -> Any:
+            yield (b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"part"}}]}\n\n'
+                   b'data: {"error": {"message": "boom", "http_status_code": 500}}\n\n')  # fmt: skip
+
+        def read(self) -> bytes:
+            return b""
+
+        def close(self) -> None:
+            pass
+
+    from router.pricing import Catalog
+
+    stream = Stream(OneRead(), ChunkNormalizer(target_for("openai"), include_usage=False, messages=MESSAGES),  # type: ignore[arg-type]
+                    started=0.0, model_string="openai/m", attempts=[], catalog=Catalog(cache_dir=False))  # fmt: skip
+    assert next(stream).choices[0].delta.content == "part"
+    with pytest.raises(PolyrouteError, match="boom"):
+        next(stream)

@@ -252,12 +252,24 @@ class Router:
             elif key not in ("client", "budget"):
                 extra[key] = value  # unknown: prepare_chat names it in its error
         return prepare_chat(
-            choice.deployment.model, messages, stream, params, registry=self.registry, catalog=self.catalog,
-            kwargs=extra, fn="Router.completion", target=choice.target, api_key=call_args.get("api_key"),
-            api_base=call_args.get("api_base"), timeout=call_args.get("timeout"),
-            stream_options=call_args.get("stream_options"), functions=call_args.get("functions"),
-            function_call=call_args.get("function_call"), extra_headers=call_args.get("extra_headers"),
-            extra_body=call_args.get("extra_body"), bill_to=call_args.get("bill_to"),
+            choice.deployment.model,
+            messages,
+            stream,
+            params,
+            registry=self.registry,
+            catalog=self.catalog,
+            kwargs=extra,
+            fn="Router.completion",
+            target=choice.target,
+            api_key=call_args.get("api_key"),
+            api_base=call_args.get("api_base"),
+            timeout=call_args.get("timeout"),
+            stream_options=call_args.get("stream_options"),
+            functions=call_args.get("functions"),
+            function_call=call_args.get("function_call"),
+            extra_headers=call_args.get("extra_headers"),
+            extra_body=call_args.get("extra_body"),
+            bill_to=call_args.get("bill_to"),
         )
 
     def _finish(self, session: Session, choice: Choice, result: Any, ttft_ms: float | None = None) -> None:

@@ -45,6 +45,15 @@ class RoutedStream:
         return self._stream.usage
 
     @property
+    def provider(self) -> str:
+        """The upstream serving this stream (known before the first chunk)."""
+        return self._stream._served
+
+    @property
+    def model(self) -> str:
+        return self._stream._norm.model or self._stream._norm.target.model
+
+    @property
     def meta(self) -> ResponseMeta:
         """Filled when the stream ends; ``meta.attempts`` lists every deployment tried."""
         return self._stream.meta
@@ -77,6 +86,15 @@ class AsyncRoutedStream:
     @property
     def usage(self) -> CompletionUsage | None:
         return self._stream.usage
+
+    @property
+    def provider(self) -> str:
+        """The upstream serving this stream (known before the first chunk)."""
+        return self._stream._served
+
+    @property
+    def model(self) -> str:
+        return self._stream._norm.model or self._stream._norm.target.model
 
     @property
     def meta(self) -> ResponseMeta:

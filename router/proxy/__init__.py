@@ -1,0 +1,1 @@
+"""The YAML-configured OpenAI-compatible proxy (``polyroute serve``)."""

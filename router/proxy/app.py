@@ -1,0 +1,246 @@
+"""The OpenAI-compatible HTTP proxy (aiohttp): one process, one event loop, one Router.
+
+Endpoints: ``POST /v1/chat/completions`` (stream and not), ``POST /v1/embeddings``, ``GET /v1/models``,
+``GET /health``, ``GET /health/ready`` — also without the ``/v1`` prefix. Every error is OpenAI's
+error JSON with the right status, so the OpenAI SDK raises its matching exception. Clients can never
+choose the upstream: ``api_base``, ``api_key`` and similar body fields are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from providers.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    InvalidRequestArgumentError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    PolyrouteError,
+)
+
+from ..params import BODY_PARAMS
+from ..routing.router import Router
+from .config import ProxyConfig
+
+# Fields that would let a client pick the upstream or its credentials.
+UPSTREAM_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "custom_llm_provider",
+        "organization",
+        "litellm_params",
+        "extra_headers",
+        "bill_to",
+        "client",
+        "registry",
+        "catalog",
+        "budget",
+    }
+)
+_CHAT_FIELDS = frozenset(BODY_PARAMS) | {"stream_options", "functions", "function_call"}
+_EMBED_FIELDS = frozenset({"dimensions", "encoding_format", "user"})
+_ROUTER = web.AppKey("router", Router)
+_CONFIG = web.AppKey("config", ProxyConfig)
+_STARTED = web.AppKey("started", float)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, message: str, *, type_: str | None = None, code: str | None = None,
+                   param: str | None = None) -> web.Response:  # fmt: skip
+    """OpenAI's error JSON."""
+    type_ = type_ or _error_type(status)
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def _error_type(status: int) -> str:
+    return _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+
+
+def _from_error(err: PolyrouteError) -> web.Response:
+    if isinstance(err, BudgetExceededError):
+        return error_response(429, err.message, type_="insufficient_quota", code="budget_exceeded")
+    if isinstance(err, InvalidRequestArgumentError):
+        return error_response(400, err.message, code="invalid_request")
+    if isinstance(err, AuthenticationError | PermissionDeniedError | PaymentRequiredError):
+        # The upstream refused the proxy's own credentials: the client's key is fine, the proxy is not.
+        return error_response(
+            502, f"the upstream refused this proxy's credentials: {err.message}", code="upstream_auth"
+        )
+    status = err.status_code or 500
+    if status < 400:
+        status = 502
+    return error_response(status, err.message, code=type(err).__name__)
+
+
+def _key_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("api-key") or None
+
+
+@web.middleware
+async def _errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/health"):
+        master = request.app[_CONFIG].master_key
+        if master is not None:
+            key = _key_of(request)
+            if key is None:
+                return error_response(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_key")
+            if not hmac.compare_digest(key.encode(), master.encode()):
+                return error_response(401, "invalid API key", code="invalid_key")
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[_CONFIG].max_request_bytes
+        return error_response(413, f"request body larger than the proxy's limit of {limit} bytes", code="too_large")
+    except web.HTTPNotFound:
+        return error_response(404, f"no route {request.method} {request.path}", code="not_found")
+    except web.HTTPMethodNotAllowed:
+        return error_response(405, f"method {request.method} not allowed on {request.path}", code="method_not_allowed")
+
+
+async def _json_body(request: web.Request, allowed: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(known fields, other fields) of the JSON body; raises a ready OpenAI error response."""
+    limit = request.app[_CONFIG].max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _Reply(
+            error_response(413, f"request body larger than the proxy's limit of {limit} bytes", code="too_large")
+        )
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise _Reply(error_response(400, f"malformed JSON body: {e}", code="invalid_json")) from None
+    if not isinstance(body, dict):
+        raise _Reply(error_response(400, "the JSON body must be an object", code="invalid_json"))
+    upstream = sorted(UPSTREAM_FIELDS & body.keys())
+    if upstream:
+        if request.app[_CONFIG].client_upstream_fields == "reject":
+            raise _Reply(error_response(400, f"{', '.join(upstream)} cannot be set by clients: the proxy's config "
+                                             "chooses upstreams and credentials", param=upstream[0],
+                                        code="forbidden_field"))  # fmt: skip
+        for name in upstream:
+            body.pop(name)
+    model = body.get("model")
+    router = request.app[_ROUTER]
+    if not isinstance(model, str) or model not in router.groups:
+        names = ", ".join(sorted(router.groups))
+        raise _Reply(error_response(404, f"model {model!r} is not served here; use one of: {names}", param="model",
+                                    code="model_not_found"))  # fmt: skip
+    known = {k: v for k, v in body.items() if k in allowed}
+    other = {k: v for k, v in body.items() if k not in allowed and k not in ("model", "messages", "input", "stream")}
+    return body, {"known": known, "other": other}
+
+
+class _Reply(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _headers(meta: Any) -> dict[str, str]:
+    headers = {"x-polyroute-provider": str(meta.provider), "x-polyroute-model": str(meta.model)}
+    if meta.cost_usd is not None:
+        headers["x-polyroute-cost-usd"] = f"{meta.cost_usd:.10f}"
+    return headers
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    try:
+        body, parts = await _json_body(request, _CHAT_FIELDS)
+    except _Reply as reply:
+        return reply.response
+    router = request.app[_ROUTER]
+    stream = bool(body.get("stream"))
+    try:
+        result = await router.acompletion(body["model"], body.get("messages"), stream=stream, **parts["known"],
+                                          extra_body=parts["other"] or None)  # fmt: skip
+    except PolyrouteError as err:
+        return _from_error(err)
+    if not stream:
+        return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
+                            headers=_headers(result.meta))  # fmt: skip
+    return await _stream_out(request, result)
+
+
+async def _stream_out(request: web.Request, stream: Any) -> web.StreamResponse:
+    response = web.StreamResponse(headers={
+        "content-type": "text/event-stream", "cache-control": "no-cache",
+        "x-polyroute-provider": stream.provider, "x-polyroute-model": stream.model,
+    })  # fmt: skip
+    await response.prepare(request)
+    try:
+        async for chunk in stream:
+            await response.write(b"data: " + chunk.model_dump_json().encode() + b"\n\n")
+    except PolyrouteError as err:
+        # After the first byte the status is sent: the error goes in the stream, then [DONE].
+        payload = {"error": {"message": err.message, "type": _error_type(err.status_code or 500),
+                             "code": type(err).__name__}}  # fmt: skip
+        await response.write(b"data: " + orjson.dumps(payload) + b"\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        await stream.aclose()  # the client left: stop the upstream too
+        raise
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    try:
+        body, parts = await _json_body(request, _EMBED_FIELDS)
+    except _Reply as reply:
+        return reply.response
+    try:
+        result = await request.app[_ROUTER].aembedding(body["model"], body.get("input"), **parts["known"],
+                                                       extra_body=parts["other"] or None)  # fmt: skip
+    except PolyrouteError as err:
+        return _from_error(err)
+    return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
+                        headers=_headers(result.meta))  # fmt: skip
+
+
+async def models(request: web.Request) -> web.Response:
+    created = int(request.app[_STARTED])
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "polyroute"}
+            for name in sorted(request.app[_ROUTER].groups)]  # fmt: skip
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    router = request.app[_ROUTER]
+    return web.json_response({"status": "ready", "models": len(router.groups)})
+
+
+def build_app(config: ProxyConfig, router: Router) -> web.Application:
+    """The aiohttp application serving ``router`` under ``config``'s rules."""
+    app = web.Application(middlewares=[_errors_and_auth], client_max_size=config.max_request_bytes)
+    app[_ROUTER] = router
+    app[_CONFIG] = config
+    app[_STARTED] = time.time()
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/embeddings", embeddings)
+        app.router.add_get(f"{prefix}/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/ready", ready)
+    return app

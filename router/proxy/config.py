@@ -1,0 +1,142 @@
+"""The proxy's YAML config: LiteLLM's shape (model_list / litellm_params / router_settings /
+general_settings / ``os.environ/VAR``) plus polyroute's ``providers:`` and ``pricing:`` sections.
+
+Every mistake names the file, the key path and what is expected. Keys polyroute does not support
+are collected into one warning (an error with ``strict=True``).
+
+Example::
+
+    config = load_config("configs/proxy.yaml")
+    config.router_kwargs, config.master_key
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from providers.config import read_yaml_mapping
+from providers.errors import InvalidRequestArgumentError
+
+_ROUTER_SETTINGS = {
+    "routing_strategy": "strategy", "strategy": "strategy", "num_retries": "num_retries", "fallbacks": "fallbacks",
+    "context_window_fallbacks": "context_window_fallbacks", "content_policy_fallbacks": "content_policy_fallbacks",
+    "allowed_fails": "allowed_fails", "cooldown_time": "cooldown_seconds", "cooldown_seconds": "cooldown_seconds",
+    "cooldown_window": "cooldown_window", "timeout": "timeout", "request_timeout": "timeout", "on_limit": "on_limit",
+}  # fmt: skip
+# LiteLLM puts some router settings under litellm_settings; the same names are read from there.
+_LITELLM_SETTINGS = {k: v for k, v in _ROUTER_SETTINGS.items() if k in (
+    "num_retries", "request_timeout", "allowed_fails", "fallbacks", "context_window_fallbacks",
+    "content_policy_fallbacks", "cooldown_time")}  # fmt: skip
+_LITELLM_IGNORED = {"drop_params", "set_verbose", "json_logs"}  # accepted: they change nothing here
+_GENERAL = {"master_key", "database_url", "redis_url", "max_request_bytes", "max_request_size_mb",
+            "client_upstream_fields"}  # fmt: skip
+_MODEL_ENTRY = {"model_name", "params", "litellm_params", "model_info"}
+_TOP = {"model_list", "router_settings", "general_settings", "litellm_settings", "providers", "pricing", "hf_providers"}
+
+
+class ConfigError(InvalidRequestArgumentError):
+    """The proxy config is wrong: the message names the file, the key path and what is expected."""
+
+
+@dataclass
+class ProxyConfig:
+    source: str
+    model_list: list[dict[str, Any]]
+    router_kwargs: dict[str, Any] = field(default_factory=dict)
+    master_key: str | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    max_request_bytes: int = 4_000_000
+    client_upstream_fields: str = "reject"  # or "ignore": drop api_base/api_key/... sent by clients
+    providers: dict[str, Any] = field(default_factory=dict)  # the providers:/hf_providers: sections
+    pricing: list[dict[str, Any]] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # "key.path" of every ignored setting
+
+    def __repr__(self) -> str:  # never print the master key
+        key = "set" if self.master_key else None
+        return f"ProxyConfig(source={self.source!r}, models={len(self.model_list)}, master_key={key})"
+
+
+def _env(value: Any, source: str, path: str) -> Any:
+    """Replace ``os.environ/NAME`` strings, recursively."""
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        name = value[len("os.environ/") :]
+        resolved = os.environ.get(name)
+        if resolved is None:
+            raise ConfigError(f"{source}: {path}: environment variable {name} is not set (referenced as {value!r})")
+        return resolved
+    if isinstance(value, dict):
+        return {k: _env(v, source, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_env(v, source, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _mapping(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool = False) -> ProxyConfig:
+    """A :class:`ProxyConfig` from a parsed YAML mapping."""
+    unsupported = [k for k in data if k not in _TOP]
+    model_list = data.get("model_list")
+    if not isinstance(model_list, list) or not model_list:
+        raise ConfigError(f"{source}: model_list: expected a non-empty list of {{model_name, params}} entries")
+    entries = []
+    for i, entry in enumerate(model_list):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: model_list[{i}]: expected a mapping with model_name and params")
+        unsupported += [f"model_list[{i}].{k}" for k in entry if k not in _MODEL_ENTRY]
+        entries.append({k: _env(v, source, f"model_list[{i}].{k}") for k, v in entry.items() if k in _MODEL_ENTRY})
+    router_kwargs: dict[str, Any] = {}
+    for section, names in (("litellm_settings", _LITELLM_SETTINGS), ("router_settings", _ROUTER_SETTINGS)):
+        for key, value in _mapping(data, section, source).items():
+            if key in names:
+                router_kwargs[names[key]] = _env(value, source, f"{section}.{key}")
+            elif not (section == "litellm_settings" and key in _LITELLM_IGNORED):
+                unsupported.append(f"{section}.{key}")
+    general = _mapping(data, "general_settings", source)
+    unsupported += [f"general_settings.{k}" for k in general if k not in _GENERAL]
+    general = {k: _env(v, source, f"general_settings.{k}") for k, v in general.items() if k in _GENERAL}
+    config = ProxyConfig(source=source, model_list=entries, router_kwargs=router_kwargs, unsupported=unsupported)
+    config.master_key = general.get("master_key") or None
+    config.database_url = general.get("database_url")
+    config.redis_url = general.get("redis_url")
+    if "max_request_size_mb" in general:
+        config.max_request_bytes = int(float(general["max_request_size_mb"]) * 1_000_000)
+    if "max_request_bytes" in general:
+        config.max_request_bytes = int(general["max_request_bytes"])
+    if config.max_request_bytes <= 0:
+        raise ConfigError(f"{source}: general_settings.max_request_bytes: expected a positive number of bytes")
+    fields = general.get("client_upstream_fields", "reject")
+    if fields not in ("reject", "ignore"):
+        raise ConfigError(
+            f"{source}: general_settings.client_upstream_fields: expected 'reject' or 'ignore', got {fields!r}"
+        )
+    config.client_upstream_fields = fields
+    config.providers = {k: data[k] for k in ("providers", "hf_providers") if k in data}
+    pricing = data.get("pricing", [])
+    if not isinstance(pricing, list):
+        raise ConfigError(f"{source}: pricing: expected a list of {{model, input_per_million, ...}} entries")
+    config.pricing = pricing
+    if strict and unsupported:
+        raise ConfigError(
+            f"{source}: unsupported settings (remove them, or run without --strict): {', '.join(unsupported)}"
+        )
+    return config
+
+
+def load_config(path: str | Path, *, strict: bool = False) -> ProxyConfig:
+    """Read and check a proxy config file."""
+    source = str(path)
+    try:
+        data = read_yaml_mapping(path, "a mapping with a 'model_list'")
+    except InvalidRequestArgumentError as e:
+        raise ConfigError(e.message) from None
+    return parse_config(data, source, strict=strict)

@@ -1,0 +1,91 @@
+"""``polyroute serve``: build the Router from the config and serve it (uvloop when installed).
+
+The server refuses to start without a master key unless ``--dev``; SIGTERM stops accepting new
+connections and lets requests in flight finish (``shutdown_timeout``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from providers.config import apply_config
+from providers.registry import Registry
+
+from ..pricing.catalog import Catalog
+from ..routing.router import Router
+from .app import build_app
+from .config import ConfigError, ProxyConfig, load_config
+
+log = logging.getLogger("polyroute.proxy")
+
+
+def build_router(config: ProxyConfig) -> Router:
+    """The Router a config describes (its providers and pricing sections applied first)."""
+    registry = Registry()
+    if config.providers:
+        apply_config(config.providers, registry, config.source)
+    catalog = Catalog(registry=registry)
+    if config.pricing:
+        catalog.load_overrides(config.pricing, config.source)
+    try:
+        return Router(config.model_list, registry=registry, catalog=catalog, **config.router_kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{config.source}: router_settings: {e}") from None
+    except ConfigError:
+        raise
+    except Exception as e:
+        message = getattr(e, "message", str(e))
+        raise ConfigError(f"{config.source}: {message}") from None
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, strict=args.strict)
+        router = build_router(config)
+    except ConfigError as e:
+        print(f"polyroute serve: {e.message}", file=sys.stderr)
+        return 2
+    if config.unsupported:
+        log.warning("%s: ignoring unsupported settings: %s", config.source, ", ".join(config.unsupported))
+    if config.master_key is None:
+        if not args.dev:
+            print(
+                f"polyroute serve: {config.source} sets no general_settings.master_key; set one "
+                "(e.g. master_key: os.environ/POLYROUTE_MASTER_KEY) or pass --dev to run without auth",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning("--dev: serving WITHOUT authentication")
+    app = build_app(config, router)
+    kwargs: dict[str, Any] = {"host": args.host, "port": args.port, "shutdown_timeout": args.shutdown_timeout,
+                              "access_log": None, "print": lambda msg: log.info("%s", msg)}  # fmt: skip
+    try:
+        import uvloop
+
+        kwargs["loop"] = uvloop.new_event_loop()
+    except ImportError:
+        pass
+    log.info(
+        "serving %d model group(s) from %s on http://%s:%d", len(router.groups), config.source, args.host, args.port
+    )
+    web.run_app(app, **kwargs)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("serve", help="run the OpenAI-compatible proxy from a YAML config")
+    parser.add_argument("--config", "-c", required=True, help="e.g. configs/proxy.yaml")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4000)
+    parser.add_argument("--dev", action="store_true", help="allow running without a master key (no auth!)")
+    parser.add_argument("--strict", action="store_true", help="unsupported config keys are errors, not a warning")
+    parser.add_argument(
+        "--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM"
+    )
+    parser.set_defaults(func=serve)
