@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,7 +29,25 @@ from providers.spec import Target
 from .ledger import InMemoryLedger, Ledger
 from .pricing.catalog import PriceLookup
 from .pricing.prices import PICO_PER_USD, pico_to_usd, to_decimal
-from .tokens import count_messages
+from .tokens import count_messages, count_text
+
+_ORPHANS: set[asyncio.Future[None]] = set()
+IMAGE_TOKENS = 2048  # per image part: a generous allowance, vision models count 256 to ~1,800
+
+
+def count_request(body: dict[str, Any], messages: list[dict[str, Any]]) -> int:
+    """Prompt tokens of a request: messages, plus tool and response-format definitions and images."""
+    import orjson
+
+    total = count_messages(messages)
+    for key in ("tools", "response_format"):
+        if body.get(key):
+            total += count_text(orjson.dumps(body[key]).decode())
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            total += IMAGE_TOKENS * sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image_url")
+    return total
 
 
 class Reservation:
@@ -44,25 +63,25 @@ class Reservation:
 
     def settle(self, actual_pico: int | None) -> None:
         """Close with the real cost (None: unknown, the reserved amount is kept as spent)."""
-        if not self.closed:
-            self.closed = True
+        if not self.closed:  # the ledger settles a reservation once, so a retry after a failed write is safe
             self.budget.ledger.settle(self.budget.name, self.id, self.amount if actual_pico is None else actual_pico)
+            self.closed = True
 
     def release(self) -> None:
         if not self.closed:
-            self.closed = True
             self.budget.ledger.release(self.budget.name, self.id)
+            self.closed = True
 
     async def asettle(self, actual_pico: int | None) -> None:
         if not self.closed:
-            self.closed = True
             amount = self.amount if actual_pico is None else actual_pico
             await self.budget.ledger.asettle(self.budget.name, self.id, amount)
+            self.closed = True
 
     async def arelease(self) -> None:
         if not self.closed:
-            self.closed = True
             await self.budget.ledger.arelease(self.budget.name, self.id)
+            self.closed = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +159,26 @@ class Budget:
         return Reservation(self, rid, amount_pico)
 
     async def areserve(self, amount_pico: int, what: str = "this call") -> Reservation:
-        rid = await self.ledger.areserve(self.name, amount_pico, self.limit_pico)
+        # The ledger write may finish after our caller was cancelled (it runs in a thread): shield
+        # it, and if we are cancelled, release whatever it reserved as soon as it lands.
+        task = asyncio.ensure_future(self.ledger.areserve(self.name, amount_pico, self.limit_pico))
+        try:
+            rid = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._release_orphan)
+            raise
         if rid is None:
             raise self._refusal(amount_pico, what)
         return Reservation(self, rid, amount_pico)
+
+    def _release_orphan(self, task: asyncio.Future[str | None]) -> None:
+        if task.cancelled() or task.exception() is not None or task.result() is None:
+            return
+        rid = task.result()
+        assert rid is not None
+        orphan = asyncio.ensure_future(self.ledger.arelease(self.name, rid))
+        _ORPHANS.add(orphan)
+        orphan.add_done_callback(_ORPHANS.discard)
 
     # ---------------------------------------------------------------- worst case of a chat call
     def worst_case(
@@ -157,7 +192,7 @@ class Budget:
                 f"call to {target.model_string!r} refused under budget {self.name!r}: {reason}. Set a price "
                 "(Catalog.set_price) or use Budget(..., allow_unpriced=True)"
             )
-        prompt = int(count_messages(messages) * (1 + self.prompt_margin)) + 1
+        prompt = int(count_request(body, messages) * (1 + self.prompt_margin)) + 1
         n = body.get("n") or 1
         worst = 0
         completion_max = 0

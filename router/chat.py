@@ -141,6 +141,7 @@ def reserve(call: Call, budget: Budget) -> Reservation:
 
 
 async def areserve(call: Call, budget: Budget) -> Reservation:
+    await aload_encoding()  # counting the prompt: never load the tokenizer on the event loop
     worst = budget.worst_case(call.target, call.body, call.messages, await call.catalog.acandidates(call.target))
     return await budget.areserve(worst.amount_pico, repr(call.target.model_string))
 

@@ -77,6 +77,8 @@ def run(args: argparse.Namespace, catalog: Catalog | None = None) -> int:
     for src in sources:
         where = "bundled snapshot" if src["origin"] == "snapshot" else src["url"]
         line = f"{src['family']}: {where}, fetched {_age(src['age_seconds'])} ago ({src['origin']})"
+        if src["origin"] == "none":
+            line = f"{src['family']}: {src['url']}: not available (no live catalog, no disk copy, no snapshot)"
         if src["error"]:
             line += f" — live fetch failed: {src['error']}"
         print(line)

@@ -393,6 +393,7 @@ class _StreamBase:
         self._first_token_at: float | None = None
         self._decoder = SSEDecoder()
         self._pending_error: PolyrouteError | None = None
+        self._error_before_content = False
         self.usage: CompletionUsage | None = None
         self._meta: ResponseMeta | None = None
 
@@ -433,9 +434,30 @@ class _StreamBase:
             self._first_token_at = time.perf_counter()
         return out + self._norm.finish(saw_eof=True)
 
+    def _close_reservation(self) -> None:
+        """Settle the budget: the real cost; what arrived if the caller left early; nothing if the
+        call failed before any content (a failed call releases its reservation)."""
+        reservation = self._reservation
+        if reservation is None or reservation.closed:
+            return
+        if self._meta is None and self._error_before_content:
+            reservation.release()
+        else:
+            reservation.settle(self._spent_pico())
+
+    async def _aclose_reservation(self) -> None:
+        reservation = self._reservation
+        if reservation is None or reservation.closed:
+            return
+        if self._meta is None and self._error_before_content:
+            await reservation.arelease()
+        else:
+            await reservation.asettle(self._spent_pico())
+
     def _failed(self, err: PolyrouteError) -> PolyrouteError:
         """The error to raise: a transport failure before the end says the stream was cut short."""
         target = self._norm.target
+        self._error_before_content = self._first_token_at is None
         if type(err) is APIConnectionError and not self._norm.done:
             err = APIConnectionError(
                 f"stream ended before completion ({err.message})",
@@ -539,8 +561,7 @@ class Stream(_StreamBase):
             raise self._failed(err) from None
         finally:
             self._response.close()
-            if self._reservation is not None:
-                self._reservation.settle(self._spent_pico())
+            self._close_reservation()
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self
@@ -552,8 +573,7 @@ class Stream(_StreamBase):
         """Stop reading and close the upstream connection (the upstream sees the client leave)."""
         self._gen.close()
         self._response.close()  # also when iteration never started
-        if self._reservation is not None:
-            self._reservation.settle(self._spent_pico())
+        self._close_reservation()
 
     def __enter__(self) -> Stream:
         return self
@@ -610,8 +630,7 @@ class AsyncStream(_StreamBase):
         finally:
             self._closed = True
             await self._response.aclose()
-            if self._reservation is not None:
-                await self._reservation.asettle(self._spent_pico())
+            await self._aclose_reservation()
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
@@ -625,8 +644,7 @@ class AsyncStream(_StreamBase):
         if not self._closed:  # iteration never started
             self._closed = True
             await self._response.aclose()
-            if self._reservation is not None:
-                await self._reservation.asettle(self._spent_pico())
+            await self._aclose_reservation()
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -637,8 +655,7 @@ class AsyncStream(_StreamBase):
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self._response.abort()
-            if self._reservation is not None:
-                self._reservation.settle(self._spent_pico())
+            self._close_reservation()
 
 
 async def _drain(raw_iter: AsyncIterator[bytes]) -> None:

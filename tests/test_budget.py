@@ -212,3 +212,53 @@ def test_bad_budget_arguments() -> None:
         Budget(-1)
     with pytest.raises(errors.InvalidRequestArgumentError, match="non-negative"):
         Budget("ten dollars")
+
+
+def test_tools_and_images_are_part_of_the_worst_case(oai: OpenAICompatUpstream, priced: Catalog) -> None:
+    budget = Budget(1.0)
+    target = priced.registry.resolve("openai/m", oai.url + "/v1")
+    tools = [{"type": "function", "function": {"name": f"tool_{i}", "description": "word " * 300,
+                                               "parameters": {"type": "object"}}} for i in range(10)]  # fmt: skip
+    plain = budget.worst_case(target, {"max_tokens": 10}, USER, priced.candidates(target))
+    with_tools = budget.worst_case(target, {"max_tokens": 10, "tools": tools}, USER, priced.candidates(target))
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}]
+    with_image = budget.worst_case(target, {"max_tokens": 10}, image, priced.candidates(target))
+    assert with_tools.prompt_tokens > plain.prompt_tokens + 3000
+    assert with_image.prompt_tokens > plain.prompt_tokens + 2000
+
+
+def test_a_per_provider_override_prices_the_reservation_too(hf: HFRouterUpstream) -> None:
+    catalog = Catalog(cache_dir=False)
+    catalog.set_price("huggingface/novita/deepseek-ai/DeepSeek-R1", input_per_million=1000, output_per_million=1000)
+    budget = Budget(0.01)
+    with pytest.raises(errors.BudgetExceededError):  # novita may serve an unpinned call: its price counts
+        completion(model="huggingface/deepseek-ai/DeepSeek-R1", messages=USER, max_tokens=100, catalog=catalog,
+                   budget=budget)  # fmt: skip
+    assert budget.spent_usd == 0
+
+
+def test_early_cancellation_leaks_nothing_with_sqlite(
+    oai: OpenAICompatUpstream, priced: Catalog, tmp_path: Path
+) -> None:
+    budget = Budget(10.0, SqliteLedger(tmp_path / "early.db"))
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(acompletion(**_kw(oai, priced, max_tokens=100, budget=budget)))  # type: ignore[arg-type]
+                 for _ in range(20)]  # fmt: skip
+        await asyncio.sleep(0.001)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.5)  # reservations that landed after the cancel are released when they land
+
+    asyncio.run(main())
+    assert budget.reserved_usd == 0
+
+
+def test_a_stream_failing_before_content_releases_its_reservation(oai: OpenAICompatUpstream, priced: Catalog) -> None:
+    oai.enqueue(Reply(sse=[b'data: {"error": {"message": "overloaded", "http_status_code": 503}}\n\n']))
+    budget = Budget(1.0)
+    stream = completion(**_kw(oai, priced, max_tokens=50, budget=budget, stream=True))  # type: ignore[arg-type]
+    with pytest.raises(errors.ServiceUnavailableError):
+        list(stream)  # type: ignore[arg-type]
+    assert budget.spent_usd == 0 and budget.reserved_usd == 0

@@ -447,3 +447,102 @@ def test_async_stream_through_the_router_fails_over(a: OpenAICompatUpstream, b: 
 
     text, errors_seen = asyncio.run(main())
     assert text == "Echo: route me" and errors_seen == ["ServiceUnavailableError", None]
+
+
+# ---------------------------------------------------------------- review findings, pinned down
+
+
+def test_cheapest_compares_catalog_and_configured_prices_in_one_unit(deepinfra: Any, a: OpenAICompatUpstream) -> None:
+    catalog = Catalog(cache_dir=False)
+    catalog.set_price("openai/m", input_per_million="0.01", output_per_million="0.01")
+    router = Router([{"model_name": "chat", "params": {"model": "deepinfra/openai/gpt-oss-120b"}}, dep("chat", a)],
+                    strategy="cheapest", catalog=catalog)  # fmt: skip
+    chat(router, max_tokens=20)
+    assert calls(a) == 1  # $0.01/M beats the catalog's $0.05/$0.45
+    catalog.set_price("openai/m", input_per_million=50, output_per_million=50)
+    chat(router, max_tokens=20)
+    assert calls(a) == 1 and sum(1 for q in deepinfra.requests if q.path.endswith("/chat/completions")) == 1
+
+
+def test_router_timeout_bounds_a_slow_call(a: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(json=_answer(), delay=3.0), CHAT)
+    router = Router([dep("chat", a)], timeout=1.0, num_retries=0)
+    started = time.monotonic()
+    with pytest.raises(errors.APITimeoutError):
+        chat(router)
+    assert time.monotonic() - started < 2.0
+
+
+def test_moving_on_is_not_a_retry(a: OpenAICompatUpstream, b: OpenAICompatUpstream, hf: HFRouterUpstream) -> None:
+    a.enqueue(Reply(status=401, json={"error": {"message": "Incorrect API key provided"}}), CHAT)
+    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=0, seed=1)
+    assert [x.error for x in chat(router).meta.attempts] == ["AuthenticationError", None]
+    hf.enqueue(Reply(status=503, json={"error": "overloaded"}), CHAT)
+    r1 = Router([{"model_name": "r1", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:cheapest"}}],
+                num_retries=0)  # fmt: skip
+    assert chat(r1, model="r1").meta.provider == "together"
+
+
+def test_a_providers_retry_after_is_remembered_under_cheapest(hf: HFRouterUpstream) -> None:
+    hf.enqueue(Reply(status=429, json={"error": "slow down"}, headers={"Retry-After": "30"}), CHAT)
+    r1 = Router([{"model_name": "r1", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:cheapest"}}])
+    assert chat(r1, model="r1").meta.provider == "together"
+    second = chat(r1, model="r1")
+    assert [x.provider for x in second.meta.attempts] == ["huggingface:together"]  # novita still waiting
+
+
+def test_our_own_backoff_does_not_delay_other_requests(a: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
+    router = Router([dep("chat", a)], num_retries=0, backoff_base=2.0, allowed_fails=5)
+    with pytest.raises(errors.InternalServerError):
+        chat(router)
+    started = time.monotonic()
+    chat(router)  # no Retry-After was sent: nothing makes this request wait
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_raising_hook_changes_nothing(a: OpenAICompatUpstream) -> None:
+    def broken(record: Any, err: BaseException | None) -> None:
+        raise RuntimeError("hook bug")
+
+    router = Router([dep("chat", a)], on_success=broken)
+    assert chat(router).choices[0].message.content
+    assert router.groups["chat"][0].state.in_flight == 0
+
+
+def test_a_stream_stays_in_flight_until_it_ends(a: OpenAICompatUpstream) -> None:
+    router = Router([dep("chat", a)])
+    stream = router.completion(model="chat", messages=USER, stream=True)
+    assert router.groups["chat"][0].state.in_flight == 1
+    list(stream)
+    assert router.groups["chat"][0].state.in_flight == 0
+
+
+def test_rpm_limit_holds_across_threads(a: OpenAICompatUpstream) -> None:
+    import concurrent.futures
+
+    router = Router([dep("chat", a, rpm=10)], strategy="usage", on_limit="raise")
+
+    def one() -> str:
+        try:
+            chat(router)
+        except errors.RateLimitError:
+            return "limited"
+        return "ok"
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        outcomes = Counter(pool.map(lambda _: one(), range(64)))
+    assert outcomes == {"ok": 10, "limited": 54} and calls(a) == 10
+
+
+def test_tpm_counts_the_prompt_without_max_tokens(a: OpenAICompatUpstream) -> None:
+    router = Router([dep("chat", a, tpm=500)], on_limit="raise")
+    long_prompt = [{"role": "user", "content": "word " * 200}]  # ~200 tokens each
+    ok = 0
+    for _ in range(5):
+        try:
+            chat(router, messages=long_prompt)
+            ok += 1
+        except errors.RateLimitError:
+            pass
+    assert ok == 2 and calls(a) == 2

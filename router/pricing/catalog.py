@@ -403,10 +403,14 @@ class Catalog:
         if target.provider == "huggingface" and target.hf_provider is None and data is not None:
             live = [o for o in data.by_model(target.model) if o.status == "live"]
             if live:
-                return [
-                    PriceLookup(o.price, o, None if o.price else f"the catalog lists no price at {o.provider!r}")
-                    for o in live
-                ]
+                out = []
+                for o in live:
+                    # A per-provider override prices that provider for the reservation as for the bill.
+                    special = self._overrides.get((target.provider, o.provider, target.model))
+                    price = special.price if special is not None else o.price
+                    reason = None if price else f"the catalog lists no price at {o.provider!r}"
+                    out.append(PriceLookup(price, o, reason))
+                return out
             return [PriceLookup(None, reason=f"no live provider of {target.model!r} in the catalog ({data.url})")]
         return [self.lookup_in(data, target, target.hf_provider)]
 

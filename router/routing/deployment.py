@@ -32,7 +32,7 @@ CALL_PARAMS = frozenset(
         "reasoning_effort",
     }
 )
-ROUTING_PARAMS = frozenset({"model", "weight", "rpm", "tpm", "context_length", "max_output_tokens"})
+ROUTING_PARAMS = frozenset({"model", "weight", "rpm", "tpm", "context_length"})
 IGNORED_PARAMS = frozenset({"max_retries", "stream_timeout", "custom_llm_provider", "input_cost_per_token",
                             "output_cost_per_token"})  # fmt: skip
 

@@ -19,8 +19,12 @@ again before that time, while other deployments are tried at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import inspect
+import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -36,6 +40,7 @@ from ..embeddings import EmbeddingCall, _params, arun_embedding, run_embedding
 from ..params import BODY_PARAMS
 from ..pricing.catalog import Catalog, default_catalog
 from ..streaming import AsyncStream, Stream
+from ..tokens import aload_encoding
 from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse
 from .deployment import Deployment, now, parse_model_list
 from .session import Choice, NotYet, RequestInfo, Session
@@ -127,6 +132,9 @@ class Router:
         self.on_success, self.on_failure = on_success, on_failure
         self.rng = random.Random(seed)
         self._chains: dict[str, tuple[str, ...]] = {}
+        self.lock = threading.Lock()  # picks and rate-window bookkeeping are one atomic step
+        self.provider_not_before: dict[tuple[int, str], float] = {}  # (deployment, HF provider) Retry-After
+        self._counts_tpm = any(d.tpm for ds in self.groups.values() for d in ds)
         self._families = {d.target.provider for ds in self.groups.values() for d in ds} & {"huggingface", "deepinfra"}
 
     # ---------------------------------------------------------------- facts used by sessions
@@ -153,41 +161,41 @@ class Router:
         known = [o.context_length for o in self._offers(d) if o.context_length]
         return min(known) if known else None
 
-    def expected_cost(self, d: Deployment, request: RequestInfo) -> float | None:
-        """USD this request is expected to cost at the deployment's (cheapest live) price."""
-        out_tokens = request.max_tokens or 256
-        costs = [
-            float(o.price.input_per_m) * (request.prompt_tokens or 0) + float(o.price.output_per_m) * out_tokens
-            for o in self._offers(d)
-            if o.price is not None
+    def _loaded(self, d: Deployment) -> Any:
+        family = self.catalog.family_of(d.target)
+        state = self.catalog._states.get(_source_url(self.catalog, family)) if family else None
+        return state.data if state is not None else None
+
+    def _priced(self, d: Deployment, request: RequestInfo) -> list[tuple[int, Any]]:
+        """(expected cost in pico-USD, price lookup) for every way the deployment may be charged,
+        overrides included, in one unit."""
+        prompt, out_tokens = request.prompt_tokens or 0, request.max_tokens or 256
+        target = d.target if d.target.hf_policy is None else dataclasses.replace(d.target, hf_policy=None)
+        return [
+            (c.price.cost_pico(prompt, out_tokens), c)
+            for c in self.catalog.candidates_in(self._loaded(d), target)
+            if c.price is not None
         ]
-        if not costs:
-            lookup = self.catalog.lookup_in(None, d.target, d.target.hf_provider)
-            if lookup.price is None:
-                return None
-            return (
-                float(lookup.price.input_per_m) * (request.prompt_tokens or 0)
-                + float(lookup.price.output_per_m) * out_tokens
-            )
-        return min(costs) / 1_000_000
+
+    def expected_cost(self, d: Deployment, request: RequestInfo) -> float | None:
+        """Pico-USD this request is expected to cost at the deployment's cheapest price (None: unpriced)."""
+        costs = [cost for cost, _ in self._priced(d, request)]
+        return float(min(costs)) if costs else None
 
     def policy_order(self, d: Deployment, request: RequestInfo) -> list[str]:
-        """HF ``:cheapest`` / ``:fastest`` resolved client-side: live providers, best first."""
-        offers = self._offers(d)
-        out_tokens = request.max_tokens or 256
+        """HF ``:cheapest`` / ``:fastest`` resolved client-side: live providers, best first.
+
+        Providers that asked this deployment to wait (Retry-After) go last until their wait is over.
+        """
         if d.target.hf_policy == "cheapest":
-
-            def cost(o: Any) -> float:
-                if o.price is None:
-                    return float("inf")
-                return (
-                    float(o.price.input_per_m) * (request.prompt_tokens or 0) + float(o.price.output_per_m) * out_tokens
-                )
-
-            offers = sorted(offers, key=cost)
+            ranked = sorted(self._priced(d, request), key=lambda pair: pair[0])
+            providers = [c.offer.provider for _, c in ranked if c.offer is not None]
+            providers += [o.provider for o in self._offers(d) if o.provider not in providers]  # unpriced last
         else:
-            offers = sorted(offers, key=lambda o: -(o.throughput or 0.0))
-        return [o.provider for o in offers]
+            providers = [o.provider for o in sorted(self._offers(d), key=lambda o: -(o.throughput or 0.0))]
+        t = now()
+        waits = self.provider_not_before
+        return sorted(providers, key=lambda p: waits.get((id(d), p), 0.0) > t)
 
     def backoff(self, tries: int, rng: random.Random) -> float:
         """Exponential backoff with full jitter, for errors that did not say how long to wait."""
@@ -230,7 +238,7 @@ class Router:
         groups = self._groups_for(model)
         timeout = kwargs.get("timeout") or self.timeout or _DEFAULT_TIMEOUT
         prompt = None
-        if messages is not None and self._context_matters(groups):
+        if messages is not None and (self._counts_tpm or self._context_matters(groups)):
             from ..tokens import count_messages
 
             prompt = count_messages(messages)
@@ -274,22 +282,22 @@ class Router:
 
     def _finish(self, session: Session, choice: Choice, result: Any, ttft_ms: float | None = None) -> None:
         latency = (now() - choice.started) * 1000
-        record = session.succeeded(choice, latency, ttft_ms)
+        record = session.succeeded(choice, latency, ttft_ms, keep_in_flight=ttft_ms is not None)
         if isinstance(result, (ChatCompletion, EmbeddingResponse)):
             result.meta.attempts = session.attempts
         _call_hook(self.on_success, record, None)
 
     def completion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
         """Chat completion through the group ``model`` (a ``model_name``); ``stream=True`` returns a stream."""
-        session = self._session(model, messages, kwargs, bool(stream))
-        if self._needs_catalog(session.groups):
+        if self._needs_catalog(self._groups_for(model)):  # before the session: context limits, :cheapest
             for family in self._families:
                 self.catalog.source(family)
+        session = self._session(model, messages, kwargs, bool(stream))
         budget = kwargs.pop("budget", self.budget)
         client = kwargs.pop("client", None)
 
         def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), kwargs)
+            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session))
             result = run_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, Stream):
                 return self._first_content(session, choice, result)
@@ -300,15 +308,17 @@ class Router:
 
     async def acompletion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
         """Async :meth:`completion`."""
-        session = self._session(model, messages, kwargs, bool(stream))
-        if self._needs_catalog(session.groups):
+        if self._needs_catalog(self._groups_for(model)):
             for family in self._families:
                 await self.catalog.asource(family)
+        if messages is not None:
+            await aload_encoding()  # the prompt may be counted: never load the tokenizer on the loop
+        session = self._session(model, messages, kwargs, bool(stream))
         budget = kwargs.pop("budget", self.budget)
         client = kwargs.pop("client", None)
 
         async def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), kwargs)
+            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session))
             result = await arun_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, AsyncStream):
                 return await self._afirst_content(session, choice, result)
@@ -333,7 +343,7 @@ class Router:
         client = kwargs.pop("client", None)
 
         def attempt(choice: Choice) -> EmbeddingResponse:
-            result = run_embedding(self._embedding_call(choice, input, kwargs), client)
+            result = run_embedding(self._embedding_call(choice, input, _bounded(kwargs, session)), client)
             self._finish(session, choice, result)
             return result
 
@@ -346,7 +356,7 @@ class Router:
         client = kwargs.pop("client", None)
 
         async def attempt(choice: Choice) -> EmbeddingResponse:
-            result = await arun_embedding(self._embedding_call(choice, input, kwargs), client)
+            result = await arun_embedding(self._embedding_call(choice, input, _bounded(kwargs, session)), client)
             self._finish(session, choice, result)
             return result
 
@@ -366,7 +376,7 @@ class Router:
             raise
         self._finish(session, choice, None, ttft_ms=(now() - choice.started) * 1000)
         stream._attempts = session.attempts
-        return RoutedStream(stream, buffered)
+        return RoutedStream(stream, buffered, functools.partial(session.release, choice))
 
     async def _afirst_content(self, session: Session, choice: Choice, stream: AsyncStream) -> AsyncRoutedStream:
         buffered: list[ChatCompletionChunk] = []
@@ -380,7 +390,7 @@ class Router:
             raise
         self._finish(session, choice, None, ttft_ms=(now() - choice.started) * 1000)
         stream._attempts = session.attempts
-        return AsyncRoutedStream(stream, buffered)
+        return AsyncRoutedStream(stream, buffered, functools.partial(session.release, choice))
 
     # ---------------------------------------------------------------- the retry loops (tenacity)
     @staticmethod
@@ -449,6 +459,17 @@ _CALL_KEYS = (
 )  # fmt: skip
 
 
+def _bounded(kwargs: dict[str, Any], session: Session) -> dict[str, Any]:
+    """The call's arguments with a timeout that ends no later than the request's total deadline."""
+    if session.deadline is None:
+        return kwargs
+    remaining = max(0.001, session.deadline - now())
+    own = kwargs.get("timeout")
+    if isinstance(own, (int, float)) and not isinstance(own, bool) and own < remaining:
+        return kwargs
+    return {**kwargs, "timeout": remaining}
+
+
 def _source_url(catalog: Catalog, family: str) -> str:
     from ..pricing.catalog import source_url
 
@@ -458,7 +479,11 @@ def _source_url(catalog: Catalog, family: str) -> str:
 def _call_hook(hook: Hook | None, record: Attempt, err: BaseException | None) -> None:
     if hook is None:
         return
-    result = hook(record, err)
+    try:
+        result = hook(record, err)
+    except Exception:  # a broken hook must not change how the call ends
+        log.exception("router hook %r raised; ignored", hook)
+        return
     if inspect.isawaitable(result):
         try:
             loop = asyncio.get_running_loop()
@@ -474,4 +499,10 @@ _PENDING: set[asyncio.Task[Any]] = set()
 
 
 async def _await(awaitable: Any) -> None:
-    await awaitable
+    try:
+        await awaitable
+    except Exception:
+        log.exception("async router hook raised; ignored")
+
+
+log = logging.getLogger("polyroute.router")

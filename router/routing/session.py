@@ -48,6 +48,10 @@ DEPLOYMENT_ERRORS = (
 )  # fmt: skip
 
 
+# Failures that count toward a cooldown: the deployment itself is unwell (not a config or budget issue).
+COOLDOWN_ERRORS = (*RETRYABLE, AuthenticationError, PermissionDeniedError, PaymentRequiredError, NotFoundError)
+
+
 class NotYet(Exception):
     """No deployment can take the request now; try again after ``seconds``."""
 
@@ -85,7 +89,7 @@ class Session:
     tries_in_group: int = 0
     excluded: set[int] = field(default_factory=set)  # id(deployment) not to use again for this request
     providers: dict[int, list[str]] = field(default_factory=dict)  # HF policy: providers still to try
-    next_wait: float = 0.0
+    backoff_until: dict[int, float] = field(default_factory=dict)  # this request's own backoff per deployment
     waiting_since: float | None = None
     cooldown_note: str | None = None
 
@@ -132,7 +136,8 @@ class Session:
                 if self._advance_group():
                     continue
                 raise self._give_up("every deployment and fallback was tried")
-            choice = self._pick(fitting, t)
+            with self.router.lock:  # admission checks and rate-window counting happen as one step
+                choice = self._pick(fitting, t)
             if choice is not None:
                 return choice
 
@@ -141,15 +146,21 @@ class Session:
         if len(fitting) == 1:  # the common healthy case, without building candidate lists
             only = fitting[0]
             state = only.state
-            if not state.cooldown_until and state.not_before <= t and only.rpm is None and only.tpm is None:
+            if (
+                not state.cooldown_until
+                and state.not_before <= t
+                and self.backoff_until.get(id(only), 0.0) <= t
+                and only.rpm is None
+                and only.tpm is None
+            ):
                 return self._take(only, t, tokens, cooling=False)
         healthy = [d for d in fitting if d.state.cooldown_until <= t and not d.state.probing]
         cooling = not healthy
         pool = healthy or [min(fitting, key=lambda d: d.state.cooldown_until)]  # never leave the group empty
-        ready = [d for d in pool if _admits(d, t, tokens)]
+        ready = [d for d in pool if self._not_before(d) <= t and _admits(d, t, tokens)]
         if not ready:
-            when = min(max(d.state.not_before, d.next_free(t, tokens)) for d in pool)
-            limited = all(d.state.not_before <= t for d in pool)
+            when = min(max(self._not_before(d), d.next_free(t, tokens)) for d in pool)
+            limited = all(self._not_before(d) <= t for d in pool)
             if limited and self.router.on_limit == "raise":
                 raise self._give_up("every deployment is at its rpm/tpm limit", rate_limited=True)
             wait = when - t
@@ -186,6 +197,10 @@ class Session:
                 deployment.count(t, tokens)
         self.tries_in_group += 1
         return Choice(deployment, target, waited, t, probe)
+
+    def _not_before(self, d: Deployment) -> float:
+        """Retry-After of the deployment (shared by every request), or this request's own backoff."""
+        return max(d.state.not_before, self.backoff_until.get(id(d), 0.0))
 
     def _target(self, d: Deployment) -> Target:
         policy = d.target.hf_policy
@@ -237,8 +252,15 @@ class Session:
         with choice.deployment.state.lock:
             choice.deployment.state.in_flight -= 1
 
-    def succeeded(self, choice: Choice, latency_ms: float, ttft_ms: float | None, status: int = 200) -> Attempt:
+    def release(self, choice: Choice) -> None:
+        """The request no longer occupies the deployment (a stream ended)."""
         self._release(choice)
+
+    def succeeded(
+        self, choice: Choice, latency_ms: float, ttft_ms: float | None, *, keep_in_flight: bool = False
+    ) -> Attempt:
+        if not keep_in_flight:  # a stream stays in flight until it ends
+            self._release(choice)
         state = choice.deployment.state
         with state.lock:
             state.failures.clear()
@@ -247,7 +269,7 @@ class Session:
             state.latency_ewma_ms = _ewma(state.latency_ewma_ms, latency_ms)
             if ttft_ms is not None:
                 state.ttft_ewma_ms = _ewma(state.ttft_ewma_ms, ttft_ms)
-        return self._record(choice, status, None, latency_ms)
+        return self._record(choice, 200, None, latency_ms)
 
     def failed(self, choice: Choice, err: BaseException, latency_ms: float) -> bool:
         """Record a failure; True when the request should go on (retry or fall back)."""
@@ -263,7 +285,7 @@ class Session:
         if isinstance(err, BudgetExceededError):
             deployment.state.probing = False
             return False
-        if isinstance(err, RETRYABLE + DEPLOYMENT_ERRORS):
+        if isinstance(err, COOLDOWN_ERRORS):
             self._count_failure(deployment, t)
         else:
             deployment.state.probing = False
@@ -276,17 +298,23 @@ class Session:
             return bool(fallbacks) and self._advance_group(fallbacks)
         if isinstance(err, DEPLOYMENT_ERRORS):
             self.excluded.add(id(deployment))  # other deployments may have other keys or models
-            return True
+            self.tries_in_group -= 1  # moving on to another deployment is not a retry
+            return self._has_more() or self._advance_group()
         if not isinstance(err, RETRYABLE):
             return False
+        retry_after = getattr(err, "retry_after", None)
         order = self.providers.get(id(deployment))
         if order and choice.target.hf_provider == order[0] and len(order) > 1:
+            if retry_after is not None:  # remembered for later requests: that provider goes last
+                self.router.provider_not_before[(id(deployment), order[0])] = t + retry_after
             order.pop(0)  # :cheapest / :fastest: the next provider in the same order, at once
+            self.tries_in_group -= 1
             return True
-        retry_after = getattr(err, "retry_after", None)
-        wait = retry_after if retry_after is not None else self.router.backoff(self.tries_in_group, self.rng)
-        with deployment.state.lock:
-            deployment.state.not_before = max(deployment.state.not_before, t + wait)
+        if retry_after is not None:  # the server said when: every request honours it
+            with deployment.state.lock:
+                deployment.state.not_before = max(deployment.state.not_before, t + retry_after)
+        else:  # our own guess: it delays only this request's next try of this deployment
+            self.backoff_until[id(deployment)] = t + self.router.backoff(self.tries_in_group, self.rng)
         return True
 
     def _has_more(self) -> bool:

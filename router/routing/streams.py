@@ -7,7 +7,7 @@ surfaces to the caller as a typed exception.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ..streaming import AsyncStream, Stream
@@ -25,10 +25,28 @@ def has_content(chunk: ChatCompletionChunk) -> bool:
     return False
 
 
-class RoutedStream:
+class _Ending:
+    """Calls ``on_end`` once, however the stream ends (exhausted, error, close, garbage)."""
+
+    def __init__(self, on_end: Callable[[], None] | None) -> None:
+        self._on_end = on_end
+
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
+
+    def __del__(self) -> None:
+        self._ended()
+
+
+class RoutedStream(_Ending):
     """A :class:`Stream` with the chunks the router already read put back in front."""
 
-    def __init__(self, stream: Stream, buffered: list[ChatCompletionChunk]) -> None:
+    def __init__(
+        self, stream: Stream, buffered: list[ChatCompletionChunk], on_end: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(on_end)
         self._stream = stream
         self._buffered = buffered
 
@@ -38,7 +56,11 @@ class RoutedStream:
     def __next__(self) -> ChatCompletionChunk:
         if self._buffered:
             return self._buffered.pop(0)
-        return next(self._stream)
+        try:
+            return next(self._stream)
+        except BaseException:
+            self._ended()
+            raise
 
     @property
     def usage(self) -> CompletionUsage | None:
@@ -60,6 +82,7 @@ class RoutedStream:
 
     def close(self) -> None:
         self._stream.close()
+        self._ended()
 
     def __enter__(self) -> RoutedStream:
         return self
@@ -68,10 +91,13 @@ class RoutedStream:
         self.close()
 
 
-class AsyncRoutedStream:
+class AsyncRoutedStream(_Ending):
     """An :class:`AsyncStream` with the chunks the router already read put back in front."""
 
-    def __init__(self, stream: AsyncStream, buffered: list[ChatCompletionChunk]) -> None:
+    def __init__(
+        self, stream: AsyncStream, buffered: list[ChatCompletionChunk], on_end: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(on_end)
         self._stream = stream
         self._buffered = buffered
 
@@ -81,7 +107,11 @@ class AsyncRoutedStream:
     async def __anext__(self) -> ChatCompletionChunk:
         if self._buffered:
             return self._buffered.pop(0)
-        return await self._stream.__anext__()
+        try:
+            return await self._stream.__anext__()
+        except BaseException:
+            self._ended()
+            raise
 
     @property
     def usage(self) -> CompletionUsage | None:
@@ -102,6 +132,7 @@ class AsyncRoutedStream:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+        self._ended()
 
     async def __aenter__(self) -> AsyncRoutedStream:
         return self
