@@ -26,10 +26,31 @@ def has_content(chunk: ChatCompletionChunk) -> bool:
 
 
 class _Ending:
-    """Calls ``on_end`` once, however the stream ends (exhausted, error, close, garbage)."""
+    """Calls ``on_end`` once, however the stream ends (exhausted, error, close, garbage); and
+    exposes the wrapped stream's facts."""
+
+    _stream: Stream | AsyncStream
 
     def __init__(self, on_end: Callable[[], None] | None) -> None:
         self._on_end = on_end
+
+    @property
+    def usage(self) -> CompletionUsage | None:
+        return self._stream.usage
+
+    @property
+    def provider(self) -> str:
+        """The upstream serving this stream (known before the first chunk)."""
+        return self._stream._served
+
+    @property
+    def model(self) -> str:
+        return self._stream._norm.model or self._stream._norm.target.model
+
+    @property
+    def meta(self) -> ResponseMeta:
+        """Filled when the stream ends; ``meta.attempts`` lists every deployment tried."""
+        return self._stream.meta
 
     def _ended(self) -> None:
         on_end, self._on_end = self._on_end, None
@@ -61,24 +82,6 @@ class RoutedStream(_Ending):
         except BaseException:
             self._ended()
             raise
-
-    @property
-    def usage(self) -> CompletionUsage | None:
-        return self._stream.usage
-
-    @property
-    def provider(self) -> str:
-        """The upstream serving this stream (known before the first chunk)."""
-        return self._stream._served
-
-    @property
-    def model(self) -> str:
-        return self._stream._norm.model or self._stream._norm.target.model
-
-    @property
-    def meta(self) -> ResponseMeta:
-        """Filled when the stream ends; ``meta.attempts`` lists every deployment tried."""
-        return self._stream.meta
 
     def close(self) -> None:
         self._stream.close()
@@ -112,23 +115,6 @@ class AsyncRoutedStream(_Ending):
         except BaseException:
             self._ended()
             raise
-
-    @property
-    def usage(self) -> CompletionUsage | None:
-        return self._stream.usage
-
-    @property
-    def provider(self) -> str:
-        """The upstream serving this stream (known before the first chunk)."""
-        return self._stream._served
-
-    @property
-    def model(self) -> str:
-        return self._stream._norm.model or self._stream._norm.target.model
-
-    @property
-    def meta(self) -> ResponseMeta:
-        return self._stream.meta
 
     async def aclose(self) -> None:
         await self._stream.aclose()
