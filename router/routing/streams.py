@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from ..streaming import AsyncStream, Stream
+from ..streaming import AsyncStream, Stream, _StreamBase
 from ..types import ChatCompletionChunk, CompletionUsage, ResponseMeta
 
 
@@ -29,7 +29,7 @@ class _Ending:
     """Calls ``on_end`` once, however the stream ends (exhausted, error, close, garbage); and
     exposes the wrapped stream's facts."""
 
-    _stream: Stream | AsyncStream
+    _stream: _StreamBase
 
     def __init__(self, on_end: Callable[[], None] | None) -> None:
         self._on_end = on_end
@@ -64,6 +64,8 @@ class _Ending:
 class RoutedStream(_Ending):
     """A :class:`Stream` with the chunks the router already read put back in front."""
 
+    _stream: Stream
+
     def __init__(
         self, stream: Stream, buffered: list[ChatCompletionChunk], on_end: Callable[[], None] | None = None
     ) -> None:
@@ -96,6 +98,8 @@ class RoutedStream(_Ending):
 
 class AsyncRoutedStream(_Ending):
     """An :class:`AsyncStream` with the chunks the router already read put back in front."""
+
+    _stream: AsyncStream
 
     def __init__(
         self, stream: AsyncStream, buffered: list[ChatCompletionChunk], on_end: Callable[[], None] | None = None
