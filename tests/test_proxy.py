@@ -28,11 +28,18 @@ MASTER = "sk-master-test-0123456789"
 class ProxyServer:
     """The proxy app served from a thread on 127.0.0.1 (ephemeral port)."""
 
-    def __init__(self, config_data: dict, source: str = "test.yaml") -> None:
+    def __init__(self, config_data: dict, source: str = "test.yaml", db: str | None = None) -> None:
+        import tempfile
+
+        from router.proxy.store import SqliteStore
+
         self.config = parse_config(config_data, source)
-        self.app = build_app(self.config, build_router(self.config))
+        self._tmp = tempfile.TemporaryDirectory()
+        self.store = SqliteStore(db or os.path.join(self._tmp.name, "proxy.db"))
+        self.app = build_app(self.config, build_router(self.config), self.store)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
+        self._done = threading.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -54,9 +61,12 @@ class ProxyServer:
         self._loop.run_until_complete(self._runner.cleanup())
         self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
+        self._done.set()
 
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._done.wait(10)
+        self._tmp.cleanup()
 
 
 def _config(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream, **general: object) -> dict:
@@ -220,3 +230,165 @@ def test_serve_refuses_to_start_without_a_master_key(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--config", str(path)], capture_output=True,
                          text=True, timeout=60, env={**os.environ, "PATH": os.environ.get("PATH", "")})  # fmt: skip
     assert out.returncode == 2 and "master_key" in out.stderr and "--dev" in out.stderr
+
+
+# ---------------------------------------------------------------- virtual keys, budgets, spend
+
+
+def _admin(proxy: ProxyServer, method: str, path: str, **kw: object) -> httpx.Response:
+    return httpx.request(method, proxy.url + path, headers={"Authorization": f"Bearer {MASTER}"}, **kw)  # type: ignore[arg-type]
+
+
+def _wait_for_spend(proxy: ProxyServer, count: int) -> None:
+    import time
+
+    deadline = time.time() + 10
+    while proxy.store.spend_count() < count:
+        assert time.time() < deadline, f"only {proxy.store.spend_count()} of {count} spend records written"
+        time.sleep(0.05)
+
+
+def test_virtual_keys_lifecycle(proxy: ProxyServer) -> None:
+    created = _admin(proxy, "POST", "/admin/keys", json={"alias": "team-a", "models": ["r1"]})
+    assert created.status_code == 201
+    key = created.json()["key"]
+    assert key.startswith("sk-poly-")
+    listed = _admin(proxy, "GET", "/admin/keys").json()["data"]
+    assert [k["alias"] for k in listed] == ["team-a"] and key not in json.dumps(listed)
+    assert "key_hash" not in listed[0] and listed[0]["key_hint"].endswith("…")
+    team = openai.OpenAI(base_url=proxy.url + "/v1", api_key=key, max_retries=0)
+    assert team.chat.completions.create(model="r1", messages=USER).choices[0].message.content  # type: ignore[arg-type]
+    assert [m.id for m in team.models.list()] == ["r1"]
+    with pytest.raises(openai.PermissionDeniedError, match="may not use model 'chat'"):
+        team.chat.completions.create(model="chat", messages=USER)  # type: ignore[arg-type]
+    with pytest.raises(openai.AuthenticationError):  # a virtual key is not the master key
+        openai.OpenAI(base_url=proxy.url, api_key=key, max_retries=0).with_options().post(
+            "/admin/keys", body={}, cast_to=object)  # fmt: skip
+    key_id = created.json()["id"]
+    assert _admin(proxy, "PATCH", f"/admin/keys/{key_id}", json={"models": None}).json()["models"] is None
+    assert team.chat.completions.create(model="chat", messages=USER).choices  # type: ignore[arg-type]
+    assert _admin(proxy, "DELETE", f"/admin/keys/{key_id}").json()["revoked_at"] is not None
+    with pytest.raises(openai.AuthenticationError, match="invalid API key"):
+        team.chat.completions.create(model="r1", messages=USER)  # type: ignore[arg-type]
+    expired = _admin(proxy, "POST", "/admin/keys", json={"expires_at": 1.0}).json()["key"]
+    with pytest.raises(openai.AuthenticationError, match="expired"):
+        openai.OpenAI(base_url=proxy.url + "/v1", api_key=expired, max_retries=0).models.list()
+    bad = _admin(proxy, "POST", "/admin/keys", json={"rpm": "lots"})
+    assert bad.status_code == 400 and "rpm must be int" in bad.json()["error"]["message"]
+
+
+def test_key_rpm_limit(proxy: ProxyServer) -> None:
+    key = _admin(proxy, "POST", "/admin/keys", json={"rpm": 2}).json()["key"]
+    team = openai.OpenAI(base_url=proxy.url + "/v1", api_key=key, max_retries=0)
+    for _ in range(2):
+        team.chat.completions.create(model="r1", messages=USER)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError, match="2 requests per minute"):
+        team.chat.completions.create(model="r1", messages=USER)  # type: ignore[arg-type]
+
+
+def test_key_budget_holds_under_64_concurrent_requests(
+    hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream
+) -> None:
+    config = _config(hf, deepinfra, tgi)
+    # TGI is priced by config: $1 per 1M tokens either way; each call's worst case is ~(prompt + 100) tokens.
+    config["pricing"] = [{"model": "huggingface/tgi", "input_per_million": 1, "output_per_million": 1}]
+    with ProxyServer(config) as proxy:
+        key = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 0.0025}).json()["key"]
+
+        async def main() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as http:
+
+                async def one() -> int:
+                    r = await http.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                        json={"model": "local", "messages": USER, "max_tokens": 100})  # fmt: skip
+                    if r.status_code == 429:
+                        assert r.json()["error"]["code"] == "budget_exceeded"
+                    return r.status_code
+
+                return await asyncio.gather(*[one() for _ in range(64)])
+
+        statuses = asyncio.run(main())
+        ok = statuses.count(200)
+        assert ok >= 10 and statuses.count(429) == 64 - ok
+        assert sum(1 for q in tgi.requests if q.path == "/v1/chat/completions") == ok
+        _wait_for_spend(proxy, 64)
+        spent = sum(r["cost_usd"] for r in _admin(proxy, "GET", "/admin/spend?group_by=key").json()["data"])
+        assert 0 < spent <= 0.0025
+
+
+def test_spend_report_by_key_model_provider(proxy: ProxyServer, client: openai.OpenAI) -> None:
+    key = _admin(proxy, "POST", "/admin/keys", json={"alias": "reporting"}).json()
+    team = openai.OpenAI(base_url=proxy.url + "/v1", api_key=key["key"], max_retries=0)
+    team.chat.completions.create(model="r1", messages=USER)  # type: ignore[arg-type]
+    client.chat.completions.create(model="chat", messages=USER)  # type: ignore[arg-type]
+    list(client.chat.completions.create(model="chat", messages=USER, stream=True))  # type: ignore[arg-type]
+    _wait_for_spend(proxy, 3)
+    by_key = {r["key"]: r for r in _admin(proxy, "GET", "/admin/spend?group_by=key").json()["data"]}
+    assert by_key[key["id"]]["requests"] == 1 and by_key[None]["requests"] == 2
+    by_model = {r["model"]: r for r in _admin(proxy, "GET", "/admin/spend?group_by=model").json()["data"]}
+    assert by_model["chat"]["requests"] == 2 and by_model["chat"]["cost_usd"] > 0
+    providers = {r["provider"] for r in _admin(proxy, "GET", "/admin/spend?group_by=provider").json()["data"]}
+    assert providers == {"together", "deepinfra"}
+    assert _admin(proxy, "GET", "/admin/spend?group_by=colour").status_code == 400
+
+
+def test_sigterm_lets_requests_finish_and_loses_no_record(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from tests.upstreams import OpenAICompatUpstream
+
+    with OpenAICompatUpstream() as upstream:
+        upstream.require_auth = False
+        for _ in range(5):
+            upstream.enqueue(Reply(json={"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                                      "finish_reason": "stop"}],
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}},
+                                   delay=1.5), "/v1/chat/completions")  # fmt: skip
+        db = tmp_path / "spend.db"
+        config = tmp_path / "proxy.yaml"
+        config.write_text(
+            "model_list:\n  - model_name: slow\n    params: {model: openai/m, api_base: " + upstream.url + "/v1}\n"
+            f"general_settings: {{master_key: {MASTER}, database_url: 'sqlite:///{db}'}}\n"
+        )
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--port",
+                                   str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 30
+            while True:
+                try:
+                    if httpx.get(url + "/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    assert time.time() < deadline, "the proxy did not start"
+                    time.sleep(0.1)
+
+            async def main() -> list[int]:
+                async with httpx.AsyncClient(timeout=30) as http:
+                    calls = [http.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
+                                       json={"model": "slow", "messages": USER}) for _ in range(5)]  # fmt: skip
+                    tasks = [asyncio.ensure_future(c) for c in calls]
+                    await asyncio.sleep(0.5)  # all five are in flight upstream
+                    server.send_signal(signal.SIGTERM)
+                    return [(await t).status_code for t in tasks]
+
+            assert asyncio.run(main()) == [200] * 5
+            assert server.wait(30) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.communicate()
+    from router.proxy.store import SqliteStore
+
+    assert SqliteStore(db).spend_count() == 5
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

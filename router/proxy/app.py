@@ -9,7 +9,6 @@ choose the upstream: ``api_base``, ``api_key`` and similar body fields are refus
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,9 +25,15 @@ from providers.errors import (
     PolyrouteError,
 )
 
+from ..ledger import SqliteLedger
 from ..params import BODY_PARAMS
 from ..routing.router import Router
+from . import admin
+from .admin import AdminError
 from .config import ProxyConfig
+from .keys import Access, Caller, Refused
+from .spend import SpendWriter
+from .store import SpendRecord, SqliteStore
 
 # Fields that would let a client pick the upstream or its credentials.
 UPSTREAM_FIELDS = frozenset(
@@ -53,6 +58,9 @@ _EMBED_FIELDS = frozenset({"dimensions", "encoding_format", "user"})
 _ROUTER = web.AppKey("router", Router)
 _CONFIG = web.AppKey("config", ProxyConfig)
 _STARTED = web.AppKey("started", float)
+_ACCESS = web.AppKey("access", Access)
+_STORE = web.AppKey("store", SqliteStore)
+_SPEND = web.AppKey("spend", SpendWriter)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -97,16 +105,19 @@ def _key_of(request: web.Request) -> str | None:
 
 @web.middleware
 async def _errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/health"):
-        master = request.app[_CONFIG].master_key
-        if master is not None:
-            key = _key_of(request)
-            if key is None:
-                return error_response(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_key")
-            if not hmac.compare_digest(key.encode(), master.encode()):
-                return error_response(401, "invalid API key", code="invalid_key")
+    admin_path = request.path.startswith("/admin/")
+    if (
+        admin_path
+        and request.app[_CONFIG].master_key is not None
+        and not request.app[_ACCESS].is_master(_key_of(request))
+    ):
+        return error_response(401, "the admin API needs the master key", code="admin_only")
     try:
         return await handler(request)
+    except Refused as refused:
+        return error_response(refused.status, refused.message, code=refused.code)
+    except AdminError as err:
+        return error_response(400, err.message, code="invalid_request")
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[_CONFIG].max_request_bytes
         return error_response(413, f"request body larger than the proxy's limit of {limit} bytes", code="too_large")
@@ -114,6 +125,22 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return error_response(404, f"no route {request.method} {request.path}", code="not_found")
     except web.HTTPMethodNotAllowed:
         return error_response(405, f"method {request.method} not allowed on {request.path}", code="method_not_allowed")
+
+
+def _record(request: web.Request, caller: Caller, alias: str, started: float, status: int, meta: Any = None,
+            usage: Any = None) -> None:  # fmt: skip
+    """Queue the spend record of one request (success or failure) and count its tokens."""
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    request.app[_SPEND].add(
+        SpendRecord(
+            ts=time.time(), key_id=caller.key_id, alias=alias, provider=getattr(meta, "provider", None),
+            model=getattr(meta, "model", None), prompt_tokens=prompt, completion_tokens=completion,
+            cost_pico=getattr(meta, "cost_pico", None), price_source=getattr(meta, "price_source", None),
+            latency_ms=(time.perf_counter() - started) * 1000, status=status,
+        )
+    )  # fmt: skip
+    request.app[_ACCESS].used_tokens(caller.key_id, prompt + completion)
 
 
 async def _json_body(request: web.Request, allowed: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -162,40 +189,51 @@ def _headers(meta: Any) -> dict[str, str]:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
     try:
         body, parts = await _json_body(request, _CHAT_FIELDS)
     except _Reply as reply:
         return reply.response
+    caller = await request.app[_ACCESS].caller(_key_of(request), body["model"])
     router = request.app[_ROUTER]
     stream = bool(body.get("stream"))
     try:
         result = await router.acompletion(body["model"], body.get("messages"), stream=stream, **parts["known"],
-                                          extra_body=parts["other"] or None)  # fmt: skip
+                                          extra_body=parts["other"] or None, budget=caller.budget)  # fmt: skip
     except PolyrouteError as err:
-        return _from_error(err)
+        response = _from_error(err)
+        _record(request, caller, body["model"], started, response.status)
+        return response
     if not stream:
+        _record(request, caller, body["model"], started, 200, result.meta, result.usage)
         return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
                             headers=_headers(result.meta))  # fmt: skip
-    return await _stream_out(request, result)
+    return await _stream_out(request, result, caller, body["model"], started)
 
 
-async def _stream_out(request: web.Request, stream: Any) -> web.StreamResponse:
+async def _stream_out(
+    request: web.Request, stream: Any, caller: Caller, alias: str, started: float
+) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "content-type": "text/event-stream", "cache-control": "no-cache",
         "x-polyroute-provider": stream.provider, "x-polyroute-model": stream.model,
     })  # fmt: skip
     await response.prepare(request)
+    status = 200
     try:
         async for chunk in stream:
             await response.write(b"data: " + chunk.model_dump_json().encode() + b"\n\n")
     except PolyrouteError as err:
         # After the first byte the status is sent: the error goes in the stream, then [DONE].
-        payload = {"error": {"message": err.message, "type": _error_type(err.status_code or 500),
-                             "code": type(err).__name__}}  # fmt: skip
+        status = err.status_code or 500
+        payload = {"error": {"message": err.message, "type": _error_type(status), "code": type(err).__name__}}
         await response.write(b"data: " + orjson.dumps(payload) + b"\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         await stream.aclose()  # the client left: stop the upstream too
+        _record(request, caller, alias, started, 499, None, stream.usage)
         raise
+    meta = stream.meta if status == 200 else None
+    _record(request, caller, alias, started, status, meta, stream.usage)
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
@@ -206,19 +244,26 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         body, parts = await _json_body(request, _EMBED_FIELDS)
     except _Reply as reply:
         return reply.response
+    started = time.perf_counter()
+    caller = await request.app[_ACCESS].caller(_key_of(request), body["model"])
     try:
         result = await request.app[_ROUTER].aembedding(body["model"], body.get("input"), **parts["known"],
                                                        extra_body=parts["other"] or None)  # fmt: skip
     except PolyrouteError as err:
-        return _from_error(err)
+        response = _from_error(err)
+        _record(request, caller, body["model"], started, response.status)
+        return response
+    _record(request, caller, body["model"], started, 200, result.meta, result.usage)
     return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
                         headers=_headers(result.meta))  # fmt: skip
 
 
 async def models(request: web.Request) -> web.Response:
+    caller = await request.app[_ACCESS].caller(_key_of(request), None)
     created = int(request.app[_STARTED])
+    allowed = caller.key.models if caller.key is not None else None
     data = [{"id": name, "object": "model", "created": created, "owned_by": "polyroute"}
-            for name in sorted(request.app[_ROUTER].groups)]  # fmt: skip
+            for name in sorted(request.app[_ROUTER].groups) if allowed is None or name in allowed]  # fmt: skip
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
@@ -228,15 +273,41 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     router = request.app[_ROUTER]
-    return web.json_response({"status": "ready", "models": len(router.groups)})
+    store_ok = await asyncio.to_thread(request.app[_STORE].ping)
+    body = {"status": "ready" if store_ok else "store unreachable", "models": len(router.groups), "store": store_ok}
+    return web.json_response(body, status=200 if store_ok else 503)
 
 
-def build_app(config: ProxyConfig, router: Router) -> web.Application:
-    """The aiohttp application serving ``router`` under ``config``'s rules."""
+def _admin(handler: Callable[..., Awaitable[web.Response]]) -> Handler:
+    async def run(request: web.Request) -> web.StreamResponse:
+        return await handler(request, request.app[_STORE], request.app[_ACCESS])
+
+    return run
+
+
+def build_app(config: ProxyConfig, router: Router, store: SqliteStore) -> web.Application:
+    """The aiohttp application serving ``router`` under ``config``'s rules, with keys and spend in ``store``."""
     app = web.Application(middlewares=[_errors_and_auth], client_max_size=config.max_request_bytes)
     app[_ROUTER] = router
     app[_CONFIG] = config
     app[_STARTED] = time.time()
+    app[_STORE] = store
+    app[_ACCESS] = Access(store, config.master_key, SqliteLedger(store.path))
+    spend_writer = app[_SPEND] = SpendWriter(store)
+
+    async def start_writer(_app: web.Application) -> None:
+        spend_writer.start()
+
+    async def flush_spend(_app: web.Application) -> None:
+        await spend_writer.stop()  # after in-flight requests finished: every record is written
+
+    app.on_startup.append(start_writer)
+    app.on_cleanup.append(flush_spend)
+    app.router.add_post("/admin/keys", _admin(admin.create_key))
+    app.router.add_get("/admin/keys", _admin(admin.list_keys))
+    app.router.add_patch("/admin/keys/{key_id}", _admin(admin.update_key))
+    app.router.add_delete("/admin/keys/{key_id}", _admin(admin.revoke_key))
+    app.router.add_get("/admin/spend", _admin(admin.spend))
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_post(f"{prefix}/embeddings", embeddings)

@@ -20,6 +20,7 @@ from ..pricing.catalog import Catalog
 from ..routing.router import Router
 from .app import build_app
 from .config import ConfigError, ProxyConfig, load_config
+from .store import SqliteStore
 
 log = logging.getLogger("polyroute.proxy")
 
@@ -43,6 +44,18 @@ def build_router(config: ProxyConfig) -> Router:
         raise ConfigError(f"{config.source}: {message}") from None
 
 
+def open_store(config: ProxyConfig) -> SqliteStore:
+    """The store ``database_url`` names: a SQLite file (default ``polyroute.db``)."""
+    url = config.database_url or "sqlite:///polyroute.db"
+    if url.startswith("sqlite:///"):
+        return SqliteStore(url[len("sqlite:///") :] or "polyroute.db")
+    scheme = url.split(":", 1)[0]
+    raise ConfigError(
+        f"{config.source}: general_settings.database_url: {scheme!r} stores are not available yet; use "
+        "sqlite:///path/to/file.db"
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -62,7 +75,12 @@ def serve(args: argparse.Namespace) -> int:
             )
             return 2
         log.warning("--dev: serving WITHOUT authentication")
-    app = build_app(config, router)
+    try:
+        store = open_store(config)
+    except ConfigError as e:
+        print(f"polyroute serve: {e.message}", file=sys.stderr)
+        return 2
+    app = build_app(config, router, store)
     kwargs: dict[str, Any] = {"host": args.host, "port": args.port, "shutdown_timeout": args.shutdown_timeout,
                               "access_log": None, "print": lambda msg: log.info("%s", msg)}  # fmt: skip
     try:

@@ -1,0 +1,117 @@
+"""``/admin/...`` (master key only): virtual keys and spend reports.
+
+- ``POST /admin/keys`` ``{alias, max_budget_usd, rpm, tpm, models, expires_at | duration_seconds}``
+  creates a key — the key is in this response only, it is stored hashed.
+- ``GET /admin/keys``, ``PATCH /admin/keys/{id}``, ``DELETE /admin/keys/{id}`` (revoke).
+- ``GET /admin/spend?group_by=key|model|provider&since=<unix seconds>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+_EDITABLE: dict[str, type | tuple[type, ...]] = {
+    "alias": str,
+    "max_budget_usd": (int, float),
+    "rpm": int,
+    "tpm": int,
+    "models": list,
+    "expires_at": (int, float),
+}
+
+
+class AdminError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kind)
+
+
+def key_fields(body: Any, *, creating: bool) -> dict[str, Any]:
+    """Checked key settings from an admin request body."""
+    if not isinstance(body, dict):
+        raise AdminError("the body must be a JSON object")
+    allowed = set(_EDITABLE) | ({"duration_seconds"} if creating else set())
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise AdminError(f"unknown field {unknown[0]!r}; settable: {', '.join(sorted(allowed))}")
+    fields: dict[str, Any] = {}
+    value: Any
+    for name, value in body.items():
+        if name == "duration_seconds":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise AdminError("duration_seconds must be a positive number")
+            fields["expires_at"] = time.time() + float(value)
+            continue
+        kind = _EDITABLE[name]
+        if value is not None and (isinstance(value, bool) or not _is(value, kind)):
+            raise AdminError(f"{name} must be {getattr(kind, '__name__', 'a number')} or null, got {value!r}")
+        if name in ("max_budget_usd", "rpm", "tpm") and value is not None and value <= 0:
+            raise AdminError(f"{name} must be > 0 (or null for no limit)")
+        if name == "models" and value is not None and not all(isinstance(m, str) for m in value):
+            raise AdminError("models must be a list of model aliases")
+        fields[name] = value
+    return fields
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError as e:
+        raise AdminError(f"malformed JSON body: {e}") from None
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+async def create_key(request: web.Request, store: Any, access: Any) -> web.Response:
+    fields = key_fields(await _body(request), creating=True)
+    key, row = await asyncio.to_thread(store.create_key, **fields)
+    return json_response({"key": key, **row.public()}, status=201)
+
+
+async def list_keys(request: web.Request, store: Any, access: Any) -> web.Response:
+    rows = await asyncio.to_thread(store.keys)
+    return json_response({"object": "list", "data": [r.public() for r in rows]})
+
+
+async def update_key(request: web.Request, store: Any, access: Any) -> web.Response:
+    key_id = request.match_info["key_id"]
+    fields = key_fields(await _body(request), creating=False)
+    row = await asyncio.to_thread(store.update_key, key_id, **fields)
+    if row is None:
+        return json_response({"error": {"message": f"no key {key_id!r}", "type": "invalid_request_error"}}, 404)
+    access.forget(key_id)
+    return json_response(row.public())
+
+
+async def revoke_key(request: web.Request, store: Any, access: Any) -> web.Response:
+    key_id = request.match_info["key_id"]
+    row = await asyncio.to_thread(store.update_key, key_id, revoked_at=time.time())
+    if row is None:
+        return json_response({"error": {"message": f"no key {key_id!r}", "type": "invalid_request_error"}}, 404)
+    access.forget(key_id)
+    return json_response(row.public())
+
+
+async def spend(request: web.Request, store: Any, access: Any) -> web.Response:
+    group_by = request.query.get("group_by", "key")
+    if group_by not in ("key", "model", "provider"):
+        raise AdminError("group_by must be key, model or provider")
+    since_raw = request.query.get("since")
+    try:
+        since = float(since_raw) if since_raw else None
+    except ValueError:
+        raise AdminError(f"since must be a unix time in seconds, got {since_raw!r}") from None
+    return json_response(
+        {"object": "list", "group_by": group_by, "data": await asyncio.to_thread(store.spend_report, group_by, since)}
+    )

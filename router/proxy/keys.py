@@ -1,0 +1,110 @@
+"""Who may call: the master key, or a virtual key with its model allowlist, rpm/tpm and budget.
+
+Keys are compared by SHA-256 hash (the store never holds a key); the master key in constant time.
+A key's budget is a :class:`router.budget.Budget` over the store's ledger, so concurrent requests on
+one key can never spend past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import time
+from dataclasses import dataclass
+
+from ..budget import Budget
+from ..ledger import Ledger
+from .store import KeyRow, SqliteStore, hash_key
+
+
+@dataclass
+class Caller:
+    """The authenticated caller of one request."""
+
+    key: KeyRow | None  # None: the master key
+    budget: Budget | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return None if self.key is None else self.key.id
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+class Access:
+    """Authenticates keys and enforces their limits (rpm/tpm in this process)."""
+
+    def __init__(self, store: SqliteStore, master_key: str | None, ledger: Ledger) -> None:
+        self.store = store
+        self.master_key = master_key
+        self.ledger = ledger
+        self._rows: dict[str, KeyRow | None] = {}
+        self._budgets: dict[str, Budget] = {}
+        self._requests: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._tokens: dict[str, collections.deque[tuple[float, int]]] = collections.defaultdict(collections.deque)
+
+    def forget(self, key_id: str | None = None) -> None:
+        """Drop cached rows after an admin change (all of them: rows are keyed by hash)."""
+        self._rows.clear()
+        if key_id is not None:
+            self._budgets.pop(key_id, None)
+
+    def is_master(self, key: str | None) -> bool:
+        return (
+            key is not None
+            and self.master_key is not None
+            and hmac.compare_digest(key.encode(), self.master_key.encode())
+        )
+
+    async def caller(self, key: str | None, model: str | None) -> Caller:
+        """The caller for ``key`` asking for ``model``; raises :class:`Refused`."""
+        if self.master_key is None:  # --dev: no authentication
+            return Caller(None)
+        if key is None:
+            raise Refused(401, "missing API key: send 'Authorization: Bearer <key>'", "missing_key")
+        if self.is_master(key):
+            return Caller(None)
+        digest = hash_key(key)
+        if digest not in self._rows:
+            self._rows[digest] = await asyncio.to_thread(self.store.key_by_hash, digest)
+        row = self._rows[digest]
+        if row is None or row.revoked_at is not None:
+            raise Refused(401, "invalid API key", "invalid_key")
+        now = time.time()
+        if row.expires_at is not None and now >= row.expires_at:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(row.expires_at))
+            raise Refused(401, f"this key expired at {when}", "key_expired")
+        if model is not None and row.models is not None and model not in row.models:
+            raise Refused(403, f"this key may not use model {model!r}; allowed: {', '.join(row.models) or 'none'}",
+                          "model_not_allowed")  # fmt: skip
+        self._limits(row, now)
+        budget = None
+        if row.max_budget_usd is not None:
+            budget = self._budgets.get(row.id)
+            if budget is None or budget.limit_usd != row.max_budget_usd:
+                budget = self._budgets[row.id] = Budget(row.max_budget_usd, self.ledger, name=f"key:{row.id}")
+        return Caller(row, budget)
+
+    def _limits(self, row: KeyRow, now: float) -> None:
+        horizon = now - 60.0
+        requests, tokens = self._requests[row.id], self._tokens[row.id]
+        while requests and requests[0] <= horizon:
+            requests.popleft()
+        while tokens and tokens[0][0] <= horizon:
+            tokens.popleft()
+        if row.rpm is not None and len(requests) >= row.rpm:
+            raise Refused(429, f"this key's limit of {row.rpm} requests per minute is reached; retry in "
+                               f"{requests[0] + 60 - now:.0f}s", "rpm_limit")  # fmt: skip
+        if row.tpm is not None and sum(t for _, t in tokens) >= row.tpm:
+            raise Refused(429, f"this key's limit of {row.tpm} tokens per minute is reached", "tpm_limit")
+        requests.append(now)
+
+    def used_tokens(self, key_id: str | None, tokens: int) -> None:
+        """Count a finished request's tokens against its key's tpm."""
+        if key_id is not None and tokens:
+            self._tokens[key_id].append((time.time(), tokens))

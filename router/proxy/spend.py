@@ -1,0 +1,58 @@
+"""Spend records written in batches by one background task; flushed at shutdown so none is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from .store import SpendRecord, SqliteStore
+
+log = logging.getLogger("polyroute.proxy")
+
+
+class SpendWriter:
+    """Queue records in memory; write them every ``interval`` seconds or ``batch`` records."""
+
+    def __init__(self, store: SqliteStore, interval: float = 1.0, batch: int = 200) -> None:
+        self.store = store
+        self.interval = interval
+        self.batch = batch
+        self._pending: list[SpendRecord] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+
+    def add(self, record: SpendRecord) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= self.batch:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        records, self._pending = self._pending, []
+        if not records:
+            return
+        try:
+            await asyncio.to_thread(self.store.add_spend, records)
+            self.written += len(records)
+        except Exception:
+            log.exception("could not write %d spend records; keeping them for the next flush", len(records))
+            self._pending[:0] = records
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            await self.flush()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the writer and write everything still queued."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
