@@ -28,14 +28,14 @@ MASTER = "sk-master-test-0123456789"
 class ProxyServer:
     """The proxy app served from a thread on 127.0.0.1 (ephemeral port)."""
 
-    def __init__(self, config_data: dict, source: str = "test.yaml", db: str | None = None) -> None:
+    def __init__(self, config_data: dict, source: str = "test.yaml", store: object = None) -> None:
         import tempfile
 
         from router.proxy.store import SqliteStore
 
         self.config = parse_config(config_data, source)
         self._tmp = tempfile.TemporaryDirectory()
-        self.store = SqliteStore(db or os.path.join(self._tmp.name, "proxy.db"))
+        self.store = store or SqliteStore(os.path.join(self._tmp.name, "proxy.db"))
         self.app = build_app(self.config, build_router(self.config), self.store)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()

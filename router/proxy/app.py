@@ -25,7 +25,6 @@ from providers.errors import (
     PolyrouteError,
 )
 
-from ..ledger import SqliteLedger
 from ..params import BODY_PARAMS
 from ..routing.router import Router
 from . import admin
@@ -33,7 +32,7 @@ from .admin import AdminError
 from .config import ProxyConfig
 from .keys import Access, Caller, Refused
 from .spend import SpendWriter
-from .store import SpendRecord, SqliteStore
+from .store import SpendRecord, SqlStore
 
 # Fields that would let a client pick the upstream or its credentials.
 UPSTREAM_FIELDS = frozenset(
@@ -59,7 +58,7 @@ _ROUTER = web.AppKey("router", Router)
 _CONFIG = web.AppKey("config", ProxyConfig)
 _STARTED = web.AppKey("started", float)
 _ACCESS = web.AppKey("access", Access)
-_STORE = web.AppKey("store", SqliteStore)
+_STORE = web.AppKey("store", SqlStore)
 _SPEND = web.AppKey("spend", SpendWriter)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -285,14 +284,14 @@ def _admin(handler: Callable[..., Awaitable[web.Response]]) -> Handler:
     return run
 
 
-def build_app(config: ProxyConfig, router: Router, store: SqliteStore) -> web.Application:
+def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Application:
     """The aiohttp application serving ``router`` under ``config``'s rules, with keys and spend in ``store``."""
     app = web.Application(middlewares=[_errors_and_auth], client_max_size=config.max_request_bytes)
     app[_ROUTER] = router
     app[_CONFIG] = config
     app[_STARTED] = time.time()
     app[_STORE] = store
-    app[_ACCESS] = Access(store, config.master_key, SqliteLedger(store.path))
+    app[_ACCESS] = Access(store, config.master_key, store.ledger())
     spend_writer = app[_SPEND] = SpendWriter(store)
 
     async def start_writer(_app: web.Application) -> None:
@@ -300,6 +299,10 @@ def build_app(config: ProxyConfig, router: Router, store: SqliteStore) -> web.Ap
 
     async def flush_spend(_app: web.Application) -> None:
         await spend_writer.stop()  # after in-flight requests finished: every record is written
+        ledger = app[_ACCESS].ledger
+        if hasattr(ledger, "close"):
+            ledger.close()
+        store.close()
 
     app.on_startup.append(start_writer)
     app.on_cleanup.append(flush_spend)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..budget import Budget
 from ..ledger import Ledger
-from .store import KeyRow, SqliteStore, hash_key
+from .store import KeyRow, SqlStore, hash_key
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Refused(Exception):
 class Access:
     """Authenticates keys and enforces their limits (rpm/tpm in this process)."""
 
-    def __init__(self, store: SqliteStore, master_key: str | None, ledger: Ledger) -> None:
+    def __init__(self, store: SqlStore, master_key: str | None, ledger: Ledger) -> None:
         self.store = store
         self.master_key = master_key
         self.ledger = ledger

@@ -20,7 +20,7 @@ from ..pricing.catalog import Catalog
 from ..routing.router import Router
 from .app import build_app
 from .config import ConfigError, ProxyConfig, load_config
-from .store import SqliteStore
+from .store import PostgresStore, SqliteStore, SqlStore
 
 log = logging.getLogger("polyroute.proxy")
 
@@ -44,15 +44,25 @@ def build_router(config: ProxyConfig) -> Router:
         raise ConfigError(f"{config.source}: {message}") from None
 
 
-def open_store(config: ProxyConfig) -> SqliteStore:
-    """The store ``database_url`` names: a SQLite file (default ``polyroute.db``)."""
+def open_store(config: ProxyConfig) -> SqlStore:
+    """The store ``database_url`` names: a SQLite file (default ``polyroute.db``) or PostgreSQL."""
     url = config.database_url or "sqlite:///polyroute.db"
     if url.startswith("sqlite:///"):
         return SqliteStore(url[len("sqlite:///") :] or "polyroute.db")
-    scheme = url.split(":", 1)[0]
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            return PostgresStore(url)
+        except ImportError:
+            raise ConfigError(
+                f"{config.source}: general_settings.database_url: PostgreSQL needs psycopg: "
+                "pip install 'polyroute[postgres]'"
+            ) from None
+        except Exception as e:
+            raise ConfigError(f"{config.source}: general_settings.database_url: cannot use the database: "
+                              f"{type(e).__name__}") from None  # fmt: skip
     raise ConfigError(
-        f"{config.source}: general_settings.database_url: {scheme!r} stores are not available yet; use "
-        "sqlite:///path/to/file.db"
+        f"{config.source}: general_settings.database_url: expected sqlite:///path.db or postgresql://..., "
+        f"got a {url.split(':', 1)[0]!r} URL"
     )
 
 

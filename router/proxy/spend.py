@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from .store import SpendRecord, SqliteStore
+from .store import SpendRecord, SqlStore
 
 log = logging.getLogger("polyroute.proxy")
 
@@ -14,7 +14,7 @@ log = logging.getLogger("polyroute.proxy")
 class SpendWriter:
     """Queue records in memory; write them every ``interval`` seconds or ``batch`` records."""
 
-    def __init__(self, store: SqliteStore, interval: float = 1.0, batch: int = 200) -> None:
+    def __init__(self, store: SqlStore, interval: float = 1.0, batch: int = 200) -> None:
         self.store = store
         self.interval = interval
         self.batch = batch

@@ -12,18 +12,22 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-MIGRATIONS: list[str] = [
+from ..ledger import Ledger, SqliteLedger
+
+SQLITE_MIGRATIONS: list[str] = [
     # 1: keys and spend
     """
     CREATE TABLE keys (
@@ -35,6 +39,22 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, key_id TEXT, alias TEXT, provider TEXT,
         model TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cost_pico INTEGER, price_source TEXT,
         latency_ms REAL, status INTEGER
+    );
+    CREATE INDEX spend_by_ts ON spend (ts);
+    """,
+]
+# The same schema in PostgreSQL's types (64-bit money, double-precision times).
+POSTGRES_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE keys (
+        id TEXT PRIMARY KEY, key_hash TEXT UNIQUE NOT NULL, key_hint TEXT NOT NULL, alias TEXT,
+        max_budget_usd DOUBLE PRECISION, rpm INTEGER, tpm INTEGER, models TEXT, expires_at DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION
+    );
+    CREATE TABLE spend (
+        id BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, key_id TEXT, alias TEXT, provider TEXT,
+        model TEXT, prompt_tokens BIGINT, completion_tokens BIGINT, cost_pico BIGINT, price_source TEXT,
+        latency_ms DOUBLE PRECISION, status INTEGER
     );
     CREATE INDEX spend_by_ts ON spend (ts);
     """,
@@ -87,50 +107,77 @@ _KEY_FIELDS = ("id", "key_hash", "key_hint", "alias", "max_budget_usd", "rpm", "
                "created_at", "revoked_at")  # fmt: skip
 
 
-class SqliteStore:
-    """Keys and spend in one SQLite file (WAL; one connection per thread)."""
+class SqlStore:
+    """Keys and spend over a DB-API connection per thread; subclasses give the dialect."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
+    migrations: list[str] = []
+    placeholder = "?"
+
+    def __init__(self) -> None:
         self._local = threading.local()
+        self._opened: list[Any] = []  # every thread's connection, closed by close()
+        self._opened_lock = threading.Lock()
         self.migrate()
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
+            conn = self._local.conn = self._connect()
+            with self._opened_lock:
+                self._opened.append(conn)
         return conn
 
+    def close(self) -> None:
+        """Close every connection this store opened (any thread)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+        self._local = threading.local()
+
+    def _q(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self._conn().execute(self._q(sql), params)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def _lock_schema(self, conn: Any) -> None:
+        """Serialize migrations across processes starting at once (inside the transaction)."""
+
+    def ledger(self) -> Ledger:
+        """The budget ledger living in the same database."""
+        raise NotImplementedError
+
     def migrate(self) -> int:
-        """Apply pending migrations; returns the schema version."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")  # one process migrates at a time
-        try:
+        """Apply pending migrations, each in a transaction; returns the schema version."""
+        with self._transaction() as conn:
+            self._lock_schema(conn)
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
             version = row[0] or 0
-            if version > len(MIGRATIONS):
+            if version > len(self.migrations):
                 raise RuntimeError(
-                    f"{self.path} has schema version {version}; this polyroute knows {len(MIGRATIONS)}: upgrade it"
+                    f"the store has schema version {version}; this polyroute knows {len(self.migrations)}: upgrade it"
                 )
-            for number in range(version + 1, len(MIGRATIONS) + 1):
-                for statement in MIGRATIONS[number - 1].split(";"):
+            for number in range(version + 1, len(self.migrations) + 1):
+                for statement in self.migrations[number - 1].split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return len(MIGRATIONS)
+                conn.execute(self._q("INSERT INTO schema_version (version) VALUES (?)"), (number,))
+        return len(self.migrations)
 
     def ping(self) -> bool:
         try:
-            self._conn().execute("SELECT 1").fetchone()
-        except sqlite3.Error:
+            self._exec("SELECT 1").fetchone()
+        except Exception:
             return False
         return True
 
@@ -139,7 +186,7 @@ class SqliteStore:
         """A new key (returned once, in clear) and its stored row."""
         key = KEY_PREFIX + os.urandom(24).hex()
         row = KeyRow(id=os.urandom(8).hex(), key_hash=hash_key(key), key_hint=key[:12] + "…", **fields)
-        self._conn().execute(
+        self._exec(
             f"INSERT INTO keys ({', '.join(_KEY_FIELDS)}) VALUES ({', '.join('?' * len(_KEY_FIELDS))})",
             self._values(row),
         )
@@ -152,21 +199,17 @@ class SqliteStore:
         return tuple(data[f] for f in _KEY_FIELDS)
 
     @staticmethod
-    def _row(values: tuple[Any, ...]) -> KeyRow:
+    def _row(values: Any) -> KeyRow:
         data = dict(zip(_KEY_FIELDS, values, strict=True))
         data["models"] = None if data["models"] is None else orjson.loads(data["models"])
         return KeyRow(**data)
 
     def keys(self) -> list[KeyRow]:
-        cursor = self._conn().execute(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys ORDER BY created_at")
+        cursor = self._exec(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys ORDER BY created_at")
         return [self._row(v) for v in cursor.fetchall()]
 
     def key_by_hash(self, key_hash: str) -> KeyRow | None:
-        values = (
-            self._conn()
-            .execute(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE key_hash = ?", (key_hash,))
-            .fetchone()
-        )
+        values = self._exec(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return None if values is None else self._row(values)
 
     def update_key(self, key_id: str, **fields: Any) -> KeyRow | None:
@@ -174,50 +217,109 @@ class SqliteStore:
             if "models" in fields and fields["models"] is not None:
                 fields["models"] = orjson.dumps(fields["models"]).decode()
             sets = ", ".join(f"{name} = ?" for name in fields)
-            self._conn().execute(f"UPDATE keys SET {sets} WHERE id = ?", (*fields.values(), key_id))
-        values = self._conn().execute(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE id = ?", (key_id,)).fetchone()
+            self._exec(f"UPDATE keys SET {sets} WHERE id = ?", (*fields.values(), key_id))
+        values = self._exec(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE id = ?", (key_id,)).fetchone()
         return None if values is None else self._row(values)
 
     # ---------------------------------------------------------------- spend
     def add_spend(self, records: list[SpendRecord]) -> None:
         if not records:
             return
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(
-                "INSERT INTO spend (ts, key_id, alias, provider, model, prompt_tokens, completion_tokens, cost_pico,"
-                " price_source, latency_ms, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [tuple(r.__dict__.values()) for r in records],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        sql = self._q(
+            "INSERT INTO spend (ts, key_id, alias, provider, model, prompt_tokens, completion_tokens, cost_pico,"
+            " price_source, latency_ms, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        with self._transaction() as conn:
+            conn.cursor().executemany(sql, [tuple(r.__dict__.values()) for r in records])
 
     def spend_report(self, group_by: str, since: float | None) -> list[dict[str, Any]]:
         column = {"key": "key_id", "model": "alias", "provider": "provider"}[group_by]
-        rows = (
-            self._conn()
-            .execute(
-                f"SELECT {column}, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-                f"COALESCE(SUM(cost_pico), 0), SUM(CASE WHEN cost_pico IS NULL THEN 1 ELSE 0 END) "
-                f"FROM spend WHERE ts >= ? GROUP BY {column} ORDER BY 5 DESC",
-                (since or 0.0,),
-            )
-            .fetchall()
-        )
+        rows = self._exec(
+            f"SELECT {column}, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+            f"COALESCE(SUM(cost_pico), 0), SUM(CASE WHEN cost_pico IS NULL THEN 1 ELSE 0 END) "
+            f"FROM spend WHERE ts >= ? GROUP BY {column} ORDER BY 5 DESC",
+            (since or 0.0,),
+        ).fetchall()
         return [
             {
                 group_by: r[0],
-                "requests": r[1],
-                "prompt_tokens": r[2],
-                "completion_tokens": r[3],
-                "cost_usd": r[4] / 10**12,
-                "unpriced_requests": r[5],
+                "requests": int(r[1]),
+                "prompt_tokens": int(r[2]),
+                "completion_tokens": int(r[3]),
+                "cost_usd": int(r[4]) / 10**12,
+                "unpriced_requests": int(r[5]),
             }
             for r in rows
         ]
 
     def spend_count(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM spend").fetchone()[0])
+        return int(self._exec("SELECT COUNT(*) FROM spend").fetchone()[0])
+
+
+class SqliteStore(SqlStore):
+    """Keys and spend in one SQLite file (WAL; one connection per thread)."""
+
+    migrations = SQLITE_MIGRATIONS
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__()
+
+    def _connect(self) -> Any:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def ledger(self) -> Ledger:
+        return SqliteLedger(self.path)
+
+
+class PostgresStore(SqlStore):
+    """Keys and spend in PostgreSQL (``database_url: postgresql://...``); replicas share it."""
+
+    migrations = POSTGRES_MIGRATIONS
+    placeholder = "%s"
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        self.url = url
+        self.schema = schema
+        super().__init__()
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"PostgresStore(schema={self.schema!r})"
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        options = f"-c search_path={self.schema}" if self.schema else None
+        return (
+            psycopg.connect(self.url, autocommit=True, options=options)
+            if options
+            else psycopg.connect(self.url, autocommit=True)
+        )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        conn = self._conn()
+        with conn.transaction():
+            yield conn
+
+    def _lock_schema(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(7316001)")  # replicas starting at once migrate one by one
+
+    def ledger(self) -> Ledger:
+        from ..ledger_pg import PostgresLedger
+
+        return PostgresLedger(self.url, schema=self.schema)
