@@ -266,7 +266,7 @@ class SqliteStore(SqlStore):
         super().__init__()
 
     def _connect(self) -> Any:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
