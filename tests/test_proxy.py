@@ -392,3 +392,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_metrics(proxy: ProxyServer, client: openai.OpenAI, hf: HFRouterUpstream) -> None:
+    client.chat.completions.create(model="r1", messages=USER)  # type: ignore[arg-type]
+    hf.enqueue(Reply(status=429, json={"error": "slow"}, headers={"Retry-After": "0"}), "/v1/chat/completions")
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="r1", messages=USER)  # type: ignore[arg-type]
+    assert httpx.get(proxy.url + "/metrics").status_code == 401
+    text = _admin(proxy, "GET", "/metrics").text
+    assert 'polyroute_requests_total{model="r1",provider="together",key="master",status="200"} 1' in text
+    assert 'polyroute_request_errors_total{model="r1",status="429"} 1' in text
+    assert 'polyroute_request_latency_seconds_count{model="r1"} 2' in text
+    cost = next(line for line in text.splitlines() if line.startswith("polyroute_cost_usd_total"))
+    assert float(cost.split()[-1]) > 0

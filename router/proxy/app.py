@@ -31,6 +31,7 @@ from . import admin
 from .admin import AdminError
 from .config import ProxyConfig
 from .keys import Access, Caller, Refused
+from .metrics import Metrics
 from .spend import SpendWriter
 from .store import SpendRecord, SqlStore
 
@@ -60,6 +61,7 @@ _STARTED = web.AppKey("started", float)
 _ACCESS = web.AppKey("access", Access)
 _STORE = web.AppKey("store", SqlStore)
 _SPEND = web.AppKey("spend", SpendWriter)
+_METRICS = web.AppKey("metrics", Metrics)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -140,6 +142,11 @@ def _record(request: web.Request, caller: Caller, alias: str, started: float, st
         )
     )  # fmt: skip
     request.app[_ACCESS].used_tokens(caller.key_id, prompt + completion)
+    request.app[_METRICS].observe(
+        model=alias, provider=getattr(meta, "provider", None), key=caller.key_id, status=status,
+        latency_s=time.perf_counter() - started, prompt_tokens=prompt, completion_tokens=completion,
+        cost_usd=getattr(meta, "cost_usd", None),
+    )  # fmt: skip
 
 
 async def _json_body(request: web.Request, allowed: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -266,6 +273,12 @@ async def models(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
+async def metrics(request: web.Request) -> web.Response:
+    if request.app[_CONFIG].master_key is not None and not request.app[_ACCESS].is_master(_key_of(request)):
+        return error_response(401, "/metrics needs the master key (scrape with a bearer token)", code="admin_only")
+    return web.Response(text=request.app[_METRICS].render(), content_type="text/plain", charset="utf-8")
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -293,6 +306,7 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     app[_STORE] = store
     app[_ACCESS] = Access(store, config.master_key, store.ledger())
     spend_writer = app[_SPEND] = SpendWriter(store)
+    app[_METRICS] = Metrics()
 
     async def start_writer(_app: web.Application) -> None:
         spend_writer.start()
@@ -315,6 +329,7 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_post(f"{prefix}/embeddings", embeddings)
         app.router.add_get(f"{prefix}/models", models)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     return app
