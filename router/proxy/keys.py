@@ -43,7 +43,8 @@ class Access:
         self.store = store
         self.master_key = master_key
         self.ledger = ledger
-        self._rows: dict[str, KeyRow | None] = {}
+        self._rows: dict[str, tuple[float, KeyRow | None]] = {}  # by key hash: (fetched at, row)
+        self.cache_seconds = 10.0  # a revocation made by another replica applies within this time
         self._budgets: dict[str, Budget] = {}
         self._requests: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._tokens: dict[str, collections.deque[tuple[float, int]]] = collections.defaultdict(collections.deque)
@@ -70,12 +71,15 @@ class Access:
         if self.is_master(key):
             return Caller(None)
         digest = hash_key(key)
-        if digest not in self._rows:
-            self._rows[digest] = await asyncio.to_thread(self.store.key_by_hash, digest)
-        row = self._rows[digest]
+        cached = self._rows.get(digest)
+        now = time.time()
+        if cached is None or now - cached[0] > self.cache_seconds:
+            if len(self._rows) > 100_000:  # a flood of random keys must not grow memory forever
+                self._rows.clear()
+            cached = self._rows[digest] = (now, await asyncio.to_thread(self.store.key_by_hash, digest))
+        row = cached[1]
         if row is None or row.revoked_at is not None:
             raise Refused(401, "invalid API key", "invalid_key")
-        now = time.time()
         if row.expires_at is not None and now >= row.expires_at:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(row.expires_at))
             raise Refused(401, f"this key expired at {when}", "key_expired")
