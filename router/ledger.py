@@ -14,13 +14,14 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Protocol
+
+from .dbconn import ThreadedAsyncLedger
 
 
 class Ledger(Protocol):
@@ -97,7 +98,7 @@ CREATE INDEX IF NOT EXISTS budget_reservations_by_budget ON budget_reservations 
 """
 
 
-class SqliteLedger:
+class SqliteLedger(ThreadedAsyncLedger):
     """A SQLite file in WAL mode: safe for many threads and several processes on one machine.
 
     ``reserve`` runs in a ``BEGIN IMMEDIATE`` transaction (one writer at a time), so the check and
@@ -181,13 +182,3 @@ class SqliteLedger:
         """Close reservations older than this (their process died); returns how many."""
         cutoff = time.time() - older_than_seconds
         return self._connect().execute("DELETE FROM budget_reservations WHERE created_at < ?", (cutoff,)).rowcount
-
-    # A SQLite write may wait for another process's lock: keep that off the event loop.
-    async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
-        return await asyncio.to_thread(self.reserve, budget_id, amount, limit)
-
-    async def asettle(self, budget_id: str, reservation_id: str, actual: int) -> None:
-        await asyncio.to_thread(self.settle, budget_id, reservation_id, actual)
-
-    async def arelease(self, budget_id: str, reservation_id: str) -> None:
-        await asyncio.to_thread(self.release, budget_id, reservation_id)

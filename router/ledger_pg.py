@@ -11,11 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 import time
 from typing import Any
+
+from .dbconn import ThreadConnections, ThreadedAsyncLedger
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS budget_spend (budget_id TEXT PRIMARY KEY, spent BIGINT NOT NULL)",
@@ -25,15 +25,13 @@ _SCHEMA = (
 )
 
 
-class PostgresLedger:
+class PostgresLedger(ThreadedAsyncLedger):
     """The :class:`router.ledger.Ledger` interface over PostgreSQL (one connection per thread)."""
 
     def __init__(self, url: str, *, schema: str | None = None) -> None:
         self.url = url
         self.schema = schema
-        self._local = threading.local()
-        self._opened: list[Any] = []
-        self._opened_lock = threading.Lock()
+        self._connections = ThreadConnections(self._connect)
         conn = self._conn()
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(7316002)")
@@ -43,26 +41,20 @@ class PostgresLedger:
     def __repr__(self) -> str:  # the URL may hold a password
         return f"PostgresLedger(schema={self.schema!r})"
 
-    def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            import psycopg
+    def _connect(self) -> Any:
+        import psycopg
 
-            kwargs: dict[str, Any] = {"autocommit": True}
-            if self.schema:
-                kwargs["options"] = f"-c search_path={self.schema}"
-            conn = self._local.conn = psycopg.connect(self.url, **kwargs)
-            with self._opened_lock:
-                self._opened.append(conn)
-        return conn
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if self.schema:
+            kwargs["options"] = f"-c search_path={self.schema}"
+        return psycopg.connect(self.url, **kwargs)
+
+    def _conn(self) -> Any:
+        return self._connections.get()
 
     def close(self) -> None:
         """Close every connection this ledger opened (any thread)."""
-        with self._opened_lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            conn.close()
-        self._local = threading.local()
+        self._connections.close()
 
     def _totals(self, conn: Any, budget_id: str) -> tuple[int, int]:
         # One statement, one snapshot: spend and reservations are read as of the same moment.
@@ -112,12 +104,3 @@ class PostgresLedger:
     def release_stale(self, older_than_seconds: float) -> int:
         cutoff = time.time() - older_than_seconds
         return int(self._conn().execute("DELETE FROM budget_reservations WHERE created_at < %s", (cutoff,)).rowcount)
-
-    async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
-        return await asyncio.to_thread(self.reserve, budget_id, amount, limit)
-
-    async def asettle(self, budget_id: str, reservation_id: str, actual: int) -> None:
-        await asyncio.to_thread(self.settle, budget_id, reservation_id, actual)
-
-    async def arelease(self, budget_id: str, reservation_id: str) -> None:
-        await asyncio.to_thread(self.release, budget_id, reservation_id)

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from ..dbconn import ThreadConnections
 from ..ledger import Ledger, SqliteLedger
 
 SQLITE_MIGRATIONS: list[str] = [
@@ -114,29 +114,18 @@ class SqlStore:
     placeholder = "?"
 
     def __init__(self) -> None:
-        self._local = threading.local()
-        self._opened: list[Any] = []  # every thread's connection, closed by close()
-        self._opened_lock = threading.Lock()
+        self._connections = ThreadConnections(self._connect)
         self.migrate()
 
     def _connect(self) -> Any:
         raise NotImplementedError
 
     def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-            with self._opened_lock:
-                self._opened.append(conn)
-        return conn
+        return self._connections.get()
 
     def close(self) -> None:
         """Close every connection this store opened (any thread)."""
-        with self._opened_lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            conn.close()
-        self._local = threading.local()
+        self._connections.close()
 
     def _q(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
