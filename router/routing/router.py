@@ -311,8 +311,8 @@ class Router:
         if self._needs_catalog(self._groups_for(model)):
             for family in self._families:
                 await self.catalog.asource(family)
-        if messages is not None:
-            await aload_encoding()  # the prompt may be counted: never load the tokenizer on the loop
+        if messages is not None and (self._counts_tpm or self._context_matters(self._groups_for(model))):
+            await aload_encoding()  # the prompt will be counted: never load the tokenizer on the loop
         session = self._session(model, messages, kwargs, bool(stream))
         budget = kwargs.pop("budget", self.budget)
         client = kwargs.pop("client", None)
