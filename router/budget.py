@@ -167,8 +167,8 @@ class Budget:
         except asyncio.CancelledError:
             task.add_done_callback(self._release_orphan)
             raise
-        if rid is None:
-            raise self._refusal(amount_pico, what)
+        if rid is None:  # the numbers for the message are read off the event loop too
+            raise await asyncio.to_thread(self._refusal, amount_pico, what)
         return Reservation(self, rid, amount_pico)
 
     def _release_orphan(self, task: asyncio.Future[str | None]) -> None:

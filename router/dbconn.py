@@ -18,6 +18,11 @@ class ThreadConnections:
 
     def get(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(conn, "closed", False):  # the server dropped it: open a new one
+            with self._lock:
+                if conn in self._opened:
+                    self._opened.remove(conn)
+            conn = None
         if conn is None:
             conn = self._local.conn = self._connect()
             with self._lock:

@@ -17,12 +17,13 @@ import time
 from typing import Any
 
 from providers.clients import async_transport_for, sync_transport_for
-from providers.errors import InvalidRequestArgumentError, PolyrouteError
+from providers.errors import InvalidRequestArgumentError, PolyrouteError, UnpricedCallError
 from providers.hub_mapping import HubMappingCache, default_hub_cache
 from providers.registry import Registry, default_registry
 from providers.spec import Target
 from providers.transport import HttpResponse, Timeouts
 
+from .budget import Budget
 from .call import (
     Call,
     api_key_for,
@@ -154,6 +155,7 @@ def embedding(
     bill_to: str | None = None,
     registry: Registry | None = None,
     catalog: Catalog | None = None,
+    budget: Budget | None = None,
     **kwargs: Any,
 ) -> EmbeddingResponse:
     """Embed a string or a list of strings; OpenAI-shaped ``EmbeddingResponse``.
@@ -166,7 +168,7 @@ def embedding(
     check_unknown(kwargs, "embedding")
     emb = EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
                          api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
-    return run_embedding(emb, client)
+    return run_embedding(emb, client, budget)
 
 
 async def aembedding(
@@ -186,6 +188,7 @@ async def aembedding(
     bill_to: str | None = None,
     registry: Registry | None = None,
     catalog: Catalog | None = None,
+    budget: Budget | None = None,
     **kwargs: Any,
 ) -> EmbeddingResponse:
     """Async :func:`embedding`.
@@ -197,38 +200,78 @@ async def aembedding(
     check_unknown(kwargs, "aembedding")
     emb = EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
                          api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
-    return await arun_embedding(emb, client)
+    return await arun_embedding(emb, client, budget)
 
 
-def run_embedding(emb: EmbeddingCall, client: Any = None) -> EmbeddingResponse:
-    """Send a prepared embedding call (sync)."""
-    transport = sync_transport_for(client)
-    provider_model_id = None
-    if emb.needs_mapping:
-        mapping = default_hub_cache().mapping(transport, emb.target.model, emb.key)
-        provider_model_id = emb.provider_model_id(mapping)
-    call = emb.call(provider_model_id)
+def _embedding_worst_case(emb: EmbeddingCall, budget: Budget, candidates: list[Any]) -> int:
+    """Embeddings cost input tokens only: counted (with the budget's margin) at the highest price."""
+    from .tokens import count_text
+
+    priced = [c for c in candidates if c.price is not None]
+    if len(priced) < len(candidates) and not budget.allow_unpriced:
+        reason = next((c.reason for c in candidates if c.price is None), None) or "no price"
+        raise UnpricedCallError(
+            f"embedding call to {emb.target.model_string!r} refused under budget {budget.name!r}: {reason}. Set a "
+            "price (Catalog.set_price) or use Budget(..., allow_unpriced=True)"
+        )
+    tokens = int(sum(count_text(t) for t in emb.inputs) * (1 + budget.prompt_margin)) + len(emb.inputs)
+    return max((c.price.cost_pico(tokens, 0) for c in priced), default=0)
+
+
+def run_embedding(emb: EmbeddingCall, client: Any = None, budget: Budget | None = None) -> EmbeddingResponse:
+    """Send a prepared embedding call (sync), under ``budget`` when given."""
+    reservation = None
+    if budget is not None:
+        amount = _embedding_worst_case(emb, budget, emb.catalog.candidates(emb.target))
+        reservation = budget.reserve(amount, repr(emb.target.model_string))
     try:
-        response = transport.send(call.request, call.timeouts)
-    except PolyrouteError as err:
-        raise connection_failed(call, err) from None
-    return emb.finish(call, response)
+        transport = sync_transport_for(client)
+        provider_model_id = None
+        if emb.needs_mapping:
+            mapping = default_hub_cache().mapping(transport, emb.target.model, emb.key)
+            provider_model_id = emb.provider_model_id(mapping)
+        call = emb.call(provider_model_id)
+        try:
+            response = transport.send(call.request, call.timeouts)
+        except PolyrouteError as err:
+            raise connection_failed(call, err) from None
+        result = emb.finish(call, response)
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
+    if reservation is not None:
+        reservation.settle(result.meta.cost_pico)
+    return result
 
 
-async def arun_embedding(emb: EmbeddingCall, client: Any = None) -> EmbeddingResponse:
-    """Send a prepared embedding call (async)."""
-    transport = async_transport_for(client)
-    provider_model_id = None
-    if emb.needs_mapping:
-        mapping = await default_hub_cache().amapping(transport, emb.target.model, emb.key)
-        provider_model_id = emb.provider_model_id(mapping)
-    call = emb.call(provider_model_id)
+async def arun_embedding(emb: EmbeddingCall, client: Any = None, budget: Budget | None = None) -> EmbeddingResponse:
+    """Send a prepared embedding call (async), under ``budget`` when given."""
+    reservation = None
+    if budget is not None:
+        await aload_encoding()
+        amount = _embedding_worst_case(emb, budget, await emb.catalog.acandidates(emb.target))
+        reservation = await budget.areserve(amount, repr(emb.target.model_string))
     try:
-        response = await transport.send(call.request, call.timeouts)
-    except PolyrouteError as err:
-        raise connection_failed(call, err) from None
-    data = emb.parse(call, response)
-    if not data.get("usage"):
-        await aload_encoding()  # usage will be counted locally
-    lookup = await emb.catalog.alookup(emb.target, emb.served(response))
-    return emb.finish(call, response, data, lookup)
+        transport = async_transport_for(client)
+        provider_model_id = None
+        if emb.needs_mapping:
+            mapping = await default_hub_cache().amapping(transport, emb.target.model, emb.key)
+            provider_model_id = emb.provider_model_id(mapping)
+        call = emb.call(provider_model_id)
+        try:
+            response = await transport.send(call.request, call.timeouts)
+        except PolyrouteError as err:
+            raise connection_failed(call, err) from None
+        data = emb.parse(call, response)
+        if not data.get("usage"):
+            await aload_encoding()  # usage will be counted locally
+        lookup = await emb.catalog.alookup(emb.target, emb.served(response))
+        result = emb.finish(call, response, data, lookup)
+    except BaseException:
+        if reservation is not None:
+            await reservation.arelease()
+        raise
+    if reservation is not None:
+        await reservation.asettle(result.meta.cost_pico)
+    return result

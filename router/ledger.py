@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from .dbconn import ThreadedAsyncLedger
+from .dbconn import ThreadConnections, ThreadedAsyncLedger
 
 
 class Ledger(Protocol):
@@ -109,18 +109,23 @@ class SqliteLedger(ThreadedAsyncLedger):
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
         self.path = str(path)
         self.timeout = timeout
-        self._local = threading.local()
+        self._connections = ThreadConnections(self._open)
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = self._connections.get()
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this ledger opened (any thread)."""
+        self._connections.close()
 
     def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
         conn = self._connect()

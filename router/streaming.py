@@ -477,6 +477,20 @@ class _StreamBase:
             raise AttributeError("stream.meta is available once the stream has been fully consumed")
         return self._meta
 
+    def partial_meta(self) -> ResponseMeta:
+        """Facts of a stream cut short: who served, and the cost of the prompt and what arrived."""
+        if self._meta is not None:
+            return self._meta
+        target = self._norm.target
+        meta = ResponseMeta(
+            provider=self._served, model=self._norm.model or target.model, api_base=target.api_base,
+            latency_ms=(time.perf_counter() - self._started) * 1000, model_string=self._model_string,
+            attempts=self._attempts, usage_estimated=self._norm.usage is None,
+        )  # fmt: skip
+        usage = self._norm.usage or self._norm.partial_usage()
+        meta.set_cost(cost_of(self._catalog.lookup_cached(target, self._served), usage, estimated=True))
+        return meta
+
     def _spent_pico(self) -> int | None:
         """What to settle the budget with: the real cost, or for a stream cut short, the cost of
         the prompt and of what arrived (None: no price, keep the reserved amount)."""

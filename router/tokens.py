@@ -70,6 +70,8 @@ def count_messages(messages: Iterable[dict[str, Any]]) -> int:
     """Prompt tokens for chat messages, with OpenAI's per-message framing."""
     total = _TOKENS_REPLY_PRIMER
     for msg in messages:
+        if not isinstance(msg, dict):  # not a message: the request's own checks reject it
+            continue
         total += _TOKENS_PER_MESSAGE + count_text(str(msg.get("role", "")))
         for text in _message_text(msg.get("content")):
             total += count_text(text)

@@ -36,7 +36,8 @@ class ProxyServer:
         self.config = parse_config(config_data, source)
         self._tmp = tempfile.TemporaryDirectory()
         self.store = store or SqliteStore(os.path.join(self._tmp.name, "proxy.db"))
-        self.app = build_app(self.config, build_router(self.config), self.store)
+        self.router = build_router(self.config)
+        self.app = build_app(self.config, self.router, self.store)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._done = threading.Event()
@@ -290,30 +291,36 @@ def test_key_budget_holds_under_64_concurrent_requests(
     hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream
 ) -> None:
     config = _config(hf, deepinfra, tgi)
-    # TGI is priced by config: $1 per 1M tokens either way; each call's worst case is ~(prompt + 100) tokens.
-    config["pricing"] = [{"model": "huggingface/tgi", "input_per_million": 1, "output_per_million": 1}]
+    # $100 per 1M tokens: each call reserves ~$0.011 (prompt + max_tokens 100) while in flight, so only a few
+    # fit the $0.05 budget at once: without enforcement all 64 would be answered and none refused.
+    config["pricing"] = [{"model": "huggingface/tgi", "input_per_million": 100, "output_per_million": 100}]
     with ProxyServer(config) as proxy:
-        key = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 0.0025}).json()["key"]
+        assert_budget_holds(proxy, tgi, limit=0.05)
 
-        async def main() -> list[int]:
-            async with httpx.AsyncClient(timeout=30) as http:
 
-                async def one() -> int:
-                    r = await http.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                                        json={"model": "local", "messages": USER, "max_tokens": 100})  # fmt: skip
-                    if r.status_code == 429:
-                        assert r.json()["error"]["code"] == "budget_exceeded"
-                    return r.status_code
+def assert_budget_holds(proxy: ProxyServer, tgi: TGIUpstream, limit: float) -> None:
+    """64 concurrent requests on one key: refusals happen, reach no upstream, and spend stays <= limit."""
+    key = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": limit}).json()["key"]
 
-                return await asyncio.gather(*[one() for _ in range(64)])
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as http:
 
-        statuses = asyncio.run(main())
-        ok = statuses.count(200)
-        assert ok >= 10 and statuses.count(429) == 64 - ok
-        assert sum(1 for q in tgi.requests if q.path == "/v1/chat/completions") == ok
-        _wait_for_spend(proxy, 64)
-        spent = sum(r["cost_usd"] for r in _admin(proxy, "GET", "/admin/spend?group_by=key").json()["data"])
-        assert 0 < spent <= 0.0025
+            async def one() -> int:
+                r = await http.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                    json={"model": "local", "messages": USER, "max_tokens": 100})  # fmt: skip
+                if r.status_code == 429:
+                    assert r.json()["error"]["code"] == "budget_exceeded"
+                return r.status_code
+
+            return await asyncio.gather(*[one() for _ in range(64)])
+
+    statuses = asyncio.run(main())
+    ok = statuses.count(200)
+    assert statuses.count(429) > 0 and ok + statuses.count(429) == 64 and ok > 0
+    assert sum(1 for q in tgi.requests if q.path == "/v1/chat/completions") == ok
+    _wait_for_spend(proxy, 64)
+    spent = sum(r["cost_usd"] for r in _admin(proxy, "GET", "/admin/spend?group_by=key").json()["data"])
+    assert 0 < spent <= limit
 
 
 def test_spend_report_by_key_model_provider(proxy: ProxyServer, client: openai.OpenAI) -> None:
@@ -406,3 +413,90 @@ def test_metrics(proxy: ProxyServer, client: openai.OpenAI, hf: HFRouterUpstream
     assert 'polyroute_request_latency_seconds_count{model="r1"} 2' in text
     cost = next(line for line in text.splitlines() if line.startswith("polyroute_cost_usd_total"))
     assert float(cost.split()[-1]) > 0
+
+
+def test_embeddings_spend_from_the_key_budget(proxy: ProxyServer, deepinfra: DeepInfraUpstream) -> None:
+    catalog_price = [{"model": "huggingface/intfloat/multilingual-e5-large", "input_per_million": 1000,
+                      "output_per_million": 0}]  # fmt: skip
+    proxy.router.catalog.load_overrides(catalog_price)
+    # $1000 per 1M input tokens: each call reserves ~$0.009 and really costs ~$0.005; $0.03 covers a few.
+    key = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 0.03}).json()["key"]
+    team = openai.OpenAI(base_url=proxy.url + "/v1", api_key=key, max_retries=0)
+    answered = refused = 0
+    for _ in range(20):
+        try:
+            team.embeddings.create(model="embed", input="several words to embed here", encoding_format="float")
+            answered += 1
+        except openai.RateLimitError:
+            refused += 1
+    assert answered >= 1 and refused >= 1
+
+
+def test_auth_comes_before_the_body(proxy: ProxyServer) -> None:
+    anonymous = httpx.post(proxy.url + "/v1/chat/completions", json={"model": "nope", "messages": USER,
+                                                                     "api_base": "http://x"})  # fmt: skip
+    assert anonymous.status_code == 401 and "nope" not in anonymous.text
+    key = _admin(proxy, "POST", "/admin/keys", json={"models": ["r1"]}).json()["key"]
+    hidden = httpx.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "nope", "messages": USER})  # fmt: skip
+    assert hidden.status_code == 404 and hidden.json()["error"]["message"].endswith("use one of: r1")
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"model": "r1", "messages": "hi"}, 400),
+        ({"model": "r1", "messages": USER, "max_tokens": "abc"}, 400),
+        ({"messages": USER}, 400),
+        ({"model": "r1", "messages": USER, "apiBase": "http://evil"}, 400),
+        ({"model": "r1", "messages": USER, "extra_body": {"API_KEY": "x"}}, 400),
+    ],
+)
+def test_bad_bodies_are_openai_json(proxy: ProxyServer, body: dict, status: int) -> None:
+    r = httpx.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"}, json=body)
+    assert r.status_code == status and r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"]["message"]
+    weird = httpx.get(proxy.url + "/v1/models", headers={"Authorization": "Bearer k\u00e9y".encode()})
+    assert weird.status_code == 401
+
+
+def test_upstream_addresses_never_reach_clients(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream,
+                                                tgi: TGIUpstream) -> None:  # fmt: skip
+    config = _config(hf, deepinfra, tgi)
+    dead = {"model": "huggingface/tgi", "api_base": "http://127.0.0.1:9/internal"}
+    config["model_list"].append({"model_name": "dead", "params": dead})
+    with ProxyServer(config) as proxy:
+        r = httpx.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
+                       json={"model": "dead", "messages": USER})  # fmt: skip
+    assert r.status_code == 502 and "127.0.0.1" not in r.text and "internal" not in r.text
+
+
+def test_a_client_leaving_mid_stream_is_charged_what_arrived(proxy: ProxyServer, tgi: TGIUpstream) -> None:
+    import time
+
+    proxy.router.catalog.load_overrides(
+        [{"model": "huggingface/tgi", "input_per_million": 100, "output_per_million": 100}]
+    )
+    key = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 1.0}).json()
+    tgi.stream_delay = 0.05
+    words = " ".join(f"w{i}" for i in range(100))
+    with httpx.stream(
+        "POST",
+        proxy.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key['key']}"},
+        json={"model": "local", "stream": True, "max_tokens": 500, "messages": [{"role": "user", "content": words}]},
+    ) as r:
+        assert r.status_code == 200, r.read()
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))
+    assert tgi.wait_for_disconnect(5)
+    _wait_for_spend(proxy, 1)
+    deadline = time.time() + 5
+    ledger = proxy.store.ledger()
+    while ledger.totals(f"key:{key['id']}")[1] != 0:
+        assert time.time() < deadline, "the reservation was not closed"
+        time.sleep(0.05)
+    spent_pico = ledger.totals(f"key:{key['id']}")[0]
+    (row,) = _admin(proxy, "GET", "/admin/spend?group_by=key").json()["data"]
+    assert spent_pico > 0 and row["cost_usd"] == pytest.approx(spent_pico / 10**12)
+    ledger.close()

@@ -9,6 +9,7 @@ choose the upstream: ``api_base``, ``api_key`` and similar body fields are refus
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +18,8 @@ import orjson
 from aiohttp import web
 
 from providers.errors import (
+    APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     BudgetExceededError,
     InvalidRequestArgumentError,
@@ -35,7 +38,12 @@ from .metrics import Metrics
 from .spend import SpendWriter
 from .store import SpendRecord, SqlStore
 
-# Fields that would let a client pick the upstream or its credentials.
+
+def _squash_name(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+# Fields that would let a client pick the upstream or its credentials (any spelling: apiBase, API_KEY...).
 UPSTREAM_FIELDS = frozenset(
     {
         "api_base",
@@ -53,6 +61,7 @@ UPSTREAM_FIELDS = frozenset(
         "budget",
     }
 )
+_UPSTREAM_SQUASHED = frozenset(_squash_name(n) for n in UPSTREAM_FIELDS | {"azure_endpoint", "headers", "api_type"})
 _CHAT_FIELDS = frozenset(BODY_PARAMS) | {"stream_options", "functions", "function_call"}
 _EMBED_FIELDS = frozenset({"dimensions", "encoding_format", "user"})
 _ROUTER = web.AppKey("router", Router)
@@ -63,6 +72,7 @@ _STORE = web.AppKey("store", SqlStore)
 _SPEND = web.AppKey("spend", SpendWriter)
 _METRICS = web.AppKey("metrics", Metrics)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("polyroute.proxy")
 
 
 def error_response(status: int, message: str, *, type_: str | None = None, code: str | None = None,
@@ -80,6 +90,15 @@ def _error_type(status: int) -> str:
     return _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
+def _public_message(err: PolyrouteError) -> str:
+    """What a client may see: never an upstream URL or connection detail (those go to the log)."""
+    if isinstance(err, APIConnectionError):
+        log.warning("upstream failure: %s", err)
+        kind = "timed out" if isinstance(err, APITimeoutError) else "failed"
+        return f"the upstream connection {kind}; try again"
+    return err.message
+
+
 def _from_error(err: PolyrouteError) -> web.Response:
     if isinstance(err, BudgetExceededError):
         return error_response(429, err.message, type_="insufficient_quota", code="budget_exceeded")
@@ -90,6 +109,9 @@ def _from_error(err: PolyrouteError) -> web.Response:
         return error_response(
             502, f"the upstream refused this proxy's credentials: {err.message}", code="upstream_auth"
         )
+    if isinstance(err, APIConnectionError):
+        status = 504 if isinstance(err, APITimeoutError) else 502
+        return error_response(status, _public_message(err), code=type(err).__name__)
     status = err.status_code or 500
     if status < 400:
         status = 502
@@ -126,6 +148,11 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return error_response(404, f"no route {request.method} {request.path}", code="not_found")
     except web.HTTPMethodNotAllowed:
         return error_response(405, f"method {request.method} not allowed on {request.path}", code="method_not_allowed")
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal error in the proxy (logged)", code="internal_error")
 
 
 def _record(request: web.Request, caller: Caller, alias: str, started: float, status: int, meta: Any = None,
@@ -149,8 +176,25 @@ def _record(request: web.Request, caller: Caller, alias: str, started: float, st
     )  # fmt: skip
 
 
-async def _json_body(request: web.Request, allowed: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(known fields, other fields) of the JSON body; raises a ready OpenAI error response."""
+def _forbidden_fields(body: dict[str, Any]) -> list[str]:
+    """Body fields that name an upstream or a credential, however they are spelled."""
+    found = []
+    for name in body:
+        if _squash(name) in _UPSTREAM_SQUASHED:
+            found.append(name)
+    extra = body.get("extra_body")
+    if isinstance(extra, dict):
+        found += [f"extra_body.{n}" for n in extra if _squash(n) in _UPSTREAM_SQUASHED]
+    return sorted(found)
+
+
+_squash = _squash_name
+
+
+async def _json_body(
+    request: web.Request, allowed: frozenset[str], caller: Caller
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(body, {known fields, other fields}) of a checked JSON body; raises a ready OpenAI error response."""
     limit = request.app[_CONFIG].max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _Reply(
@@ -163,22 +207,35 @@ async def _json_body(request: web.Request, allowed: frozenset[str]) -> tuple[dic
         raise _Reply(error_response(400, f"malformed JSON body: {e}", code="invalid_json")) from None
     if not isinstance(body, dict):
         raise _Reply(error_response(400, "the JSON body must be an object", code="invalid_json"))
-    upstream = sorted(UPSTREAM_FIELDS & body.keys())
+    upstream = _forbidden_fields(body)
     if upstream:
         if request.app[_CONFIG].client_upstream_fields == "reject":
             raise _Reply(error_response(400, f"{', '.join(upstream)} cannot be set by clients: the proxy's config "
                                              "chooses upstreams and credentials", param=upstream[0],
                                         code="forbidden_field"))  # fmt: skip
         for name in upstream:
-            body.pop(name)
+            if name.startswith("extra_body."):
+                body["extra_body"].pop(name[len("extra_body.") :])
+            else:
+                body.pop(name)
     model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _Reply(error_response(400, "the body needs a 'model' string (one of GET /v1/models)", param="model",
+                                    code="missing_model"))  # fmt: skip
     router = request.app[_ROUTER]
-    if not isinstance(model, str) or model not in router.groups:
-        names = ", ".join(sorted(router.groups))
+    mine = caller.key.models if caller.key is not None else None
+    if model not in router.groups:
+        names = ", ".join(n for n in sorted(router.groups) if mine is None or n in mine)
         raise _Reply(error_response(404, f"model {model!r} is not served here; use one of: {names}", param="model",
                                     code="model_not_found"))  # fmt: skip
+    request.app[_ACCESS].allow(caller, model)
+    if allowed is _CHAT_FIELDS and not isinstance(body.get("messages"), list):
+        raise _Reply(error_response(400, "messages must be a list of {role, content} objects", param="messages",
+                                    code="invalid_request"))  # fmt: skip
     known = {k: v for k, v in body.items() if k in allowed}
     other = {k: v for k, v in body.items() if k not in allowed and k not in ("model", "messages", "input", "stream")}
+    if isinstance(other.get("extra_body"), dict):
+        other.update(other.pop("extra_body"))
     return body, {"known": known, "other": other}
 
 
@@ -196,11 +253,11 @@ def _headers(meta: Any) -> dict[str, str]:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
+    caller = await request.app[_ACCESS].authenticate(_key_of(request))
     try:
-        body, parts = await _json_body(request, _CHAT_FIELDS)
+        body, parts = await _json_body(request, _CHAT_FIELDS, caller)
     except _Reply as reply:
         return reply.response
-    caller = await request.app[_ACCESS].caller(_key_of(request), body["model"])
     router = request.app[_ROUTER]
     stream = bool(body.get("stream"))
     try:
@@ -210,6 +267,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         response = _from_error(err)
         _record(request, caller, body["model"], started, response.status)
         return response
+    except asyncio.CancelledError:  # the client left, or the server is shutting down: still one record
+        _record(request, caller, body["model"], started, 499)
+        raise
     if not stream:
         _record(request, caller, body["model"], started, 200, result.meta, result.usage)
         return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
@@ -224,37 +284,42 @@ async def _stream_out(
         "content-type": "text/event-stream", "cache-control": "no-cache",
         "x-polyroute-provider": stream.provider, "x-polyroute-model": stream.model,
     })  # fmt: skip
-    await response.prepare(request)
     status = 200
     try:
+        await response.prepare(request)
         async for chunk in stream:
             await response.write(b"data: " + chunk.model_dump_json().encode() + b"\n\n")
     except PolyrouteError as err:
         # After the first byte the status is sent: the error goes in the stream, then [DONE].
         status = err.status_code or 500
-        payload = {"error": {"message": err.message, "type": _error_type(status), "code": type(err).__name__}}
+        payload = {"error": {"message": _public_message(err), "type": _error_type(status),
+                             "code": type(err).__name__}}  # fmt: skip
         await response.write(b"data: " + orjson.dumps(payload) + b"\n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
-        await stream.aclose()  # the client left: stop the upstream too
-        _record(request, caller, alias, started, 499, None, stream.usage)
+    except (ConnectionError, asyncio.CancelledError):
+        # The client left (or the server is stopping): stop the upstream, settle the budget at what
+        # arrived, and record exactly that.
+        await stream.aclose()
+        _record(request, caller, alias, started, 499, stream.partial_meta(), stream.partial_usage())
         raise
-    meta = stream.meta if status == 200 else None
-    _record(request, caller, alias, started, status, meta, stream.usage)
+    meta = stream.meta if status == 200 else stream.partial_meta()
+    _record(request, caller, alias, started, status, meta, stream.usage or stream.partial_usage())
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    caller = await request.app[_ACCESS].authenticate(_key_of(request))
     try:
-        body, parts = await _json_body(request, _EMBED_FIELDS)
+        body, parts = await _json_body(request, _EMBED_FIELDS, caller)
     except _Reply as reply:
         return reply.response
-    started = time.perf_counter()
-    caller = await request.app[_ACCESS].caller(_key_of(request), body["model"])
     try:
-        result = await request.app[_ROUTER].aembedding(body["model"], body.get("input"), **parts["known"],
-                                                       extra_body=parts["other"] or None)  # fmt: skip
+        result = await request.app[_ROUTER].aembedding(
+            body["model"], body.get("input"), **parts["known"], extra_body=parts["other"] or None,
+            budget=caller.budget,
+        )  # fmt: skip
     except PolyrouteError as err:
         response = _from_error(err)
         _record(request, caller, body["model"], started, response.status)
@@ -265,7 +330,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def models(request: web.Request) -> web.Response:
-    caller = await request.app[_ACCESS].caller(_key_of(request), None)
+    caller = await request.app[_ACCESS].authenticate(_key_of(request))
     created = int(request.app[_STARTED])
     allowed = caller.key.models if caller.key is not None else None
     data = [{"id": name, "object": "model", "created": created, "owned_by": "polyroute"}

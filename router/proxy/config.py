@@ -105,15 +105,20 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
     unsupported += [f"general_settings.{k}" for k in general if k not in _GENERAL]
     general = {k: _env(v, source, f"general_settings.{k}") for k, v in general.items() if k in _GENERAL}
     config = ProxyConfig(source=source, model_list=entries, router_kwargs=router_kwargs, unsupported=unsupported)
+    for name in ("master_key", "database_url", "redis_url"):
+        value = general.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{source}: general_settings.{name}: expected a non-empty string (quote it), "
+                              f"got {type(value).__name__}")  # fmt: skip
     config.master_key = general.get("master_key") or None
     config.database_url = general.get("database_url")
     config.redis_url = general.get("redis_url")
-    if "max_request_size_mb" in general:
-        config.max_request_bytes = int(float(general["max_request_size_mb"]) * 1_000_000)
-    if "max_request_bytes" in general:
-        config.max_request_bytes = int(general["max_request_bytes"])
-    if config.max_request_bytes <= 0:
-        raise ConfigError(f"{source}: general_settings.max_request_bytes: expected a positive number of bytes")
+    for name, scale in (("max_request_size_mb", 1_000_000), ("max_request_bytes", 1)):
+        if name in general:
+            value = general[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{source}: general_settings.{name}: expected a positive number, got {value!r}")
+            config.max_request_bytes = int(value * scale)
     fields = general.get("client_upstream_fields", "reject")
     if fields not in ("reject", "ignore"):
         raise ConfigError(

@@ -48,6 +48,7 @@ class Access:
         self._budgets: dict[str, Budget] = {}
         self._requests: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._tokens: dict[str, collections.deque[tuple[float, int]]] = collections.defaultdict(collections.deque)
+        self._token_totals: dict[str, int] = collections.defaultdict(int)
 
     def forget(self, key_id: str | None = None) -> None:
         """Drop cached rows after an admin change (all of them: rows are keyed by hash)."""
@@ -59,11 +60,11 @@ class Access:
         return (
             key is not None
             and self.master_key is not None
-            and hmac.compare_digest(key.encode(), self.master_key.encode())
+            and hmac.compare_digest(_bytes(key), _bytes(self.master_key))
         )
 
-    async def caller(self, key: str | None, model: str | None) -> Caller:
-        """The caller for ``key`` asking for ``model``; raises :class:`Refused`."""
+    async def authenticate(self, key: str | None) -> Caller:
+        """Who is calling; raises :class:`Refused` (401, 429) before the body is even read."""
         if self.master_key is None:  # --dev: no authentication
             return Caller(None)
         if key is None:
@@ -83,9 +84,6 @@ class Access:
         if row.expires_at is not None and now >= row.expires_at:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(row.expires_at))
             raise Refused(401, f"this key expired at {when}", "key_expired")
-        if model is not None and row.models is not None and model not in row.models:
-            raise Refused(403, f"this key may not use model {model!r}; allowed: {', '.join(row.models) or 'none'}",
-                          "model_not_allowed")  # fmt: skip
         self._limits(row, now)
         budget = None
         if row.max_budget_usd is not None:
@@ -94,17 +92,31 @@ class Access:
                 budget = self._budgets[row.id] = Budget(row.max_budget_usd, self.ledger, name=f"key:{row.id}")
         return Caller(row, budget)
 
+    def allow(self, caller: Caller, model: str) -> None:
+        """Raise 403 when the caller's key may not use ``model``."""
+        row = caller.key
+        if row is not None and row.models is not None and model not in row.models:
+            raise Refused(403, f"this key may not use model {model!r}; allowed: {', '.join(row.models) or 'none'}",
+                          "model_not_allowed")  # fmt: skip
+
+    async def caller(self, key: str | None, model: str | None) -> Caller:
+        """:meth:`authenticate` then :meth:`allow` (``model`` None: any)."""
+        who = await self.authenticate(key)
+        if model is not None:
+            self.allow(who, model)
+        return who
+
     def _limits(self, row: KeyRow, now: float) -> None:
         horizon = now - 60.0
         requests, tokens = self._requests[row.id], self._tokens[row.id]
         while requests and requests[0] <= horizon:
             requests.popleft()
         while tokens and tokens[0][0] <= horizon:
-            tokens.popleft()
+            self._token_totals[row.id] -= tokens.popleft()[1]
         if row.rpm is not None and len(requests) >= row.rpm:
             raise Refused(429, f"this key's limit of {row.rpm} requests per minute is reached; retry in "
                                f"{requests[0] + 60 - now:.0f}s", "rpm_limit")  # fmt: skip
-        if row.tpm is not None and sum(t for _, t in tokens) >= row.tpm:
+        if row.tpm is not None and self._token_totals[row.id] >= row.tpm:
             raise Refused(429, f"this key's limit of {row.tpm} tokens per minute is reached", "tpm_limit")
         requests.append(now)
 
@@ -112,3 +124,9 @@ class Access:
         """Count a finished request's tokens against its key's tpm."""
         if key_id is not None and tokens:
             self._tokens[key_id].append((time.time(), tokens))
+            self._token_totals[key_id] += tokens  # a running total: no sum over the window per request
+
+
+def _bytes(text: str) -> bytes:
+    # Header values may hold undecodable bytes (surrogate-escaped): compare them, never crash on them.
+    return text.encode("utf-8", "surrogateescape")

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from providers.config import apply_config
+from providers.errors import redact
 from providers.registry import Registry
 
 from ..pricing.catalog import Catalog
@@ -41,7 +42,10 @@ def build_router(config: ProxyConfig) -> Router:
         raise
     except Exception as e:
         message = getattr(e, "message", str(e))
-        raise ConfigError(f"{config.source}: {message}") from None
+        # Name the router_settings key the message is about, when it is one of them.
+        key = next((k for k in config.router_kwargs if k in message), None)
+        where = f"router_settings.{key}: " if key else ""
+        raise ConfigError(f"{config.source}: {where}{message}") from None
 
 
 def open_store(config: ProxyConfig) -> SqlStore:
@@ -58,8 +62,9 @@ def open_store(config: ProxyConfig) -> SqlStore:
                 "pip install 'polyroute[postgres]'"
             ) from None
         except Exception as e:
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"{config.source}: general_settings.database_url: cannot use the database: "
-                              f"{type(e).__name__}") from None  # fmt: skip
+                              f"{type(e).__name__}: {redact(detail)}") from None  # fmt: skip
     raise ConfigError(
         f"{config.source}: general_settings.database_url: expected sqlite:///path.db or postgresql://..., "
         f"got a {url.split(':', 1)[0]!r} URL"

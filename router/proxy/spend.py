@@ -21,9 +21,14 @@ class SpendWriter:
         self._pending: list[SpendRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.written = 0
+        self.max_pending = 200_000  # beyond this (store down for long), the oldest records are dropped, loudly
 
     def add(self, record: SpendRecord) -> None:
+        if len(self._pending) >= self.max_pending:
+            del self._pending[: len(self._pending) // 10]
+            log.error("spend store unreachable for long: dropped the oldest 10%% of %d records", self.max_pending)
         self._pending.append(record)
         if len(self._pending) >= self.batch:
             self._wake.set()
@@ -40,7 +45,7 @@ class SpendWriter:
             self._pending[:0] = records
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
@@ -50,9 +55,11 @@ class SpendWriter:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop the writer and write everything still queued."""
+        """Stop the writer — a flush in progress completes, never cancelled — and write what is left."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
         await self.flush()
+        if self._pending:
+            log.error("%d spend records could not be written at shutdown", len(self._pending))

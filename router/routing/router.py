@@ -37,7 +37,7 @@ from providers.registry import Registry, default_registry
 from ..budget import Budget
 from ..chat import arun_chat, prepare_chat, run_chat
 from ..embeddings import EmbeddingCall, _params, arun_embedding, run_embedding
-from ..params import BODY_PARAMS
+from ..params import BODY_PARAMS, check_params
 from ..pricing.catalog import Catalog, default_catalog
 from ..streaming import AsyncStream, Stream
 from ..tokens import aload_encoding
@@ -242,6 +242,7 @@ class Router:
             from ..tokens import count_messages
 
             prompt = count_messages(messages)
+        check_params({k: kwargs[k] for k in ("max_tokens", "max_completion_tokens") if k in kwargs})
         max_tokens = kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
         info = RequestInfo(prompt, max_tokens, stream)
         return Session(self, groups, info, now() + float(timeout), self.rng)
@@ -341,9 +342,10 @@ class Router:
         """Embeddings through the group ``model``."""
         session = self._session(model, None, kwargs, False)
         client = kwargs.pop("client", None)
+        budget = kwargs.pop("budget", self.budget)
 
         def attempt(choice: Choice) -> EmbeddingResponse:
-            result = run_embedding(self._embedding_call(choice, input, _bounded(kwargs, session)), client)
+            result = run_embedding(self._embedding_call(choice, input, _bounded(kwargs, session)), client, budget)
             self._finish(session, choice, result)
             return result
 
@@ -354,9 +356,12 @@ class Router:
         """Async :meth:`embedding`."""
         session = self._session(model, None, kwargs, False)
         client = kwargs.pop("client", None)
+        budget = kwargs.pop("budget", self.budget)
 
         async def attempt(choice: Choice) -> EmbeddingResponse:
-            result = await arun_embedding(self._embedding_call(choice, input, _bounded(kwargs, session)), client)
+            result = await arun_embedding(
+                self._embedding_call(choice, input, _bounded(kwargs, session)), client, budget
+            )
             self._finish(session, choice, result)
             return result
 

@@ -52,6 +52,16 @@ class _Ending:
         """Filled when the stream ends; ``meta.attempts`` lists every deployment tried."""
         return self._stream.meta
 
+    def partial_usage(self) -> CompletionUsage:
+        """Usage so far: the final one when the stream ended, else counted locally."""
+        if self._stream.usage is not None:
+            return self._stream.usage
+        return CompletionUsage.model_validate(self._stream._norm.usage or self._stream._norm.partial_usage())
+
+    def partial_meta(self) -> ResponseMeta:
+        """The meta of a stream that did not end normally: provider, model, cost of what arrived."""
+        return self._stream.partial_meta()
+
     def _ended(self) -> None:
         on_end, self._on_end = self._on_end, None
         if on_end is not None:
