@@ -242,8 +242,9 @@ class Router:
             from ..tokens import count_messages
 
             prompt = count_messages(messages)
-        check_params({k: kwargs[k] for k in ("max_tokens", "max_completion_tokens") if k in kwargs})
         max_tokens = kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+            check_params({k: kwargs[k] for k in ("max_tokens", "max_completion_tokens") if k in kwargs})  # raises
         info = RequestInfo(prompt, max_tokens, stream)
         return Session(self, groups, info, now() + float(timeout), self.rng)
 
