@@ -13,6 +13,7 @@ Adding an OpenAI-compatible provider is one entry::
 from __future__ import annotations
 
 import difflib
+import os
 import threading
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -191,8 +192,6 @@ class Registry:
         spec = self._names.get(prefix)
         env_base = None
         if spec is not None and spec.base_url_env:
-            import os
-
             env_base = os.environ.get(spec.base_url_env)
         key = (model, api_base, env_base)
         target = self._cache.get(key)

@@ -30,7 +30,6 @@ class ProviderSpec:
     models_path: str = "/models"
     aliases: tuple[str, ...] = ()
     key_required: bool = True
-    # False for providers whose model ids never contain "/" needs nothing; kept for docs/tests.
     description: str = ""
 
     def resolved_base_url(self, api_base: str | None = None) -> str:

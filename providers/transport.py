@@ -182,8 +182,9 @@ class HttpxSyncTransport:
         cached = self._timeout_cache.get(key)
         if cached is None:
             cached = httpx.Timeout(connect=t.connect, read=read, write=read, pool=t.connect)
-            if len(self._timeout_cache) < 64:
-                self._timeout_cache[key] = cached
+            if len(self._timeout_cache) >= 64:  # deadline-bounded timeouts are all different: start over
+                self._timeout_cache.clear()
+            self._timeout_cache[key] = cached
         return cached
 
     def _open(self, request: HttpRequest, timeouts: Timeouts) -> tuple[httpx.Response, float | None]:
@@ -358,8 +359,9 @@ class AiohttpTransport:
             import aiohttp
 
             cached = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
-            if len(self._timeout_cache) < 64:
-                self._timeout_cache[t] = cached
+            if len(self._timeout_cache) >= 64:
+                self._timeout_cache.clear()
+            self._timeout_cache[t] = cached
         return cached
 
     async def _request(self, request: HttpRequest, timeouts: Timeouts) -> aiohttp.ClientResponse:

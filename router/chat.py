@@ -153,7 +153,7 @@ def run_chat(
     kw: dict[str, Any] = {"started": call.started, "model_string": call.target.model_string, "catalog": call.catalog}
     if mock_response is not None:  # no network, no budget: nothing is spent
         if stream:
-            frames = mock.sync_stream(call.target, call.messages, mock_response)
+            frames = mock.stream(call.target, call.messages, mock_response)
             return Stream(frames, normalizer(call), attempts=[], mock=True, **kw)
         mocked = mock.response(call.target, call.messages, mock_response)
         return finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
@@ -192,7 +192,7 @@ async def arun_chat(
     kw: dict[str, Any] = {"started": call.started, "model_string": call.target.model_string, "catalog": call.catalog}
     if mock_response is not None:
         if stream:
-            frames = mock.async_stream(call.target, call.messages, mock_response)
+            frames = mock.stream(call.target, call.messages, mock_response)
             return AsyncStream(frames, normalizer(call), attempts=[], mock=True, **kw)
         mocked = mock.response(call.target, call.messages, mock_response)
         return finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))

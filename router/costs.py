@@ -36,7 +36,7 @@ def completion_cost(completion_response: Any, model: str | None = None, *, catal
     if usage is None:
         raise UnpricedCallError("the result has no usage to price")
     catalog = catalog or default_catalog()
-    target = catalog.registry.resolve(model, "http://unused.invalid" if model.startswith("huggingface/tgi") else None)
+    target = catalog.resolve(model)
     info = cost_of(catalog.lookup(target, target.hf_provider), usage, estimated=False)
     if info.cost_usd is None:
         raise UnpricedCallError(f"no price for {model!r}: {info.unpriced_reason}")
@@ -48,7 +48,7 @@ def cost_per_token(
 ) -> tuple[float, float]:
     """(prompt cost, completion cost) in USD for these token counts at ``model``'s price."""
     catalog = catalog or default_catalog()
-    target = catalog.registry.resolve(model, "http://unused.invalid" if model.startswith("huggingface/tgi") else None)
+    target = catalog.resolve(model)
     candidates = catalog.candidates(target)
     prices = {(c.price.input_per_m, c.price.output_per_m) for c in candidates if c.price is not None}
     if len(prices) != 1 or any(c.price is None for c in candidates):

@@ -95,9 +95,6 @@ class _MockStream:
         pass
 
 
-def sync_stream(target: Target, messages: list[dict[str, Any]], mock_response: Any) -> _MockStream:
-    return _MockStream(_sse(target, messages, mock_response))
-
-
-def async_stream(target: Target, messages: list[dict[str, Any]], mock_response: Any) -> _MockStream:
+def stream(target: Target, messages: list[dict[str, Any]], mock_response: Any) -> _MockStream:
+    """A mock stream, readable both as a sync and as an async upstream response."""
     return _MockStream(_sse(target, messages, mock_response))

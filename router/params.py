@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import mimetypes
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -331,7 +330,3 @@ def check_headers(extra_headers: Any) -> dict[str, str]:
     ):
         raise _fail("extra_headers must be a dict of str to str")
     return {k.lower(): v for k, v in extra_headers.items()}
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -164,8 +164,7 @@ class Catalog:
         """
         per_m_in = _per_million(model, "input", input_per_million, input_cost_per_token)
         per_m_out = _per_million(model, "output", output_per_million, output_cost_per_token)
-        tgi_base = "http://override.invalid" if model.startswith("huggingface/tgi") else None
-        target = self.registry.resolve(model, tgi_base)
+        target = self.resolve(model)
         key = (target.provider, target.hf_provider, target.model)
         cache_read = to_decimal(cache_read_per_million)
         self._overrides[key] = _Override(
@@ -432,11 +431,20 @@ class Catalog:
         family = self.family_of(target)
         return self.lookup_in(self.source(family) if family else None, target, served)
 
+    def resolve(self, model: str) -> Target:
+        """The target of a model string named only to price it (``huggingface/tgi`` needs no URL here)."""
+        return self.registry.resolve(model, "http://pricing.invalid" if model.startswith("huggingface/tgi") else None)
+
+    def loaded(self, target: Target) -> SourceData | None:
+        """The catalog data already in memory for this target's family; never fetches."""
+        family = self.family_of(target)
+        state = self._states.get(source_url(family, self.registry)) if family else None
+        return state.data if state is not None else None
+
     def lookup_cached(self, target: Target, served: str | None = None) -> PriceLookup:
         """Price from what is already loaded; never fetches (for mock responses)."""
         family = self.family_of(target)
-        state = self._states.get(source_url(family, self.registry)) if family else None
-        data = state.data if state is not None else None
+        data = self.loaded(target)
         if data is None and family is not None and self._override(target, served) is None:
             return PriceLookup(None, reason="the price catalog is not loaded and a mock response fetches nothing")
         return self.lookup_in(data, target, served)
@@ -448,9 +456,8 @@ class Catalog:
         family = self.family_of(target)
         if family is None:
             return self.lookup_in(None, target, served)
-        state = self._states.get(source_url(family, self.registry))
-        data = state.data if state is not None and state.data is not None and self._fresh(state.data) else None
-        return self.lookup_in(data or await self.asource(family), target, served)
+        data = self.loaded(target)
+        return self.lookup_in(data if self._fresh(data) else await self.asource(family), target, served)
 
 
 def _per_million(model: str, side: str, per_million: Any, per_token: Any) -> Decimal:

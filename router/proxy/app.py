@@ -180,15 +180,12 @@ def _forbidden_fields(body: dict[str, Any]) -> list[str]:
     """Body fields that name an upstream or a credential, however they are spelled."""
     found = []
     for name in body:
-        if _squash(name) in _UPSTREAM_SQUASHED:
+        if _squash_name(name) in _UPSTREAM_SQUASHED:
             found.append(name)
     extra = body.get("extra_body")
     if isinstance(extra, dict):
-        found += [f"extra_body.{n}" for n in extra if _squash(n) in _UPSTREAM_SQUASHED]
+        found += [f"extra_body.{n}" for n in extra if _squash_name(n) in _UPSTREAM_SQUASHED]
     return sorted(found)
-
-
-_squash = _squash_name
 
 
 async def _json_body(

@@ -26,6 +26,7 @@ import orjson
 
 from ..dbconn import ThreadConnections
 from ..ledger import Ledger, SqliteLedger
+from ..pricing.prices import pico_to_usd
 
 SQLITE_MIGRATIONS: list[str] = [
     # 1: keys and spend
@@ -235,7 +236,7 @@ class SqlStore:
                 "requests": int(r[1]),
                 "prompt_tokens": int(r[2]),
                 "completion_tokens": int(r[3]),
-                "cost_usd": int(r[4]) / 10**12,
+                "cost_usd": pico_to_usd(int(r[4])),
                 "unpriced_requests": int(r[5]),
             }
             for r in rows

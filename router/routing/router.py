@@ -139,11 +139,7 @@ class Router:
 
     # ---------------------------------------------------------------- facts used by sessions
     def _offers(self, d: Deployment) -> list[Any]:
-        family = self.catalog.family_of(d.target)
-        if family is None:
-            return []
-        state = self.catalog._states.get(_source_url(self.catalog, family))
-        data = state.data if state is not None else None
+        data = self.catalog.loaded(d.target)
         if data is None:
             return []
         if d.target.provider == "huggingface":
@@ -161,11 +157,6 @@ class Router:
         known = [o.context_length for o in self._offers(d) if o.context_length]
         return min(known) if known else None
 
-    def _loaded(self, d: Deployment) -> Any:
-        family = self.catalog.family_of(d.target)
-        state = self.catalog._states.get(_source_url(self.catalog, family)) if family else None
-        return state.data if state is not None else None
-
     def _priced(self, d: Deployment, request: RequestInfo) -> list[tuple[int, Any]]:
         """(expected cost in pico-USD, price lookup) for every way the deployment may be charged,
         overrides included, in one unit."""
@@ -173,7 +164,7 @@ class Router:
         target = d.target if d.target.hf_policy is None else dataclasses.replace(d.target, hf_policy=None)
         return [
             (c.price.cost_pico(prompt, out_tokens), c)
-            for c in self.catalog.candidates_in(self._loaded(d), target)
+            for c in self.catalog.candidates_in(self.catalog.loaded(d.target), target)
             if c.price is not None
         ]
 
@@ -474,12 +465,6 @@ def _bounded(kwargs: dict[str, Any], session: Session) -> dict[str, Any]:
     if isinstance(own, (int, float)) and not isinstance(own, bool) and own < remaining:
         return kwargs
     return {**kwargs, "timeout": remaining}
-
-
-def _source_url(catalog: Catalog, family: str) -> str:
-    from ..pricing.catalog import source_url
-
-    return source_url(family, catalog.registry)
 
 
 def _call_hook(hook: Hook | None, record: Attempt, err: BaseException | None) -> None:
