@@ -204,15 +204,26 @@ class Budget:
         return WorstCase(worst, prompt, completion_max)
 
 
-def _max_completion_tokens(target: Target, body: dict[str, Any], candidate: PriceLookup, prompt: int) -> int:
+def max_completion_tokens(body: dict[str, Any], max_output: int | None, context: int | None, prompt: int) -> int | None:
+    """The longest answer a call may get: its max_tokens, else the model's max output, else the rest of its
+    context window (None: nothing says)."""
     explicit = body.get("max_completion_tokens") or body.get("max_tokens")
     if explicit:
         return int(explicit)
+    if max_output:
+        return max_output
+    if context:
+        return max(context - prompt, 1)
+    return None
+
+
+def _max_completion_tokens(target: Target, body: dict[str, Any], candidate: PriceLookup, prompt: int) -> int:
     offer = candidate.offer
-    if offer is not None and offer.max_output_tokens:
-        return offer.max_output_tokens
-    if offer is not None and offer.context_length:
-        return max(offer.context_length - prompt, 1)
+    found = max_completion_tokens(
+        body, offer.max_output_tokens if offer else None, offer.context_length if offer else None, prompt
+    )
+    if found is not None:
+        return found
     raise InvalidRequestArgumentError(
         f"set max_tokens for {target.model_string!r}: under a budget the worst case must be known, and the catalog "
         "gives no max output or context length for it"

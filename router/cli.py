@@ -104,11 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--show-reasoning", action="store_true", help="print reasoning text (dimmed) too")
     chat.add_argument("--quiet", "-q", action="store_true", help="no usage line on stderr")
     chat.set_defaults(func=_chat)
+    from .batch.cli import add_parser as add_batch
     from .models_cli import add_parser as add_models
     from .proxy.server import add_parser as add_serve
 
     add_models(sub)
     add_serve(sub)
+    add_batch(sub)
     return parser
 
 

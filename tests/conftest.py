@@ -53,6 +53,10 @@ def _fresh(server: object) -> None:
     server.unknown_models = set()  # type: ignore[attr-defined]
     server.reasoning_field = None  # type: ignore[attr-defined]
     server.stream_delay = 0.0  # type: ignore[attr-defined]
+    server.fail_rate = 0.0  # type: ignore[attr-defined]
+    server.failures = 0  # type: ignore[attr-defined]
+    server.template_tokens = False  # type: ignore[attr-defined]
+    server.latency = 0.0  # type: ignore[attr-defined]
 
 
 def _served(server_cls: type, **kw: object) -> Iterator[object]:

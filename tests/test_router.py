@@ -312,6 +312,42 @@ def test_cheapest_hf_policy_fails_over_to_the_next_provider(hf: HFRouterUpstream
     assert fastest.meta.provider == "together"  # 45.4 tok/s beats novita's 24.7
 
 
+def test_hf_policy_skips_providers_the_catalog_says_lack_a_feature(hf: HFRouterUpstream) -> None:
+    llama = "huggingface/meta-llama/Llama-3.1-8B-Instruct:cheapest"
+    router = Router([{"model_name": "llama", "params": {"model": llama}}])
+    plain = chat(router, model="llama")
+    schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    structured = chat(router, model="llama", response_format=schema)
+    # novita is cheapest but does not support structured output: nebius, the next cheapest, gets that call.
+    assert (plain.meta.provider, structured.meta.provider) == ("novita", "nebius")
+    router = Router([
+        {"model_name": "novita-only", "params": {"model": "huggingface/novita/meta-llama/Llama-3.1-8B-Instruct"}},
+        {"model_name": "qwen", "params": {"model": "huggingface/Qwen/Qwen3-8B:cheapest"}},
+    ], fallbacks=[{"novita-only": ["qwen"]}])  # fmt: skip
+    r = chat(router, model="novita-only", response_format=schema)
+    assert r.meta.provider == "nscale" and [q.json["model"] for q in hf.requests if q.path == CHAT][-1].endswith(
+        ":nscale"
+    )
+    alone = Router([{"model_name": "novita-only",
+                     "params": {"model": "huggingface/novita/meta-llama/Llama-3.1-8B-Instruct"}}])  # fmt: skip
+    with pytest.raises(errors.BadRequestError, match=r"structured_output.*novita-only"):
+        chat(alone, model="novita-only", response_format=schema)
+    assert not [q for q in hf.requests if q.path == CHAT and q.json["model"].endswith(":novita") and
+                q.json.get("response_format")]  # never sent to a provider that cannot do it
+
+
+def test_per_call_fallbacks_follow_the_groups_own_chain(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    a.enqueue(Reply(status=500, json={"error": {"message": "down"}}), CHAT)
+    router = Router([dep("first", a), dep("second", b)], num_retries=0)
+    r = chat(router, model="first", fallbacks=["second"])
+    assert [x.deployment for x in r.meta.attempts] == ["first[0]:openai/m", "second[0]:openai/m"]
+    with pytest.raises(errors.InvalidRequestArgumentError, match="'nope' is not a model_name"):
+        chat(router, model="first", fallbacks=["nope"])
+    a.enqueue(Reply(status=500, json={"error": {"message": "down"}}), CHAT)
+    with pytest.raises(errors.InternalServerError):  # without per-call fallbacks the group has none
+        chat(router, model="first")
+
+
 def test_stream_fails_over_before_the_first_token(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     a.enqueue(
         Reply(

@@ -150,6 +150,13 @@ class Router:
         offer = data.offers.get((d.target.provider, d.target.model))
         return [offer] if offer else []
 
+    def capable(self, d: Deployment, needs: frozenset[str]) -> bool:
+        """False when the catalog says no way of serving ``d`` supports what the request needs."""
+        if not needs:
+            return True
+        offers = self._offers(d)
+        return not offers or any(_supports(o, needs) for o in offers)
+
     def context_length(self, d: Deployment) -> int | None:
         """The smallest context window the deployment may be served with (None: unknown)."""
         if d.context_length:
@@ -184,6 +191,9 @@ class Router:
             providers += [o.provider for o in self._offers(d) if o.provider not in providers]  # unpriced last
         else:
             providers = [o.provider for o in sorted(self._offers(d), key=lambda o: -(o.throughput or 0.0))]
+        if request.needs:
+            lacking = {o.provider for o in self._offers(d) if not _supports(o, request.needs)}
+            providers = [p for p in providers if p not in lacking]
         t = now()
         waits = self.provider_not_before
         return sorted(providers, key=lambda p: waits.get((id(d), p), 0.0) > t)
@@ -209,7 +219,15 @@ class Router:
             or any(d.target.hf_policy or d.target.provider in self._families for g in groups for d in self.groups[g])
         )
 
-    def _groups_for(self, model: str) -> list[str]:
+    def _groups_for(self, model: str, extra: Any = None) -> list[str]:
+        if extra is not None:  # per-call fallbacks, after the group's own chain
+            chain = self._groups_for(model)
+            extra = [extra] if isinstance(extra, str) else extra
+            if not isinstance(extra, (list, tuple)):
+                raise InvalidRequestArgumentError(f"fallbacks must be a list of model group names, got {extra!r}")
+            for group in extra:
+                chain.extend(g for g in self._groups_for(group) if g not in chain)
+            return chain
         cached = self._chains.get(model)
         if cached is not None:
             return list(cached)
@@ -226,7 +244,7 @@ class Router:
     def _session(
         self, model: str, messages: list[dict[str, Any]] | None, kwargs: dict[str, Any], stream: bool
     ) -> Session:
-        groups = self._groups_for(model)
+        groups = self._groups_for(model, kwargs.pop("fallbacks", None))
         timeout = kwargs.get("timeout") or self.timeout or _DEFAULT_TIMEOUT
         prompt = None
         if messages is not None and (self._counts_tpm or self._context_matters(groups)):
@@ -236,7 +254,10 @@ class Router:
         max_tokens = kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
             check_params({k: kwargs[k] for k in ("max_tokens", "max_completion_tokens") if k in kwargs})  # raises
-        info = RequestInfo(prompt, max_tokens, stream)
+        needs = needs_of(kwargs) if self._families else frozenset()
+        if kwargs.pop("priced_only", False) and self._families:  # e.g. a budgeted batch: never an unknown bill
+            needs |= {"priced"}
+        info = RequestInfo(prompt, max_tokens, stream, needs)
         return Session(self, groups, info, now() + float(timeout), self.rng)
 
     # ---------------------------------------------------------------- calls
@@ -282,7 +303,7 @@ class Router:
 
     def completion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
         """Chat completion through the group ``model`` (a ``model_name``); ``stream=True`` returns a stream."""
-        if self._needs_catalog(self._groups_for(model)):  # before the session: context limits, :cheapest
+        if self._needs_catalog(self._groups_for(model, kwargs.get("fallbacks"))):  # context limits, :cheapest
             for family in self._families:
                 self.catalog.source(family)
         session = self._session(model, messages, kwargs, bool(stream))
@@ -301,10 +322,11 @@ class Router:
 
     async def acompletion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
         """Async :meth:`completion`."""
-        if self._needs_catalog(self._groups_for(model)):
+        groups = self._groups_for(model, kwargs.get("fallbacks"))
+        if self._needs_catalog(groups):
             for family in self._families:
                 await self.catalog.asource(family)
-        if messages is not None and (self._counts_tpm or self._context_matters(self._groups_for(model))):
+        if messages is not None and (self._counts_tpm or self._context_matters(groups)):
             await aload_encoding()  # the prompt will be counted: never load the tokenizer on the loop
         session = self._session(model, messages, kwargs, bool(stream))
         budget = kwargs.pop("budget", self.budget)
@@ -454,6 +476,25 @@ _CALL_KEYS = (
     "api_key", "api_base", "timeout", "stream_options", "functions", "function_call", "extra_headers", "extra_body",
     "bill_to",
 )  # fmt: skip
+
+
+def needs_of(kwargs: dict[str, Any]) -> frozenset[str]:
+    """Features the request needs from a provider (checked against the catalog)."""
+    needs = []
+    if kwargs.get("tools") and kwargs.get("tool_choice") != "none":
+        needs.append("tools")
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
+        needs.append("structured_output")
+    return frozenset(needs)
+
+
+def _supports(offer: Any, needs: frozenset[str]) -> bool:
+    if "tools" in needs and offer.supports_tools is False:
+        return False
+    if "priced" in needs and offer.price is None:
+        return False
+    return not ("structured_output" in needs and offer.supports_structured_output is False)
 
 
 def _bounded(kwargs: dict[str, Any], session: Session) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from providers.errors import (
     APIConnectionError,
     AuthenticationError,
+    BadRequestError,
     BudgetExceededError,
     ConflictError,
     ContentPolicyViolationError,
@@ -74,6 +75,7 @@ class RequestInfo:
     prompt_tokens: int | None  # counted only when a context length is known somewhere
     max_tokens: int | None
     stream: bool
+    needs: frozenset[str] = frozenset()  # "tools", "structured_output": skip offers that lack them
 
 
 @dataclass(slots=True)
@@ -110,6 +112,8 @@ class Session:
         return True
 
     def _fits(self, d: Deployment) -> bool:
+        if self.request.needs and not self.router.capable(d, self.request.needs):
+            return False
         prompt = self.request.prompt_tokens
         if prompt is None:  # nothing in these groups has a known context window
             return True
@@ -125,13 +129,19 @@ class Session:
             members = self.router.groups[self.group]
             if self.excluded:
                 members = [d for d in members if id(d) not in self.excluded]
-            fitting = members if self.request.prompt_tokens is None else [d for d in members if self._fits(d)]
+            checked = self.request.prompt_tokens is not None or self.request.needs
+            fitting = [d for d in members if self._fits(d)] if checked else members
             if members and not fitting:
-                # The prompt is too long for the whole group: context-window fallbacks, chosen up front.
-                self._note_context(members)
-                if self._advance_group(self.router.context_window_fallbacks.get(self.group, [])):
+                if any(self.router.capable(d, self.request.needs) for d in members):
+                    # The prompt is too long for the whole group: context-window fallbacks, chosen up front.
+                    self._note_context(members)
+                    if self._advance_group(self.router.context_window_fallbacks.get(self.group, [])):
+                        continue
+                    raise self._give_up("the prompt is longer than every deployment's context window")
+                self._note_capability(members)
+                if self._advance_group():
                     continue
-                raise self._give_up("the prompt is longer than every deployment's context window")
+                raise self._give_up(f"no deployment supports {' and '.join(sorted(self.request.needs))}")
             if not fitting or self.tries_in_group > self.router.num_retries:
                 if self._advance_group():
                     continue
@@ -219,6 +229,17 @@ class Session:
             self.last_error = ContextWindowExceededError(
                 f"the prompt ({self.request.prompt_tokens} tokens) exceeds every context window in group "
                 f"{self.group!r} ({limits}) and no context_window_fallbacks is configured for it",
+                status_code=400,
+                model=self.group,
+            )
+
+    def _note_capability(self, members: list[Deployment]) -> None:
+        if self.last_error is None:
+            needs = " and ".join(sorted(self.request.needs))
+            names = ", ".join(d.name for d in members)
+            self.last_error = BadRequestError(
+                f"the request uses {needs}, which the catalog says no provider of group {self.group!r} supports "
+                f"({names}); add a fallback group whose models support it",
                 status_code=400,
                 model=self.group,
             )

