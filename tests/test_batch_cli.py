@@ -1,0 +1,96 @@
+"""``polyroute batch run|status`` as a user runs them: exit codes, messages, Ctrl-C, the progress line."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from router.batch.journal import journal_path, read_state
+from router.batch.progress import Progress
+from tests.test_batch_kill import requested, write_config, write_input
+from tests.upstreams import OpenAICompatUpstream
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "router.cli", "batch", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_dry_run_then_budget_stop_then_status(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
+    write_input(tmp_path / "in.jsonl", 200)
+    write_config(tmp_path / "b.yaml", oai)
+    common = [str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "b.yaml"), "--output", str(tmp_path / "o.jsonl")]
+    dry = cli("run", *common, "--dry-run", "--budget-usd", "0.001")
+    assert dry.returncode == 0, dry.stderr
+    assert "200 rows read, nothing sent" in dry.stdout and "plan" in dry.stdout and "budget $0.00" in dry.stdout
+    assert not oai.requests and not (tmp_path / "o.jsonl").exists()
+    run = cli("run", *common, "--budget-usd", "0.001", "--progress", "plain")
+    assert run.returncode == 3, run.stderr
+    assert "budget reached" in run.stderr and "--resume --budget-usd" in run.stderr
+    assert "rows " in run.stderr.splitlines()[0]  # the plain progress line
+    status = cli("status", str(tmp_path / "o.jsonl"))
+    assert status.returncode == 0 and "stopped: budget" in status.stdout and "pending" in status.stdout
+    state = read_state(journal_path(tmp_path / "o.jsonl"))
+    assert 0 < state.ok < 200 and sum(requested(oai).values()) == state.ok
+    again = cli("run", *common, "--budget-usd", "0.001")
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    finish = cli("run", *common, "--budget-usd", "1", "--resume", "--report", str(tmp_path / "r.html"))
+    assert finish.returncode == 0, finish.stderr
+    assert "200 rows done, 0 failed, 0 pending" in finish.stderr and (tmp_path / "r.html").read_text().startswith("<")
+
+
+def test_ctrl_c_lets_rows_in_flight_finish_and_records_them(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
+    oai.latency = 0.3
+    write_input(tmp_path / "in.jsonl", 100)
+    write_config(tmp_path / "b.yaml", oai)
+    out = tmp_path / "o.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", "batch", "run", str(tmp_path / "in.jsonl"), "--config",
+         str(tmp_path / "b.yaml"), "--output", str(out), "--concurrency", "8", "--progress", "none"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not [q for q in oai.requests if q.method == "POST"]:
+        time.sleep(0.01)
+    time.sleep(0.1)  # rows are in flight now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted: continue with --resume" in err
+    state = read_state(journal_path(out))
+    assert state.ok == sum(requested(oai).values()) > 0  # everything sent was recorded
+    assert state.ok < 100 and state.last_end is not None and state.last_end["reason"] == "interrupted"
+
+
+def test_bad_config_and_missing_input_exit_2_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text("candidates: []\n")
+    (tmp_path / "in.jsonl").write_text("{}\n")
+    bad = cli("run", str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "b.yaml"))
+    assert bad.returncode == 2 and "candidates: expected a non-empty list" in bad.stderr
+    missing = cli("run", str(tmp_path / "nope.jsonl"), "--model", "openai/x")
+    assert missing.returncode == 2 and "nope.jsonl does not exist" in missing.stderr
+    assert "Traceback" not in bad.stderr + missing.stderr
+    status = cli("status", str(tmp_path / "none.jsonl"))
+    assert status.returncode == 2 and "no job ran there" in status.stderr
+
+
+def test_progress_line_shows_rate_spend_eta_and_failures() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream, live=False)
+    progress.total, progress.budget_pico = 1000, 5 * 10**12
+    progress.started -= 2.0  # two seconds in
+    for i in range(400):
+        progress.row(i % 100 != 0, 1_000_000)
+    line = progress.line()
+    assert line.startswith("rows 400/1,000 (40%)") and "rows/s" in line and "of $5.00" in line
+    assert "ETA" in line and "4 failed" in line and "$0.0004" in line
+    progress.draw()
+    assert json.dumps(stream.getvalue()).count("\\n") == 1
