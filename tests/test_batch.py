@@ -305,3 +305,79 @@ def test_the_example_config_loads() -> None:
 
     config = load_batch_config(Path(__file__).parent.parent / "configs" / "batch.yaml")
     assert config.candidates and config.defaults.get("max_tokens")
+
+
+def test_a_pricey_last_resort_does_not_stop_a_small_budget(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
+    src = write_rows(tmp_path / "in.jsonl", 60)
+    prices = [{"model": "openai/cheap", "input_per_million": 1, "output_per_million": 2},
+              {"model": "openai/dear", "input_per_million": 1000, "output_per_million": 2000}]  # fmt: skip
+    config = parse_batch_config({"candidates": [
+        {"name": "cheap", "model": "openai/cheap", "params": {"api_base": oai.base_url, "api_key": "k"}},
+        {"name": "dear", "model": "openai/dear", "params": {"api_base": oai.base_url, "api_key": "k"},
+         "fallback_only": True}], "pricing": prices, "defaults": {"max_tokens": 20}})  # fmt: skip
+    result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=0.01)  # far below one "dear" worst case
+    assert result.exit_code == EXIT_DONE and result.ok == 60 and result.spent_usd <= 0.01
+
+
+def test_router_fallbacks_of_a_candidate_count_in_its_reservation(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
+    oai.fail_rate = 0.3
+    src = write_rows(tmp_path / "in.jsonl", 200)
+    params = {"api_base": oai.base_url, "api_key": "k"}
+    config = parse_batch_config({
+        "candidates": [{"name": "cheap", "model": "openai/cheap", "params": params}],
+        "model_list": [{"model_name": "dear", "params": {"model": "openai/dear", **params}}],
+        "router_settings": {"num_retries": 0, "fallbacks": [{"cheap": ["dear"]}]},
+        "pricing": PRICES, "defaults": {"max_tokens": 20},
+    })  # fmt: skip
+    budget = 0.01
+    result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=budget, concurrency=64)
+    assert result.state.spent_pico <= budget * 10**12  # dear answers were reserved for
+    assert result.exit_code in (EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS)
+
+
+def test_bad_numbers_in_a_row_are_that_rows_error(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
+    rows = [
+        {"custom_id": "a", "body": {"messages": [{"role": "user", "content": "x"}], "max_tokens": "abc"}},
+        {"custom_id": "b", "body": {"messages": [{"role": "user", "content": "x"}], "n": -2}},
+        {"custom_id": "c", "body": {"messages": [{"role": "user", "content": "x"}], "api_base": "http://evil"}},
+        {"custom_id": "d", "body": {"messages": [{"role": "user", "content": "x"}], "store": True}},
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_batch(src, tmp_path / "out.jsonl", oai_config(oai), budget_usd=1)
+    got = {r["custom_id"]: r["error"] for r in outputs(tmp_path / "out.jsonl")}
+    assert "max_tokens must be a positive integer" in got["a"]["message"]
+    assert "n must be a positive integer" in got["b"]["message"]
+    assert "api_base cannot be set per row" in got["c"]["message"]
+    assert got["d"] is None and result.ok == 1  # OpenAI-only fields are dropped
+
+
+def test_a_full_disk_stops_the_job_and_resume_loses_nothing(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_batch_kill import REPO, requested, write_config, write_input
+
+    write_input(tmp_path / "in.jsonl", 100)
+    write_config(tmp_path / "b.yaml", oai)
+    cmd = [sys.executable, "-m", "router.cli", "batch", "run", str(tmp_path / "in.jsonl"), "--config",
+           str(tmp_path / "b.yaml"), "--output", str(tmp_path / "o.jsonl"), "--progress", "none"]  # fmt: skip
+
+    def small_files() -> None:  # writes past 30 kB fail with EFBIG, like a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    full = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, preexec_fn=small_files, timeout=60)
+    assert full.returncode == 1 and "failed" in full.stderr and "--resume" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr
+    first = read_state(journal_path(tmp_path / "o.jsonl"))
+    assert 0 < first.ok < 100
+    done = subprocess.run([*cmd, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = outputs(tmp_path / "o.jsonl")
+    assert sorted(r["custom_id"] for r in rows) == sorted(f"r{i}" for i in range(100))
+    state = read_state(journal_path(tmp_path / "o.jsonl"))
+    assert state.spent_pico == sum(pico(r["cost_usd"]) for r in rows)
+    assert sum(requested(oai).values()) >= 100

@@ -51,6 +51,8 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .journal import JobWriteError
+
     try:
         config = _config(args)
         if args.dry_run:
@@ -60,6 +62,9 @@ def _run(args: argparse.Namespace) -> int:
             print(format_dry_run(report))
             return 0
         return asyncio.run(_arun(args, config))
+    except JobWriteError as err:
+        print(f"polyroute batch: {err.message}", file=sys.stderr)
+        return 1
     except InvalidRequestArgumentError as err:
         print(f"polyroute batch: {err.message}", file=sys.stderr)
         return 2
@@ -126,8 +131,12 @@ async def _arun(args: argparse.Namespace, config: Any) -> int:
         from .journal import journal_path
         from .report import write_report
 
-        write_report(journal_path(output), args.report)
-        print(f"report: {args.report}", file=sys.stderr)
+        try:
+            write_report(journal_path(output), args.report)
+        except OSError as err:  # the job's own outcome still decides the exit code
+            print(f"polyroute batch: could not write the report {args.report}: {err.strerror or err}", file=sys.stderr)
+        else:
+            print(f"report: {args.report}", file=sys.stderr)
     return result.exit_code
 
 

@@ -21,6 +21,7 @@ Example (``configs/batch.yaml``)::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,12 @@ def _positive_int(value: Any, where: str) -> int:
     return value
 
 
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
 def parse_batch_config(data: dict[str, Any], source: str = "<config>") -> BatchConfig:
     """A :class:`BatchConfig` from a parsed YAML mapping; every mistake names its key path."""
     unknown = [k for k in data if k not in _TOP]
@@ -134,7 +141,7 @@ def parse_batch_config(data: dict[str, Any], source: str = "<config>") -> BatchC
                 name=name,
                 group=group,
                 endpoint=endpoint,
-                fallback_only=bool(entry.get("fallback_only", False)),
+                fallback_only=_flag(entry.get("fallback_only", False), f"{where}.fallback_only"),
                 expected_output_tokens=None
                 if expected is None
                 else _positive_int(expected, f"{where}.expected_output_tokens"),
@@ -149,6 +156,9 @@ def parse_batch_config(data: dict[str, Any], source: str = "<config>") -> BatchC
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(f"{source}: defaults: expected a mapping of body params, e.g. {{max_tokens: 512}}")
+    for key in ("max_tokens", "max_completion_tokens", "n"):
+        if key in defaults:
+            _positive_int(defaults[key], f"{source}: defaults.{key}")
     config = BatchConfig(source, candidates, proxy, defaults=defaults)
     if data.get("expected_output_tokens") is not None:
         config.expected_output_tokens = _positive_int(
@@ -158,10 +168,10 @@ def parse_batch_config(data: dict[str, Any], source: str = "<config>") -> BatchC
         config.concurrency = _positive_int(data["concurrency"], f"{source}: concurrency")
     if data.get("budget_usd") is not None:
         budget = data["budget_usd"]
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget < 0:
             raise ConfigError(f"{source}: budget_usd: expected a non-negative number of USD, got {budget!r}")
         config.budget_usd = float(budget)
-    config.allow_unpriced = bool(data.get("allow_unpriced", False))
+    config.allow_unpriced = _flag(data.get("allow_unpriced", False), f"{source}: allow_unpriced")
     return config
 
 

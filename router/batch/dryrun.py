@@ -37,6 +37,7 @@ class CandidateEstimate:
     planned_expected_pico: int = 0
     planned_max_pico: int = 0
     unpriced: int = 0
+    unbounded: int = 0  # planned rows with no max_tokens: no upper bound
     assumed_output: int | None = None
 
 
@@ -110,6 +111,7 @@ async def adry_run(
                     est.planned_min_pico += quote.minimum_pico or 0
                     est.planned_expected_pico += quote.expected_pico
                     est.planned_max_pico += quote.worst_pico or 0
+                    est.unbounded += quote.worst_pico is None
     report.unknown_models = planner.unknown_models
     return report
 
@@ -133,8 +135,13 @@ def format_dry_run(report: DryRunReport) -> str:
     if outputs:
         lines.append("expected answer length per row: " + ", ".join(f"{n} {v} tokens" for n, v in outputs.items())
                      + " (set expected_output_tokens in the config to change it)")  # fmt: skip
-    lines.append(f"the plan is expected to cost ${report.expected_usd:.4f} (at least ${report.min_usd:.4f}, "
-                 f"at most ${report.max_usd:.4f})")  # fmt: skip
+    unbounded = sum(c.unbounded for c in report.candidates.values())
+    most = (
+        f"at most ${report.max_usd:.4f}"
+        if not unbounded
+        else (f"no upper bound: {unbounded:,} rows have no max_tokens; set defaults: {{max_tokens: ...}}")
+    )
+    lines.append(f"the plan is expected to cost ${report.expected_usd:.4f} (at least ${report.min_usd:.4f}, {most})")
     if report.budget_usd is not None:
         verdict = (
             "fits"

@@ -41,6 +41,10 @@ class JobError(InvalidRequestArgumentError):
     """The job cannot start or resume as asked; the message says why and what to do."""
 
 
+class JobWriteError(JobError):
+    """The output or the journal could not be written (disk full, ...): the job stopped."""
+
+
 def journal_path(output: str | Path) -> Path:
     return Path(f"{output}.journal")
 
@@ -166,6 +170,7 @@ class Journal:
         self._journal = journal_fd
         self.offset = state.output_end
         self.state = state
+        self.broken: OSError | None = None
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -244,15 +249,30 @@ class Journal:
 
     # ---------------------------------------------------------------- writing
     def record(self, line: int, output_line: bytes, rec: dict[str, Any]) -> None:
-        """Write a finished row: its output line, then its journal record (the commit)."""
-        _write_all(self._out, output_line)
+        """Write a finished row: its output line, then its journal record (the commit).
+
+        A failed write (disk full, file too large) leaves the files as the last commit left them and
+        makes every later write refuse: the job must stop, and ``--resume`` continues from there.
+        """
+        if self.broken is not None:
+            raise self.broken
         rec["i"], rec["o"], rec["n"] = line, self.offset, len(output_line)
-        _write_all(self._journal, orjson.dumps(rec) + b"\n")
+        record = orjson.dumps(rec) + b"\n"
+        try:
+            _write_all(self._out, output_line)
+            _write_all(self._journal, record)
+        except OSError as err:
+            self.broken = err
+            with contextlib.suppress(OSError):  # cut any part-written line (the journal's is cut on resume)
+                os.ftruncate(self._out, self.offset)
+            raise
         self.offset += len(output_line)
         self.state.add(rec)
 
     def note(self, rec: dict[str, Any]) -> None:
         """A run start/end record."""
+        if self.broken is not None:
+            return
         _write_all(self._journal, orjson.dumps(rec) + b"\n")
         self.state.runs.append(rec)
         if "end" in rec:

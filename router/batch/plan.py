@@ -61,6 +61,15 @@ class RowPlan:
     def chosen(self) -> Quote | None:
         return self.order[0] if self.order else None
 
+    def reserve_steps(self) -> list[tuple[int, int]]:
+        """(candidates kept, amount to reserve): all of them first, then fewer fallbacks, down to the chosen one."""
+        steps: list[tuple[int, int]] = []
+        for keep in range(len(self.order), 0, -1):
+            amount = max((q.worst_pico or 0 for q in self.order[:keep]), default=0)
+            if not steps or amount < steps[-1][1]:
+                steps.append((keep, amount))
+        return steps
+
 
 class Planner:
     """Plans rows against the catalog as loaded when the job started (see :meth:`Router.offers`)."""
@@ -69,17 +78,22 @@ class Planner:
         self, config: BatchConfig, router: Router, *, budgeted: bool, observed_output: dict[str, float] | None = None
     ) -> None:
         self.config = config
-        self.budgeted = budgeted and not config.allow_unpriced
+        self.budgeted = budgeted  # worst cases must be known (max_tokens or the catalog's limits)
+        self.strict_prices = budgeted and not config.allow_unpriced  # and every way priced
         self.observed_output = observed_output or {}
-        self.ways = {c.name: self._ways(router, c) for c in config.candidates}
+        self.ways = {c.name: self._ways(router, c.group) for c in config.candidates}
+        # The router's own fallbacks of a candidate's group may serve the row too: their prices bound it.
+        self.chain_ways = {c.name: [w for g in _chain(router, c.group) for w in self._ways(router, g)]
+                           for c in config.candidates}  # fmt: skip
+        self.server_picks = {c.name: any(_server_picks(d) for d in router.groups[c.group]) for c in config.candidates}
         self.lowest_wins = {c.name: self._lowest_wins(router, c) for c in config.candidates}
         self.unknown_models: dict[str, int] = {}  # row "model" values that name no candidate: count
 
     @staticmethod
-    def _ways(router: Router, candidate: Candidate) -> list[Way]:
+    def _ways(router: Router, group: str) -> list[Way]:
         ways = []
         catalog = router.catalog
-        for d in router.groups[candidate.group]:
+        for d in router.groups[group]:
             target = d.target if d.target.hf_policy is None else dataclasses.replace(d.target, hf_policy=None)
             for lookup in catalog.candidates_in(catalog.loaded(d.target), target):
                 offer = lookup.offer
@@ -96,7 +110,7 @@ class Planner:
         """Whether the router will serve at the candidate's cheapest way (else expect the dearest)."""
         members = router.groups[candidate.group]
         if len(members) == 1:
-            return members[0].target.hf_policy == "cheapest" or len(Planner._ways(router, candidate)) == 1
+            return members[0].target.hf_policy == "cheapest" or len(Planner._ways(router, candidate.group)) == 1
         return router.strategy == "cheapest"
 
     def typical_output(self, candidate: Candidate, max_out: int | None) -> int:
@@ -164,7 +178,10 @@ class Planner:
         if not fitting and ways:
             return None, f"the catalog says it does not support {' and '.join(sorted(needs))}"
         priced = [w for w in fitting if w.price is not None]
-        if self.budgeted and not priced and fitting:  # unpriced ways are skipped (the router is told so)
+        if self.strict_prices and self.server_picks[candidate.name] and any(w.price is None for w in ways):
+            return None, ("the HF router picks its provider and some have no price, so the bill is unknown; "
+                          "pin a provider (huggingface/<provider>/...) or use :cheapest")  # fmt: skip
+        if self.strict_prices and not priced and fitting:  # unpriced ways are skipped (the router is told so)
             reason = next(w.unpriced_reason for w in fitting if w.price is None) or "no price"
             return None, f"unpriced ({reason}); set a price under pricing: or allow_unpriced: true"
         if not priced:
@@ -192,5 +209,25 @@ class Planner:
             worst.append(way.price.cost_pico(worst_prompt, out * n))
             lowest.append(way.price.cost_pico(low_prompt, 0))
             outputs.append(out)
+        for way in self.chain_ways[candidate.name]:  # the router's own fallbacks of this group
+            if way.price is not None and row.endpoint == "chat":
+                out = max_completion_tokens(body, way.max_output, way.context, worst_prompt) or 0
+                worst.append(way.price.cost_pico(worst_prompt, out * n))
+            elif way.price is not None:
+                worst.append(way.price.cost_pico(worst_prompt, 0))
         pick = min if self.lowest_wins[candidate.name] else max
         return Quote(candidate, pick(expected), min(lowest), max(worst, default=None), max(outputs, default=None)), ""
+
+
+def _chain(router: Router, group: str) -> list[str]:
+    """Groups the router may move a request for ``group`` to by itself (fallbacks, context-window fallbacks)."""
+    chain = [g for g in router._groups_for(group) if g != group]
+    for g in [group, *chain]:
+        chain += [f for f in router.context_window_fallbacks.get(g, []) if f not in chain and f != group]
+    return chain
+
+
+def _server_picks(d: Any) -> bool:
+    """True when the HF router, not we, chooses which provider serves (and so what it costs)."""
+    t = d.target
+    return bool(t.provider == "huggingface" and t.hf_provider is None and t.hf_policy is None)

@@ -85,8 +85,9 @@ def failure(
 
 def error_code(err: BaseException) -> str:
     """A short snake_case code for an error class (``RateLimitError`` -> ``rate_limit_error``)."""
-    name = type(err).__name__
-    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+    import re
+
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", type(err).__name__).lower()
 
 
 def _now() -> float:

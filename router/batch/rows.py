@@ -27,6 +27,9 @@ ENDPOINTS = {
     "/v1/embeddings": "embeddings",
     "/embeddings": "embeddings",
 }
+# Call settings that belong to the job's config, not to a row (they would bypass its limits or keys).
+CALL_LEVEL = ("api_key", "api_base", "base_url", "timeout", "extra_headers", "fallbacks", "priced_only", "client",
+              "budget", "num_retries")  # fmt: skip
 URL_OF = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 
 
@@ -148,7 +151,18 @@ def _checked(row: Row) -> Row | BadRow:
         ):
             message = f"line {row.line}: 'input' must be a non-empty string or list of non-empty strings"
             return BadRow(row.line, row.custom_id, row.endpoint, message)
-    # A batch row is answered whole: streaming flags do not apply to it.
-    body.pop("stream", None)
-    body.pop("stream_options", None)
+    for key in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            return BadRow(row.line, row.custom_id, row.endpoint,
+                          f"line {row.line}: {key} must be a positive integer, got {value!r}")  # fmt: skip
+    set_here = [k for k in CALL_LEVEL if k in body]
+    if set_here:
+        return BadRow(row.line, row.custom_id, row.endpoint,
+                      f"line {row.line}: {', '.join(set_here)} cannot be set per row; set it on the candidate "
+                      "(params:) or in router_settings")  # fmt: skip
+    # A batch row is answered whole: streaming flags do not apply to it; OpenAI-platform-only fields
+    # (stored completions, tiers) mean nothing to other providers.
+    for key in ("stream", "stream_options", "store", "metadata", "service_tier"):
+        body.pop(key, None)
     return row

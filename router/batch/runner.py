@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,7 +36,7 @@ from ..routing.router import Router
 from ..tokens import aload_encoding
 from . import results
 from .config import BatchConfig
-from .journal import JobState, Journal
+from .journal import JobState, JobWriteError, Journal
 from .plan import Planner, RowPlan
 from .progress import Progress
 from .rows import BadRow, Row, iter_lines, parse_row, scan_input
@@ -98,7 +99,8 @@ class _Job:
         self.limit = None if budget_pico is None else budget_pico - spent  # this run's share of the job's cap
         self.in_flight: set[asyncio.Task[None]] = set()
         self.seen_ids: set[bytes] = set()
-        self.stop: str | None = None  # "budget" | "interrupted"
+        self.stop: str | None = None  # "budget" | "interrupted" | "write_error"
+        self.write_error: OSError | None = None
         self.needed_expected = 0
         self.needed_max = 0
         self.rows_left = 0
@@ -121,7 +123,12 @@ class _Job:
         return {**defaults, **row.body}
 
     def _record(self, line: int, out: bytes, rec: dict[str, Any]) -> None:
-        self.journal.record(line, out, rec)
+        try:
+            self.journal.record(line, out, rec)
+        except OSError as err:  # nothing more can be recorded: stop sending (see Journal.record)
+            self.write_error = self.write_error or err
+            self.stop = "write_error"
+            return
         if self.progress is not None:
             self.progress.row(rec["ok"], rec.get("c"))
 
@@ -129,14 +136,21 @@ class _Job:
         out, rec = results.failure(row.line, row.custom_id, candidate, code, message)
         self._record(row.line, out, rec)
 
-    async def _reserve(self, amount: int) -> str | None:
-        """Reserve a row's worst case, waiting for rows in flight to settle; None: the budget is spent."""
+    async def _reserve(self, plan: RowPlan) -> str | None:
+        """Reserve a row's worst case, waiting for rows in flight to settle; None: the budget is spent.
+
+        When the worst case over all the row's fallbacks does not fit, the row may still go with only the
+        fallbacks that do (the plan is cut to them): a pricey last resort never stops a job by itself.
+        """
         if self.limit is None:
             return ""
         while True:
-            rid = self.ledger.reserve(self.ledger_id, amount, self.limit)
-            if rid is not None:
-                return rid
+            for keep, amount in plan.reserve_steps():
+                rid = self.ledger.reserve(self.ledger_id, amount, self.limit)
+                if rid is not None:
+                    del plan.order[keep:]
+                    plan.reserve_pico = amount
+                    return rid
             if not self.in_flight:
                 return None
             await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -150,7 +164,7 @@ class _Job:
                 return
             for line, raw in chunk:
                 row = parse_row(raw, line)
-                if self.stop == "interrupted":
+                if self.stop in ("interrupted", "write_error"):
                     return
                 if isinstance(row, BadRow) or self._duplicate(row.custom_id):
                     if self.stop is not None and not self.journal.state.is_done(line):
@@ -164,7 +178,12 @@ class _Job:
                 if self.journal.state.is_done(line):
                     continue
                 body = self._body(row)
-                plan = self.planner.plan(row, body)
+                try:
+                    plan = self.planner.plan(row, body)
+                except Exception as err:  # one odd row must not stop the job (nor every resume of it)
+                    log.exception("planning the row at line %d failed", line)
+                    self._fail(row, "internal_error", f"line {line}: planning failed: {type(err).__name__}: {err}")
+                    continue
                 if self.stop is not None:
                     self._count_left(plan)
                     continue
@@ -176,7 +195,7 @@ class _Job:
                     slots.release()
                     self._count_left(plan)
                     continue
-                rid = await self._reserve(plan.reserve_pico)
+                rid = await self._reserve(plan)
                 if rid is None or self.stop is not None:
                     slots.release()
                     if rid:
@@ -200,7 +219,7 @@ class _Job:
     async def _send(self, row: Row, body: dict[str, Any], plan: RowPlan, rid: str) -> None:
         chosen = plan.order[0].candidate
         fallbacks = [q.candidate.group for q in plan.order[1:]] or None
-        extra = {"priced_only": True} if self.planner.budgeted else {}
+        extra = {"priced_only": True} if self.planner.strict_prices else {}
         started = time.perf_counter()
         try:
             result: Any
@@ -229,8 +248,9 @@ class _Job:
             log.exception("row at line %d failed inside polyroute", row.line)
             self._fail(row, "internal_error", f"{type(err).__name__}: {err}", chosen.name)
             return
-        if rid:
-            self.ledger.settle(self.ledger_id, rid, result.meta.cost_pico or 0)
+        meta = result.meta
+        if rid:  # an unpriced answer counts as its whole reservation: the cap must hold
+            self.ledger.settle(self.ledger_id, rid, plan.reserve_pico if meta.cost_pico is None else meta.cost_pico)
         served = _served_candidate(result, plan) or chosen.name
         out, rec = results.success(row.line, row.custom_id, served, result)
         self._record(row.line, out, rec)
@@ -276,17 +296,19 @@ async def arun_batch(
     if not input_path.is_file():
         raise InvalidRequestArgumentError(f"input {input_path} does not exist or is not a file")
     budget_usd = config.budget_usd if budget_usd is None else budget_usd
-    concurrency = concurrency or config.concurrency
+    if budget_usd is not None and (not math.isfinite(budget_usd) or budget_usd < 0):
+        raise InvalidRequestArgumentError(f"the budget must be a non-negative number of USD, got {budget_usd}")
+    concurrency = config.concurrency if concurrency is None else concurrency
     if concurrency < 1:
         raise InvalidRequestArgumentError(f"concurrency must be at least 1, got {concurrency}")
+    router = router or build_router(config)  # every config mistake surfaces before the job exists
+    await _load_facts(router)
+    budget_pico = _usd_to_pico(budget_usd)
     facts = await asyncio.to_thread(scan_input, input_path)
     journal = await asyncio.to_thread(
         Journal.open, output, facts, resume=resume or retry_failed, retry_failed=retry_failed
     )
     try:
-        router = router or build_router(config)
-        await _load_facts(router)
-        budget_pico = _usd_to_pico(budget_usd)
         planner = Planner(config, router, budgeted=budget_pico is not None,
                           observed_output=journal.state.observed_output())  # fmt: skip
         job = _Job(config, router, journal, planner, budget_pico=budget_pico, concurrency=concurrency,
@@ -312,6 +334,12 @@ async def arun_batch(
                     task.cancel()
                 await asyncio.gather(*job.in_flight, return_exceptions=True)
         state = journal.state
+        if job.write_error is not None:
+            err = job.write_error
+            raise JobWriteError(
+                f"writing {output} failed ({err.strerror or err}); the rows finished after that were not recorded "
+                "and go again on --resume (make room first)"
+            )
         if job.stop == "interrupted":
             code, reason = EXIT_INTERRUPTED, "interrupted"
         elif job.stop == "budget":
