@@ -1,6 +1,6 @@
 """Batch jobs: ``run_batch`` rows/s at 64 concurrent with its journal, vs raw aiohttp and LiteLLM; memory.
 
-Run from the repo root: ``python -m benchmarks.batch`` (about 4 minutes) or ``--quick`` (about 1 minute).
+Run from the repo root: ``python -m benchmarks.batch`` (about 2.5 minutes) or ``--quick`` (about 35 s).
 Targets (the batch issue): 10,000 rows against a local upstream at concurrency 64 run at >= 1,500
 rows/s with the journal on, and at >= 10x the rows/s of ``litellm.batch_completion`` on the same input
 in the same run; memory stays flat over the job (no whole-file loads).
@@ -247,8 +247,8 @@ def main() -> None:
         out = d / "out.jsonl"
 
         # Warm-up: .pyc files, the page cache, the upstream's first connections.
-        for variant in ("polyroute", "aiohttp"):
-            run_child(variant, inputs["warm"], out, url)
+        for kind in ("polyroute", "aiohttp"):
+            run_child(kind, inputs["warm"], out, url)
 
         info: dict[str, list[dict[str, Any]]] = {"polyroute": [], "raw aiohttp": [], "litellm": []}
 
