@@ -381,3 +381,18 @@ def test_a_full_disk_stops_the_job_and_resume_loses_nothing(oai: OpenAICompatUps
     state = read_state(journal_path(tmp_path / "o.jsonl"))
     assert state.spent_pico == sum(pico(r["cost_usd"]) for r in rows)
     assert sum(requested(oai).values()) >= 100
+
+
+def test_a_configured_price_makes_an_unpriced_hf_provider_usable_under_a_budget(
+    hf: HFRouterUpstream, tmp_path: Path
+) -> None:
+    model = "huggingface/featherless-ai/Qwen/Qwen3-8B"  # the catalog lists no price for it
+    config = parse_batch_config({
+        "candidates": [{"name": "feather", "model": model}],
+        "pricing": [{"model": model, "input_per_million": 0.1, "output_per_million": 0.2}],
+        "defaults": {"max_tokens": 10},
+    })  # fmt: skip
+    src = write_rows(tmp_path / "in.jsonl", 3)
+    result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=1)
+    assert result.exit_code == EXIT_DONE and result.ok == 3
+    assert {r["provider"] for r in outputs(tmp_path / "out.jsonl")} == {"featherless-ai"}

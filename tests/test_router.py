@@ -336,6 +336,15 @@ def test_hf_policy_skips_providers_the_catalog_says_lack_a_feature(hf: HFRouterU
                 q.json.get("response_format")]  # never sent to a provider that cannot do it
 
 
+def test_hf_policy_sends_a_long_prompt_only_to_providers_with_room(hf: HFRouterUpstream) -> None:
+    llama = "huggingface/meta-llama/Llama-3.1-8B-Instruct:cheapest"
+    router = Router([{"model_name": "llama", "params": {"model": llama}}])
+    long_prompt = [{"role": "user", "content": "lorem " * 20_000}]  # > novita's 16,384, < nebius' 131,072
+    r = router.completion(model="llama", messages=long_prompt, max_tokens=10)
+    assert r.meta.provider == "nebius"  # the cheapest provider whose window has room
+    assert [q.json["model"] for q in hf.requests if q.path == CHAT] == ["meta-llama/Llama-3.1-8B-Instruct:nebius"]
+
+
 def test_per_call_fallbacks_follow_the_groups_own_chain(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     a.enqueue(Reply(status=500, json={"error": {"message": "down"}}), CHAT)
     router = Router([dep("first", a), dep("second", b)], num_retries=0)

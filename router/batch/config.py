@@ -30,18 +30,14 @@ from providers.config import read_yaml_mapping
 from providers.errors import InvalidRequestArgumentError
 
 from ..proxy.config import ConfigError, ProxyConfig, parse_config
+from .rows import ENDPOINTS
 
 _TOP = {
     "candidates", "model_list", "router_settings", "litellm_settings", "providers", "hf_providers", "pricing",
     "defaults", "expected_output_tokens", "concurrency", "budget_usd", "allow_unpriced",
 }  # fmt: skip
 _CANDIDATE = {"name", "model", "group", "params", "fallback_only", "endpoint", "expected_output_tokens"}
-_ENDPOINTS = {
-    "chat": "chat",
-    "embeddings": "embeddings",
-    "/v1/chat/completions": "chat",
-    "/v1/embeddings": "embeddings",
-}
+_ENDPOINTS = {"chat": "chat", "embeddings": "embeddings", **ENDPOINTS}
 
 
 @dataclass

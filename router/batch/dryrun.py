@@ -21,7 +21,7 @@ from pathlib import Path
 from ..pricing.prices import pico_to_usd
 from ..routing.router import Router
 from .config import BatchConfig
-from .plan import Planner
+from .plan import Planner, request_body
 from .progress import render_table
 from .rows import BadRow, iter_lines, parse_row
 
@@ -86,7 +86,7 @@ async def adry_run(
                 if len(report.bad_lines) < 5:
                     report.bad_lines.append(row.message)
                 continue
-            body = {**config.defaults, **row.body} if row.endpoint == "chat" else row.body
+            body = request_body(config, row)
             plan = planner.plan(row, body)
             if plan.problem is not None:
                 report.unplannable_count += 1

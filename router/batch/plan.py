@@ -71,6 +71,13 @@ class RowPlan:
         return steps
 
 
+def request_body(config: BatchConfig, row: Row) -> dict[str, Any]:
+    """The body a row is sent with: the config's defaults fill what a chat row does not set."""
+    if not config.defaults or row.endpoint != "chat":
+        return row.body
+    return {**config.defaults, **row.body}
+
+
 class Planner:
     """Plans rows against the catalog as loaded when the job started (see :meth:`Router.offers`)."""
 
@@ -86,7 +93,7 @@ class Planner:
         self.chain_ways = {c.name: [w for g in _chain(router, c.group) for w in self._ways(router, g)]
                            for c in config.candidates}  # fmt: skip
         self.server_picks = {c.name: any(_server_picks(d) for d in router.groups[c.group]) for c in config.candidates}
-        self.lowest_wins = {c.name: self._lowest_wins(router, c) for c in config.candidates}
+        self.lowest_wins = {c.name: self._lowest_wins(router, c, self.ways[c.name]) for c in config.candidates}
         self.unknown_models: dict[str, int] = {}  # row "model" values that name no candidate: count
 
     @staticmethod
@@ -106,11 +113,11 @@ class Planner:
         return ways
 
     @staticmethod
-    def _lowest_wins(router: Router, candidate: Candidate) -> bool:
+    def _lowest_wins(router: Router, candidate: Candidate, ways: list[Way]) -> bool:
         """Whether the router will serve at the candidate's cheapest way (else expect the dearest)."""
         members = router.groups[candidate.group]
         if len(members) == 1:
-            return members[0].target.hf_policy == "cheapest" or len(Planner._ways(router, candidate.group)) == 1
+            return members[0].target.hf_policy == "cheapest" or len(ways) == 1
         return router.strategy == "cheapest"
 
     def typical_output(self, candidate: Candidate, max_out: int | None) -> int:

@@ -13,13 +13,14 @@ Failure: ``response`` holds the upstream's status and error body when there was 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import orjson
 
 from providers.errors import PolyrouteError
 
-from ..types import ChatCompletion, EmbeddingResponse
+from ..types import ChatCompletion, EmbeddingResponse, ResponseMeta
 
 
 def _id() -> str:
@@ -27,10 +28,9 @@ def _id() -> str:
 
 
 def success(
-    line: int, custom_id: str, candidate: str, result: ChatCompletion | EmbeddingResponse
+    line: int, custom_id: str, candidate: str, result: ChatCompletion | EmbeddingResponse, meta: ResponseMeta
 ) -> tuple[bytes, dict[str, Any]]:
-    """The output line and journal record of a finished row."""
-    meta = result.meta
+    """The output line and journal record of a finished row (``meta`` is ``result.meta``, read once)."""
     usage = result.usage
     prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
     completion = getattr(usage, "completion_tokens", None) if usage is not None else None
@@ -51,8 +51,8 @@ def success(
     if meta.cost_estimated:
         out["cost_estimated"] = True
     rec = {
-        "ok": True, "t": round(_now(), 3), "c": meta.cost_pico, "k": candidate, "p": meta.provider, "m": meta.model,
-        "pt": prompt, "ct": completion, "ms": round(meta.latency_ms, 1), "a": len(meta.attempts) or 1,
+        "ok": True, "t": round(time.time(), 3), "c": meta.cost_pico, "k": candidate, "p": meta.provider,
+        "m": meta.model, "pt": prompt, "ct": completion, "ms": round(meta.latency_ms, 1), "a": len(meta.attempts) or 1,
     }  # fmt: skip
     return orjson.dumps(out) + b"\n", rec
 
@@ -78,7 +78,7 @@ def failure(
         "cost_usd": None, "provider": attempts[-1].provider if attempts else None, "model": None,
         "price_source": None, "candidate": candidate, "line": line,
     }  # fmt: skip
-    rec = {"ok": False, "t": round(_now(), 3), "c": None, "k": candidate, "p": out["provider"], "e": code,
+    rec = {"ok": False, "t": round(time.time(), 3), "c": None, "k": candidate, "p": out["provider"], "e": code,
            "ms": None if latency_ms is None else round(latency_ms, 1), "a": len(attempts)}  # fmt: skip
     return orjson.dumps(out) + b"\n", rec
 
@@ -88,9 +88,3 @@ def error_code(err: BaseException) -> str:
     import re
 
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", type(err).__name__).lower()
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

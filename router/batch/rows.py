@@ -30,7 +30,6 @@ ENDPOINTS = {
 # Call settings that belong to the job's config, not to a row (they would bypass its limits or keys).
 CALL_LEVEL = ("api_key", "api_base", "base_url", "timeout", "extra_headers", "fallbacks", "priced_only", "client",
               "budget", "num_retries")  # fmt: skip
-URL_OF = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 
 
 @dataclass(slots=True)

@@ -37,7 +37,7 @@ from ..tokens import aload_encoding
 from . import results
 from .config import BatchConfig
 from .journal import JobState, JobWriteError, Journal
-from .plan import Planner, RowPlan
+from .plan import Planner, RowPlan, request_body
 from .progress import Progress
 from .rows import BadRow, Row, iter_lines, parse_row, scan_input
 
@@ -104,7 +104,6 @@ class _Job:
         self.needed_expected = 0
         self.needed_max = 0
         self.rows_left = 0
-        self.finished = asyncio.Event()
 
     # ---------------------------------------------------------------- rows
     def _duplicate(self, custom_id: str) -> bool:
@@ -113,14 +112,6 @@ class _Job:
             return True
         self.seen_ids.add(digest)
         return False
-
-    def _body(self, row: Row) -> dict[str, Any]:
-        defaults = self.config.defaults
-        if not defaults:
-            return row.body
-        if row.endpoint == "embeddings":
-            return row.body
-        return {**defaults, **row.body}
 
     def _record(self, line: int, out: bytes, rec: dict[str, Any]) -> None:
         try:
@@ -177,7 +168,7 @@ class _Job:
                     continue
                 if self.journal.state.is_done(line):
                     continue
-                body = self._body(row)
+                body = request_body(self.config, row)
                 try:
                     plan = self.planner.plan(row, body)
                 except Exception as err:  # one odd row must not stop the job (nor every resume of it)
@@ -207,7 +198,6 @@ class _Job:
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
                 task.add_done_callback(lambda _: slots.release())
-                await asyncio.sleep(0)  # let finished rows be written before reading on
 
     def _count_left(self, plan: RowPlan) -> None:
         self.rows_left += 1
@@ -238,7 +228,7 @@ class _Job:
             raise
         except PolyrouteError as err:
             self._release(rid)
-            served = _candidate_of(err, plan) or chosen.name
+            served = _candidate_of(getattr(err, "attempts", None), plan) or chosen.name
             out, rec = results.failure(row.line, row.custom_id, served, results.error_code(err), err.message, err,
                                        (time.perf_counter() - started) * 1000)  # fmt: skip
             self._record(row.line, out, rec)
@@ -251,8 +241,8 @@ class _Job:
         meta = result.meta
         if rid:  # an unpriced answer counts as its whole reservation: the cap must hold
             self.ledger.settle(self.ledger_id, rid, plan.reserve_pico if meta.cost_pico is None else meta.cost_pico)
-        served = _served_candidate(result, plan) or chosen.name
-        out, rec = results.success(row.line, row.custom_id, served, result)
+        served = _candidate_of(meta.attempts, plan) or chosen.name
+        out, rec = results.success(row.line, row.custom_id, served, result, meta)
         self._record(row.line, out, rec)
 
     def _release(self, rid: str) -> None:
@@ -260,13 +250,8 @@ class _Job:
             self.ledger.release(self.ledger_id, rid)
 
 
-def _served_candidate(result: Any, plan: RowPlan) -> str | None:
-    attempts = result.meta.attempts
-    return _group_candidate(attempts[-1].deployment if attempts else None, plan)
-
-
-def _candidate_of(err: PolyrouteError, plan: RowPlan) -> str | None:
-    attempts = getattr(err, "attempts", None)
+def _candidate_of(attempts: list[Any] | None, plan: RowPlan) -> str | None:
+    """The candidate whose group made the last attempt."""
     return _group_candidate(attempts[-1].deployment if attempts else None, plan)
 
 

@@ -150,19 +150,41 @@ class Router:
         offer = data.offers.get((d.target.provider, d.target.model))
         return [offer] if offer else []
 
+    def _lacking(self, d: Deployment, needs: frozenset[str]) -> set[str]:
+        """Providers of ``d`` that the catalog says cannot serve what the request needs (a price counts
+        overrides too)."""
+        offers = self._offers(d)
+        lacking = {o.provider for o in offers if not _supports(o, needs)}
+        if "priced" in needs and offers:  # the price the bill would use: catalog or a configured override
+            data = self.catalog.loaded(d.target)
+            lacking |= {o.provider for o in offers if self.catalog.lookup_in(data, d.target, o.provider).price is None}
+        return lacking
+
     def capable(self, d: Deployment, needs: frozenset[str]) -> bool:
         """False when the catalog says no way of serving ``d`` supports what the request needs."""
         if not needs:
             return True
         offers = self._offers(d)
-        return not offers or any(_supports(o, needs) for o in offers)
+        return not offers or len(self._lacking(d, needs)) < len({o.provider for o in offers})
+
+    def fits_context(self, d: Deployment, prompt: int) -> bool:
+        """Whether some way of serving ``d`` has room for ``prompt`` tokens (unknown windows fit)."""
+        if d.context_length:
+            return prompt <= d.context_length
+        offers = self._offers(d)
+        room = [o.context_length is None or prompt <= o.context_length for o in offers]
+        t = d.target
+        if t.provider == "huggingface" and t.hf_provider is None and t.hf_policy is None:
+            return all(room)  # the HF router picks the provider: every one must have room
+        return not offers or any(room)
 
     def context_length(self, d: Deployment) -> int | None:
-        """The smallest context window the deployment may be served with (None: unknown)."""
+        """The largest context window the deployment may be served with (None: unknown); under
+        ``:cheapest`` / ``:fastest`` a prompt goes only to providers whose window has room for it."""
         if d.context_length:
             return d.context_length
         known = [o.context_length for o in self._offers(d) if o.context_length]
-        return min(known) if known else None
+        return max(known) if known else None
 
     def _priced(self, d: Deployment, request: RequestInfo) -> list[tuple[int, Any]]:
         """(expected cost in pico-USD, price lookup) for every way the deployment may be charged,
@@ -191,8 +213,11 @@ class Router:
             providers += [o.provider for o in self._offers(d) if o.provider not in providers]  # unpriced last
         else:
             providers = [o.provider for o in sorted(self._offers(d), key=lambda o: -(o.throughput or 0.0))]
-        if request.needs:
-            lacking = {o.provider for o in self._offers(d) if not _supports(o, request.needs)}
+        lacking = self._lacking(d, request.needs) if request.needs else set()
+        if request.prompt_tokens is not None and not d.context_length:  # too small a window for this prompt
+            lacking |= {o.provider for o in self._offers(d) if (o.context_length or 0) and
+                        request.prompt_tokens > o.context_length}  # fmt: skip
+        if lacking:
             providers = [p for p in providers if p not in lacking]
         t = now()
         waits = self.provider_not_before
@@ -242,9 +267,16 @@ class Router:
         return groups
 
     def _session(
-        self, model: str, messages: list[dict[str, Any]] | None, kwargs: dict[str, Any], stream: bool
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None,
+        kwargs: dict[str, Any],
+        stream: bool,
+        groups: list[str] | None = None,
     ) -> Session:
-        groups = self._groups_for(model, kwargs.pop("fallbacks", None))
+        fallbacks = kwargs.pop("fallbacks", None)
+        if groups is None:
+            groups = self._groups_for(model, fallbacks)
         timeout = kwargs.get("timeout") or self.timeout or _DEFAULT_TIMEOUT
         prompt = None
         if messages is not None and (self._counts_tpm or self._context_matters(groups)):
@@ -303,10 +335,11 @@ class Router:
 
     def completion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
         """Chat completion through the group ``model`` (a ``model_name``); ``stream=True`` returns a stream."""
-        if self._needs_catalog(self._groups_for(model, kwargs.get("fallbacks"))):  # context limits, :cheapest
+        groups = self._groups_for(model, kwargs.get("fallbacks"))
+        if self._needs_catalog(groups):  # before the session: context limits, :cheapest
             for family in self._families:
                 self.catalog.source(family)
-        session = self._session(model, messages, kwargs, bool(stream))
+        session = self._session(model, messages, kwargs, bool(stream), groups)
         budget = kwargs.pop("budget", self.budget)
         client = kwargs.pop("client", None)
 
@@ -328,7 +361,7 @@ class Router:
                 await self.catalog.asource(family)
         if messages is not None and (self._counts_tpm or self._context_matters(groups)):
             await aload_encoding()  # the prompt will be counted: never load the tokenizer on the loop
-        session = self._session(model, messages, kwargs, bool(stream))
+        session = self._session(model, messages, kwargs, bool(stream), groups)
         budget = kwargs.pop("budget", self.budget)
         client = kwargs.pop("client", None)
 
@@ -491,8 +524,6 @@ def needs_of(kwargs: dict[str, Any]) -> frozenset[str]:
 
 def _supports(offer: Any, needs: frozenset[str]) -> bool:
     if "tools" in needs and offer.supports_tools is False:
-        return False
-    if "priced" in needs and offer.price is None:
         return False
     return not ("structured_output" in needs and offer.supports_structured_output is False)
 

@@ -117,8 +117,7 @@ class Session:
         prompt = self.request.prompt_tokens
         if prompt is None:  # nothing in these groups has a known context window
             return True
-        context = self.router.context_length(d)
-        return context is None or prompt <= context
+        return self.router.fits_context(d, prompt)
 
     def choose(self) -> Choice:
         """The next attempt, or :class:`NotYet`; raises the last error when nothing is left."""
