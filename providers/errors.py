@@ -210,6 +210,13 @@ class BudgetExceededError(PolyrouteError):
         self.needed_usd = needed_usd
 
 
+class BudgetUnavailableError(BudgetExceededError):
+    """Refused before any request: the shared budget ledger (Redis) cannot be reached, and budgets fail safe
+    (``on_redis_unavailable: refuse``) rather than risk spending past the limit."""
+
+    status_code = 503
+
+
 class UnpricedCallError(InvalidRequestArgumentError):
     """Refused under a budget: no price is known for the call (and the budget does not allow that)."""
 

@@ -30,11 +30,12 @@ from providers.errors import (
 
 from ..params import BODY_PARAMS
 from ..routing.router import Router
+from ..shared.ledger import RedisLedger
 from . import admin
 from .admin import AdminError
 from .config import ProxyConfig
 from .keys import Access, Caller, Refused
-from .metrics import Metrics
+from .metrics import Metrics, shared_metrics
 from .spend import SpendWriter
 from .store import SpendRecord, SqlStore
 
@@ -338,7 +339,11 @@ async def models(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     if request.app[_CONFIG].master_key is not None and not request.app[_ACCESS].is_master(_key_of(request)):
         return error_response(401, "/metrics needs the master key (scrape with a bearer token)", code="admin_only")
-    return web.Response(text=request.app[_METRICS].render(), content_type="text/plain", charset="utf-8")
+    text = request.app[_METRICS].render()
+    shared = request.app[_ROUTER].shared
+    if shared is not None:
+        text += shared_metrics(shared, request.app[_ACCESS].ledger)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -346,9 +351,18 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
+    """200 while requests can be served: ``degraded`` when Redis is away (local state, budgets per
+    ``on_redis_unavailable``), 503 when the store is unreachable."""
     router = request.app[_ROUTER]
     store_ok = await asyncio.to_thread(request.app[_STORE].ping)
-    body = {"status": "ready" if store_ok else "store unreachable", "models": len(router.groups), "store": store_ok}
+    body: dict[str, Any] = {"status": "ready", "models": len(router.groups), "store": store_ok}
+    if router.shared is not None:
+        body.update(router.shared.status())
+        body["budgets_when_redis_down"] = request.app[_CONFIG].on_redis_unavailable
+        if not router.shared.link.up:
+            body["status"] = "degraded"
+    if not store_ok:
+        body["status"] = "store unreachable"
     return web.json_response(body, status=200 if store_ok else 503)
 
 
@@ -366,7 +380,11 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     app[_CONFIG] = config
     app[_STARTED] = time.time()
     app[_STORE] = store
-    app[_ACCESS] = Access(store, config.master_key, store.ledger())
+    if router.shared is not None:  # budgets and key windows shared by every replica through Redis
+        ledger: Any = RedisLedger(router.shared.link, on_unavailable=config.on_redis_unavailable)
+        app[_ACCESS] = Access(store, config.master_key, ledger, router.shared.windows)
+    else:
+        app[_ACCESS] = Access(store, config.master_key, store.ledger())
     spend_writer = app[_SPEND] = SpendWriter(store)
     app[_METRICS] = Metrics()
 
@@ -378,6 +396,7 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
         ledger = app[_ACCESS].ledger
         if hasattr(ledger, "close"):
             ledger.close()
+        router.close()
         store.close()
 
     app.on_startup.append(start_writer)

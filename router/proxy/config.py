@@ -32,7 +32,7 @@ _LITELLM_SETTINGS = {k: v for k, v in _ROUTER_SETTINGS.items() if k in (
     "content_policy_fallbacks", "cooldown_time")}  # fmt: skip
 _LITELLM_IGNORED = {"drop_params", "set_verbose", "json_logs"}  # accepted: they change nothing here
 _GENERAL = {"master_key", "database_url", "redis_url", "max_request_bytes", "max_request_size_mb",
-            "client_upstream_fields"}  # fmt: skip
+            "client_upstream_fields", "on_redis_unavailable", "redis_prefix", "redis_sync_interval"}  # fmt: skip
 _MODEL_ENTRY = {"model_name", "params", "litellm_params", "model_info"}
 _TOP = {"model_list", "router_settings", "general_settings", "litellm_settings", "providers", "pricing", "hf_providers"}
 
@@ -49,6 +49,9 @@ class ProxyConfig:
     master_key: str | None = None
     database_url: str | None = None
     redis_url: str | None = None
+    redis_prefix: str = "polyroute"
+    redis_sync_interval: float = 0.1
+    on_redis_unavailable: str = "refuse"  # budgets when Redis is away: "refuse" new spend, or "local" counting
     max_request_bytes: int = 4_000_000
     client_upstream_fields: str = "reject"  # or "ignore": drop api_base/api_key/... sent by clients
     providers: dict[str, Any] = field(default_factory=dict)  # the providers:/hf_providers: sections
@@ -113,6 +116,23 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
     config.master_key = general.get("master_key") or None
     config.database_url = general.get("database_url")
     config.redis_url = general.get("redis_url")
+    if config.redis_url is not None and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{source}: general_settings.redis_url: expected redis://host:port/db (or rediss://, "
+                          f"unix://), got a {config.redis_url.split(':', 1)[0]!r} URL")  # fmt: skip
+    mode = general.get("on_redis_unavailable", "refuse")
+    if mode not in ("refuse", "local"):
+        raise ConfigError(f"{source}: general_settings.on_redis_unavailable: expected 'refuse' (fail safe: no new "
+                          f"spend without the shared ledger) or 'local', got {mode!r}")  # fmt: skip
+    config.on_redis_unavailable = mode
+    prefix = general.get("redis_prefix", "polyroute")
+    if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
+        raise ConfigError(f"{source}: general_settings.redis_prefix: expected a non-empty word, got {prefix!r}")
+    config.redis_prefix = prefix
+    interval = general.get("redis_sync_interval", 0.1)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 10:
+        raise ConfigError(f"{source}: general_settings.redis_sync_interval: expected seconds between 0.01 and 10, "
+                          f"got {interval!r}")  # fmt: skip
+    config.redis_sync_interval = float(interval)
     for name, scale in (("max_request_size_mb", 1_000_000), ("max_request_bytes", 1)):
         if name in general:
             value = general[name]

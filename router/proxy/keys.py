@@ -1,20 +1,24 @@
 """Who may call: the master key, or a virtual key with its model allowlist, rpm/tpm and budget.
 
 Keys are compared by SHA-256 hash (the store never holds a key); the master key in constant time.
-A key's budget is a :class:`router.budget.Budget` over the store's ledger, so concurrent requests on
-one key can never spend past it.
+A key's budget is a :class:`router.budget.Budget` over the ledger (the store's, or Redis when
+configured), so concurrent requests on one key can never spend past it. With Redis, a key's rpm/tpm
+window is shared by every replica; when Redis is unreachable each replica falls back to its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hmac
 import time
 from dataclasses import dataclass
 
 from ..budget import Budget
 from ..ledger import Ledger
+from ..shared.limits import SharedWindows
+from ..shared.link import SharedStateUnavailable
 from .store import KeyRow, SqlStore, hash_key
 
 
@@ -39,8 +43,11 @@ class Refused(Exception):
 class Access:
     """Authenticates keys and enforces their limits (rpm/tpm in this process)."""
 
-    def __init__(self, store: SqlStore, master_key: str | None, ledger: Ledger) -> None:
+    def __init__(
+        self, store: SqlStore, master_key: str | None, ledger: Ledger, windows: SharedWindows | None = None
+    ) -> None:
         self.store = store
+        self.windows = windows
         self.master_key = master_key
         self.ledger = ledger
         self._rows: dict[str, tuple[float, KeyRow | None]] = {}  # by key hash: (fetched at, row)
@@ -84,7 +91,7 @@ class Access:
         if row.expires_at is not None and now >= row.expires_at:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(row.expires_at))
             raise Refused(401, f"this key expired at {when}", "key_expired")
-        self._limits(row, now)
+        await self._shared_limits(row, now)
         budget = None
         if row.max_budget_usd is not None:
             budget = self._budgets.get(row.id)
@@ -106,6 +113,25 @@ class Access:
             self.allow(who, model)
         return who
 
+    async def _shared_limits(self, row: KeyRow, now: float) -> None:
+        if self.windows is None or (row.rpm is None and row.tpm is None):
+            self._limits(row, now)
+            return
+        try:
+            wait = await self.windows.aadmit(f"key:{row.id}", rpm=row.rpm, tpm=row.tpm, tokens=0)
+        except SharedStateUnavailable:
+            self._limits(row, now)  # this replica's own window until Redis is back
+            return
+        self._requests[row.id].append(now)  # the local window stays warm for an outage
+        if wait > 0:
+            self._requests[row.id].pop()
+            used_requests, _ = await asyncio.to_thread(self.windows.used, f"key:{row.id}")
+            if row.rpm is not None and used_requests >= row.rpm:
+                raise Refused(429, f"this key's limit of {row.rpm} requests per minute is reached (across all "
+                                   f"replicas); retry in {max(1, round(wait))}s", "rpm_limit")  # fmt: skip
+            raise Refused(429, f"this key's limit of {row.tpm} tokens per minute is reached (across all replicas); "
+                               f"retry in {max(1, round(wait))}s", "tpm_limit")  # fmt: skip
+
     def _limits(self, row: KeyRow, now: float) -> None:
         horizon = now - 60.0
         requests, tokens = self._requests[row.id], self._tokens[row.id]
@@ -125,6 +151,18 @@ class Access:
         if key_id is not None and tokens:
             self._tokens[key_id].append((time.time(), tokens))
             self._token_totals[key_id] += tokens  # a running total: no sum over the window per request
+            if self.windows is not None:
+                task = asyncio.get_running_loop().create_task(self._count_shared(key_id, tokens))
+                _PENDING.add(task)
+                task.add_done_callback(_PENDING.discard)
+
+    async def _count_shared(self, key_id: str, tokens: int) -> None:
+        assert self.windows is not None
+        with contextlib.suppress(SharedStateUnavailable):  # counted locally; a window paces, it does not bill
+            await self.windows.acount_tokens(f"key:{key_id}", tokens)
+
+
+_PENDING: set[asyncio.Task[None]] = set()
 
 
 def _bytes(text: str) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from typing import Any
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -62,3 +63,26 @@ class Metrics:
             lines.append(f"polyroute_request_latency_seconds_sum{_fmt(labels)} {self.latency_sum[labels]:.6f}")
             lines.append(f"polyroute_request_latency_seconds_count{_fmt(labels)} {cumulative}")
         return "\n".join(lines) + "\n"
+
+
+def shared_metrics(shared: Any, ledger: Any) -> str:
+    """Gauges of the shared state: whether Redis is reachable, replicas seen, writes owed to it."""
+    link = shared.link
+    lines = [
+        "# HELP polyroute_redis_up 1 when the shared state (Redis) is reachable, 0 when serving on local state.",
+        "# TYPE polyroute_redis_up gauge",
+        f"polyroute_redis_up {1 if link.up else 0}",
+        "# HELP polyroute_redis_errors_total Connection failures to the shared state.",
+        "# TYPE polyroute_redis_errors_total counter",
+        f"polyroute_redis_errors_total {link.errors}",
+        "# HELP polyroute_replicas Proxy replicas sharing this Redis (seen in the last seconds).",
+        "# TYPE polyroute_replicas gauge",
+        f"polyroute_replicas {shared.replicas}",
+    ]
+    if hasattr(ledger, "pending"):
+        lines += [
+            "# HELP polyroute_budget_writes_pending Budget settlements waiting for Redis to come back.",
+            "# TYPE polyroute_budget_writes_pending gauge",
+            f"polyroute_budget_writes_pending {ledger.pending()}",
+        ]
+    return "\n".join(lines) + "\n"

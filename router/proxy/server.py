@@ -34,8 +34,15 @@ def build_router(config: ProxyConfig) -> Router:
     catalog = Catalog(registry=registry)
     if config.pricing:
         catalog.load_overrides(config.pricing, config.source)
+    shared = None
+    if config.redis_url:
+        from ..shared import RedisLink, SharedRouterState
+
+        link = RedisLink(config.redis_url, prefix=config.redis_prefix)
+        shared = SharedRouterState(link, interval=config.redis_sync_interval)
     try:
-        return Router(config.model_list, registry=registry, catalog=catalog, **config.router_kwargs)
+        return Router(config.model_list, registry=registry, catalog=catalog, shared_state=shared,
+                      **config.router_kwargs)  # fmt: skip
     except TypeError as e:
         raise ConfigError(f"{config.source}: router_settings: {e}") from None
     except ConfigError:

@@ -50,6 +50,8 @@ class DeploymentState:
     not_before: float = 0.0  # Retry-After: no request to it before this time
     requests: collections.deque[float] = field(default_factory=collections.deque)  # rpm window
     tokens: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)  # tpm window
+    remote_in_flight: int = 0  # other replicas' requests in progress (shared state)
+    full_until: float = 0.0  # the shared rpm/tpm window refused a request: none before this time
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -96,7 +98,7 @@ class Deployment:
     def next_free(self, now: float, tokens: int) -> float:
         """When this deployment's limits admit the request again (now if they already do)."""
         self._trim(now)
-        when = now
+        when = max(now, self.state.full_until)
         if self.rpm is not None and len(self.state.requests) >= self.rpm:
             when = max(when, self.state.requests[len(self.state.requests) - self.rpm] + 60.0)
         if self.tpm is not None and self.state.tokens:
@@ -112,6 +114,13 @@ class Deployment:
         self.state.requests.append(now)
         if tokens:
             self.state.tokens.append((now, tokens))
+
+    def uncount(self, now: float, tokens: int) -> None:
+        """Take back a :meth:`count` whose request was not sent after all."""
+        if self.state.requests and self.state.requests[-1] == now:
+            self.state.requests.pop()
+        if tokens and self.state.tokens and self.state.tokens[-1] == (now, tokens):
+            self.state.tokens.pop()
 
 
 def _params_of(entry: dict[str, Any], where: str) -> dict[str, Any]:

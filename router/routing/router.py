@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tenacity
 
@@ -39,6 +39,7 @@ from ..chat import arun_chat, prepare_chat, run_chat
 from ..embeddings import EmbeddingCall, _params, arun_embedding, run_embedding
 from ..params import BODY_PARAMS, check_params
 from ..pricing.catalog import Catalog, default_catalog
+from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
 from ..tokens import aload_encoding
 from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse
@@ -46,6 +47,9 @@ from .deployment import Deployment, now, parse_model_list
 from .session import Choice, NotYet, RequestInfo, Session
 from .strategies import strategy_name
 from .streams import AsyncRoutedStream, RoutedStream, has_content
+
+if TYPE_CHECKING:
+    from ..shared import SharedRouterState
 
 Hook = Callable[[Attempt, BaseException | None], Any]
 _DEFAULT_TIMEOUT = 600.0
@@ -109,6 +113,9 @@ class Router:
         on_success: Hook | None = None,
         on_failure: Hook | None = None,
         seed: int | None = None,
+        redis_url: str | None = None,
+        shared_state: SharedRouterState | None = None,
+        sync_interval: float = 0.1,
     ) -> None:
         self.registry = registry or default_registry()
         self.catalog = catalog or default_catalog()
@@ -136,6 +143,16 @@ class Router:
         self.provider_not_before: dict[tuple[int, str], float] = {}  # (deployment, HF provider) Retry-After
         self._counts_tpm = any(d.tpm for ds in self.groups.values() for d in ds)
         self._families = {d.target.provider for ds in self.groups.values() for d in ds} & {"huggingface", "deepinfra"}
+        if redis_url is not None and shared_state is None:
+            shared_state = _shared_state(redis_url, sync_interval)
+        self.shared = shared_state  # cooldowns, rpm/tpm, in-flight and latency shared with other replicas
+        if shared_state is not None:
+            shared_state.attach(self)
+
+    def close(self) -> None:
+        """Stop sharing state (the last reports are written to Redis first)."""
+        if self.shared is not None:
+            self.shared.close()
 
     # ---------------------------------------------------------------- facts used by sessions
     def _offers(self, d: Deployment) -> list[Any]:
@@ -451,11 +468,40 @@ class Router:
         err = outcome.exception() if outcome is not None else None
         return err.seconds if isinstance(err, NotYet) else 0.0
 
+    def _choose(self, session: Session) -> Choice:
+        """The session's next choice, admitted by the shared rpm/tpm window when the deployment has limits."""
+        while True:
+            choice = session.choose()
+            d = choice.deployment
+            if self.shared is None or (d.rpm is None and d.tpm is None):
+                return choice
+            try:
+                wait = self.shared.admit(d, _tokens(session))
+            except SharedStateUnavailable:
+                return choice  # the local window already admitted it
+            if wait <= 0:
+                return choice
+            session.withdraw(choice, wait)
+
+    async def _achoose(self, session: Session) -> Choice:
+        while True:
+            choice = session.choose()
+            d = choice.deployment
+            if self.shared is None or (d.rpm is None and d.tpm is None):
+                return choice
+            try:
+                wait = await self.shared.aadmit(d, _tokens(session))
+            except SharedStateUnavailable:
+                return choice
+            if wait <= 0:
+                return choice
+            session.withdraw(choice, wait)
+
     def _run_sync(self, session: Session, attempt: Callable[[Choice], Any]) -> Any:
         # The healthy path makes one attempt without tenacity's per-call machinery (measured: it is
         # most of the router's overhead); retries, after a failure or a wait, run under tenacity.
         try:
-            choice = session.choose()
+            choice = self._choose(session)
         except NotYet:
             pass
         else:
@@ -469,7 +515,7 @@ class Router:
             sleep=time.sleep,
         ):  # fmt: skip
             with trying:
-                choice = session.choose()
+                choice = self._choose(session)
                 try:
                     return attempt(choice)
                 except BaseException as err:
@@ -480,7 +526,7 @@ class Router:
 
     async def _run_async(self, session: Session, attempt: Callable[[Choice], Any]) -> Any:
         try:
-            choice = session.choose()
+            choice = await self._achoose(session)
         except NotYet:
             pass
         else:
@@ -494,7 +540,7 @@ class Router:
             sleep=asyncio.sleep,
         ):  # fmt: skip
             with trying:
-                choice = session.choose()
+                choice = await self._achoose(session)
                 try:
                     return await attempt(choice)
                 except BaseException as err:
@@ -509,6 +555,16 @@ _CALL_KEYS = (
     "api_key", "api_base", "timeout", "stream_options", "functions", "function_call", "extra_headers", "extra_body",
     "bill_to",
 )  # fmt: skip
+
+
+def _tokens(session: Session) -> int:
+    return (session.request.prompt_tokens or 0) + (session.request.max_tokens or 0)
+
+
+def _shared_state(redis_url: str, sync_interval: float) -> SharedRouterState:
+    from ..shared import RedisLink, SharedRouterState
+
+    return SharedRouterState(RedisLink(redis_url), interval=sync_interval)
 
 
 def needs_of(kwargs: dict[str, Any]) -> frozenset[str]:

@@ -268,6 +268,17 @@ class Session:
         self.attempts.append(record)
         return record
 
+    def withdraw(self, choice: Choice, wait: float) -> None:
+        """Undo a choice the shared rpm/tpm window refused: nobody here asks that deployment for ``wait`` s."""
+        d = choice.deployment
+        tokens = (self.request.prompt_tokens or 0) + (self.request.max_tokens or 0)
+        with d.state.lock:
+            d.state.in_flight -= 1
+            d.state.probing = d.state.probing and not choice.probe
+            d.uncount(choice.started, tokens)
+            d.state.full_until = max(d.state.full_until, now() + wait)
+        self.tries_in_group -= 1
+
     def _release(self, choice: Choice) -> None:
         with choice.deployment.state.lock:
             choice.deployment.state.in_flight -= 1
@@ -289,6 +300,8 @@ class Session:
             state.latency_ewma_ms = _ewma(state.latency_ewma_ms, latency_ms)
             if ttft_ms is not None:
                 state.ttft_ewma_ms = _ewma(state.ttft_ewma_ms, ttft_ms)
+        if self.router.shared is not None:
+            self.router.shared.succeeded(choice.deployment, latency_ms, ttft_ms)
         return self._record(choice, 200, None, latency_ms)
 
     def failed(self, choice: Choice, err: BaseException, latency_ms: float) -> bool:
@@ -330,9 +343,11 @@ class Session:
             order.pop(0)  # :cheapest / :fastest: the next provider in the same order, at once
             self.tries_in_group -= 1
             return True
-        if retry_after is not None:  # the server said when: every request honours it
+        if retry_after is not None:  # the server said when: every request honours it (every replica too)
             with deployment.state.lock:
                 deployment.state.not_before = max(deployment.state.not_before, t + retry_after)
+            if self.router.shared is not None:
+                self.router.shared.not_before(deployment, t + retry_after)
         else:  # our own guess: it delays only this request's next try of this deployment
             self.backoff_until[id(deployment)] = t + self.router.backoff(self.tries_in_group, self.rng)
         return True
@@ -342,6 +357,8 @@ class Session:
 
     def _count_failure(self, deployment: Deployment, t: float) -> None:
         state = deployment.state
+        if self.router.shared is not None:  # counted fleet-wide too: allowed_fails is per deployment, not replica
+            self.router.shared.failed(deployment, probe=state.probing)
         with state.lock:
             if state.probing:  # the probe failed: straight back to cooldown
                 state.probing = False
@@ -360,7 +377,7 @@ def _ewma(previous: float | None, value: float, alpha: float = 0.3) -> float:
 
 
 def _admits(d: Deployment, t: float, tokens: int) -> bool:
-    if d.state.not_before > t:
+    if d.state.not_before > t or d.state.full_until > t:
         return False
     room = d.headroom(t, tokens)
     return room is None or room >= 0

@@ -59,7 +59,7 @@ def pick(
     if strategy == "weighted":
         return rng.choices(candidates, weights=[d.weight for d in candidates])[0]
     if strategy == "least-in-flight":
-        return _lowest(candidates, lambda d: d.state.in_flight, rng)
+        return _lowest(candidates, lambda d: d.state.in_flight + d.state.remote_in_flight, rng)
     if strategy == "latency":
 
         def latency(d: Deployment) -> float:

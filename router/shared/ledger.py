@@ -1,0 +1,215 @@
+"""The budget ledger in Redis: reservations shared by every replica and batch worker.
+
+Reserve, settle and release are Lua scripts (see :mod:`.scripts`), so two replicas can never push
+settled spend past a limit. When Redis cannot be reached, ``on_unavailable`` decides:
+
+- ``"refuse"`` (default, fail safe): new reservations are refused with :class:`BudgetUnavailableError`
+  (HTTP 503 from the proxy), so no money is spent that the shared ledger has not approved;
+- ``"local"``: keep serving from a per-process ledger that starts from the last totals seen in Redis.
+  Other replicas' spend during the outage is invisible, so a budget can be overspent by it.
+
+Either way, nothing is lost: settlements of reservations made in Redis, and spend made locally, are
+queued and written to Redis (once each) when it is back (:meth:`RedisLedger.flush`).
+
+Example::
+
+    link = RedisLink("redis://127.0.0.1:6379/0")
+    budget = Budget(5.0, ledger=RedisLedger(link), name="team-a")   # same name = same money everywhere
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+import time
+from typing import Any
+
+from providers.errors import BudgetUnavailableError
+
+from ..ledger import InMemoryLedger, _new_id
+from ..pricing.prices import pico_to_usd
+from . import scripts
+from .link import RedisLink, SharedStateUnavailable
+
+MODES = ("refuse", "local")
+_LOCAL = "local-"
+
+
+class RedisLedger:
+    """:class:`router.ledger.Ledger` over Redis (sync and async)."""
+
+    def __init__(self, link: RedisLink, *, on_unavailable: str = "refuse") -> None:
+        if on_unavailable not in MODES:
+            raise ValueError(f"on_redis_unavailable must be 'refuse' or 'local', got {on_unavailable!r}")
+        self.link = link
+        self.on_unavailable = on_unavailable
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, int]] = {}  # last totals read from Redis, per budget
+        self._local = InMemoryLedger()  # budgets during an outage ("local" mode)
+        self._local_base: dict[str, int] = {}
+        # Writes Redis still owes: ("close", budget, id, actual|None) or ("spent", budget, id, amount).
+        self._owed: collections.deque[tuple[str, str, str, int | None]] = collections.deque()
+
+    def __repr__(self) -> str:
+        return f"RedisLedger({self.link!r}, on_unavailable={self.on_unavailable!r})"
+
+    def _keys(self, budget_id: str) -> list[str]:
+        base = self.link.key("budget", budget_id)
+        return [base, base + ":open", base + ":closed", base + ":added"]
+
+    # ---------------------------------------------------------------- outage handling
+    def _refuse(self, budget_id: str, amount: int, limit: int) -> BudgetUnavailableError:
+        spent, reserved = self._seen.get(budget_id, (0, 0))
+        return BudgetUnavailableError(
+            f"budget {budget_id!r}: the shared budget ledger ({self.link.where}) is unreachable, so this call is "
+            f"refused rather than risk spending past ${pico_to_usd(limit):.6f} (fail-safe). Restore Redis, or set "
+            "on_redis_unavailable: local to keep spending on this replica's own count",
+            limit_usd=pico_to_usd(limit),
+            spent_usd=pico_to_usd(spent),
+            reserved_usd=pico_to_usd(reserved),
+            needed_usd=pico_to_usd(amount),
+        )
+
+    def _reserve_locally(self, budget_id: str, amount: int, limit: int) -> str | None:
+        with self._lock:
+            base = self._local_base.setdefault(budget_id, sum(self._seen.get(budget_id, (0, 0))))
+        rid = self._local.reserve(budget_id, amount, limit - base)
+        return None if rid is None else _LOCAL + rid
+
+    def _close_locally(self, budget_id: str, rid: str, actual: int | None) -> None:
+        if actual is None:
+            self._local.release(budget_id, rid[len(_LOCAL) :])
+            return
+        self._local.settle(budget_id, rid[len(_LOCAL) :], actual)
+        if actual:
+            self._owed.append(("spent", budget_id, rid, actual))
+        self.flush()
+
+    def pending(self) -> int:
+        """Writes still owed to Redis (settlements and spend made during an outage)."""
+        return len(self._owed)
+
+    def flush(self) -> int:
+        """Write what Redis is owed, oldest first; stops at the first failure. Returns how many were written."""
+        written = 0
+        while self._owed:
+            kind, budget_id, rid, amount = self._owed[0]
+            keys = self._keys(budget_id)
+            if kind == "close":
+                script, args = self.link.script("close", scripts.CLOSE), [rid, "" if amount is None else amount]
+            else:
+                script, args = self.link.script("add_spent", scripts.ADD_SPENT), [rid, amount or 0]
+            try:
+                self.link.run(functools.partial(_run_script, script, keys if kind == "spent" else keys[:3], args))
+            except SharedStateUnavailable:
+                return written
+            self._owed.popleft()
+            written += 1
+        return written
+
+    # ---------------------------------------------------------------- Ledger protocol
+    def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+        rid, keys = _new_id(), self._keys(budget_id)
+        script = self.link.script("reserve", scripts.RESERVE)
+        try:
+            ok = self.link.run(lambda _c: script(keys=keys[:3], args=[amount, limit, rid, f"{time.time():.3f}"]))
+        except SharedStateUnavailable as e:
+            if e.maybe_applied:  # the script may still run when Redis is back: give the id up for sure
+                self._owed.append(("close", budget_id, rid, None))
+            if self.on_unavailable == "local":
+                return self._reserve_locally(budget_id, amount, limit)
+            raise self._refuse(budget_id, amount, limit) from None
+        if self._owed:
+            self.flush()
+        return rid if ok else None
+
+    async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+        rid, keys = _new_id(), self._keys(budget_id)
+        script = self.link.script("reserve", scripts.RESERVE)
+        try:
+            ok = await self.link.arun(lambda _c: script(keys=keys[:3], args=[amount, limit, rid, f"{time.time():.3f}"]))
+        except SharedStateUnavailable as e:
+            if e.maybe_applied:
+                self._owed.append(("close", budget_id, rid, None))
+            if self.on_unavailable == "local":
+                return self._reserve_locally(budget_id, amount, limit)
+            raise self._refuse(budget_id, amount, limit) from None
+        return rid if ok else None
+
+    def _close(self, budget_id: str, rid: str, actual: int | None) -> None:
+        if rid.startswith(_LOCAL):
+            self._close_locally(budget_id, rid, actual)
+            return
+        keys = self._keys(budget_id)
+        script = self.link.script("close", scripts.CLOSE)
+        try:
+            self.link.run(lambda _c: script(keys=keys[:3], args=[rid, "" if actual is None else actual]))
+        except SharedStateUnavailable:
+            self._owed.append(("close", budget_id, rid, actual))  # written when Redis is back, never lost
+
+    async def _aclose(self, budget_id: str, rid: str, actual: int | None) -> None:
+        if rid.startswith(_LOCAL):
+            self._close_locally(budget_id, rid, actual)
+            return
+        keys = self._keys(budget_id)
+        script = self.link.script("close", scripts.CLOSE)
+        try:
+            await self.link.arun(lambda _c: script(keys=keys[:3], args=[rid, "" if actual is None else actual]))
+        except SharedStateUnavailable:
+            self._owed.append(("close", budget_id, rid, actual))
+
+    def settle(self, budget_id: str, reservation_id: str, actual: int) -> None:
+        self._close(budget_id, reservation_id, actual)
+
+    def release(self, budget_id: str, reservation_id: str) -> None:
+        self._close(budget_id, reservation_id, None)
+
+    async def asettle(self, budget_id: str, reservation_id: str, actual: int) -> None:
+        await self._aclose(budget_id, reservation_id, actual)
+
+    async def arelease(self, budget_id: str, reservation_id: str) -> None:
+        await self._aclose(budget_id, reservation_id, None)
+
+    def totals(self, budget_id: str) -> tuple[int, int]:
+        """(settled spend, open reservations); during an outage, the last seen totals plus local ones."""
+        key = self._keys(budget_id)[0]
+        try:
+            raw = self.link.run(lambda c: c.hmget(key, "spent", "reserved"))
+        except SharedStateUnavailable:
+            spent, reserved = self._seen.get(budget_id, (0, 0))
+            local_spent, local_reserved = self._local.totals(budget_id)
+            return spent + local_spent, reserved + local_reserved
+        found = (int(raw[0] or 0), int(raw[1] or 0))
+        self._seen[budget_id] = found
+        owed = sum(a or 0 for kind, b, _, a in list(self._owed) if kind == "spent" and b == budget_id)
+        return found[0] + owed, found[1]
+
+    def release_stale(self, budget_id: str, older_than_seconds: float) -> int:
+        """Release reservations older than this (their holder died); returns how many."""
+        keys = self._keys(budget_id)
+        horizon = time.time() - older_than_seconds
+        entries = self.link.run(lambda c: c.hgetall(keys[1]))
+        stale = [rid.decode() for rid, value in entries.items() if float(value.decode().split(":")[1]) < horizon]
+        for rid in stale:
+            self._close(budget_id, rid, None)
+        return len(stale)
+
+    def reset(self, budget_id: str, spent: int = 0) -> None:
+        """Start a budget over with ``spent`` already settled (a batch run seeds it from its journal)."""
+        keys = self._keys(budget_id)
+
+        def go(client: Any) -> None:
+            pipe = client.pipeline(transaction=True)
+            pipe.delete(*keys)
+            pipe.hset(keys[0], mapping={"spent": spent, "reserved": 0})
+            pipe.execute()
+
+        self.link.run(go)
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _run_script(script: Any, keys: list[str], args: list[Any], _client: Any) -> Any:
+    return script(keys=keys, args=args)
