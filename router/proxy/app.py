@@ -22,6 +22,7 @@ from providers.errors import (
     APITimeoutError,
     AuthenticationError,
     BudgetExceededError,
+    BudgetUnavailableError,
     InvalidRequestArgumentError,
     PaymentRequiredError,
     PermissionDeniedError,
@@ -101,6 +102,8 @@ def _public_message(err: PolyrouteError) -> str:
 
 
 def _from_error(err: PolyrouteError) -> web.Response:
+    if isinstance(err, BudgetUnavailableError):  # the shared ledger is away: try again, not "out of money"
+        return error_response(503, err.message, type_="service_unavailable", code="budget_unavailable")
     if isinstance(err, BudgetExceededError):
         return error_response(429, err.message, type_="insufficient_quota", code="budget_exceeded")
     if isinstance(err, InvalidRequestArgumentError):
