@@ -172,7 +172,8 @@ def _record(request: web.Request, caller: Caller, alias: str, started: float, st
             latency_ms=(time.perf_counter() - started) * 1000, status=status,
         )
     )  # fmt: skip
-    request.app[_ACCESS].used_tokens(caller.key_id, prompt + completion)
+    request.app[_ACCESS].used_tokens(caller.key_id, prompt + completion,
+                                     shared=caller.key is not None and caller.key.tpm is not None)  # fmt: skip
     request.app[_METRICS].observe(
         model=alias, provider=getattr(meta, "provider", None), key=caller.key_id, status=status,
         latency_s=time.perf_counter() - started, prompt_tokens=prompt, completion_tokens=completion,
@@ -393,6 +394,8 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
 
     async def start_writer(_app: web.Application) -> None:
         spend_writer.start()
+        if router.shared is not None:  # Redis calls on this loop's own client, not worker threads
+            router.shared.link.bind_loop()
 
     async def flush_spend(_app: web.Application) -> None:
         await spend_writer.stop()  # after in-flight requests finished: every record is written
@@ -400,6 +403,8 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
         if hasattr(ledger, "close"):
             ledger.close()
         router.close()
+        if router.shared is not None:
+            await router.shared.link.aclose()
         store.close()
 
     app.on_startup.append(start_writer)

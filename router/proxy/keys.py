@@ -146,12 +146,12 @@ class Access:
             raise Refused(429, f"this key's limit of {row.tpm} tokens per minute is reached", "tpm_limit")
         requests.append(now)
 
-    def used_tokens(self, key_id: str | None, tokens: int) -> None:
+    def used_tokens(self, key_id: str | None, tokens: int, *, shared: bool = True) -> None:
         """Count a finished request's tokens against its key's tpm."""
         if key_id is not None and tokens:
             self._tokens[key_id].append((time.time(), tokens))
             self._token_totals[key_id] += tokens  # a running total: no sum over the window per request
-            if self.windows is not None:
+            if self.windows is not None and shared:
                 task = asyncio.get_running_loop().create_task(self._count_shared(key_id, tokens))
                 _PENDING.add(task)
                 task.add_done_callback(_PENDING.discard)

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import collections
-import functools
 import threading
 import time
 from typing import Any
@@ -96,12 +95,11 @@ class RedisLedger:
         while self._owed:
             kind, budget_id, rid, amount = self._owed[0]
             keys = self._keys(budget_id)
-            if kind == "close":
-                script, args = self.link.script("close", scripts.CLOSE), [rid, "" if amount is None else amount]
-            else:
-                script, args = self.link.script("add_spent", scripts.ADD_SPENT), [rid, amount or 0]
             try:
-                self.link.run(functools.partial(_run_script, script, keys if kind == "spent" else keys[:3], args))
+                if kind == "close":
+                    self.link.eval("close", scripts.CLOSE, keys[:3], [rid, "" if amount is None else amount])
+                else:
+                    self.link.eval("add_spent", scripts.ADD_SPENT, keys, [rid, amount or 0])
             except SharedStateUnavailable:
                 return written
             self._owed.popleft()
@@ -111,9 +109,8 @@ class RedisLedger:
     # ---------------------------------------------------------------- Ledger protocol
     def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
         rid, keys = _new_id(), self._keys(budget_id)
-        script = self.link.script("reserve", scripts.RESERVE)
         try:
-            ok = self.link.run(lambda _c: script(keys=keys[:3], args=[amount, limit, rid, f"{time.time():.3f}"]))
+            ok = self.link.eval("reserve", scripts.RESERVE, keys[:3], [amount, limit, rid, f"{time.time():.3f}"])
         except SharedStateUnavailable as e:
             if e.maybe_applied:  # the script may still run when Redis is back: give the id up for sure
                 self._owed.append(("close", budget_id, rid, None))
@@ -126,9 +123,8 @@ class RedisLedger:
 
     async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
         rid, keys = _new_id(), self._keys(budget_id)
-        script = self.link.script("reserve", scripts.RESERVE)
         try:
-            ok = await self.link.arun(lambda _c: script(keys=keys[:3], args=[amount, limit, rid, f"{time.time():.3f}"]))
+            ok = await self.link.aeval("reserve", scripts.RESERVE, keys[:3], [amount, limit, rid, f"{time.time():.3f}"])
         except SharedStateUnavailable as e:
             if e.maybe_applied:
                 self._owed.append(("close", budget_id, rid, None))
@@ -142,9 +138,8 @@ class RedisLedger:
             self._close_locally(budget_id, rid, actual)
             return
         keys = self._keys(budget_id)
-        script = self.link.script("close", scripts.CLOSE)
         try:
-            self.link.run(lambda _c: script(keys=keys[:3], args=[rid, "" if actual is None else actual]))
+            self.link.eval("close", scripts.CLOSE, keys[:3], [rid, "" if actual is None else actual])
         except SharedStateUnavailable:
             self._owed.append(("close", budget_id, rid, actual))  # written when Redis is back, never lost
 
@@ -153,9 +148,8 @@ class RedisLedger:
             self._close_locally(budget_id, rid, actual)
             return
         keys = self._keys(budget_id)
-        script = self.link.script("close", scripts.CLOSE)
         try:
-            await self.link.arun(lambda _c: script(keys=keys[:3], args=[rid, "" if actual is None else actual]))
+            await self.link.aeval("close", scripts.CLOSE, keys[:3], [rid, "" if actual is None else actual])
         except SharedStateUnavailable:
             self._owed.append(("close", budget_id, rid, actual))
 
@@ -209,7 +203,3 @@ class RedisLedger:
 
     def close(self) -> None:
         self.flush()
-
-
-def _run_script(script: Any, keys: list[str], args: list[Any], _client: Any) -> Any:
-    return script(keys=keys, args=args)

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -85,7 +86,14 @@ class RedisLink:
         self.errors = 0  # connection failures seen, for /metrics
         self._retry_at = 0.0
         self._errors = _connection_errors()
+        import redis.exceptions
+
+        # Not a timeout (that would double the wait on a stalled Redis): a closed or reset connection.
+        self._stale: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError,)
         self._scripts: dict[str, Any] = {}
+        self._bound: tuple[asyncio.AbstractEventLoop, Any, dict[str, Any]] | None = None
+        # Its own threads: the default executor is small (cpus + 4) and shared with file and DNS work.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="polyroute-redis")
 
     def __repr__(self) -> str:
         return f"RedisLink({self.where!r}, prefix={self.prefix!r}, up={self.up})"
@@ -140,20 +148,63 @@ class RedisLink:
         """``fn(sync_client)``; connection failures become :class:`SharedStateUnavailable`."""
         self._gate()
         try:
-            result = fn(self.sync)
+            try:
+                result = fn(self.sync)
+            except self._stale:  # a pooled connection from before a Redis restart: once more, on a new one
+                result = fn(self.sync)
         except self._errors as err:
             raise self._down(err) from None
         self._back()
         return result
 
     async def arun(self, fn: Callable[[Any], T]) -> T:
-        """:meth:`run` from a worker thread, so the event loop never waits on a socket.
-
-        One sync connection pool serves every thread and event loop: async clients are bound to the
-        loop that made them and leak their sockets when a short-lived loop (``asyncio.run``) closes.
-        """
+        """:meth:`run` from a worker thread, so the event loop never waits on a socket."""
         self._gate()
-        return await asyncio.to_thread(self.run, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, fn)
+
+    def eval(self, name: str, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script (loaded once, by SHA afterwards)."""
+        script = self.script(name, source)
+        return self.run(lambda _c: script(keys=keys, args=args))
+
+    async def aeval(self, name: str, source: str, keys: list[str], args: list[Any]) -> Any:
+        """:meth:`eval` without blocking the loop: on the loop's own async client when one is bound
+        (:meth:`bind_loop`, a server's long-lived loop), else on a worker thread."""
+        bound = self._bound
+        if bound is None or bound[0] is not asyncio.get_running_loop():
+            return await self.arun(lambda _c: self.script(name, source)(keys=keys, args=args))
+        self._gate()
+        script = bound[2].get(name)
+        if script is None:
+            script = bound[2][name] = bound[1].register_script(source)
+        try:
+            try:
+                result = await script(keys=keys, args=args)
+            except self._stale:
+                result = await script(keys=keys, args=args)
+        except self._errors as err:
+            raise self._down(err) from None
+        self._back()
+        return result
+
+    def bind_loop(self) -> None:
+        """Use an async client on the running loop from now on (call from that loop; pair with :meth:`aclose`).
+
+        Async clients belong to one loop and must be closed on it, so only a loop that lives as long
+        as the link (a server's) gets one; short-lived loops (``asyncio.run``) use worker threads.
+        """
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(
+            self.url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
+        )
+        self._bound = (asyncio.get_running_loop(), client, {})
+
+    async def aclose(self) -> None:
+        """Close the bound loop's async client."""
+        bound, self._bound = self._bound, None
+        if bound is not None:
+            await bound[1].aclose()
 
     def script(self, name: str, source: str) -> Any:
         """A registered Lua script for the sync client (EVALSHA, reloaded after a Redis restart)."""
@@ -163,4 +214,5 @@ class RedisLink:
         return found
 
     def close(self) -> None:
+        self._executor.shutdown(wait=False)
         self.sync.close()
