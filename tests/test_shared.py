@@ -299,3 +299,23 @@ def test_router_keeps_serving_when_redis_goes_away(private_redis: PrivateRedis, 
         chat(router)
     finally:
         router.close()
+
+
+@pytest.mark.parametrize(
+    ("general", "needle"),
+    [
+        ({"redis_url": "http://cache:6379"}, "general_settings.redis_url: expected redis://"),
+        (
+            {"redis_url": "redis://c:6379/0", "on_redis_unavailable": "ignore"},
+            "on_redis_unavailable: expected 'refuse'",
+        ),
+        ({"redis_url": "redis://c:6379/0", "redis_sync_interval": 0}, "redis_sync_interval: expected seconds"),
+        ({"redis_url": "redis://c:6379/0", "redis_prefix": "a b"}, "redis_prefix: expected a non-empty word"),
+    ],
+)
+def test_bad_shared_state_settings_name_the_key(general: dict[str, Any], needle: str) -> None:
+    from router.proxy.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=needle):
+        parse_config({"model_list": [{"model_name": "m", "params": {"model": "openai/m"}}],
+                      "general_settings": general}, "p.yaml")  # fmt: skip

@@ -11,6 +11,10 @@ Example::
     resp = r.completion(model="chat", messages=[{"role": "user", "content": "Hi"}])
     resp.meta.provider, [a.deployment for a in resp.meta.attempts]
 
+Several processes share cooldowns, rpm/tpm windows, in-flight counts and latency through Redis with
+``Router(model_list, redis_url="redis://127.0.0.1:6379/0")`` (see :mod:`router.shared`); call
+``router.close()`` when done.
+
 Retries run under tenacity: each try asks the request's :class:`Session` for the next deployment;
 a deployment that answered 429/503 with ``Retry-After`` (or HF's ``estimated_time``) is not asked
 again before that time, while other deployments are tried at once.
