@@ -8,7 +8,9 @@ a deployment cooled down by one replica is skipped by all of them within one int
 admission is the exception: it is one atomic script per request to a limited deployment
 (:mod:`.limits`), since a window cannot be shared after the fact.
 
-If Redis is unreachable the thread keeps retrying and the router runs on local state alone.
+If Redis is unreachable the thread keeps retrying and the router runs on local state alone. Times
+in Redis are wall-clock seconds, so replicas' clocks must agree to well under a cooldown (NTP); a
+replica not seen for 3 s (or 30 intervals) no longer counts, and its in-flight counts expire.
 
 Example::
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -56,7 +59,7 @@ class SharedRouterState:
         self._thread: threading.Thread | None = None
         self.replicas = 1
         self.synced_at: float | None = None
-        self._failure_seq = 0
+        self._failure_ids = itertools.count(1)  # next() is atomic under the GIL: ids never repeat
 
     def status(self) -> dict[str, Any]:
         return {**self.link.status(), "replicas": self.replicas, "synced_at": self.synced_at}
@@ -83,8 +86,7 @@ class SharedRouterState:
 
     # ---------------------------------------------------------------- reports from sessions (any thread)
     def failed(self, d: Deployment, *, probe: bool) -> None:
-        self._failure_seq += 1
-        self._events.append(("fail", d, time.time(), probe, f"{self.link.replica}:{self._failure_seq}"))
+        self._events.append(("fail", d, time.time(), probe, f"{self.link.replica}:{next(self._failure_ids)}"))
         self._wake.set()  # failures travel at once: the sooner others know, the fewer requests they waste
 
     def succeeded(self, d: Deployment, latency_ms: float, ttft_ms: float | None) -> None:
