@@ -121,8 +121,9 @@ def finish_chat(
     served = target.adapter.served_by(target, response.headers)
     if lookup is None:
         lookup = call.catalog.lookup(target, served)
-    result._meta = success_meta(call, response, provider=served, model=result.model, usage=data["usage"],
-                                usage_estimated=usage_estimated, lookup=lookup)  # fmt: skip
+    meta = success_meta(call, response, provider=served, model=result.model, usage=data["usage"],
+                        usage_estimated=usage_estimated, lookup=lookup)  # fmt: skip
+    object.__setattr__(result, "_meta", meta)  # a plain slot (see _WithMeta): no pydantic __setattr__
     return result
 
 

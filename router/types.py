@@ -12,12 +12,15 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .pricing.cost import CostInfo
 
 
@@ -110,14 +113,52 @@ class CompletionUsage(_OpenAIModel):
 
 
 class _WithMeta(_OpenAIModel):
-    _meta: ResponseMeta | None = PrivateAttr(default=None)
+    # ``_meta`` is a plain slot, not a pydantic private attribute: pydantic reads those through its
+    # ``__getattr__`` (~2.5 us a read) and sets them up on every validation (~4 us); a slot costs
+    # neither. Copies, pickles and ``==`` carry it as they did the private attribute.
+    __slots__ = ("_meta",)
+    if TYPE_CHECKING:
+        _meta: ResponseMeta | None
 
     @property
     def meta(self) -> ResponseMeta:
         """Who served the call, latency, attempts (not part of the JSON)."""
-        if self._meta is None:
+        meta = _meta_of(self)
+        if meta is None:
             raise AttributeError("this result was not produced by a polyroute call and has no meta")
-        return self._meta
+        return meta
+
+    def __copy__(self) -> Self:
+        clone = super().__copy__()
+        object.__setattr__(clone, "_meta", _meta_of(self))
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        clone = super().__deepcopy__(memo)
+        object.__setattr__(clone, "_meta", copy.deepcopy(_meta_of(self), memo))
+        return clone
+
+    def __getstate__(self) -> dict[Any, Any]:
+        return {**super().__getstate__(), "_meta": _meta_of(self)}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        private = state.get("__pydantic_private__") or {}  # pickled when _meta was a private attribute
+        object.__setattr__(self, "_meta", state.get("_meta", private.get("_meta")))
+
+    def __eq__(self, other: object) -> bool:
+        equal = super().__eq__(other)
+        if equal is True and isinstance(other, _WithMeta):
+            return _meta_of(self) == _meta_of(other)
+        return equal
+
+
+def _meta_of(result: _WithMeta) -> ResponseMeta | None:
+    """The result's meta (None when it was not made by a polyroute call); read without pydantic's hooks."""
+    try:
+        return result._meta
+    except AttributeError:  # never set: validated or constructed outside polyroute
+        return None
 
 
 class ChatCompletion(_WithMeta):

@@ -14,6 +14,7 @@ from router.batch import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, parse_batch_c
 from router.batch.dryrun import adry_run, format_dry_run
 from router.batch.journal import JobError, journal_path, read_state
 from router.proxy.config import ConfigError
+from router.types import ChatCompletion, EmbeddingResponse, ResponseMeta
 from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream
 
 CHAT = "/v1/chat/completions"
@@ -83,6 +84,11 @@ def test_mixed_input_gives_openai_batch_output_with_costs(oai: OpenAICompatUpstr
     assert pico(a["cost_usd"]) == usage["prompt_tokens"] * 1_000_000 + usage["completion_tokens"] * 2_000_000
     assert (a["candidate"], a["provider"], a["model"], a["price_source"]) == ("cheap", "openai", "cheap", "config")
     assert rows["e"]["response"]["body"]["object"] == "list" and rows["e"]["candidate"] == "embed"
+    body = a["response"]["body"]  # the typed result's whole JSON (every field, defaults included)
+    assert ChatCompletion.model_validate(body).model_dump() == body and "refusal" in body["choices"][0]["message"]
+    assert EmbeddingResponse.model_validate(rows["e"]["response"]["body"]).model_dump() == rows["e"]["response"]["body"]
+    ids = {r["id"] for r in rows.values()}
+    assert len(ids) == 3 and {len(i) for i in ids} == {len("batch_req_") + 24}
     assert [q.json.get("max_tokens") for q in oai.requests if q.path == CHAT] == [5, 20]  # defaults fill the gap
     state = read_state(journal_path(tmp_path / "out.jsonl"))
     assert state.spent_pico == sum(pico(r["cost_usd"]) for r in rows.values()) and state.rows_total == 3
@@ -396,3 +402,23 @@ def test_a_configured_price_makes_an_unpriced_hf_provider_usable_under_a_budget(
     result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=1)
     assert result.exit_code == EXIT_DONE and result.ok == 3
     assert {r["provider"] for r in outputs(tmp_path / "out.jsonl")} == {"featherless-ai"}
+
+
+def test_a_result_keeps_its_meta_through_copies_pickles_and_equality() -> None:
+    """The batch reads ``result.meta`` (a plain slot, not a pydantic private attribute): it travels as before."""
+    import copy
+    import pickle
+
+    data = {"id": "c1", "created": 1, "model": "m", "choices": [{"message": {"content": "hi"}}], "extra": 1}
+    result = ChatCompletion.model_validate(data)
+    with pytest.raises(AttributeError, match="not produced by a polyroute call"):
+        _ = result.meta
+    meta = ResponseMeta(provider="p", model="m", api_base="http://x", latency_ms=1.0, model_string="openai/m")
+    result._meta = meta
+    assert result.meta is meta and "_meta" not in result.model_dump() and "meta" not in result.model_dump_json()
+    assert result.model_copy().meta is meta and result.model_copy(update={"id": "c2"}).meta is meta
+    deep = copy.deepcopy(result)
+    assert deep.meta == meta and deep.meta is not meta
+    assert pickle.loads(pickle.dumps(result)).meta == meta and pickle.loads(pickle.dumps(result)) == result
+    bare = ChatCompletion.model_validate(data)
+    assert bare == ChatCompletion.model_validate(data) and bare != result  # meta counts in ==, as it did
