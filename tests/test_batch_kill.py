@@ -184,3 +184,78 @@ def test_an_interrupted_retry_rewrite_is_undone_or_finished(
     result = run_batch(src, out, config, resume=True)
     assert result.ok == 20 and not new_out.exists() and not new_journal.exists()
     assert out.read_bytes() == original
+
+
+def test_a_journal_write_cut_short_commits_only_the_whole_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows that finish together share one write per file; a disk that fills up in the middle of the
+    journal's write leaves the rows whose records made it whole committed, and no others."""
+    import errno
+
+    from router.batch import journal as journal_module
+    from router.batch.rows import scan_input
+
+    write_input(tmp_path / "in.jsonl", 4)
+    out = tmp_path / "out.jsonl"
+    journal = journal_module.Journal.open(out, scan_input(tmp_path / "in.jsonl"), resume=False)
+    lines = [f'{{"custom_id": "r{i}"}}\n'.encode() for i in range(4)]
+    real_write = os.write
+    calls = {"journal": 0}
+
+    def disk_fills_up(fd: int, data: bytes | memoryview) -> int:
+        if fd == journal._journal:
+            calls["journal"] += 1
+            if calls["journal"] > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            whole = bytes(data)
+            return real_write(fd, whole[: whole.index(b"\n") + 10])  # one whole record of three, and a torn one
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal_module.os, "write", disk_fills_up)
+    rows = [(i + 1, lines[i], {"ok": True, "c": 7}) for i in range(3)]
+    assert journal.record_many(rows) == 1
+    committed = journal.state.ok
+    assert journal.broken is not None and committed == 1
+    assert out.stat().st_size == sum(len(line) for line in lines[:committed])  # output cut to the last commit
+    assert journal.record_many([(4, lines[3], {"ok": True, "c": 7})]) == 0  # a broken journal writes nothing more
+    journal.close()
+    monkeypatch.undo()
+
+    on_disk = read_state(journal_path(out))
+    assert on_disk.ok == committed and on_disk.torn_bytes > 0 and on_disk.spent_pico == 7 * committed
+    resumed = journal_module.Journal.open(out, scan_input(tmp_path / "in.jsonl"), resume=True)
+    try:
+        assert resumed.state.ok == committed and resumed.offset == out.stat().st_size
+        assert resumed.record_many([(4, lines[3], {"ok": True, "c": 7})]) == 1
+    finally:
+        resumed.close()
+    final = read_state(journal_path(out))
+    assert final.ok == committed + 1 and final.torn_bytes == 0 and final.output_end == out.stat().st_size
+
+
+def test_an_output_write_that_fails_commits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from router.batch import journal as journal_module
+    from router.batch.rows import scan_input
+
+    write_input(tmp_path / "in.jsonl", 2)
+    out = tmp_path / "out.jsonl"
+    journal = journal_module.Journal.open(out, scan_input(tmp_path / "in.jsonl"), resume=False)
+    real_write = os.write
+
+    def output_full(fd: int, data: bytes | memoryview) -> int:
+        if fd == journal._out:
+            real_write(fd, bytes(data)[:5])  # part of the first line, then the disk is full
+            raise OSError(errno.EFBIG, "File too large")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal_module.os, "write", output_full)
+    rows = [(i + 1, f'{{"custom_id": "r{i}"}}\n'.encode(), {"ok": True, "c": 7}) for i in range(2)]
+    assert journal.record_many(rows) == 0 and journal.broken is not None
+    with pytest.raises(OSError):
+        journal.record(1, rows[0][1], {"ok": True, "c": 7})
+    journal.close()
+    monkeypatch.undo()
+    assert out.stat().st_size == 0 and read_state(journal_path(out)).ok == 0

@@ -3,9 +3,9 @@
 ``results.jsonl.journal`` sits beside the output. Its first line is a header naming the input
 (size, sha256); then one line per finished row (``{"i": line, "ok": ..., "c": cost pico-USD,
 "o": offset, "n": length, ...}``) and one per run start/end. A finished row is written to the output
-first and to the journal second, each with one ``write`` to the OS, so after ``kill -9`` at any
-moment the journal's last complete row record says exactly how much of the output is valid: the
-output is cut back to it and rows not in the journal are sent again. A row whose record made it is
+first and to the journal second (the rows that finish together share one ``write`` to each file), so
+after ``kill -9`` at any moment the journal's last complete row record says exactly how much of the
+output is valid: the output is cut back to it and rows not in the journal are sent again. A row whose record made it is
 never sent again, and the spend is the sum of the recorded rows' costs.
 
 ``--retry-failed`` rewrites both files without the failed rows (new files, then renames; the
@@ -254,20 +254,57 @@ class Journal:
         A failed write (disk full, file too large) leaves the files as the last commit left them and
         makes every later write refuse: the job must stop, and ``--resume`` continues from there.
         """
+        self.record_many([(line, output_line, rec)])
         if self.broken is not None:
             raise self.broken
-        rec["i"], rec["o"], rec["n"] = line, self.offset, len(output_line)
-        record = orjson.dumps(rec) + b"\n"
+
+    def record_many(self, rows: list[tuple[int, bytes, dict[str, Any]]]) -> int:
+        """Write finished rows ``(line, output line, record)``: every output line (one write), then every
+        journal record (one write; each whole record is its row's commit). Returns how many were committed.
+
+        All of them, unless a write fails (disk full, file too large): then ``broken`` is set, only the
+        rows whose records reached the journal whole are committed (a torn record after them is cut on
+        resume), the output is cut back to the last commit, and every later write refuses.
+        """
+        if self.broken is not None:
+            return 0
+        offset = self.offset
+        records = []
+        for line, output_line, rec in rows:
+            rec["i"], rec["o"], rec["n"] = line, offset, len(output_line)
+            offset += len(output_line)
+            records.append(orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE))
         try:
-            _write_all(self._out, output_line)
-            _write_all(self._journal, record)
+            _write_all(self._out, rows[0][1] if len(rows) == 1 else b"".join([row[1] for row in rows]))
         except OSError as err:
             self.broken = err
-            with contextlib.suppress(OSError):  # cut any part-written line (the journal's is cut on resume)
-                os.ftruncate(self._out, self.offset)
-            raise
-        self.offset += len(output_line)
-        self.state.add(rec)
+            self._cut_output()
+            return 0
+        blob = records[0] if len(records) == 1 else b"".join(records)
+        written = 0
+        try:
+            view = memoryview(blob)
+            while written < len(blob):
+                written += os.write(self._journal, view[written:])
+        except OSError as err:
+            self.broken = err
+        committed = 0
+        end = 0
+        for (_, output_line, rec), record in zip(rows, records, strict=True):
+            end += len(record)
+            if end > written:
+                break
+            self.offset += len(output_line)
+            self.state.add(rec)
+            committed += 1
+        if self.broken is not None:
+            self._cut_output()
+        return committed
+
+    def _cut_output(self) -> None:
+        """Cut the output back to the last committed row (any line after it is not in the journal)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._out, self.offset)
 
     def note(self, rec: dict[str, Any]) -> None:
         """A run start/end record."""

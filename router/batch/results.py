@@ -13,6 +13,7 @@ Failure: ``response`` holds the upstream's status and error body when there was 
 from __future__ import annotations
 
 import os
+import random
 import time
 from typing import Any
 
@@ -22,9 +23,14 @@ from providers.errors import PolyrouteError
 
 from ..types import ChatCompletion, EmbeddingResponse, ResponseMeta
 
+# Row ids are random like OpenAI's (96 bits); drawn from a generator seeded from os.urandom, not one
+# getrandom() call per row. A forked child reseeds, so two processes never share a sequence.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
 
 def _id() -> str:
-    return f"batch_req_{os.urandom(12).hex()}"
+    return f"batch_req_{_ids.getrandbits(96):024x}"
 
 
 def success(
@@ -34,10 +40,12 @@ def success(
     usage = result.usage
     prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
     completion = getattr(usage, "completion_tokens", None) if usage is not None else None
+    # The typed result as pydantic serializes it (the same JSON as orjson of model_dump()), spliced in whole.
+    body = orjson.Fragment(result.__pydantic_serializer__.to_json(result))
     out = {
         "id": _id(),
         "custom_id": custom_id,
-        "response": {"status_code": 200, "request_id": meta.upstream_request_id, "body": result.model_dump()},
+        "response": {"status_code": 200, "request_id": meta.upstream_request_id, "body": body},
         "error": None,
         "cost_usd": meta.cost_usd,
         "provider": meta.provider,
@@ -54,7 +62,7 @@ def success(
         "ok": True, "t": round(time.time(), 3), "c": meta.cost_pico, "k": candidate, "p": meta.provider,
         "m": meta.model, "pt": prompt, "ct": completion, "ms": round(meta.latency_ms, 1), "a": len(meta.attempts) or 1,
     }  # fmt: skip
-    return orjson.dumps(out) + b"\n", rec
+    return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE), rec
 
 
 def failure(
@@ -80,7 +88,7 @@ def failure(
     }  # fmt: skip
     rec = {"ok": False, "t": round(time.time(), 3), "c": None, "k": candidate, "p": out["provider"], "e": code,
            "ms": None if latency_ms is None else round(latency_ms, 1), "a": len(attempts)}  # fmt: skip
-    return orjson.dumps(out) + b"\n", rec
+    return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE), rec
 
 
 def error_code(err: BaseException) -> str:
