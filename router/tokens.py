@@ -51,10 +51,22 @@ async def aload_encoding() -> None:
 
 
 def count_text(text: str) -> int:
-    """Tokens in ``text``."""
+    """Tokens in ``text`` (special-token text counts as plain text, as ``encode(disallowed_special=())``)."""
     if not text:
         return 0
-    return len(_encoding().encode(text, disallowed_special=()))
+    return len(_encoding().encode_ordinary(text))
+
+
+_ROLE_TOKENS: dict[str, int] = {}  # a handful of role names, each counted once
+
+
+def _role_tokens(role: str) -> int:
+    count = _ROLE_TOKENS.get(role)
+    if count is None:
+        count = count_text(role)
+        if len(_ROLE_TOKENS) < 64:
+            _ROLE_TOKENS[role] = count
+    return count
 
 
 def _message_text(content: Any) -> Iterable[str]:
@@ -72,7 +84,7 @@ def count_messages(messages: Iterable[dict[str, Any]]) -> int:
     for msg in messages:
         if not isinstance(msg, dict):  # not a message: the request's own checks reject it
             continue
-        total += _TOKENS_PER_MESSAGE + count_text(str(msg.get("role", "")))
+        total += _TOKENS_PER_MESSAGE + _role_tokens(str(msg.get("role", "")))
         for text in _message_text(msg.get("content")):
             total += count_text(text)
         for call in msg.get("tool_calls") or ():

@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..budget import count_request, max_completion_tokens
@@ -56,19 +56,22 @@ class RowPlan:
     reserve_pico: int  # the most the row can cost, over every candidate it may reach
     problem: str | None = None  # no candidate can take the row: why
     pinned: bool = False
+    steps: tuple[tuple[int, int], ...] | None = field(default=None, repr=False)  # reserve_steps(), once
 
     @property
     def chosen(self) -> Quote | None:
         return self.order[0] if self.order else None
 
-    def reserve_steps(self) -> list[tuple[int, int]]:
+    def reserve_steps(self) -> tuple[tuple[int, int], ...]:
         """(candidates kept, amount to reserve): all of them first, then fewer fallbacks, down to the chosen one."""
-        steps: list[tuple[int, int]] = []
-        for keep in range(len(self.order), 0, -1):
-            amount = max((q.worst_pico or 0 for q in self.order[:keep]), default=0)
-            if not steps or amount < steps[-1][1]:
-                steps.append((keep, amount))
-        return steps
+        if self.steps is None:
+            steps: list[tuple[int, int]] = []
+            for keep in range(len(self.order), 0, -1):
+                amount = max((q.worst_pico or 0 for q in self.order[:keep]), default=0)
+                if not steps or amount < steps[-1][1]:
+                    steps.append((keep, amount))
+            self.steps = tuple(steps)
+        return self.steps
 
 
 def request_body(config: BatchConfig, row: Row) -> dict[str, Any]:
@@ -95,6 +98,9 @@ class Planner:
         self.server_picks = {c.name: any(_server_picks(d) for d in router.groups[c.group]) for c in config.candidates}
         self.lowest_wins = {c.name: self._lowest_wins(router, c, self.ways[c.name]) for c in config.candidates}
         self.unknown_models: dict[str, int] = {}  # row "model" values that name no candidate: count
+        # Plans by everything a plan depends on besides the catalog and the config (fixed for the job):
+        # rows alike in those are planned alike, so each shape of row is planned once.
+        self._plans: dict[tuple[Any, ...], RowPlan] = {}
 
     @staticmethod
     def _ways(router: Router, group: str) -> list[Way]:
@@ -142,9 +148,25 @@ class Planner:
         """Plan ``row`` whose request body (defaults applied) is ``body``."""
         prompt = self.prompt_tokens(row)
         needs = needs_of(body) if row.endpoint == "chat" else frozenset()
+        pinned = self._pinned(row, body)
+        # What _quote reads of the body: the answer limit and n (checked ints for rows and defaults).
+        limit, n = body.get("max_completion_tokens") or body.get("max_tokens"), body.get("n")
+        if not (_plain_int(limit) and _plain_int(n)):
+            return self._plan(row, body, prompt, needs, pinned)
+        key = (row.endpoint, pinned.name if pinned else None, prompt, limit, n, needs)
+        known = self._plans.get(key)
+        if known is None:
+            if len(self._plans) >= _PLANS_KEPT:
+                self._plans.clear()
+            known = self._plans[key] = self._plan(row, body, prompt, needs, pinned)
+            known.reserve_steps()
+        return RowPlan(list(known.order), prompt, known.reserve_pico, known.problem, known.pinned, known.steps)
+
+    def _plan(
+        self, row: Row, body: dict[str, Any], prompt: int, needs: frozenset[str], pinned: Candidate | None
+    ) -> RowPlan:
         quotes: list[Quote] = []
         refusals: list[str] = []
-        pinned = self._pinned(row, body)
         for candidate in [pinned] if pinned else self.config.candidates:
             if candidate.endpoint != row.endpoint:
                 continue
@@ -224,6 +246,13 @@ class Planner:
                 worst.append(way.price.cost_pico(worst_prompt, 0))
         pick = min if self.lowest_wins[candidate.name] else max
         return Quote(candidate, pick(expected), min(lowest), max(worst, default=None), max(outputs, default=None)), ""
+
+
+_PLANS_KEPT = 4096  # row shapes remembered at once (a job with more starts over: it only costs time)
+
+
+def _plain_int(value: Any) -> bool:
+    return value is None or type(value) is int
 
 
 def _chain(router: Router, group: str) -> list[str]:
