@@ -422,3 +422,33 @@ def test_a_result_keeps_its_meta_through_copies_pickles_and_equality() -> None:
     assert pickle.loads(pickle.dumps(result)).meta == meta and pickle.loads(pickle.dumps(result)) == result
     bare = ChatCompletion.model_validate(data)
     assert bare == ChatCompletion.model_validate(data) and bare != result  # meta counts in ==, as it did
+
+
+def test_the_jobs_loop_ledger_follows_the_in_memory_ledgers_rule() -> None:
+    """Same answers as InMemoryLedger for any sequence of reserve / settle / release (ids aside)."""
+    import random
+
+    from router.batch.runner import LoopLedger
+    from router.ledger import InMemoryLedger
+
+    rng = random.Random(7)
+    ours, reference = LoopLedger(), InMemoryLedger()
+    open_ids: list[tuple[str, str]] = []  # (ours, reference)
+    for _ in range(5000):
+        op = rng.random()
+        if op < 0.5 or not open_ids:
+            amount, limit = rng.randint(0, 400), rng.randint(0, 20_000)
+            a, b = ours.reserve("job", amount, limit), reference.reserve("job", amount, limit)
+            assert (a is None) == (b is None)
+            if a is not None and b is not None:
+                open_ids.append((a, b))
+        else:
+            a, b = open_ids.pop(rng.randrange(len(open_ids)))
+            if op < 0.8:
+                actual = rng.randint(0, 400)
+                ours.settle("job", a, actual), reference.settle("job", b, actual)
+                ours.settle("job", a, actual), reference.settle("job", b, actual)  # a second settle is a no-op
+            else:
+                ours.release("job", a), reference.release("job", b)
+        assert ours.totals("job") == reference.totals("job")
+    assert ours.totals("other") == (0, 0)

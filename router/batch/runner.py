@@ -30,7 +30,7 @@ from typing import Any
 
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
 
-from ..ledger import InMemoryLedger, Ledger
+from ..ledger import Ledger
 from ..pricing.prices import PICO_PER_USD, pico_to_usd
 from ..routing.router import Router
 from ..tokens import aload_encoding
@@ -82,6 +82,54 @@ def build_router(config: BatchConfig) -> Router:
 
 def _usd_to_pico(usd: float | None) -> int | None:
     return None if usd is None else int(Decimal(str(usd)) * PICO_PER_USD)
+
+
+class LoopLedger:
+    """The budget ledger of one job on one event loop: :class:`InMemoryLedger`'s rule (a reservation fits
+    when spent + open reservations + it <= limit), kept as running totals, without a lock (every call comes
+    from the loop's thread) and with counter ids, instead of a lock, a sum over the open reservations and a
+    random id per row."""
+
+    def __init__(self) -> None:
+        self._spent: dict[str, int] = {}
+        self._open: dict[str, dict[str, int]] = {}
+        self._open_total: dict[str, int] = {}
+        self._ids = itertools.count(1)
+
+    def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+        held = self._open_total.get(budget_id, 0)
+        if self._spent.get(budget_id, 0) + held + amount > limit:
+            return None
+        rid = str(next(self._ids))
+        self._open.setdefault(budget_id, {})[rid] = amount
+        self._open_total[budget_id] = held + amount
+        return rid
+
+    def _close(self, budget_id: str, reservation_id: str) -> bool:
+        amount = self._open.get(budget_id, {}).pop(reservation_id, None)
+        if amount is None:  # unknown or already closed: settling and releasing are idempotent
+            return False
+        self._open_total[budget_id] -= amount
+        return True
+
+    def settle(self, budget_id: str, reservation_id: str, actual: int) -> None:
+        if self._close(budget_id, reservation_id):
+            self._spent[budget_id] = self._spent.get(budget_id, 0) + actual
+
+    def release(self, budget_id: str, reservation_id: str) -> None:
+        self._close(budget_id, reservation_id)
+
+    def totals(self, budget_id: str) -> tuple[int, int]:
+        return self._spent.get(budget_id, 0), self._open_total.get(budget_id, 0)
+
+    async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+        return self.reserve(budget_id, amount, limit)
+
+    async def asettle(self, budget_id: str, reservation_id: str, actual: int) -> None:
+        self.settle(budget_id, reservation_id, actual)
+
+    async def arelease(self, budget_id: str, reservation_id: str) -> None:
+        self.release(budget_id, reservation_id)
 
 
 class _Job:
@@ -308,7 +356,7 @@ async def arun_batch(
         planner = Planner(config, router, budgeted=budget_pico is not None,
                           observed_output=journal.state.observed_output())  # fmt: skip
         job = _Job(config, router, journal, planner, budget_pico=budget_pico, concurrency=concurrency,
-                   progress=progress, client=client, ledger=InMemoryLedger())  # fmt: skip
+                   progress=progress, client=client, ledger=LoopLedger())  # fmt: skip
         journal.note({"run": len([r for r in journal.state.runs if "run" in r]) + 1, "t": round(time.time(), 3),
                       "budget_pico": budget_pico, "concurrency": concurrency})  # fmt: skip
         if progress is not None:
