@@ -40,6 +40,8 @@ class ClientPool:
         self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
             weakref.WeakKeyDictionary()
         )
+        # The last (loop, transport) handed out: async calls on one loop skip the weak-key lookup.
+        self._last: tuple[asyncio.AbstractEventLoop, AiohttpTransport] | None = None
 
     def sync_transport(self) -> HttpxSyncTransport:
         transport = self._sync
@@ -64,6 +66,9 @@ class ClientPool:
 
     def async_transport(self) -> AiohttpTransport:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop and not last[1].session.closed:
+            return last[1]
         transport = self._async.get(loop)
         if transport is None or transport.session.closed:
             import aiohttp
@@ -88,12 +93,16 @@ class ClientPool:
             # finalizes it in shutdown_asyncgens(); the finally-block closes the session.
             self._closers[loop] = closer
             self._starter = loop.create_task(_advance(closer))
+        self._last = (loop, transport)
         return transport
 
     def _forget_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         # The session holds its loop strongly, so the weak keys alone would never let go.
         self._async.pop(loop, None)
         self._closers.pop(loop, None)
+        last = self._last
+        if last is not None and last[0] is loop:
+            self._last = None
 
     async def aclose(self) -> None:
         """Close the session of the running event loop (it also closes when the loop shuts down)."""

@@ -58,6 +58,8 @@ def api_key_for(target: Target, api_key: str | None, api_base: str | None) -> st
 
 
 def check_unknown(kwargs: dict[str, Any], fn: str) -> None:
+    if not kwargs:
+        return
     unknown = sorted(k for k in kwargs if k not in _IGNORED_LITELLM_ARGS)
     if unknown:
         raise InvalidRequestArgumentError(

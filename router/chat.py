@@ -127,6 +127,10 @@ def finish_chat(
     return result
 
 
+def _stream_args(call: Call) -> dict[str, Any]:
+    return {"started": call.started, "model_string": call.target.model_string, "catalog": call.catalog}
+
+
 def normalizer(call: Call) -> ChunkNormalizer:
     return ChunkNormalizer(call.target, include_usage=call.include_usage, messages=call.messages, secrets=call.secrets)
 
@@ -151,11 +155,10 @@ def run_chat(
     call: Call, *, stream: bool, client: Any = None, budget: Budget | None = None, mock_response: Any = None
 ) -> ChatCompletion | Stream:
     """Send a prepared chat call and build its result (or its stream)."""
-    kw: dict[str, Any] = {"started": call.started, "model_string": call.target.model_string, "catalog": call.catalog}
     if mock_response is not None:  # no network, no budget: nothing is spent
         if stream:
             frames = mock.stream(call.target, call.messages, mock_response)
-            return Stream(frames, normalizer(call), attempts=[], mock=True, **kw)
+            return Stream(frames, normalizer(call), attempts=[], mock=True, **_stream_args(call))
         mocked = mock.response(call.target, call.messages, mock_response)
         return finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
     reservation = reserve(call, budget) if budget is not None else None
@@ -171,7 +174,7 @@ def run_chat(
                 upstream.close()
                 raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
             return Stream(upstream, normalizer(call), attempts=[attempt(call, upstream.status, None)],
-                          reservation=reservation, **kw)  # fmt: skip
+                          reservation=reservation, **_stream_args(call))  # fmt: skip
         try:
             response = transport.send(call.request, call.timeouts)
         except PolyrouteError as err:
@@ -190,11 +193,10 @@ async def arun_chat(
     call: Call, *, stream: bool, client: Any = None, budget: Budget | None = None, mock_response: Any = None
 ) -> ChatCompletion | AsyncStream:
     """Async :func:`run_chat`: no blocking work on the event loop."""
-    kw: dict[str, Any] = {"started": call.started, "model_string": call.target.model_string, "catalog": call.catalog}
     if mock_response is not None:
         if stream:
             frames = mock.stream(call.target, call.messages, mock_response)
-            return AsyncStream(frames, normalizer(call), attempts=[], mock=True, **kw)
+            return AsyncStream(frames, normalizer(call), attempts=[], mock=True, **_stream_args(call))
         mocked = mock.response(call.target, call.messages, mock_response)
         return finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
     reservation = await areserve(call, budget) if budget is not None else None
@@ -210,7 +212,7 @@ async def arun_chat(
                 await upstream.aclose()
                 raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
             return AsyncStream(upstream, normalizer(call), attempts=[attempt(call, upstream.status, None)],
-                               reservation=reservation, **kw)  # fmt: skip
+                               reservation=reservation, **_stream_args(call))  # fmt: skip
         try:
             response = await transport.send(call.request, call.timeouts)
         except PolyrouteError as err:

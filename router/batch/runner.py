@@ -153,6 +153,8 @@ class _Job:
         self.needed_max = 0
         self.rows_left = 0
         self.pending: list[tuple[int, bytes, dict[str, Any]]] = []  # finished rows not yet written
+        self.slots = asyncio.Semaphore(concurrency)
+        self.call_extra = {"priced_only": True} if planner.strict_prices else {}
 
     # ---------------------------------------------------------------- rows
     def _duplicate(self, custom_id: str) -> bool:
@@ -207,7 +209,7 @@ class _Job:
 
     async def feed(self, input_path: Path) -> None:
         lines = iter_lines(input_path)
-        slots = asyncio.Semaphore(self.concurrency)
+        slots = self.slots
         while True:
             chunk = await asyncio.to_thread(lambda: list(itertools.islice(lines, 256)))
             if not chunk:
@@ -255,8 +257,11 @@ class _Job:
                     continue
                 task = asyncio.create_task(self._send(row, body, plan, rid))
                 self.in_flight.add(task)
-                task.add_done_callback(self.in_flight.discard)
-                task.add_done_callback(lambda _: slots.release())
+                task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        self.slots.release()
 
     def _count_left(self, plan: RowPlan) -> None:
         self.rows_left += 1
@@ -268,7 +273,7 @@ class _Job:
     async def _send(self, row: Row, body: dict[str, Any], plan: RowPlan, rid: str) -> None:
         chosen = plan.order[0].candidate
         fallbacks = [q.candidate.group for q in plan.order[1:]] or None
-        extra = {"priced_only": True} if self.planner.strict_prices else {}
+        extra = self.call_extra
         started = time.perf_counter()
         try:
             result: Any
@@ -311,14 +316,14 @@ class _Job:
 
 def _candidate_of(attempts: list[Any] | None, plan: RowPlan) -> str | None:
     """The candidate whose group made the last attempt."""
-    return _group_candidate(attempts[-1].deployment if attempts else None, plan)
-
-
-def _group_candidate(deployment: str | None, plan: RowPlan) -> str | None:
+    deployment = attempts[-1].deployment if attempts else None
     if not deployment:
         return None
-    group = deployment.split("[", 1)[0]
-    return next((q.candidate.name for q in plan.order if q.candidate.group == group), None)
+    group = deployment.partition("[")[0]  # "group[i]:model"
+    for quote in plan.order:
+        if quote.candidate.group == group:
+            return quote.candidate.name
+    return None
 
 
 async def arun_batch(
