@@ -107,10 +107,10 @@ def test_a_keys_budget_and_rpm_hold_across_replicas(
         limited = _admin(one, "POST", "/admin/keys", json={"rpm": 12}).json()["key"]
         statuses = Counter(r.status_code for r in _alternating(proxy.urls, limited, 40))
         assert statuses == {200: 12, 429: 28}
-        # budget: $0.05 at $100/M tokens; each call reserves its worst case (prompt + 100 tokens) first
+        # budget: $0.05 at $100/M tokens; each call reserves its worst case first (prompt + 10 tokens: ~20 fit)
         budgeted = _admin(two, "POST", "/admin/keys", json={"max_budget_usd": 0.05}).json()
         before = sum(_chat_requests(s) for s in upstreams)
-        replies = _alternating(proxy.urls, budgeted["key"], 64, max_tokens=100)
+        replies = _alternating(proxy.urls, budgeted["key"], 64, max_tokens=10)
         codes = Counter(r.status_code for r in replies)
         assert codes[200] > 0 and codes[429] > 0 and codes[200] + codes[429] == 64
         assert {r.json()["error"]["code"] for r in replies if r.status_code == 429} == {"budget_exceeded"}

@@ -386,6 +386,7 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     app[_STORE] = store
     if router.shared is not None:  # budgets and key windows shared by every replica through Redis
         ledger: Any = RedisLedger(router.shared.link, on_unavailable=config.on_redis_unavailable)
+        router.shared.flushers.append(ledger.flush)  # settlements owed after an outage reach Redis soon after
         app[_ACCESS] = Access(store, config.master_key, ledger, router.shared.windows)
     else:
         app[_ACCESS] = Access(store, config.master_key, store.ledger())

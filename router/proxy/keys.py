@@ -122,9 +122,10 @@ class Access:
         except SharedStateUnavailable:
             self._limits(row, now)  # this replica's own window until Redis is back
             return
-        self._requests[row.id].append(now)  # the local window stays warm for an outage
-        if wait > 0:
-            self._requests[row.id].pop()
+        self._trim(row.id, now)
+        if wait <= 0:
+            self._requests[row.id].append(now)  # the local window stays warm for an outage
+        else:
             used_requests, _ = await asyncio.to_thread(self.windows.used, f"key:{row.id}")
             if row.rpm is not None and used_requests >= row.rpm:
                 raise Refused(429, f"this key's limit of {row.rpm} requests per minute is reached (across all "
@@ -132,13 +133,17 @@ class Access:
             raise Refused(429, f"this key's limit of {row.tpm} tokens per minute is reached (across all replicas); "
                                f"retry in {max(1, round(wait))}s", "tpm_limit")  # fmt: skip
 
-    def _limits(self, row: KeyRow, now: float) -> None:
+    def _trim(self, key_id: str, now: float) -> None:
         horizon = now - 60.0
-        requests, tokens = self._requests[row.id], self._tokens[row.id]
+        requests, tokens = self._requests[key_id], self._tokens[key_id]
         while requests and requests[0] <= horizon:
             requests.popleft()
         while tokens and tokens[0][0] <= horizon:
-            self._token_totals[row.id] -= tokens.popleft()[1]
+            self._token_totals[key_id] -= tokens.popleft()[1]
+
+    def _limits(self, row: KeyRow, now: float) -> None:
+        self._trim(row.id, now)
+        requests = self._requests[row.id]
         if row.rpm is not None and len(requests) >= row.rpm:
             raise Refused(429, f"this key's limit of {row.rpm} requests per minute is reached; retry in "
                                f"{requests[0] + 60 - now:.0f}s", "rpm_limit")  # fmt: skip

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -117,10 +118,11 @@ class Deployment:
 
     def uncount(self, now: float, tokens: int) -> None:
         """Take back a :meth:`count` whose request was not sent after all."""
-        if self.state.requests and self.state.requests[-1] == now:
-            self.state.requests.pop()
-        if tokens and self.state.tokens and self.state.tokens[-1] == (now, tokens):
-            self.state.tokens.pop()
+        with contextlib.suppress(ValueError):  # other requests may have been counted since: find ours
+            self.state.requests.remove(now)
+        if tokens:
+            with contextlib.suppress(ValueError):
+                self.state.tokens.remove((now, tokens))
 
 
 def _params_of(entry: dict[str, Any], where: str) -> dict[str, Any]:

@@ -483,6 +483,9 @@ class Router:
                 wait = self.shared.admit(d, _tokens(session))
             except SharedStateUnavailable:
                 return choice  # the local window already admitted it
+            except BaseException:
+                session.withdraw(choice, 0)
+                raise
             if wait <= 0:
                 return choice
             session.withdraw(choice, wait)
@@ -497,6 +500,9 @@ class Router:
                 wait = await self.shared.aadmit(d, _tokens(session))
             except SharedStateUnavailable:
                 return choice
+            except BaseException:  # cancelled (a caller's timeout) or a bug: the choice was never sent
+                session.withdraw(choice, 0)
+                raise
             if wait <= 0:
                 return choice
             session.withdraw(choice, wait)

@@ -269,14 +269,16 @@ class Session:
         return record
 
     def withdraw(self, choice: Choice, wait: float) -> None:
-        """Undo a choice the shared rpm/tpm window refused: nobody here asks that deployment for ``wait`` s."""
+        """Undo a choice that was not sent: the shared rpm/tpm window refused it (nobody here asks that
+        deployment for ``wait`` s), or the admission was cancelled (``wait`` 0)."""
         d = choice.deployment
         tokens = (self.request.prompt_tokens or 0) + (self.request.max_tokens or 0)
         with d.state.lock:
             d.state.in_flight -= 1
             d.state.probing = d.state.probing and not choice.probe
             d.uncount(choice.started, tokens)
-            d.state.full_until = max(d.state.full_until, now() + wait)
+            if wait > 0:
+                d.state.full_until = max(d.state.full_until, now() + wait)
         self.tries_in_group -= 1
 
     def _release(self, choice: Choice) -> None:
@@ -294,6 +296,7 @@ class Session:
             self._release(choice)
         state = choice.deployment.state
         with state.lock:
+            had_trouble = bool(state.cooldown_until or state.failures)
             state.failures.clear()
             state.cooldown_until = 0.0
             state.probing = False
@@ -301,7 +304,7 @@ class Session:
             if ttft_ms is not None:
                 state.ttft_ewma_ms = _ewma(state.ttft_ewma_ms, ttft_ms)
         if self.router.shared is not None:
-            self.router.shared.succeeded(choice.deployment, latency_ms, ttft_ms)
+            self.router.shared.succeeded(choice.deployment, latency_ms, ttft_ms, had_trouble=had_trouble)
         return self._record(choice, 200, None, latency_ms)
 
     def failed(self, choice: Choice, err: BaseException, latency_ms: float) -> bool:

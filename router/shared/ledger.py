@@ -43,7 +43,8 @@ class RedisLedger:
             raise ValueError(f"on_redis_unavailable must be 'refuse' or 'local', got {on_unavailable!r}")
         self.link = link
         self.on_unavailable = on_unavailable
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the queue and the local state
+        self._flushing = threading.Lock()  # one flush at a time
         self._seen: dict[str, tuple[int, int]] = {}  # last totals read from Redis, per budget
         self._local = InMemoryLedger()  # budgets during an outage ("local" mode)
         self._local_base: dict[str, int] = {}
@@ -60,10 +61,11 @@ class RedisLedger:
     # ---------------------------------------------------------------- outage handling
     def _refuse(self, budget_id: str, amount: int, limit: int) -> BudgetUnavailableError:
         spent, reserved = self._seen.get(budget_id, (0, 0))
+        # The message reaches API clients: it names no host (the log line of the outage does).
         return BudgetUnavailableError(
-            f"budget {budget_id!r}: the shared budget ledger ({self.link.where}) is unreachable, so this call is "
-            f"refused rather than risk spending past ${pico_to_usd(limit):.6f} (fail-safe). Restore Redis, or set "
-            "on_redis_unavailable: local to keep spending on this replica's own count",
+            f"budget {budget_id!r}: the shared budget ledger is unreachable, so this call is refused rather than "
+            f"risk spending past ${pico_to_usd(limit):.6f} (fail-safe); try again shortly. Operators: restore Redis, "
+            "or set on_redis_unavailable: local to keep spending on each replica's own count",
             limit_usd=pico_to_usd(limit),
             spent_usd=pico_to_usd(spent),
             reserved_usd=pico_to_usd(reserved),
@@ -71,7 +73,7 @@ class RedisLedger:
         )
 
     def _reserve_locally(self, budget_id: str, amount: int, limit: int) -> str | None:
-        with self._lock:
+        with self._lock:  # counting starts from what Redis last said this budget had spent and reserved
             base = self._local_base.setdefault(budget_id, sum(self._seen.get(budget_id, (0, 0))))
         rid = self._local.reserve(budget_id, amount, limit - base)
         return None if rid is None else _LOCAL + rid
@@ -82,56 +84,82 @@ class RedisLedger:
             return
         self._local.settle(budget_id, rid[len(_LOCAL) :], actual)
         if actual:
-            self._owed.append(("spent", budget_id, rid, actual))
-        self.flush()
+            with self._lock:
+                self._owed.append(("spent", budget_id, rid, actual))  # written by the next flush
+
+    def _owe(self, entry: tuple[str, str, str, int | None]) -> None:
+        with self._lock:
+            self._owed.append(entry)
 
     def pending(self) -> int:
         """Writes still owed to Redis (settlements and spend made during an outage)."""
         return len(self._owed)
 
     def flush(self) -> int:
-        """Write what Redis is owed, oldest first; stops at the first failure. Returns how many were written."""
+        """Write what Redis is owed, oldest first; stops at the first failure. Returns how many were written.
+
+        Safe from any thread (one flush at a time); the shared router state's thread calls it while
+        writes are owed, so they reach Redis soon after it is back.
+        """
         written = 0
-        while self._owed:
-            kind, budget_id, rid, amount = self._owed[0]
-            keys = self._keys(budget_id)
-            try:
-                if kind == "close":
-                    self.link.eval("close", scripts.CLOSE, keys[:3], [rid, "" if amount is None else amount])
-                else:
-                    self.link.eval("add_spent", scripts.ADD_SPENT, keys, [rid, amount or 0])
-            except SharedStateUnavailable:
-                return written
-            self._owed.popleft()
-            written += 1
+        with self._flushing:
+            while True:
+                with self._lock:
+                    if not self._owed:
+                        break
+                    entry = self._owed[0]
+                kind, budget_id, rid, amount = entry
+                keys = self._keys(budget_id)
+                try:
+                    if kind == "close":
+                        self.link.eval("close", scripts.CLOSE, keys[:3], [rid, "" if amount is None else amount])
+                    else:
+                        self.link.eval("add_spent", scripts.ADD_SPENT, keys, [rid, amount or 0])
+                except SharedStateUnavailable:
+                    return written
+                with self._lock:
+                    self._owed.remove(entry)  # this entry, whatever was appended meanwhile
+                written += 1
+            with self._lock:  # all paid back: the next outage starts from fresh Redis totals
+                if self._local_base and not any(self._local.totals(b)[1] for b in self._local_base):
+                    self._local_base.clear()
+                    self._local = InMemoryLedger()
         return written
+
+    def _reserved(self, budget_id: str, rid: str, reply: Any) -> str | None:
+        self._seen[budget_id] = (int(reply[1]), int(reply[2]))
+        return rid if int(reply[0]) else None
 
     # ---------------------------------------------------------------- Ledger protocol
     def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
         rid, keys = _new_id(), self._keys(budget_id)
         try:
-            ok = self.link.eval("reserve", scripts.RESERVE, keys[:3], [amount, limit, rid, f"{time.time():.3f}"])
+            reply = self.link.eval("reserve", scripts.RESERVE, keys[:3], [amount, limit, rid, f"{time.time():.3f}"])
         except SharedStateUnavailable as e:
             if e.maybe_applied:  # the script may still run when Redis is back: give the id up for sure
-                self._owed.append(("close", budget_id, rid, None))
+                self._owe(("close", budget_id, rid, None))
             if self.on_unavailable == "local":
                 return self._reserve_locally(budget_id, amount, limit)
             raise self._refuse(budget_id, amount, limit) from None
         if self._owed:
             self.flush()
-        return rid if ok else None
+        return self._reserved(budget_id, rid, reply)
 
     async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
         rid, keys = _new_id(), self._keys(budget_id)
         try:
-            ok = await self.link.aeval("reserve", scripts.RESERVE, keys[:3], [amount, limit, rid, f"{time.time():.3f}"])
+            reply = await self.link.aeval(
+                "reserve", scripts.RESERVE, keys[:3], [amount, limit, rid, f"{time.time():.3f}"]
+            )
         except SharedStateUnavailable as e:
             if e.maybe_applied:
-                self._owed.append(("close", budget_id, rid, None))
+                self._owe(("close", budget_id, rid, None))
             if self.on_unavailable == "local":
                 return self._reserve_locally(budget_id, amount, limit)
             raise self._refuse(budget_id, amount, limit) from None
-        return rid if ok else None
+        if self._owed:  # Redis answers again: pay back what it is owed, off the event loop
+            await self.link.arun(lambda _c: self.flush())
+        return self._reserved(budget_id, rid, reply)
 
     def _close(self, budget_id: str, rid: str, actual: int | None) -> None:
         if rid.startswith(_LOCAL):
@@ -141,7 +169,7 @@ class RedisLedger:
         try:
             self.link.eval("close", scripts.CLOSE, keys[:3], [rid, "" if actual is None else actual])
         except SharedStateUnavailable:
-            self._owed.append(("close", budget_id, rid, actual))  # written when Redis is back, never lost
+            self._owe(("close", budget_id, rid, actual))  # written when Redis is back, never lost
 
     async def _aclose(self, budget_id: str, rid: str, actual: int | None) -> None:
         if rid.startswith(_LOCAL):
@@ -151,7 +179,7 @@ class RedisLedger:
         try:
             await self.link.aeval("close", scripts.CLOSE, keys[:3], [rid, "" if actual is None else actual])
         except SharedStateUnavailable:
-            self._owed.append(("close", budget_id, rid, actual))
+            self._owe(("close", budget_id, rid, actual))
 
     def settle(self, budget_id: str, reservation_id: str, actual: int) -> None:
         self._close(budget_id, reservation_id, actual)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -40,17 +42,25 @@ class SharedStateUnavailable(Exception):
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
-    import redis
+    """Errors meaning "Redis cannot serve us now": no connection, a stall, or a server that is out of
+    memory, read-only after a failover, loading, busy or without its master."""
+    import redis.exceptions as e
 
-    return (redis.ConnectionError, redis.TimeoutError, OSError)
+    return (e.ConnectionError, e.TimeoutError, OSError, e.OutOfMemoryError, e.ReadOnlyError, e.BusyLoadingError,
+            e.MasterDownError, e.TryAgainError)  # fmt: skip
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url:
-        scheme, rest = url.split("://", 1) if "://" in url else ("redis", url)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+    """Scheme, host, port and database only: no user, password or query (``?password=`` is accepted too)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    host = parts.hostname or "?"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class RedisLink:
@@ -72,6 +82,9 @@ class RedisLink:
             raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {_safe_url(url)!r}")
         self.url = url
         self.where = _safe_url(url)
+        parsed = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qs(parsed.query)
+        self._secrets = tuple(x for x in (parsed.password, *query.get("password", [])) if x)
         self.prefix = prefix
         self.socket_timeout = socket_timeout
         self.retry_seconds = retry_seconds
@@ -110,7 +123,7 @@ class RedisLink:
                 log.warning("shared state: Redis at %s unreachable (%s); serving with local state", self.where,
                             type(err).__name__)  # fmt: skip
             self.up = False
-            self.last_error = redact(f"{type(err).__name__}: {err}".splitlines()[0], (self.url,))
+            self.last_error = redact(f"{type(err).__name__}: {err}".splitlines()[0], (self.url, *self._secrets))
             self._retry_at = time.monotonic() + self.retry_seconds
         return SharedStateUnavailable(f"Redis at {self.where} is unreachable ({self.last_error})", maybe_applied=True)
 
@@ -144,13 +157,15 @@ class RedisLink:
         return True
 
     # ---------------------------------------------------------------- calls
-    def run(self, fn: Callable[[Any], T]) -> T:
+    def run(self, fn: Callable[[Any], T], *, retry: bool = True) -> T:
         """``fn(sync_client)``; connection failures become :class:`SharedStateUnavailable`."""
         self._gate()
         try:
             try:
                 result = fn(self.sync)
             except self._stale:  # a pooled connection from before a Redis restart: once more, on a new one
+                if not retry:
+                    raise
                 result = fn(self.sync)
         except self._errors as err:
             raise self._down(err) from None
@@ -162,17 +177,21 @@ class RedisLink:
         self._gate()
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, fn)
 
-    def eval(self, name: str, source: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a Lua script (loaded once, by SHA afterwards)."""
+    def eval(self, name: str, source: str, keys: list[str], args: list[Any], *, retry: bool = True) -> Any:
+        """Run a Lua script (loaded once, by SHA afterwards). ``retry``: the script is idempotent, so it
+        may be sent again on a new connection when the pooled one turns out dead (it may have run)."""
         script = self.script(name, source)
-        return self.run(lambda _c: script(keys=keys, args=args))
+        return self.run(lambda _c: script(keys=keys, args=args), retry=retry)
 
-    async def aeval(self, name: str, source: str, keys: list[str], args: list[Any]) -> Any:
+    async def aeval(self, name: str, source: str, keys: list[str], args: list[Any], *, retry: bool = True) -> Any:
         """:meth:`eval` without blocking the loop: on the loop's own async client when one is bound
         (:meth:`bind_loop`, a server's long-lived loop), else on a worker thread."""
         bound = self._bound
         if bound is None or bound[0] is not asyncio.get_running_loop():
-            return await self.arun(lambda _c: self.script(name, source)(keys=keys, args=args))
+            script = self.script(name, source)
+            loop = asyncio.get_running_loop()
+            run = functools.partial(self.run, lambda _c: script(keys=keys, args=args), retry=retry)
+            return await loop.run_in_executor(self._executor, run)
         self._gate()
         script = bound[2].get(name)
         if script is None:
@@ -181,6 +200,8 @@ class RedisLink:
             try:
                 result = await script(keys=keys, args=args)
             except self._stale:
+                if not retry:
+                    raise
                 result = await script(keys=keys, args=args)
         except self._errors as err:
             raise self._down(err) from None

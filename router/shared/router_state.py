@@ -26,6 +26,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import scripts
@@ -51,7 +52,10 @@ class SharedRouterState:
         self.link = link
         self.interval = interval
         self.windows = SharedWindows(link)
-        self._events: collections.deque[tuple[Any, ...]] = collections.deque()
+        # Reports not yet written; during a long outage the oldest go (they describe the past anyway).
+        self._events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=10_000)
+        self._latency_lock = threading.Lock()
+        self.flushers: list[Callable[[], int]] = []  # e.g. RedisLedger.flush: writes owed to Redis
         self._latency: dict[int, list[float]] = {}  # id(deployment) -> [sum, n, ttft sum, ttft n]
         self._deployments: list[Deployment] = []
         self._stop = threading.Event()
@@ -79,6 +83,7 @@ class SharedRouterState:
         self._sync_once()  # last reports, and this replica's in-flight counts removed
         with contextlib.suppress(SharedStateUnavailable):
             self.link.run(lambda c: c.delete(self._inflight_key(self.link.replica)))
+        self.link.close()
 
     def sync_now(self, timeout: float = 2.0) -> bool:
         """Push and pull once from the caller's thread (tests, shutdown); False when Redis is away."""
@@ -89,15 +94,18 @@ class SharedRouterState:
         self._events.append(("fail", d, time.time(), probe, f"{self.link.replica}:{next(self._failure_ids)}"))
         self._wake.set()  # failures travel at once: the sooner others know, the fewer requests they waste
 
-    def succeeded(self, d: Deployment, latency_ms: float, ttft_ms: float | None) -> None:
-        if d.state.cooldown_until or d.state.failures:
+    def succeeded(self, d: Deployment, latency_ms: float, ttft_ms: float | None, *, had_trouble: bool) -> None:
+        """``had_trouble``: the deployment had failures or a cooldown before this success (read before the
+        session cleared them): the fleet-wide count and cooldown are cleared too."""
+        if had_trouble:
             self._events.append(("ok", d))
-        acc = self._latency.setdefault(id(d), [0.0, 0, 0.0, 0])
-        acc[0] += latency_ms
-        acc[1] += 1
-        if ttft_ms is not None:
-            acc[2] += ttft_ms
-            acc[3] += 1
+        with self._latency_lock:
+            acc = self._latency.setdefault(id(d), [0.0, 0, 0.0, 0])
+            acc[0] += latency_ms
+            acc[1] += 1
+            if ttft_ms is not None:
+                acc[2] += ttft_ms
+                acc[3] += 1
 
     def not_before(self, d: Deployment, until_monotonic: float) -> None:
         self._events.append(("wait", d, until_monotonic - time.monotonic() + time.time()))
@@ -131,7 +139,9 @@ class SharedRouterState:
                 time.sleep(min(1.0, self.link.retry_seconds))
                 continue
             try:
-                self._sync_once()
+                if self._sync_once():
+                    for flush in self.flushers:
+                        flush()
             except Exception:  # a bug here must not kill the thread: log it and go on
                 log.exception("shared state sync failed")
 
@@ -165,7 +175,8 @@ class SharedRouterState:
                 self.link.script("succeed", scripts.SUCCEED)(keys=keys, args=[], client=pipe)
             else:
                 self.link.script("not_before", scripts.NOT_BEFORE)(keys=keys, args=[event[2]], client=pipe)
-        latency, self._latency = self._latency, {}
+        with self._latency_lock:
+            latency, self._latency = self._latency, {}
         by_id = {id(d): d for d in self._deployments}
         for ident, (total, n, ttft_total, ttft_n) in latency.items():
             keys = self._dep_keys(by_id[ident])
@@ -184,6 +195,10 @@ class SharedRouterState:
         except Exception:
             for event in reversed(events):  # not lost: retried on the next sync
                 self._events.appendleft(event)
+            with self._latency_lock:
+                for ident, (total, n, ttft_total, ttft_n) in latency.items():
+                    acc = self._latency.setdefault(ident, [0.0, 0, 0.0, 0])
+                    acc[0], acc[1], acc[2], acc[3] = acc[0] + total, acc[1] + n, acc[2] + ttft_total, acc[3] + ttft_n
             raise
 
     def _pull(self, client: Any) -> tuple[list[dict[bytes, bytes]], list[dict[bytes, bytes]]]:

@@ -6,16 +6,17 @@ exact below 2^53 pico-USD (about $9,007); above that a comparison may be off by 
 
 # KEYS[1] budget hash {spent, reserved}, KEYS[2] open reservations {id: "amount:wall"},
 # KEYS[3] ids closed before their reservation arrived (see CLOSE)
-# ARGV amount, limit, id, wall time -> 1 reserved, 0 does not fit (or was given up already)
+# ARGV amount, limit, id, wall time -> {1 reserved | 0 does not fit or was given up, spent, reserved}.
+# Idempotent per id: sent twice (a retry after a dropped reply), it reserves once.
 RESERVE = """
-if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return 0 end
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-local amount = tonumber(ARGV[1])
-if spent + reserved + amount > tonumber(ARGV[2]) then return 0 end
+local spent = redis.call('HGET', KEYS[1], 'spent') or '0'
+local reserved = redis.call('HGET', KEYS[1], 'reserved') or '0'
+if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then return {1, spent, reserved} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return {0, spent, reserved} end
+if tonumber(spent) + tonumber(reserved) + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {0, spent, reserved} end
 redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[1] .. ':' .. ARGV[4])
-return 1
+return {1, spent, redis.call('HGET', KEYS[1], 'reserved')}  -- the stored string: exact, no float formatting
 """
 
 # ARGV id, actual (or '' to release) -> 1 closed now, 0 already closed (settle is idempotent).
@@ -30,7 +31,7 @@ if not open then
 end
 local amount = string.sub(open, 1, string.find(open, ':') - 1)
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. amount)
+if amount ~= '0' then redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. amount) end
 if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2]) end
 return 1
 """
