@@ -39,6 +39,8 @@ class Timeouts:
     @classmethod
     def from_user(cls, value: Any) -> Timeouts:
         """Accept what users pass as ``timeout=``: seconds, ``Timeouts``, or an ``httpx.Timeout``."""
+        if type(value) is float and value > 0:  # the common case (the Router's remaining time): checked at once
+            return cls(value, min(10.0, value))
         if value is None:
             return DEFAULT_TIMEOUTS
         if isinstance(value, Timeouts):
@@ -350,15 +352,16 @@ class AiohttpTransport:
     """Async transport over an ``aiohttp.ClientSession`` bound to the running event loop."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
+        import aiohttp
+
         self.session = session
         self._timeout_cache: dict[Timeouts, Any] = {}
+        self._client_timeout = aiohttp.ClientTimeout
 
     def _timeout(self, t: Timeouts) -> Any:
         cached = self._timeout_cache.get(t)
         if cached is None:
-            import aiohttp
-
-            cached = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
+            cached = self._client_timeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
             if len(self._timeout_cache) >= 64:
                 self._timeout_cache.clear()
             self._timeout_cache[t] = cached
