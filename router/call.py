@@ -122,15 +122,14 @@ def success_meta(
 ) -> ResponseMeta:  # fmt: skip
     """The ``.meta`` of a successful call: who served, latency, the attempt, and the cost."""
     target = call.target
-    meta = ResponseMeta(
-        provider=provider,
-        model=model,
-        api_base=target.api_base,
-        latency_ms=(time.perf_counter() - call.started) * 1000,
-        model_string=target.model_string,
-        attempts=[attempt(call, response.status, None)],
-        usage_estimated=usage_estimated,
-        upstream_request_id=response.headers.get("x-request-id"),
-    )
-    meta.set_cost(cost_of(lookup, usage, estimated=usage_estimated))
-    return meta
+    latency = (time.perf_counter() - call.started) * 1000
+    cost = cost_of(lookup, usage, estimated=usage_estimated)
+    # One positional constructor call per record (the hot path of every call): the field order of
+    # Attempt and ResponseMeta in router.types.
+    return ResponseMeta(
+        provider, model, target.api_base, latency, target.model_string,
+        [Attempt(target.model_string, target.label, target.api_base, response.status, None, latency)],
+        None, usage_estimated, response.headers.get("x-request-id"),
+        cost.cost_usd, cost.cost_pico, cost.cost_estimated, cost.price_source, cost.price_fetched_at,
+        cost.unpriced_reason, cost.upstream_cost_usd,
+    )  # fmt: skip

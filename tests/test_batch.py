@@ -452,3 +452,34 @@ def test_the_jobs_loop_ledger_follows_the_in_memory_ledgers_rule() -> None:
                 ours.release("job", a), reference.release("job", b)
         assert ours.totals("job") == reference.totals("job")
     assert ours.totals("other") == (0, 0)
+
+
+def test_success_meta_fills_every_field_by_name() -> None:
+    """success_meta builds ResponseMeta and Attempt positionally (hot path): each value lands in its field."""
+    import time
+
+    from providers.registry import Registry
+    from providers.transport import HttpRequest, HttpResponse, Timeouts
+    from router.call import Call, success_meta
+    from router.pricing.catalog import Catalog, PriceLookup
+    from router.pricing.cost import cost_of
+    from router.pricing.prices import Price
+
+    target = Registry().resolve("openai/cheap", "http://127.0.0.1:9/v1")
+    request = HttpRequest("POST", "http://127.0.0.1:9/v1/chat/completions", {})
+    call = Call(target, request, Timeouts(), (), time.perf_counter(), [], False, False, Catalog())
+    usage = {"prompt_tokens": 12, "completion_tokens": 6, "estimated_cost": 0.5}
+    lookup = PriceLookup(Price(Decimal(1), Decimal(2), "config", 123.0))
+    meta = success_meta(call, HttpResponse(201, {"x-request-id": "req-9"}, b""), provider="served", model="m-1",
+                        usage=usage, usage_estimated=True, lookup=lookup)  # fmt: skip
+    cost = cost_of(lookup, usage, estimated=True)
+    assert (meta.provider, meta.model, meta.api_base, meta.model_string) == (
+        "served", "m-1", "http://127.0.0.1:9/v1", "openai/cheap")  # fmt: skip
+    assert meta.usage_estimated is True and meta.upstream_request_id == "req-9" and meta.time_to_first_token_ms is None
+    assert (meta.cost_usd, meta.cost_pico, meta.cost_estimated, meta.price_source, meta.price_fetched_at) == (
+        cost.cost_usd, cost.cost_pico, True, "config", 123.0)  # fmt: skip
+    assert meta.unpriced_reason is None and meta.upstream_cost_usd == 0.5 and meta.latency_ms > 0
+    (only,) = meta.attempts
+    assert (only.model, only.provider, only.api_base, only.status_code, only.error, only.deployment) == (
+        "openai/cheap", target.label, "http://127.0.0.1:9/v1", 201, None, None)  # fmt: skip
+    assert only.latency_ms == meta.latency_ms and only.waited_ms == 0.0
