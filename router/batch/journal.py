@@ -93,7 +93,10 @@ class JobState:
             return
         ok = bool(rec.get("ok"))
         self.done[line] = 1 if ok else 2
-        totals = self.by_route.setdefault((rec.get("k") or "-", rec.get("p") or "-"), Totals())
+        route = (rec.get("k") or "-", rec.get("p") or "-")
+        totals = self.by_route.get(route)
+        if totals is None:  # not setdefault: that would build a Totals for every row
+            totals = self.by_route[route] = Totals()
         totals.rows += 1
         if ok:
             self.ok += 1
@@ -104,11 +107,16 @@ class JobState:
                 self.spent_pico += cost
                 totals.cost_pico += cost
             totals.prompt_tokens += rec.get("pt") or 0
-            totals.completion_tokens += rec.get("ct") or 0
-            if rec.get("ct") is not None and rec.get("k"):
-                acc = self.output_tokens.setdefault(rec["k"], [0, 0])
-                acc[0] += rec["ct"]
-                acc[1] += 1
+            completion = rec.get("ct")
+            if completion is not None:
+                totals.completion_tokens += completion
+                candidate = rec.get("k")
+                if candidate:
+                    acc = self.output_tokens.get(candidate)
+                    if acc is None:
+                        acc = self.output_tokens[candidate] = [0, 0]
+                    acc[0] += completion
+                    acc[1] += 1
         else:
             self.failed += 1
             totals.failed += 1
