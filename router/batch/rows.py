@@ -30,6 +30,11 @@ ENDPOINTS = {
 # Call settings that belong to the job's config, not to a row (they would bypass its limits or keys).
 CALL_LEVEL = ("api_key", "api_base", "base_url", "timeout", "extra_headers", "fallbacks", "priced_only", "client",
               "budget", "num_retries")  # fmt: skip
+_CALL_LEVEL = frozenset(CALL_LEVEL)
+# A batch row is answered whole: streaming flags do not apply to it; OpenAI-platform-only fields
+# (stored completions, tiers) mean nothing to other providers.
+_DROPPED = ("stream", "stream_options", "store", "metadata", "service_tier")
+_DROPPED_SET = frozenset(_DROPPED)
 
 
 @dataclass(slots=True)
@@ -81,18 +86,19 @@ def iter_lines(path: str | Path, start_line: int = 1) -> Iterator[tuple[int, byt
 
 def parse_row(raw: bytes, line: int) -> Row | BadRow:
     """One input line as a :class:`Row`, or a :class:`BadRow` whose message names the line and the fix."""
-    default_id = f"line-{line}"
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        return BadRow(line, default_id, "chat", f"line {line}: not valid JSON ({e}); each line must be one JSON object")
+        return BadRow(
+            line, f"line-{line}", "chat", f"line {line}: not valid JSON ({e}); each line must be one JSON object"
+        )
     if not isinstance(obj, dict):
-        return BadRow(line, default_id, "chat", f"line {line}: expected a JSON object, got {type(obj).__name__}")
+        return BadRow(line, f"line-{line}", "chat", f"line {line}: expected a JSON object, got {type(obj).__name__}")
     if "body" in obj or ("custom_id" in obj and "messages" not in obj and "input" not in obj):
         return _batch_request(obj, line)
-    custom_id = obj.pop("custom_id", default_id)
+    custom_id = obj.pop("custom_id") if "custom_id" in obj else f"line-{line}"
     if not isinstance(custom_id, str) or not custom_id:
-        return BadRow(line, default_id, "chat", f"line {line}: custom_id must be a non-empty string")
+        return BadRow(line, f"line-{line}", "chat", f"line {line}: custom_id must be a non-empty string")
     endpoint = _endpoint_of_body(obj)
     if endpoint is None:
         return BadRow(
@@ -155,13 +161,12 @@ def _checked(row: Row) -> Row | BadRow:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             return BadRow(row.line, row.custom_id, row.endpoint,
                           f"line {row.line}: {key} must be a positive integer, got {value!r}")  # fmt: skip
-    set_here = [k for k in CALL_LEVEL if k in body]
-    if set_here:
+    if not _CALL_LEVEL.isdisjoint(body):
+        set_here = [k for k in CALL_LEVEL if k in body]
         return BadRow(row.line, row.custom_id, row.endpoint,
                       f"line {row.line}: {', '.join(set_here)} cannot be set per row; set it on the candidate "
                       "(params:) or in router_settings")  # fmt: skip
-    # A batch row is answered whole: streaming flags do not apply to it; OpenAI-platform-only fields
-    # (stored completions, tiers) mean nothing to other providers.
-    for key in ("stream", "stream_options", "store", "metadata", "service_tier"):
-        body.pop(key, None)
+    if not _DROPPED_SET.isdisjoint(body):
+        for key in _DROPPED:
+            body.pop(key, None)
     return row
