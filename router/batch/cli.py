@@ -2,7 +2,12 @@
 
 Exit codes of ``run``: 0 every row done; 4 every row has a result but some are errors
 (``--retry-failed`` re-runs them); 3 the budget cannot cover the next row (resume with a larger
-``--budget-usd``); 130 interrupted (resume continues); 2 bad arguments, config or input.
+``--budget-usd``); 130 interrupted (resume continues); 2 bad arguments, config or input; 1 the
+output could not be written.
+
+``--engine ray`` runs the rows on Ray Data workers with the budget in Redis (see
+:mod:`router.batch.ray_engine`): ``--ray-address`` (``auto``, ``ray://host:10001``; default: a local
+Ray started for the job), ``--redis-url`` (else the config's ``redis_url:``), ``--ray-workers``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,21 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--resume", action="store_true", help="continue the job already in --output")
     run.add_argument("--retry-failed", action="store_true", help="resume, sending failed rows again")
     run.add_argument("--report", help="write a self-contained HTML report here at the end")
+    run.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="run rows in this process (local) or on Ray Data workers (ray; pip install 'polyroute[ray]')",
+    )
+    run.add_argument(
+        "--ray-address",
+        help="--engine ray: the cluster (auto, ray://host:10001, host:port); default: start a local Ray for the job",
+    )
+    run.add_argument(
+        "--redis-url", help="--engine ray: the Redis of the job's shared budget (default: the config's redis_url)"
+    )
+    run.add_argument("--ray-workers", type=int, help="--engine ray: worker actors (default 2); --concurrency is "
+                     "shared among them")  # fmt: skip
     run.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto",
                      help="live bar on a terminal, a plain line every 10 s otherwise (auto)")  # fmt: skip
     run.set_defaults(func=_run)
@@ -54,6 +74,10 @@ def _run(args: argparse.Namespace) -> int:
     from .journal import JobWriteError
 
     try:
+        ray_only = [f"--{k.replace('_', '-')}" for k in ("ray_address", "redis_url", "ray_workers")
+                    if getattr(args, k) is not None]  # fmt: skip
+        if ray_only and args.engine != "ray":
+            raise InvalidRequestArgumentError(f"{', '.join(ray_only)} only apply with --engine ray")
         config = _config(args)
         if args.dry_run:
             from .dryrun import adry_run, format_dry_run
@@ -74,13 +98,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _arun(args: argparse.Namespace, config: Any) -> int:
-    from .progress import Progress, summary_table
-    from .runner import arun_batch
+    from .progress import Progress
 
     output = Path(args.output or f"{args.input}.results.jsonl")
     progress = None
     if args.progress != "none":
         progress = Progress(live=None if args.progress == "auto" else args.progress == "live")
+    started_ray = False
+    if args.engine == "ray":  # joined before the signal handlers are set: ray.init sets its own
+        from .ray_engine import check_ray_job, connect_ray
+
+        check_ray_job(config, args.redis_url)  # Ray installed, config, Redis: before Ray starts
+        started_ray = connect_ray(args.ray_address)
+    try:
+        return await _arun_job(args, config, output, progress)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+async def _arun_job(args: argparse.Namespace, config: Any, output: Path, progress: Any) -> int:
+    from .progress import summary_table
+    from .runner import BatchResult, arun_batch
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -98,11 +140,18 @@ async def _arun(args: argparse.Namespace, config: Any) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
+    common: dict[str, Any] = {"budget_usd": args.budget_usd, "concurrency": args.concurrency, "resume": args.resume,
+                              "retry_failed": args.retry_failed, "progress": progress, "stop": stop}  # fmt: skip
+    result: BatchResult
     try:
-        result = await arun_batch(
-            args.input, output, config, budget_usd=args.budget_usd, concurrency=args.concurrency,
-            resume=args.resume, retry_failed=args.retry_failed, progress=progress, stop=stop,
-        )  # fmt: skip
+        if args.engine == "ray":
+            from .ray_engine import DEFAULT_WORKERS, arun_batch_ray
+
+            workers = DEFAULT_WORKERS if args.ray_workers is None else args.ray_workers
+            result = await arun_batch_ray(args.input, output, config, ray_address=args.ray_address,
+                                          redis_url=args.redis_url, workers=workers, **common)  # fmt: skip
+        else:
+            result = await arun_batch(args.input, output, config, **common)
     except asyncio.CancelledError:
         print("polyroute batch: stopped; rows in flight were not recorded and will be sent on --resume",
               file=sys.stderr)  # fmt: skip
@@ -126,7 +175,16 @@ async def _arun(args: argparse.Namespace, config: Any) -> int:
         print(f"{state.failed:,} rows failed (their output lines carry the error); send them again with "
               "--resume --retry-failed", file=sys.stderr)  # fmt: skip
     elif result.reason == "interrupted":
-        print("interrupted: continue with --resume", file=sys.stderr)
+        why = ""
+        if getattr(result, "redis_lost", False):
+            why = " (Redis became unreachable: rows not reserved were not sent)"
+        elif getattr(result, "worker_error", None):
+            why = f" (a Ray worker failed: {getattr(result, 'worker_error', '')})"
+        print(f"interrupted{why}: continue with --resume", file=sys.stderr)
+    workers = getattr(result, "workers", None)
+    if workers:
+        share = ", ".join(f"{name} {rows:,}" for name, rows in sorted(workers.items()))
+        print(f"rows by Ray worker this run: {share}", file=sys.stderr)
     if args.report:
         from .journal import journal_path
         from .report import write_report

@@ -17,11 +17,13 @@ Example (``configs/batch.yaml``)::
     expected_output_tokens: 200      # the dry run's typical answer length
     concurrency: 32
     budget_usd: 5
+    redis_url: redis://127.0.0.1:6379/0   # --engine ray: the shared budget ledger (or --redis-url)
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from .rows import ENDPOINTS
 
 _TOP = {
     "candidates", "model_list", "router_settings", "litellm_settings", "providers", "hf_providers", "pricing",
-    "defaults", "expected_output_tokens", "concurrency", "budget_usd", "allow_unpriced",
+    "defaults", "expected_output_tokens", "concurrency", "budget_usd", "allow_unpriced", "redis_url", "redis_prefix",
 }  # fmt: skip
 _CANDIDATE = {"name", "model", "group", "params", "fallback_only", "endpoint", "expected_output_tokens"}
 _ENDPOINTS = {"chat": "chat", "embeddings": "embeddings", **ENDPOINTS}
@@ -62,6 +64,8 @@ class BatchConfig:
     concurrency: int = 32
     budget_usd: float | None = None
     allow_unpriced: bool = False
+    redis_url: str | None = field(default=None, repr=False)  # --engine ray's shared ledger (may hold a password)
+    redis_prefix: str = "polyroute"
 
     def candidate(self, name: str) -> Candidate | None:
         for c in self.candidates:
@@ -168,7 +172,28 @@ def parse_batch_config(data: dict[str, Any], source: str = "<config>") -> BatchC
             raise ConfigError(f"{source}: budget_usd: expected a non-negative number of USD, got {budget!r}")
         config.budget_usd = float(budget)
     config.allow_unpriced = _flag(data.get("allow_unpriced", False), f"{source}: allow_unpriced")
+    config.redis_url = _redis_url(data.get("redis_url"), source)
+    prefix = data.get("redis_prefix", "polyroute")
+    if not isinstance(prefix, str) or not prefix or any(c.isspace() or c == ":" for c in prefix):
+        raise ConfigError(f"{source}: redis_prefix: expected a non-empty word without ':', got {prefix!r}")
+    config.redis_prefix = prefix
     return config
+
+
+def _redis_url(value: Any, source: str) -> str | None:
+    """``redis_url:`` as given, or from ``os.environ/NAME``; never echoed back (it may hold a password)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        name = value[len("os.environ/") :]
+        resolved = os.environ.get(name)
+        if resolved is None:
+            raise ConfigError(f"{source}: redis_url: environment variable {name} is not set (referenced as {value!r})")
+        value = resolved
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        kind = value.split(":", 1)[0] if isinstance(value, str) else type(value).__name__
+        raise ConfigError(f"{source}: redis_url: expected redis://host:port/db (or rediss://, unix://), got {kind!r}")
+    return value
 
 
 def load_batch_config(path: str | Path) -> BatchConfig:

@@ -1,0 +1,313 @@
+"""A Ray worker of a batch job: rows through its own Router, under the job's budget in Redis.
+
+:class:`RowWorker` is the callable class of the Ray Data actor pool that
+:func:`router.batch.ray_engine.arun_batch_ray` runs. Each actor builds its own Router and Planner
+from the batch config (the same planning as the local engine: cheapest fitting candidate, fallbacks),
+runs an event loop of its own, and takes blocks of pending rows ``(line, raw)``. Each row is planned,
+its worst case is reserved in the shared :class:`router.shared.RedisLedger` (so the cap holds across
+every worker), it is sent, and the reservation is settled or released. The row's output line and
+journal record go back to the driver, which alone writes the output and the journal.
+
+Before a row is reserved the worker reads the run's flags in Redis: a stop flag (``budget``, set by the
+first worker whose row no longer fits once rows in flight settle; ``interrupted`` or ``write_error``,
+set by the driver) and the job's current run (a newer run supersedes this one). A stopped worker sends
+nothing more; rows in flight finish, the rest come back as "left" (with what they would cost, so the
+driver can say what the rest of the job needs).
+
+Example (what the engine does; rows are ``line`` and ``raw`` columns of a pyarrow table)::
+
+    worker = RowWorker(spec)                 # spec: WorkerSpec(config, redis_url, ...)
+    results = worker(pa.table({"line": [1], "raw": [b'{"messages": [...]}']}))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from providers.errors import BudgetUnavailableError, PolyrouteError
+
+from ..tokens import aload_encoding
+from . import results
+from .config import BatchConfig
+from .plan import Planner, Quote, RowPlan, request_body
+from .rows import BadRow, Row, parse_row
+
+log = logging.getLogger("polyroute.batch")
+
+RECORDED, LEFT, LEFT_REDIS = 0, 1, 2  # kinds of result rows: in the journal / not sent / not sent: Redis lost
+RESULT_SCHEMA = pa.schema([
+    ("line", pa.int64()), ("kind", pa.int8()), ("out", pa.binary()), ("rec", pa.binary()),
+    ("need_expected", pa.int64()), ("need_max", pa.int64()), ("unknown", pa.string()),
+])  # fmt: skip
+FLAGS_FRESH_S = 0.02  # a stop flag set by another worker is seen within this (plus a Redis round trip)
+SETTLE_WAIT_S = 60.0  # how long a row that does not fit waits for other workers' rows (no progress) to settle
+
+
+@dataclass
+class WorkerSpec:
+    """What every worker of a run gets (pickled once by Ray Data)."""
+
+    config: BatchConfig
+    redis_url: str = field(repr=False)
+    redis_prefix: str
+    run: str  # this run's id (random hex): the fence value
+    ledger_id: str  # the run's budget in the Redis ledger
+    stop_key: str
+    fence_key: str
+    limit_pico: int | None  # this run's share of the job's cap (budget - journal spend); None: no budget
+    concurrency: int  # rows in flight in one worker
+    observed_output: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Result:
+    line: int
+    kind: int
+    out: bytes = b""
+    rec: bytes = b""
+    need_expected: int = 0
+    need_max: int = 0
+    unknown: str | None = None
+
+
+class RowWorker:
+    """One worker of the pool: ``worker(table)`` runs the table's rows and returns their results."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.name = f"{os.uname().nodename}:{os.getpid()}"
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="polyroute-batch-worker", daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result()
+
+    async def _start(self) -> None:
+        from ..shared import RedisLedger, RedisLink
+        from .runner import build_router
+
+        spec = self.spec
+        self.router = build_router(spec.config)
+        await aload_encoding()
+        for family in sorted(self.router._families):  # catalogs once, before the first row (rows are planned from them)
+            await self.router.catalog.asource(family)
+        self.planner = Planner(spec.config, self.router, budgeted=spec.limit_pico is not None,
+                               observed_output=spec.observed_output)  # fmt: skip
+        self.link = RedisLink(spec.redis_url, prefix=spec.redis_prefix)
+        self.link.bind_loop()  # this loop lives as long as the actor: scripts go over an async client
+        self.ledger = RedisLedger(self.link, on_unavailable="refuse")
+        self.slots = asyncio.Semaphore(spec.concurrency)
+        self.sending = 0  # rows of this worker between their reservation and its settlement
+        self.settled = asyncio.Event()
+        self.stop: str | None = None  # "budget" | "interrupted" | "write_error" | "superseded" | "redis"
+        self._flags: asyncio.Task[None] | None = None
+        self._flags_at = -1.0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """The results of a block of rows (called from Ray Data's threads; rows run on the worker's loop)."""
+        found = asyncio.run_coroutine_threadsafe(self._block(batch), self.loop).result()
+        return pa.Table.from_pylist([_as_dict(r) for r in found], schema=RESULT_SCHEMA)
+
+    async def _block(self, batch: pa.Table) -> list[_Result]:
+        lines: list[int] = batch.column("line").to_pylist()
+        raws: list[bytes] = batch.column("raw").to_pylist()
+        return await asyncio.gather(*(self._safe_row(line, raw) for line, raw in zip(lines, raws, strict=True)))
+
+    async def _safe_row(self, line: int, raw: bytes) -> _Result:
+        try:
+            return await self._row(line, raw)
+        except Exception as err:  # a bug must not take the block's other rows down; it is recorded and logged
+            log.exception("row at line %d failed inside polyroute", line)
+            return self._failure(parse_row(raw, line), "internal_error", f"{type(err).__name__}: {err}")
+
+    # ---------------------------------------------------------------- shared flags
+    async def _stopped(self) -> str | None:
+        """Why this run sends nothing more (None: go on); Redis is read at most every FLAGS_FRESH_S."""
+        if self.stop is None:
+            now = self.loop.time()
+            if self._flags is None or (self._flags.done() and now - self._flags_at > FLAGS_FRESH_S):
+                self._flags, self._flags_at = asyncio.ensure_future(self._read_flags()), now
+            await asyncio.shield(self._flags)
+        return self.stop
+
+    async def _read_flags(self) -> None:
+        from ..shared import SharedStateUnavailable
+
+        spec = self.spec
+        try:
+            stop, run = await self.link.arun(lambda c: c.mget(spec.stop_key, spec.fence_key))
+        except Exception as err:  # unreachable (or refusing): nothing more may be reserved
+            if not isinstance(err, SharedStateUnavailable):
+                log.error("reading the run's flags in Redis failed: %s", type(err).__name__)
+            self.stop = "redis"
+            return
+        if stop:
+            self.stop = self.stop or stop.decode()
+        elif run is None or run.decode() != spec.run:
+            self.stop = self.stop or "superseded"  # a newer run of this job started: this one is dead
+
+    async def _set_stop(self, reason: str) -> None:
+        from ..shared import SharedStateUnavailable
+
+        self.stop = self.stop or reason
+        try:
+            await self.link.arun(lambda c: c.set(self.spec.stop_key, reason, nx=True, ex=7 * 86400))
+        except SharedStateUnavailable:
+            self.stop = "redis"
+
+    # ---------------------------------------------------------------- one row
+    async def _row(self, line: int, raw: bytes) -> _Result:
+        row = parse_row(raw, line)
+        if isinstance(row, BadRow):  # the driver records bad lines itself; an input changed under us lands here
+            return self._failure(row, "invalid_line", row.message)
+        stop = await self._stopped()
+        if stop is not None and stop != "budget":
+            return self._not_sent(line, None, None)
+        body = request_body(self.spec.config, row)
+        model = body.get("model")
+        unknown = model if isinstance(model, str) and model and self.spec.config.candidate(model) is None else None
+        try:
+            plan = self.planner.plan(row, body)
+        except Exception as err:  # one odd row must not stop the job (nor every resume of it)
+            log.exception("planning the row at line %d failed", line)
+            return self._failure(row, "internal_error", f"line {line}: planning failed: {type(err).__name__}: {err}")
+        if stop is not None:
+            return self._not_sent(line, plan, unknown)
+        if plan.problem is not None:
+            return self._failure(row, "no_candidate", f"line {line}: {plan.problem}", unknown=unknown)
+        async with self.slots:
+            if await self._stopped() is not None:
+                return self._not_sent(line, plan, unknown)
+            try:
+                reserved = await self._reserve(plan)
+            except BudgetUnavailableError:  # the shared ledger is unreachable: nothing may be spent
+                self.stop = "redis"
+                reserved = None
+            if reserved is None:
+                return self._not_sent(line, plan, unknown)
+            rid, order, amount = reserved
+            self.sending += 1
+            try:
+                done = await self._send(row, body, order, amount, rid)
+            finally:
+                self.sending -= 1
+                self.settled.set()
+                self.settled = asyncio.Event()
+        done.unknown = unknown
+        return done
+
+    async def _reserve(self, plan: RowPlan) -> tuple[str, list[Quote], int] | None:
+        """Reserve the row's worst case: (reservation id, candidates kept, amount), or None when it does not fit.
+
+        As in the local engine, a row whose worst case over all its fallbacks does not fit may go with
+        the fallbacks that do. When none fits, the row waits for this worker's rows in flight, then for
+        the other workers' (their reservations in Redis), to settle; when it still does not fit, the
+        run stops (the stop flag tells every worker).
+        """
+        spec = self.spec
+        if spec.limit_pico is None:
+            return "", plan.order, plan.reserve_pico
+        seen: tuple[int, int] | None = None
+        waiting_since = self.loop.time()
+        while True:
+            if self.ledger.pending():  # settlements owed since a Redis blip: they free room
+                await self.link.arun(lambda _c: self.ledger.flush())
+            for keep, amount in plan.reserve_steps():
+                rid = await self.ledger.areserve(spec.ledger_id, amount, spec.limit_pico)
+                if rid is not None:
+                    return rid, plan.order[:keep], amount
+            if self.sending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.settled.wait(), 1.0)
+                continue
+            if await self._stopped() is not None:
+                return None
+            totals = await self.link.arun(lambda _c: self.ledger.totals(spec.ledger_id))
+            if totals[1] > 0:  # other workers' rows are in flight: their settlements may make room
+                if totals != seen:
+                    seen, waiting_since = totals, self.loop.time()
+                if self.loop.time() - waiting_since < SETTLE_WAIT_S:
+                    await asyncio.sleep(0.05)
+                    continue
+            await self._set_stop("budget")
+            return None
+
+    async def _send(self, row: Row, body: dict[str, Any], order: list[Quote], amount: int, rid: str) -> _Result:
+        chosen = order[0].candidate
+        fallbacks = [q.candidate.group for q in order[1:]] or None
+        extra = {"priced_only": True} if self.planner.strict_prices else {}
+        started = time.perf_counter()
+        try:
+            result: Any
+            if row.endpoint == "chat":
+                params = {k: v for k, v in body.items() if k not in ("model", "messages")}
+                result = await self.router.acompletion(chosen.group, body["messages"], fallbacks=fallbacks,
+                                                       **params, **extra)  # fmt: skip
+            else:
+                params = {k: v for k, v in body.items() if k not in ("model", "input")}
+                result = await self.router.aembedding(chosen.group, body["input"], fallbacks=fallbacks,
+                                                      **params, **extra)  # fmt: skip
+        except PolyrouteError as err:
+            await self._release(rid)
+            served = _candidate_of(getattr(err, "attempts", None), order) or chosen.name
+            out, rec = results.failure(row.line, row.custom_id, served, results.error_code(err), err.message, err,
+                                       (time.perf_counter() - started) * 1000)  # fmt: skip
+            return self._recorded(row.line, out, rec)
+        except Exception as err:  # a bug must not take the other rows down; it is recorded and logged
+            await self._release(rid)
+            log.exception("row at line %d failed inside polyroute", row.line)
+            return self._failure(row, "internal_error", f"{type(err).__name__}: {err}", chosen.name)
+        meta = result.meta
+        if rid:  # an unpriced answer counts as its whole reservation: the cap must hold
+            await self.ledger.asettle(self.spec.ledger_id, rid, amount if meta.cost_pico is None else meta.cost_pico)
+        served = _candidate_of(meta.attempts, order) or chosen.name
+        out, rec = results.success(row.line, row.custom_id, served, result, meta)
+        return self._recorded(row.line, out, rec)
+
+    async def _release(self, rid: str) -> None:
+        if rid:
+            await self.ledger.arelease(self.spec.ledger_id, rid)
+
+    def _not_sent(self, line: int, plan: RowPlan | None, unknown: str | None) -> _Result:
+        """A row the stopped run does not send; after a budget stop, with what it is expected to need."""
+        if self.stop == "redis":
+            return _Result(line, LEFT_REDIS, unknown=unknown)
+        chosen = plan.chosen if plan is not None and self.stop == "budget" else None
+        if plan is None or chosen is None:
+            return _Result(line, LEFT, unknown=unknown)
+        return _Result(line, LEFT, need_expected=chosen.expected_pico or 0, need_max=plan.reserve_pico,
+                       unknown=unknown)  # fmt: skip
+
+    def _recorded(self, line: int, out: bytes, rec: dict[str, Any]) -> _Result:
+        rec["w"] = self.name  # which worker ran the row (journal readers ignore keys they do not know)
+        return _Result(line, RECORDED, out, orjson.dumps(rec))
+
+    def _failure(
+        self, row: Row | BadRow, code: str, message: str, candidate: str | None = None, unknown: str | None = None
+    ) -> _Result:
+        out, rec = results.failure(row.line, row.custom_id, candidate, code, message)
+        done = self._recorded(row.line, out, rec)
+        done.unknown = unknown
+        return done
+
+
+def _candidate_of(attempts: list[Any] | None, order: list[Quote]) -> str | None:
+    """The candidate whose group made the last attempt."""
+    deployment = attempts[-1].deployment if attempts else None
+    if not deployment:
+        return None
+    group = deployment.split("[", 1)[0]
+    return next((q.candidate.name for q in order if q.candidate.group == group), None)
+
+
+def _as_dict(r: _Result) -> dict[str, Any]:
+    return {"line": r.line, "kind": r.kind, "out": r.out, "rec": r.rec, "need_expected": r.need_expected,
+            "need_max": r.need_max, "unknown": r.unknown}  # fmt: skip

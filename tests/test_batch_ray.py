@@ -1,0 +1,245 @@
+"""Batch jobs on Ray (``--engine ray``): Ray Data workers run the rows, the budget lives in Redis, the
+driver alone writes the output and the journal.
+
+One local Ray (2 CPUs, no dashboard) serves the whole module; the CLI tests join it by its address.
+Every run proves its rows went through at least two worker processes (the journal records which
+worker ran each row), every input row is in the output exactly once, and the journal's spend is the
+sum of the output's costs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from router.batch import EXIT_BUDGET, EXIT_DONE, parse_batch_config
+from router.batch.journal import journal_path, read_state
+from router.batch.ray_engine import require_ray, run_batch_ray
+from router.proxy.config import ConfigError
+from tests.services import REDIS_URL, drop_prefix, fresh_prefix, require_redis, unavailable
+from tests.test_batch import PRICES, outputs, pico, sent_rows, write_rows
+from tests.test_batch_kill import requested, write_input
+from tests.upstreams import OpenAICompatUpstream
+
+pytestmark = pytest.mark.services
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A local Ray for the module; its address, for CLI processes to join."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as e:
+        unavailable("ray with Ray Data (pip install 'polyroute[ray]')", e)
+    require_redis()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        yield str(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    require_redis()
+    name = fresh_prefix()
+    yield name
+    drop_prefix(name)
+
+
+def config(server: OpenAICompatUpstream, prefix: str) -> Any:
+    params = {"api_base": server.base_url, "api_key": "sk-test"}
+    return parse_batch_config({
+        "candidates": [{"name": "cheap", "model": "openai/cheap", "params": params},
+                       {"name": "dear", "model": "openai/dear", "params": params, "fallback_only": True}],
+        "pricing": PRICES, "defaults": {"max_tokens": 20}, "redis_url": REDIS_URL, "redis_prefix": prefix,
+    })  # fmt: skip
+
+
+def workers_of(out: Path) -> Counter[str]:
+    """Rows per worker (host:pid), from the journal's records."""
+    recs = [orjson.loads(line) for line in journal_path(out).read_bytes().splitlines()]
+    return Counter(r["w"] for r in recs if "i" in r)
+
+
+def redis_keys(prefix: str) -> list[bytes]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return list(client.scan_iter(f"{prefix}:*"))
+    finally:
+        client.close()
+
+
+def exactly_once(out: Path, rows: int) -> list[dict[str, Any]]:
+    lines = outputs(out)
+    assert sorted(r["custom_id"] for r in lines) == sorted(f"r{i}" for i in range(rows))
+    state = read_state(journal_path(out))
+    assert state.ok == rows and state.torn_bytes == 0
+    assert state.spent_pico == sum(pico(r["cost_usd"]) for r in lines)
+    return lines
+
+
+def test_2000_rows_run_on_two_workers_exactly_once(
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+) -> None:
+    src = write_rows(tmp_path / "in.jsonl", 2000)
+    out = tmp_path / "out.jsonl"
+    result = run_batch_ray(src, out, config(oai, prefix), budget_usd=1, concurrency=64, workers=2)
+    assert result.exit_code == EXIT_DONE and (result.ok, result.failed) == (2000, 0), result
+    exactly_once(out, 2000)
+    assert sent_rows(oai) == Counter({str(i): 1 for i in range(2000)})  # each row reached the upstream once
+    by_worker = workers_of(out)
+    assert len(by_worker) >= 2 and sum(by_worker.values()) == 2000, by_worker
+    assert f":{os.getpid()}" not in " ".join(by_worker)  # worker processes, not this driver
+    assert result.workers == dict(by_worker)
+    assert redis_keys(prefix) == []  # the run's budget and flags are gone
+
+
+def test_a_partial_budget_holds_across_workers_then_resume_finishes(
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+) -> None:
+    src = write_rows(tmp_path / "in.jsonl", 300)
+    out = tmp_path / "out.jsonl"
+    cfg = config(oai, prefix)
+    # A row's worst case is ~$0.00006 (all fallbacks: ~$0.0007); $0.006 covers a part of the 300 rows.
+    budget = 0.006
+    first = run_batch_ray(src, out, cfg, budget_usd=budget, concurrency=64, workers=2)
+    assert first.exit_code == EXIT_BUDGET and first.reason == "budget", first
+    state = read_state(journal_path(out))
+    assert 0 < state.ok < 300 and state.spent_pico <= budget * 10**12  # settled spend within the cap
+    assert sum(sent_rows(oai).values()) == state.ok  # every row sent was recorded; refused rows never left
+    assert first.rows_left == 300 - state.ok and first.needed_expected_usd and first.needed_max_usd
+    assert first.needed_expected_usd <= first.needed_max_usd
+    assert state.last_end is not None and state.last_end["reason"] == "budget"
+    second = run_batch_ray(src, out, cfg, budget_usd=budget + first.needed_max_usd, concurrency=64, workers=2,
+                           resume=True)  # fmt: skip
+    assert second.exit_code == EXIT_DONE and second.ok == 300, second
+    exactly_once(out, 300)
+    assert max(sent_rows(oai).values()) == 1  # no row was sent twice
+    assert len(workers_of(out)) >= 2
+    assert redis_keys(prefix) == []
+
+
+def start_cli(tmp: Path, address: str, *extra: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "router.cli", "batch", "run", str(tmp / "in.jsonl"), "--config", str(tmp / "b.yaml"),
+           "--output", str(tmp / "out.jsonl"), "--resume", "--concurrency", "16", "--progress", "none",
+           "--budget-usd", "10", "--engine", "ray", "--ray-address", address, *extra]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def recorded(out: Path) -> set[int]:
+    if not journal_path(out).exists():
+        return set()
+    state = read_state(journal_path(out))
+    return {line - 1 for line in range(len(state.done)) if state.is_done(line)}  # line n holds row n-1
+
+
+def test_kill_9_of_the_driver_then_resume_exactly_once(
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+) -> None:
+    rows = 600
+    oai.latency = 0.05
+    write_input(tmp_path / "in.jsonl", rows)
+    (tmp_path / "b.yaml").write_text(
+        "candidates:\n"
+        f"  - {{name: cheap, model: openai/cheap, params: {{api_base: '{oai.base_url}', api_key: sk-test}}}}\n"
+        "pricing:\n  - {model: openai/cheap, input_per_million: 1, output_per_million: 2}\n"
+        f"redis_url: '{REDIS_URL}'\nredis_prefix: {prefix}\n"
+    )
+    out = tmp_path / "out.jsonl"
+    rng = random.Random(20261122)
+    kills = 0
+    for _ in range(2):
+        done_before, sent_before = recorded(out), requested(oai)
+        size = journal_path(out).stat().st_size if journal_path(out).exists() else 0
+        proc = start_cli(tmp_path, ray_address)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:  # rows are being recorded
+            if journal_path(out).exists() and journal_path(out).stat().st_size > size + 2000:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        if proc.poll() is not None:
+            proc.communicate()
+            break  # finished before the kill
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        kills += 1
+        sent_now = requested(oai)
+        resent = [row for row in done_before if sent_now[row] != sent_before[row]]
+        assert not resent, f"rows recorded before kill {kills} were sent again: {resent[:5]}"
+    assert kills >= 1
+    done_before, sent_before = recorded(out), requested(oai)
+    assert 0 < len(done_before) < rows
+    final = start_cli(tmp_path, ray_address)
+    _, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err.decode()
+    assert "rows by Ray worker this run" in err.decode()
+    lines = exactly_once(out, rows)
+    assert not any(r["error"] for r in lines)
+    counts = requested(oai)
+    assert set(counts) == set(range(rows))
+    assert all(counts[row] == sent_before[row] for row in done_before)  # the resume sent no recorded row
+    assert len(workers_of(out)) >= 2
+    assert redis_keys(prefix) == []  # the killed runs' reservations and flags were dropped by the next run
+
+
+# ---------------------------------------------------------------- errors before anything runs (exit 2)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router.cli", "batch", "run", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
+def test_missing_or_unreachable_redis_and_misplaced_flags_exit_2(ray_address: str, tmp_path: Path) -> None:
+    write_input(tmp_path / "in.jsonl", 3)
+    (tmp_path / "b.yaml").write_text("candidates: [openai/cheap]\n")
+    common = [str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "b.yaml"), "--output", str(tmp_path / "o.jsonl")]
+    missing = cli(*common, "--engine", "ray")
+    assert missing.returncode == 2 and "--redis-url" in missing.stderr and "redis_url:" in missing.stderr
+    down = cli(*common, "--engine", "ray", "--redis-url", "redis://:hunter2pw@127.0.0.1:1/0")
+    assert down.returncode == 2 and "is unreachable" in down.stderr, down.stderr
+    assert "hunter2pw" not in down.stderr
+    local = cli(*common, "--ray-address", "auto")
+    assert local.returncode == 2 and "only apply with --engine ray" in local.stderr
+    for result in (missing, down, local):
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o.jsonl").exists()  # no job was started
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if it were not installed
+    from providers.errors import InvalidRequestArgumentError
+
+    with pytest.raises(InvalidRequestArgumentError, match=r"pip install 'polyroute\[ray\]'"):
+        require_ray()
+
+
+def test_redis_url_in_the_batch_config() -> None:
+    base = {"candidates": ["openai/x"]}
+    config = parse_batch_config({**base, "redis_url": "redis://:pw@h:6379/0", "redis_prefix": "jobs"})
+    assert config.redis_url == "redis://:pw@h:6379/0" and config.redis_prefix == "jobs"
+    assert "pw" not in repr(config)
+    with pytest.raises(ConfigError, match="redis_url: expected redis://"):
+        parse_batch_config({**base, "redis_url": "http://h"})
+    with pytest.raises(ConfigError, match="redis_prefix: expected a non-empty word"):
+        parse_batch_config({**base, "redis_prefix": "a b"})
+    assert json.dumps(parse_batch_config(base).redis_prefix) == '"polyroute"'
