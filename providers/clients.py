@@ -9,6 +9,7 @@ generator per loop whose ``finally`` closes the session — no "Unclosed client 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import weakref
 from collections.abc import AsyncGenerator
@@ -33,6 +34,7 @@ class ClientPool:
         self.keepalive_seconds = keepalive_seconds
         self._lock = threading.Lock()
         self._sync: HttpxSyncTransport | None = None
+        self._exit_hook = False
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AiohttpTransport] = (
             weakref.WeakKeyDictionary()
         )
@@ -50,6 +52,9 @@ class ClientPool:
                 if self._sync is None:
                     import httpx
 
+                    if not self._exit_hook:  # idle keep-alive sockets are closed, not left to the GC
+                        atexit.register(_close_pool_at_exit, weakref.ref(self))
+                        self._exit_hook = True
                     self._sync = HttpxSyncTransport(
                         httpx.Client(
                             limits=httpx.Limits(
@@ -118,6 +123,12 @@ class ClientPool:
             if self._sync is not None:
                 self._sync.client.close()
                 self._sync = None
+
+
+def _close_pool_at_exit(ref: weakref.ref[ClientPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.close()
 
 
 def _env_has_proxy() -> bool:

@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,11 +26,11 @@ from typing import Any
 import orjson
 import pytest
 
-from router.batch import EXIT_BUDGET, EXIT_DONE, parse_batch_config
+from router.batch import EXIT_BUDGET, EXIT_DONE, EXIT_INTERRUPTED, parse_batch_config
 from router.batch.journal import journal_path, read_state
 from router.batch.ray_engine import require_ray, run_batch_ray
 from router.proxy.config import ConfigError
-from tests.services import REDIS_URL, drop_prefix, fresh_prefix, require_redis, unavailable
+from tests.services import REDIS_URL, PrivateRedis, drop_prefix, fresh_prefix, require_redis, unavailable
 from tests.test_batch import PRICES, outputs, pico, sent_rows, write_rows
 from tests.test_batch_kill import requested, write_input
 from tests.upstreams import OpenAICompatUpstream
@@ -74,7 +75,7 @@ def config(server: OpenAICompatUpstream, prefix: str) -> Any:
 def workers_of(out: Path) -> Counter[str]:
     """Rows per worker (host:pid), from the journal's records."""
     recs = [orjson.loads(line) for line in journal_path(out).read_bytes().splitlines()]
-    return Counter(r["w"] for r in recs if "i" in r)
+    return Counter(r["w"] for r in recs if "i" in r and "w" in r)  # bad lines are recorded by the driver
 
 
 def redis_keys(prefix: str) -> list[bytes]:
@@ -100,41 +101,134 @@ def test_2000_rows_run_on_two_workers_exactly_once(
     ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
 ) -> None:
     src = write_rows(tmp_path / "in.jsonl", 2000)
+    with src.open("a") as f:  # line 2001: not JSON; line 2002: r7 again
+        f.write('{"custom_id": "broken",\n')
+        f.write(json.dumps({"custom_id": "r7", "body": {"messages": [{"role": "user", "content": "row x"}]}}) + "\n")
     out = tmp_path / "out.jsonl"
     result = run_batch_ray(src, out, config(oai, prefix), budget_usd=1, concurrency=64, workers=2)
-    assert result.exit_code == EXIT_DONE and (result.ok, result.failed) == (2000, 0), result
-    exactly_once(out, 2000)
+    assert result.exit_code == 4 and (result.ok, result.failed) == (2000, 2), result  # 4: some rows failed
+    lines = outputs(out)
+    bad = {r["custom_id"]: r["error"]["message"] for r in lines if r["error"]}
+    assert set(bad) == {"line-2001", "r7"}, bad
+    assert "line 2001" in bad["line-2001"] and "line 2002" in bad["r7"] and "already used" in bad["r7"]
+    assert sorted(r["custom_id"] for r in lines if not r["error"]) == sorted(f"r{i}" for i in range(2000))
+    state = read_state(journal_path(out))
+    assert state.spent_pico == sum(pico(r["cost_usd"]) for r in lines) > 0
     assert sent_rows(oai) == Counter({str(i): 1 for i in range(2000)})  # each row reached the upstream once
     by_worker = workers_of(out)
-    assert len(by_worker) >= 2 and sum(by_worker.values()) == 2000, by_worker
+    assert len(by_worker) >= 2 and sum(by_worker.values()) == 2000, by_worker  # bad lines: the driver's
     assert f":{os.getpid()}" not in " ".join(by_worker)  # worker processes, not this driver
     assert result.workers == dict(by_worker)
     assert redis_keys(prefix) == []  # the run's budget and flags are gone
 
 
-def test_a_partial_budget_holds_across_workers_then_resume_finishes(
+def test_a_budget_holds_across_workers_on_2000_rows_then_resume_finishes(
     ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
 ) -> None:
-    src = write_rows(tmp_path / "in.jsonl", 300)
+    src = write_rows(tmp_path / "in.jsonl", 2000)
     out = tmp_path / "out.jsonl"
     cfg = config(oai, prefix)
-    # A row's worst case is ~$0.00006 (all fallbacks: ~$0.0007); $0.006 covers a part of the 300 rows.
-    budget = 0.006
+    # A row's worst case is ~$0.00006 (all fallbacks: ~$0.0007); $0.04 covers a part of the 2,000 rows.
+    budget = 0.04
     first = run_batch_ray(src, out, cfg, budget_usd=budget, concurrency=64, workers=2)
     assert first.exit_code == EXIT_BUDGET and first.reason == "budget", first
     state = read_state(journal_path(out))
-    assert 0 < state.ok < 300 and state.spent_pico <= budget * 10**12  # settled spend within the cap
+    assert 0 < state.ok < 2000 and state.spent_pico <= budget * 10**12  # settled spend within the cap
+    assert len(first.workers) >= 2, first.workers  # both workers reserved from the one budget
     assert sum(sent_rows(oai).values()) == state.ok  # every row sent was recorded; refused rows never left
-    assert first.rows_left == 300 - state.ok and first.needed_expected_usd and first.needed_max_usd
+    assert first.rows_left == 2000 - state.ok and first.needed_expected_usd and first.needed_max_usd
     assert first.needed_expected_usd <= first.needed_max_usd
     assert state.last_end is not None and state.last_end["reason"] == "budget"
     second = run_batch_ray(src, out, cfg, budget_usd=budget + first.needed_max_usd, concurrency=64, workers=2,
                            resume=True)  # fmt: skip
-    assert second.exit_code == EXIT_DONE and second.ok == 300, second
-    exactly_once(out, 300)
+    assert second.exit_code == EXIT_DONE and second.ok == 2000, second
+    lines = exactly_once(out, 2000)
+    assert sum(pico(r["cost_usd"]) for r in lines) <= (budget + first.needed_max_usd) * 10**12
     assert max(sent_rows(oai).values()) == 1  # no row was sent twice
     assert len(workers_of(out)) >= 2
     assert redis_keys(prefix) == []
+
+
+def test_a_worker_killed_mid_run_its_rows_run_again_once_recorded(
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+) -> None:
+    rows = 400
+    oai.latency = 0.03
+    src = write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    killed: list[str] = []
+
+    def kill_a_worker() -> None:  # once rows are being recorded, SIGKILL the process of one worker
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            if journal_path(out).exists() and (by_worker := workers_of(out)):
+                name = next(iter(by_worker))
+                os.kill(int(name.rsplit(":", 1)[1]), signal.SIGKILL)
+                killed.append(name)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    result = run_batch_ray(src, out, config(oai, prefix), budget_usd=1, concurrency=32, workers=2)
+    killer.join()
+    assert killed, "no worker was killed"
+    assert result.exit_code == EXIT_DONE and result.ok == rows, result  # its blocks ran again elsewhere
+    exactly_once(out, rows)
+    assert set(sent_rows(oai)) == {str(i) for i in range(rows)}  # rows of the dead worker may have gone twice
+    assert killed[0] in workers_of(out)
+    assert redis_keys(prefix) == []
+
+
+def test_redis_lost_mid_run_stops_sending_then_resume_finishes(
+    ray_address: str, oai: OpenAICompatUpstream, tmp_path: Path
+) -> None:
+    rows = 400
+    oai.latency = 0.03
+    src = write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    server = PrivateRedis().start()
+    try:
+        cfg = parse_batch_config({
+            "candidates": [{"name": "cheap", "model": "openai/cheap",
+                            "params": {"api_base": oai.base_url, "api_key": "sk-test"}}],
+            "pricing": PRICES, "defaults": {"max_tokens": 20}, "redis_url": server.url,
+        })  # fmt: skip
+
+        def stop_redis() -> None:  # once rows are being recorded
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if journal_path(out).exists() and len(workers_of(out)) >= 1 and sum(workers_of(out).values()) >= 40:
+                    server.stop()
+                    return
+                time.sleep(0.02)
+
+        stopper = threading.Thread(target=stop_redis)
+        stopper.start()
+        first = run_batch_ray(src, out, cfg, budget_usd=1, concurrency=32, workers=2)
+        stopper.join()
+        assert first.exit_code == EXIT_INTERRUPTED and first.redis_lost, first
+        state = read_state(journal_path(out))
+        assert 40 <= state.ok < rows and first.rows_left == rows - state.ok
+        sent = requested(oai)
+        assert sum(sent.values()) == state.ok  # nothing was sent that could not be reserved
+        server.start()  # back (empty): the next run seeds its budget from the journal
+        second = run_batch_ray(src, out, cfg, budget_usd=1, concurrency=32, workers=2, resume=True)
+        assert second.exit_code == EXIT_DONE and second.ok == rows, second
+        exactly_once(out, rows)
+        assert max(requested(oai).values()) == 1  # no recorded row was sent again
+    finally:
+        server.stop()
+
+
+def test_more_workers_than_the_cluster_has_cpus_is_refused(
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+) -> None:
+    from providers.errors import InvalidRequestArgumentError
+
+    src = write_rows(tmp_path / "in.jsonl", 3)
+    with pytest.raises(InvalidRequestArgumentError, match=r"--ray-workers 3 needs 3 CPUs .* has 2"):
+        run_batch_ray(src, tmp_path / "out.jsonl", config(oai, prefix), workers=3)
+    assert not (tmp_path / "out.jsonl").exists() and sum(sent_rows(oai).values()) == 0
 
 
 def start_cli(tmp: Path, address: str, *extra: str) -> subprocess.Popen[bytes]:

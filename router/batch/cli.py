@@ -106,9 +106,10 @@ async def _arun(args: argparse.Namespace, config: Any) -> int:
         progress = Progress(live=None if args.progress == "auto" else args.progress == "live")
     started_ray = False
     if args.engine == "ray":  # joined before the signal handlers are set: ray.init sets its own
-        from .ray_engine import check_ray_job, connect_ray
+        from .ray_engine import DEFAULT_WORKERS, check_ray_job, connect_ray
 
-        check_ray_job(config, args.redis_url)  # Ray installed, config, Redis: before Ray starts
+        workers = DEFAULT_WORKERS if args.ray_workers is None else args.ray_workers
+        check_ray_job(config, args.redis_url, workers)  # Ray installed, config, Redis: before Ray starts
         started_ray = connect_ray(args.ray_address)
     try:
         return await _arun_job(args, config, output, progress)

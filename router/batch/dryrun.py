@@ -68,10 +68,10 @@ class DryRunReport:
 async def adry_run(
     input_path: str | Path, config: BatchConfig, *, router: Router | None = None, budget_usd: float | None = None
 ) -> DryRunReport:
-    from .runner import _load_facts, build_router
+    from .runner import build_router, load_facts
 
     router = router or build_router(config)
-    await _load_facts(router)
+    await load_facts(router)
     budget = config.budget_usd if budget_usd is None else budget_usd
     planner = Planner(config, router, budgeted=budget is not None)
     report = DryRunReport(budget_usd=budget)

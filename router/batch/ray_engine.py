@@ -54,15 +54,25 @@ from .config import BatchConfig
 from .journal import JobState, JobWriteError, Journal
 from .progress import Progress
 from .rows import BadRow, iter_lines, parse_row, scan_input
-from .runner import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, EXIT_INTERRUPTED, BatchResult, build_router
+from .runner import (
+    EXIT_BUDGET,
+    EXIT_DONE,
+    EXIT_FAILED_ROWS,
+    EXIT_INTERRUPTED,
+    BatchResult,
+    build_router,
+    check_job_args,
+)
 
 if TYPE_CHECKING:
     from ..shared import RedisLink
 
 DEFAULT_WORKERS = 2
 CALLS_PER_WORKER = 4  # blocks a worker runs at once (its rows share the worker's concurrency)
-QUEUED = 16  # result blocks waiting for the driver before Ray Data is asked for more
-KEYS_TTL_S = 7 * 86400  # a run's flags outlive a killed driver this long (a new run of the job drops them)
+QUEUED = 2  # result blocks waiting for the driver: finished rows a kill -9 of the driver would lose
+TASK_RETRIES = 1  # a block whose worker died runs once more on a new worker; a second death stops the run
+ACTORS_START_S = 300  # how long the pool may take to start (a cluster without the CPUs for it: an error)
+KEYS_TTL_S = 7 * 86400  # a run's keys outlive a killed driver this long (a new run of the job drops them)
 INSTALL = "pip install 'polyroute[ray]'"
 log = logging.getLogger("polyroute.batch")
 
@@ -108,8 +118,10 @@ def open_link(url: str, prefix: str) -> RedisLink:
     return link
 
 
-def check_ray_job(config: BatchConfig, redis_url: str | None) -> str:
+def check_ray_job(config: BatchConfig, redis_url: str | None, workers: int = DEFAULT_WORKERS) -> str:
     """What a Ray job needs before anything starts: Ray, a sound config, a reachable Redis; its URL."""
+    if workers < 1:
+        raise InvalidRequestArgumentError(f"--ray-workers must be at least 1, got {workers}")
     url = redis_url or config.redis_url
     if not url:
         raise InvalidRequestArgumentError(
@@ -141,6 +153,16 @@ def connect_ray(address: str | None) -> bool:
     return True
 
 
+def check_cpus(ray: ModuleType, workers: int) -> None:
+    """Each worker takes a CPU: a cluster with fewer would wait for them, so say it now."""
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if cpus < workers:
+        raise InvalidRequestArgumentError(
+            f"--ray-workers {workers} needs {workers} CPUs (one per worker) but the Ray cluster has {cpus}: "
+            "pass a smaller --ray-workers or add nodes"
+        )
+
+
 # ---------------------------------------------------------------- the run's keys in Redis
 class _RunKeys:
     """The run's stop flag and budget, the job's current run (the fence) and its runs (to clean up)."""
@@ -155,9 +177,13 @@ class _RunKeys:
         self.fence = f"{self.job}:run"
         self.runs = f"{self.job}:runs"
 
+    def _run_keys(self, run: str, ledger_id: str) -> list[str]:
+        from ..shared import RedisLedger
+
+        return [f"{self.job}:{run}:stop", *RedisLedger.keys_of(self.link, ledger_id)]
+
     def _drop(self, client: Any, run: str, ledger_id: str) -> None:
-        keys = [f"{self.job}:{run}:stop", *client.scan_iter(match=self.link.key("budget", ledger_id) + "*", count=100)]
-        client.delete(*keys)
+        client.delete(*self._run_keys(run, ledger_id))
         client.srem(self.runs, f"{run} {ledger_id}")
 
     def begin(self, limit: int | None) -> None:
@@ -177,20 +203,31 @@ class _RunKeys:
         if limit is not None:
             from ..shared import RedisLedger
 
-            RedisLedger(self.link).reset(self.ledger_id, 0)
+            RedisLedger(self.link).reset(self.ledger_id, 0, ttl_s=KEYS_TTL_S)
 
     def set_stop(self, reason: str) -> None:
         self.link.run(lambda c: c.set(self.stop, reason, nx=True, ex=KEYS_TTL_S))
 
-    def stop_reason(self) -> str | None:
-        raw = self.link.run(lambda c: c.get(self.stop))
-        return None if raw is None else str(raw.decode())
-
     def end(self) -> None:
+        """Drop the run's keys: only once no worker can reserve any more (every block came back)."""
+
         def go(client: Any) -> None:
             self._drop(client, self.run, self.ledger_id)
             if client.get(self.fence) == self.run.encode():
                 client.delete(self.fence)
+
+        self.link.run(go)
+
+    def abandon(self, reason: str) -> None:
+        """The run ended with workers possibly still running: stop them, and keep the ledger (a reserve
+        against a dropped budget would start from zero) until it expires or the next run drops it."""
+
+        def go(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(self.stop, reason, nx=True, ex=KEYS_TTL_S)
+            for key in self._run_keys(self.run, self.ledger_id):
+                pipe.expire(key, KEYS_TTL_S)
+            pipe.execute()
 
         self.link.run(go)
 
@@ -202,10 +239,12 @@ class _Driver:
         self.workers: Counter[str] = Counter()
         self.unknown_models: Counter[str] = Counter()
         self.rows_left = self.needed_expected = self.needed_max = 0
+        self.budget_left = 0  # rows not sent because the budget could not cover them
         self.redis_lost = False
         self.write_error: OSError | None = None
         self.interrupted = False
         self.halt = threading.Event()  # the thread pulling results stops at the next block
+        self.complete = False  # the dataset ran to its end (or there was nothing to run)
 
     def record(self, rows: list[tuple[int, bytes, dict[str, Any]]]) -> None:
         """Write finished rows: one write to the output and one to the journal (see :meth:`Journal.record_many`)."""
@@ -225,7 +264,7 @@ class _Driver:
 
     def take(self, table: Any) -> None:
         """Record a block of results from the workers."""
-        from .ray_worker import LEFT, RECORDED
+        from .ray_worker import LEFT_BUDGET, LEFT_REDIS, RECORDED
 
         columns = table.to_pydict()
         done = self.journal.state.is_done
@@ -234,19 +273,20 @@ class _Driver:
             columns["line"], columns["kind"], columns["out"], columns["rec"], columns["need_expected"],
             columns["need_max"], columns["unknown"], strict=True,
         ):  # fmt: skip
-            if unknown:
-                self.unknown_models[unknown] += 1
             if done(line):
                 continue  # a row Ray ran twice (a block retried after a lost worker) is recorded once
+            if unknown:
+                self.unknown_models[unknown] += 1
             if kind == RECORDED:
                 finished.append((line, out, orjson.loads(raw)))
-            else:
-                self.rows_left += 1
-                if kind == LEFT:
-                    self.needed_expected += expected
-                    self.needed_max += most
-                else:
-                    self.redis_lost = True
+                continue
+            self.rows_left += 1
+            if kind == LEFT_BUDGET:
+                self.budget_left += 1
+                self.needed_expected += expected
+                self.needed_max += most
+            elif kind == LEFT_REDIS:
+                self.redis_lost = True
         self.record(finished)
 
 
@@ -302,28 +342,34 @@ def _quiet_ray_data(ray: ModuleType) -> Iterator[Any]:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.data\.")
         ctx = ray.data.DataContext.get_current()
     logger = logging.getLogger("ray.data")
-    bars, level = ctx.enable_progress_bars, logger.level
+    bars, wait, level = ctx.enable_progress_bars, ctx.wait_for_min_actors_s, logger.level
     ctx.enable_progress_bars = False
+    ctx.wait_for_min_actors_s = ACTORS_START_S
     logger.setLevel(logging.ERROR)
     try:
         yield ctx
     finally:
-        ctx.enable_progress_bars = bars
+        ctx.enable_progress_bars, ctx.wait_for_min_actors_s = bars, wait
         logger.setLevel(level)
 
 
 def _dataset(ray: ModuleType, refs: list[Any], spec: Any, workers: int) -> Any:
-    from .ray_worker import RowWorker
+    from .ray_worker import for_run
 
     try:
         strategy = ray.data.ActorPoolStrategy(size=workers, max_concurrent_calls_per_actor=CALLS_PER_WORKER,
                                               enable_true_multi_threading=True)  # fmt: skip
     except TypeError:  # an older Ray: one block at a time per worker
         strategy = ray.data.ActorPoolStrategy(size=workers)
-    return ray.data.from_arrow_refs(refs).map_batches(
-        RowWorker, fn_constructor_args=(spec,), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
-        compute=strategy, num_cpus=1,
-    )  # fmt: skip
+    # Ray Data restarts dead actors and retries their blocks without end by default: a row that kills
+    # its worker would be paid for again and again. One retry covers a lost node; then the run stops.
+    # (Only the generic remote arguments can say so, which Ray 2.60 marks as deprecated.)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return ray.data.from_arrow_refs(refs).map_batches(
+            for_run(spec), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
+            compute=strategy, num_cpus=1, max_restarts=2 * workers, max_task_retries=TASK_RETRIES,
+        )  # fmt: skip
 
 
 async def _stream(ds: Any, driver: _Driver, stop: asyncio.Event | None) -> str | None:
@@ -348,14 +394,21 @@ async def _stream(ds: Any, driver: _Driver, stop: asyncio.Event | None) -> str |
                     return
 
     def pull() -> None:
+        batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
         try:
-            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            for table in batches:
                 put(table)
                 if driver.halt.is_set():
                     break
+            else:
+                driver.complete = True  # every block came back: no worker holds a row any more
         except BaseException as err:
             put(err)
         finally:
+            close = getattr(batches, "close", None)
+            if close is not None:  # stops the streaming executor (and its actors) when we left early
+                with contextlib.suppress(Exception):
+                    close()
             put(done)
 
     async def watch() -> None:
@@ -392,17 +445,6 @@ async def _stream(ds: Any, driver: _Driver, stop: asyncio.Event | None) -> str |
                 await watcher
 
 
-def _check_args(input_path: Path, budget_usd: float | None, concurrency: int, workers: int) -> None:
-    if not input_path.is_file():
-        raise InvalidRequestArgumentError(f"input {input_path} does not exist or is not a file")
-    if budget_usd is not None and (not math.isfinite(budget_usd) or budget_usd < 0):
-        raise InvalidRequestArgumentError(f"the budget must be a non-negative number of USD, got {budget_usd}")
-    if concurrency < 1:
-        raise InvalidRequestArgumentError(f"concurrency must be at least 1, got {concurrency}")
-    if workers < 1:
-        raise InvalidRequestArgumentError(f"--ray-workers must be at least 1, got {workers}")
-
-
 async def arun_batch_ray(
     input_path: str | Path,
     output: str | Path,
@@ -424,13 +466,14 @@ async def arun_batch_ray(
     input_path, output = Path(input_path), Path(output)
     budget_usd = config.budget_usd if budget_usd is None else budget_usd
     concurrency = config.concurrency if concurrency is None else concurrency
-    _check_args(input_path, budget_usd, concurrency, workers)
-    url = check_ray_job(config, redis_url)
+    check_job_args(input_path, budget_usd, concurrency)
+    url = check_ray_job(config, redis_url, workers)
     ray = require_ray()
     link = open_link(url, config.redis_prefix)
     started = connect_ray(ray_address)
     journal: Journal | None = None
     try:
+        check_cpus(ray, workers)
         facts = await asyncio.to_thread(scan_input, input_path)
         journal = await asyncio.to_thread(
             Journal.open, output, facts, resume=resume or retry_failed, retry_failed=retry_failed
@@ -454,7 +497,13 @@ async def _run(
     budget_pico = None if budget_usd is None else int(Decimal(str(budget_usd)) * PICO_PER_USD)
     limit = None if budget_pico is None else budget_pico - state.spent_pico  # this run's share of the job's cap
     keys = _RunKeys(link, str(state.header.get("input_sha256", "")), output)
-    keys.begin(limit)
+    from ..shared import SharedStateUnavailable
+
+    try:
+        keys.begin(limit)
+    except SharedStateUnavailable as down:  # names no password
+        raise InvalidRequestArgumentError(f"{down}; --engine ray keeps the job's budget there: try again once it is "
+                                          "back") from None  # fmt: skip
     driver = _Driver(journal, keys, progress)
     runs = len([r for r in state.runs if "run" in r]) + 1
     journal.note({"run": runs, "t": round(time.time(), 3), "budget_pico": budget_pico, "concurrency": concurrency,
@@ -465,6 +514,7 @@ async def _run(
     per_worker = math.ceil(concurrency / workers)
     block_rows = max(1, min(256, math.ceil(per_worker / 2)))
     worker_error: str | None = None
+    started = False
     try:
         bad: list[tuple[int, bytes, dict[str, Any]]] = []
         refs = await asyncio.to_thread(_pending_blocks, ray, input_path, state, block_rows, bad)
@@ -475,6 +525,7 @@ async def _run(
                               concurrency=per_worker, observed_output=state.observed_output())  # fmt: skip
             with _quiet_ray_data(ray):
                 ds = _dataset(ray, refs, spec, workers)
+                started = True
                 worker_error = await _stream(ds, driver, stop)
         elif stop is not None and stop.is_set():
             driver.interrupted = True
@@ -483,21 +534,24 @@ async def _run(
             drawing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drawing
-    flag = None
-    with contextlib.suppress(Exception):
-        flag = keys.stop_reason()
-    with contextlib.suppress(Exception):
-        keys.end()
+        with contextlib.suppress(Exception):  # Redis away: the keys expire, the next run drops them
+            if started and not driver.complete:
+                keys.abandon("interrupted")
+            else:
+                keys.end()
     if driver.write_error is not None:
         err = driver.write_error
         raise JobWriteError(
             f"writing {output} failed ({err.strerror or err}); the rows finished after that were not recorded "
             "and go again on --resume (make room first)"
         )
-    if flag == "interrupted" or driver.interrupted or driver.redis_lost or worker_error is not None:
+    # Decided from what came back, not from Redis (which may be gone): rows left unsent are never "done".
+    if driver.interrupted or driver.redis_lost or worker_error is not None or (started and not driver.complete):
         code, reason = EXIT_INTERRUPTED, "interrupted"
-    elif flag == "budget":
+    elif driver.budget_left:
         code, reason = EXIT_BUDGET, "budget"
+    elif driver.rows_left:  # stopped by something other than the budget (e.g. a newer run of the job)
+        code, reason = EXIT_INTERRUPTED, "interrupted"
     elif state.failed:
         code, reason = EXIT_FAILED_ROWS, "failed_rows"
     else:

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from providers.errors import BudgetUnavailableError, PolyrouteError
 
-from ..tokens import aload_encoding
+from ..shared import SharedStateUnavailable
 from . import results
 from .config import BatchConfig
 from .plan import Planner, Quote, RowPlan, request_body
@@ -44,7 +44,10 @@ from .rows import BadRow, Row, parse_row
 
 log = logging.getLogger("polyroute.batch")
 
-RECORDED, LEFT, LEFT_REDIS = 0, 1, 2  # kinds of result rows: in the journal / not sent / not sent: Redis lost
+# Kinds of result rows: recorded (goes to the journal), or not sent because the run stopped: for the
+# budget (with what the row would cost), for another reason (interrupted, write error, superseded),
+# or because Redis could not be reached (nothing may be reserved).
+RECORDED, LEFT_BUDGET, LEFT_STOPPED, LEFT_REDIS = 0, 1, 2, 3
 RESULT_SCHEMA = pa.schema([
     ("line", pa.int64()), ("kind", pa.int8()), ("out", pa.binary()), ("rec", pa.binary()),
     ("need_expected", pa.int64()), ("need_max", pa.int64()), ("unknown", pa.string()),
@@ -83,8 +86,11 @@ class _Result:
 class RowWorker:
     """One worker of the pool: ``worker(table)`` runs the table's rows and returns their results."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.spec = spec
+    spec: WorkerSpec  # set on the run's subclass (see :func:`for_run`), or by the constructor
+
+    def __init__(self, spec: WorkerSpec | None = None) -> None:
+        if spec is not None:
+            self.spec = spec
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="polyroute-batch-worker", daemon=True).start()
@@ -92,13 +98,11 @@ class RowWorker:
 
     async def _start(self) -> None:
         from ..shared import RedisLedger, RedisLink
-        from .runner import build_router
+        from .runner import build_router, load_facts
 
         spec = self.spec
         self.router = build_router(spec.config)
-        await aload_encoding()
-        for family in sorted(self.router._families):  # catalogs once, before the first row (rows are planned from them)
-            await self.router.catalog.asource(family)
+        await load_facts(self.router)
         self.planner = Planner(spec.config, self.router, budgeted=spec.limit_pico is not None,
                                observed_output=spec.observed_output)  # fmt: skip
         self.link = RedisLink(spec.redis_url, prefix=spec.redis_prefix)
@@ -139,8 +143,6 @@ class RowWorker:
         return self.stop
 
     async def _read_flags(self) -> None:
-        from ..shared import SharedStateUnavailable
-
         spec = self.spec
         try:
             stop, run = await self.link.arun(lambda c: c.mget(spec.stop_key, spec.fence_key))
@@ -155,8 +157,6 @@ class RowWorker:
             self.stop = self.stop or "superseded"  # a newer run of this job started: this one is dead
 
     async def _set_stop(self, reason: str) -> None:
-        from ..shared import SharedStateUnavailable
-
         self.stop = self.stop or reason
         try:
             await self.link.arun(lambda c: c.set(self.spec.stop_key, reason, nx=True, ex=7 * 86400))
@@ -188,12 +188,15 @@ class RowWorker:
                 return self._not_sent(line, plan, unknown)
             try:
                 reserved = await self._reserve(plan)
-            except BudgetUnavailableError:  # the shared ledger is unreachable: nothing may be spent
+            except (BudgetUnavailableError, SharedStateUnavailable):  # the ledger is unreachable: spend nothing
                 self.stop = "redis"
                 reserved = None
             if reserved is None:
                 return self._not_sent(line, plan, unknown)
             rid, order, amount = reserved
+            if await self._stopped() is not None:  # stopped while this row waited for room: it is not sent
+                await self._release(rid)
+                return self._not_sent(line, plan, unknown)
             self.sending += 1
             try:
                 done = await self._send(row, body, order, amount, rid)
@@ -224,12 +227,12 @@ class RowWorker:
                 rid = await self.ledger.areserve(spec.ledger_id, amount, spec.limit_pico)
                 if rid is not None:
                     return rid, plan.order[:keep], amount
+            if await self._stopped() is not None:  # any stop, another worker's budget stop included
+                return None
             if self.sending:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.settled.wait(), 1.0)
                 continue
-            if await self._stopped() is not None:
-                return None
             totals = await self.link.arun(lambda _c: self.ledger.totals(spec.ledger_id))
             if totals[1] > 0:  # other workers' rows are in flight: their settlements may make room
                 if totals != seen:
@@ -280,10 +283,12 @@ class RowWorker:
         """A row the stopped run does not send; after a budget stop, with what it is expected to need."""
         if self.stop == "redis":
             return _Result(line, LEFT_REDIS, unknown=unknown)
-        chosen = plan.chosen if plan is not None and self.stop == "budget" else None
+        if self.stop != "budget":
+            return _Result(line, LEFT_STOPPED, unknown=unknown)
+        chosen = plan.chosen if plan is not None else None
         if plan is None or chosen is None:
-            return _Result(line, LEFT, unknown=unknown)
-        return _Result(line, LEFT, need_expected=chosen.expected_pico or 0, need_max=plan.reserve_pico,
+            return _Result(line, LEFT_BUDGET, unknown=unknown)
+        return _Result(line, LEFT_BUDGET, need_expected=chosen.expected_pico or 0, need_max=plan.reserve_pico,
                        unknown=unknown)  # fmt: skip
 
     def _recorded(self, line: int, out: bytes, rec: dict[str, Any]) -> _Result:
@@ -297,6 +302,13 @@ class RowWorker:
         done = self._recorded(row.line, out, rec)
         done.unknown = unknown
         return done
+
+
+def for_run(spec: WorkerSpec) -> type[RowWorker]:
+    """A RowWorker class carrying the run's spec. Ray ships the class with its definition, so a worker
+    restarted after its process died finds the spec there (constructor arguments would live in the
+    object store, where Ray warns they may be gone by then)."""
+    return type("RowWorker", (RowWorker,), {"spec": spec, "__qualname__": "RowWorker"})
 
 
 def _candidate_of(attempts: list[Any] | None, order: list[Quote]) -> str | None:

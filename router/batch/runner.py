@@ -342,16 +342,11 @@ async def arun_batch(
 ) -> BatchResult:
     """Run (or resume) a batch job; see :func:`run_batch`."""
     input_path, output = Path(input_path), Path(output)
-    if not input_path.is_file():
-        raise InvalidRequestArgumentError(f"input {input_path} does not exist or is not a file")
     budget_usd = config.budget_usd if budget_usd is None else budget_usd
-    if budget_usd is not None and (not math.isfinite(budget_usd) or budget_usd < 0):
-        raise InvalidRequestArgumentError(f"the budget must be a non-negative number of USD, got {budget_usd}")
     concurrency = config.concurrency if concurrency is None else concurrency
-    if concurrency < 1:
-        raise InvalidRequestArgumentError(f"concurrency must be at least 1, got {concurrency}")
+    check_job_args(input_path, budget_usd, concurrency)
     router = router or build_router(config)  # every config mistake surfaces before the job exists
-    await _load_facts(router)
+    await load_facts(router)
     budget_pico = _usd_to_pico(budget_usd)
     facts = await asyncio.to_thread(scan_input, input_path)
     journal = await asyncio.to_thread(
@@ -419,7 +414,17 @@ async def _watch(stop: asyncio.Event, job: _Job) -> None:
     job.stop = job.stop or "interrupted"
 
 
-async def _load_facts(router: Router) -> None:
+def check_job_args(input_path: Path, budget_usd: float | None, concurrency: int) -> None:
+    """The job's arguments, each with a message saying what is wrong."""
+    if not input_path.is_file():
+        raise InvalidRequestArgumentError(f"input {input_path} does not exist or is not a file")
+    if budget_usd is not None and (not math.isfinite(budget_usd) or budget_usd < 0):
+        raise InvalidRequestArgumentError(f"the budget must be a non-negative number of USD, got {budget_usd}")
+    if concurrency < 1:
+        raise InvalidRequestArgumentError(f"concurrency must be at least 1, got {concurrency}")
+
+
+async def load_facts(router: Router) -> None:
     """Catalogs and the tokenizer, once, before the first row (rows are planned from them)."""
     await aload_encoding()
     for family in sorted(router._families):

@@ -54,9 +54,14 @@ class RedisLedger:
     def __repr__(self) -> str:
         return f"RedisLedger({self.link!r}, on_unavailable={self.on_unavailable!r})"
 
-    def _keys(self, budget_id: str) -> list[str]:
-        base = self.link.key("budget", budget_id)
+    @staticmethod
+    def keys_of(link: RedisLink, budget_id: str) -> list[str]:
+        """The Redis keys of one budget (totals, open and closed reservations, spend added)."""
+        base = link.key("budget", budget_id)
         return [base, base + ":open", base + ":closed", base + ":added"]
+
+    def _keys(self, budget_id: str) -> list[str]:
+        return self.keys_of(self.link, budget_id)
 
     # ---------------------------------------------------------------- outage handling
     def _refuse(self, budget_id: str, amount: int, limit: int) -> BudgetUnavailableError:
@@ -217,14 +222,17 @@ class RedisLedger:
             self._close(budget_id, rid, None)
         return len(stale)
 
-    def reset(self, budget_id: str, spent: int = 0) -> None:
-        """Start a budget over with ``spent`` already settled (a batch run seeds it from its journal)."""
+    def reset(self, budget_id: str, spent: int = 0, *, ttl_s: int | None = None) -> None:
+        """Start a budget over with ``spent`` already settled (a batch run seeds it from its journal);
+        ``ttl_s``: its totals expire then (a budget whose owner may die without dropping it)."""
         keys = self._keys(budget_id)
 
         def go(client: Any) -> None:
             pipe = client.pipeline(transaction=True)
             pipe.delete(*keys)
             pipe.hset(keys[0], mapping={"spent": spent, "reserved": 0})
+            if ttl_s is not None:
+                pipe.expire(keys[0], ttl_s)
             pipe.execute()
 
         self.link.run(go)
