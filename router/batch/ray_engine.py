@@ -512,7 +512,7 @@ async def _run(
         progress.begin(state, budget_pico)
     drawing = asyncio.create_task(progress.run()) if progress is not None else None
     per_worker = math.ceil(concurrency / workers)
-    block_rows = max(1, min(256, math.ceil(per_worker / 2)))
+    block_rows = max(1, min(256, per_worker))  # a block fills a worker's slots; its rows return together
     worker_error: str | None = None
     started = False
     try:
