@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import pytest
 
-from router.batch import EXIT_BUDGET, EXIT_DONE, EXIT_INTERRUPTED, parse_batch_config
+from router.batch import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, EXIT_INTERRUPTED, parse_batch_config
 from router.batch.journal import journal_path, read_state
 from router.batch.ray_engine import require_ray, run_batch_ray
 from router.proxy.config import ConfigError
@@ -84,6 +84,16 @@ def redis_keys(prefix: str) -> list[bytes]:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         return list(client.scan_iter(f"{prefix}:*"))
+    finally:
+        client.close()
+
+
+def key_ttls(prefix: str) -> dict[bytes, int]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return {key: int(client.ttl(key)) for key in client.scan_iter(f"{prefix}:*")}
     finally:
         client.close()
 
@@ -149,11 +159,11 @@ def test_a_budget_holds_across_workers_on_2000_rows_then_resume_finishes(
     assert redis_keys(prefix) == []
 
 
-def test_a_worker_killed_mid_run_its_rows_run_again_once_recorded(
+def test_a_worker_killed_mid_run_stops_the_run_then_resume_finishes(
     ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
 ) -> None:
     rows = 400
-    oai.latency = 0.03
+    oai.latency = 0.2  # every worker holds blocks in flight until the last rows
     src = write_rows(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
     killed: list[str] = []
@@ -169,14 +179,27 @@ def test_a_worker_killed_mid_run_its_rows_run_again_once_recorded(
 
     killer = threading.Thread(target=kill_a_worker)
     killer.start()
-    result = run_batch_ray(src, out, config(oai, prefix), budget_usd=1, concurrency=32, workers=2)
+    cfg = config(oai, prefix)
+    first = run_batch_ray(src, out, cfg, budget_usd=1, concurrency=32, workers=2)
     killer.join()
     assert killed, "no worker was killed"
-    assert result.exit_code == EXIT_DONE and result.ok == rows, result  # its blocks ran again elsewhere
+    assert first.exit_code == EXIT_INTERRUPTED and first.worker_error, first  # no endless block retries
+    state = read_state(journal_path(out))
+    assert 0 < state.ok < rows
+    assert sum(sent_rows(oai).values()) < rows + 64  # not retried on and on
+    import ray
+
+    deadline = time.monotonic() + 30  # the given-up run's workers exit: their CPUs are free for the next run
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+    second = run_batch_ray(src, out, cfg, budget_usd=1, concurrency=32, workers=2, resume=True)
+    assert second.exit_code == EXIT_DONE and second.ok == rows, second
     exactly_once(out, rows)
-    assert set(sent_rows(oai)) == {str(i) for i in range(rows)}  # rows of the dead worker may have gone twice
-    assert killed[0] in workers_of(out)
-    assert redis_keys(prefix) == []
+    assert set(sent_rows(oai)) == {str(i) for i in range(rows)}  # rows sent but not handed back went again
+    # The stopped run's keys were dropped by the next one; the surviving worker of the stopped run may
+    # have settled its last rows after that: what it wrote then expires.
+    assert all(ttl > 0 for ttl in key_ttls(prefix).values()), key_ttls(prefix)
 
 
 def test_redis_lost_mid_run_stops_sending_then_resume_finishes(
@@ -218,6 +241,61 @@ def test_redis_lost_mid_run_stops_sending_then_resume_finishes(
         assert max(requested(oai).values()) == 1  # no recorded row was sent again
     finally:
         server.stop()
+
+
+def test_failed_rows_are_recorded_then_retried_on_ray(
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+) -> None:
+    src = write_rows(tmp_path / "in.jsonl", 200)
+    out = tmp_path / "out.jsonl"
+    oai.fail_rate = 0.3
+    cfg = parse_batch_config({
+        "candidates": [{"name": "cheap", "model": "openai/cheap",
+                        "params": {"api_base": oai.base_url, "api_key": "sk-test"}}],
+        "pricing": PRICES, "defaults": {"max_tokens": 20}, "router_settings": {"num_retries": 0},
+        "redis_url": REDIS_URL, "redis_prefix": prefix,
+    })  # fmt: skip
+    first = run_batch_ray(src, out, cfg, budget_usd=1, concurrency=32, workers=2)
+    assert first.exit_code == EXIT_FAILED_ROWS and first.failed == oai.failures > 0, first
+    assert {r["error"]["code"] for r in outputs(out) if r["error"]} == {"service_unavailable_error"}
+    oai.fail_rate = 0.0
+    retried = run_batch_ray(src, out, cfg, budget_usd=1, concurrency=32, workers=2, retry_failed=True)
+    assert retried.exit_code == EXIT_DONE and (retried.ok, retried.failed) == (200, 0), retried
+    exactly_once(out, 200)
+    assert sum(sent_rows(oai).values()) == 200 + first.failed  # only the failed rows went again
+    assert redis_keys(prefix) == []
+
+
+def test_ctrl_c_lets_rows_in_flight_finish_then_resume(
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+) -> None:
+    rows = 600
+    oai.latency = 0.05
+    write_input(tmp_path / "in.jsonl", rows)
+    (tmp_path / "b.yaml").write_text(
+        "candidates:\n"
+        f"  - {{name: cheap, model: openai/cheap, params: {{api_base: '{oai.base_url}', api_key: sk-test}}}}\n"
+        "pricing:\n  - {model: openai/cheap, input_per_million: 1, output_per_million: 2}\n"
+        f"redis_url: '{REDIS_URL}'\nredis_prefix: {prefix}\n"
+    )
+    out = tmp_path / "out.jsonl"
+    proc = start_cli(tmp_path, ray_address)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not recorded(out):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert "continue with --resume" in err.decode()
+    done = recorded(out)
+    assert 0 < len(done) < rows
+    assert sum(requested(oai).values()) == len(done)  # every row sent was recorded: in-flight rows finished
+    final = start_cli(tmp_path, ray_address)
+    _, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err.decode()
+    exactly_once(out, rows)
+    assert max(requested(oai).values()) == 1
+    assert redis_keys(prefix) == []
 
 
 def test_more_workers_than_the_cluster_has_cpus_is_refused(

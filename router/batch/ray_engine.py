@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 DEFAULT_WORKERS = 2
 CALLS_PER_WORKER = 4  # blocks a worker runs at once (its rows share the worker's concurrency)
 QUEUED = 2  # result blocks waiting for the driver: finished rows a kill -9 of the driver would lose
-TASK_RETRIES = 1  # a block whose worker died runs once more on a new worker; a second death stops the run
 ACTORS_START_S = 300  # how long the pool may take to start (a cluster without the CPUs for it: an error)
 KEYS_TTL_S = 7 * 86400  # a run's keys outlive a killed driver this long (a new run of the job drops them)
 INSTALL = "pip install 'polyroute[ray]'"
@@ -218,13 +217,15 @@ class _RunKeys:
 
         self.link.run(go)
 
-    def abandon(self, reason: str) -> None:
-        """The run ended with workers possibly still running: stop them, and keep the ledger (a reserve
-        against a dropped budget would start from zero) until it expires or the next run drops it."""
+    def abandon(self) -> None:
+        """The run ended with workers possibly still running: stop them (they exit once idle), and keep
+        the ledger (a reserve against a dropped budget would start from zero) until it expires or the next
+        run drops it."""
+        from .ray_worker import ABANDONED
 
         def go(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
-            pipe.set(self.stop, reason, nx=True, ex=KEYS_TTL_S)
+            pipe.set(self.stop, ABANDONED, ex=KEYS_TTL_S)
             for key in self._run_keys(self.run, self.ledger_id):
                 pipe.expire(key, KEYS_TTL_S)
             pipe.execute()
@@ -354,7 +355,7 @@ def _quiet_ray_data(ray: ModuleType) -> Iterator[Any]:
 
 
 def _dataset(ray: ModuleType, refs: list[Any], spec: Any, workers: int) -> Any:
-    from .ray_worker import for_run
+    from .ray_worker import RowWorker
 
     try:
         strategy = ray.data.ActorPoolStrategy(size=workers, max_concurrent_calls_per_actor=CALLS_PER_WORKER,
@@ -362,13 +363,13 @@ def _dataset(ray: ModuleType, refs: list[Any], spec: Any, workers: int) -> Any:
     except TypeError:  # an older Ray: one block at a time per worker
         strategy = ray.data.ActorPoolStrategy(size=workers)
     # Ray Data restarts dead actors and retries their blocks without end by default: a row that kills
-    # its worker would be paid for again and again. One retry covers a lost node; then the run stops.
+    # its worker would be paid for again and again. Here a dead worker stops the run (resume goes on).
     # (Only the generic remote arguments can say so, which Ray 2.60 marks as deprecated.)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         return ray.data.from_arrow_refs(refs).map_batches(
-            for_run(spec), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
-            compute=strategy, num_cpus=1, max_restarts=2 * workers, max_task_retries=TASK_RETRIES,
+            RowWorker, fn_constructor_args=(spec,), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
+            compute=strategy, num_cpus=1, max_restarts=0, max_task_retries=0,
         )  # fmt: skip
 
 
@@ -536,7 +537,7 @@ async def _run(
                 await drawing
         with contextlib.suppress(Exception):  # Redis away: the keys expire, the next run drops them
             if started and not driver.complete:
-                keys.abandon("interrupted")
+                keys.abandon()
             else:
                 keys.end()
     if driver.write_error is not None:

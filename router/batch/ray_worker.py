@@ -52,6 +52,8 @@ RESULT_SCHEMA = pa.schema([
     ("line", pa.int64()), ("kind", pa.int8()), ("out", pa.binary()), ("rec", pa.binary()),
     ("need_expected", pa.int64()), ("need_max", pa.int64()), ("unknown", pa.string()),
 ])  # fmt: skip
+ABANDONED = "abandoned"  # the stop flag of a run its driver gave up (it reads no more results)
+ORPHAN_CHECK_S = 1.0
 FLAGS_FRESH_S = 0.02  # a stop flag set by another worker is seen within this (plus a Redis round trip)
 SETTLE_WAIT_S = 60.0  # how long a row that does not fit waits for other workers' rows (no progress) to settle
 
@@ -86,11 +88,8 @@ class _Result:
 class RowWorker:
     """One worker of the pool: ``worker(table)`` runs the table's rows and returns their results."""
 
-    spec: WorkerSpec  # set on the run's subclass (see :func:`for_run`), or by the constructor
-
-    def __init__(self, spec: WorkerSpec | None = None) -> None:
-        if spec is not None:
-            self.spec = spec
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="polyroute-batch-worker", daemon=True).start()
@@ -114,6 +113,8 @@ class RowWorker:
         self.stop: str | None = None  # "budget" | "interrupted" | "write_error" | "superseded" | "redis"
         self._flags: asyncio.Task[None] | None = None
         self._flags_at = -1.0
+        self.blocks = 0  # blocks being run
+        self._watch = asyncio.ensure_future(self._exit_when_orphaned())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """The results of a block of rows (called from Ray Data's threads; rows run on the worker's loop)."""
@@ -123,7 +124,28 @@ class RowWorker:
     async def _block(self, batch: pa.Table) -> list[_Result]:
         lines: list[int] = batch.column("line").to_pylist()
         raws: list[bytes] = batch.column("raw").to_pylist()
-        return await asyncio.gather(*(self._safe_row(line, raw) for line, raw in zip(lines, raws, strict=True)))
+        self.blocks += 1
+        try:
+            return await asyncio.gather(*(self._safe_row(line, raw) for line, raw in zip(lines, raws, strict=True)))
+        finally:
+            self.blocks -= 1
+
+    async def _exit_when_orphaned(self) -> None:
+        """End this process once no driver reads its run any more (the driver gave the run up, or a newer
+        run of the job started) and it runs no block. Ray Data lets go of the actors of a run that failed
+        only lazily: they would keep their CPUs from the next run."""
+        spec = self.spec
+        while True:
+            await asyncio.sleep(ORPHAN_CHECK_S)
+            if self.blocks:
+                continue
+            try:
+                stop, run = await self.link.arun(lambda c: c.mget(spec.stop_key, spec.fence_key))
+            except Exception:  # Redis away: it says nothing either way
+                continue
+            if stop == ABANDONED.encode() or run is None or run.decode() != spec.run:
+                log.info("the run was given up by its driver: worker %s exits", self.name)
+                os._exit(0)
 
     async def _safe_row(self, line: int, raw: bytes) -> _Result:
         try:
@@ -302,13 +324,6 @@ class RowWorker:
         done = self._recorded(row.line, out, rec)
         done.unknown = unknown
         return done
-
-
-def for_run(spec: WorkerSpec) -> type[RowWorker]:
-    """A RowWorker class carrying the run's spec. Ray ships the class with its definition, so a worker
-    restarted after its process died finds the spec there (constructor arguments would live in the
-    object store, where Ray warns they may be gone by then)."""
-    return type("RowWorker", (RowWorker,), {"spec": spec, "__qualname__": "RowWorker"})
 
 
 def _candidate_of(attempts: list[Any] | None, order: list[Quote]) -> str | None:
