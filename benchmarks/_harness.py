@@ -172,3 +172,15 @@ def environment_line(loop_name: str | None = None) -> str:
     if loop_name:
         parts.append(f"loop {loop_name}")
     return "; ".join(parts)
+
+
+def main_or_child(main: Callable[[], None], child_main: Callable[[list[str]], None]) -> None:
+    """A benchmark's entry point: ``--child ARGS...`` runs one measured variant (in its own process),
+    anything else the whole benchmark; Ctrl-C ends it with a short message."""
+    try:
+        if sys.argv[1:2] == ["--child"]:
+            child_main(sys.argv[2:])
+        else:
+            main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted")

@@ -34,6 +34,7 @@ from ._harness import (
     environment_line,
     heading,
     interleave,
+    main_or_child,
     median,
     parse_args,
     table,
@@ -332,10 +333,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        if sys.argv[1:2] == ["--child"]:
-            child_main(sys.argv[2:])
-        else:
-            main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    main_or_child(main, child_main)

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ._harness import REPO, environment_line, heading, interleave, median, parse_args, table, upstream
+from ._harness import REPO, environment_line, heading, interleave, main_or_child, median, parse_args, table, upstream
 from .batch import BUDGET_USD, CONCURRENCY, batch_config, check_output, write_input
 
 ROWS = 2_000
@@ -119,10 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        if sys.argv[1:2] == ["--child"]:
-            child_main(sys.argv[2:])
-        else:
-            main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    main_or_child(main, child_main)

@@ -142,3 +142,14 @@ def tgi2(_tgi2_session: TGIUpstream) -> TGIUpstream:
 def oai(_oai_session: OpenAICompatUpstream) -> OpenAICompatUpstream:
     _fresh(_oai_session)
     return _oai_session
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own on the machine's Redis, dropped afterwards."""
+    from tests.services import drop_prefix, fresh_prefix, require_redis
+
+    require_redis()
+    name = fresh_prefix()
+    yield name
+    drop_prefix(name)

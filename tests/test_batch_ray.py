@@ -30,9 +30,9 @@ from router.batch import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, EXIT_INTERRUP
 from router.batch.journal import journal_path, read_state
 from router.batch.ray_engine import require_ray, run_batch_ray
 from router.proxy.config import ConfigError
-from tests.services import REDIS_URL, PrivateRedis, drop_prefix, fresh_prefix, require_redis, unavailable
+from tests.services import REDIS_URL, PrivateRedis, require_redis, unavailable
 from tests.test_batch import PRICES, outputs, pico, sent_rows, write_rows
-from tests.test_batch_kill import requested, write_input
+from tests.test_batch_kill import requested, write_config, write_input
 from tests.upstreams import OpenAICompatUpstream
 
 pytestmark = pytest.mark.services
@@ -53,14 +53,6 @@ def ray_address() -> Iterator[str]:
         yield str(ray.get_runtime_context().gcs_address)
     finally:
         ray.shutdown()
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_redis()
-    name = fresh_prefix()
-    yield name
-    drop_prefix(name)
 
 
 def config(server: OpenAICompatUpstream, prefix: str) -> Any:
@@ -272,12 +264,7 @@ def test_ctrl_c_lets_rows_in_flight_finish_then_resume(
     rows = 600
     oai.latency = 0.05
     write_input(tmp_path / "in.jsonl", rows)
-    (tmp_path / "b.yaml").write_text(
-        "candidates:\n"
-        f"  - {{name: cheap, model: openai/cheap, params: {{api_base: '{oai.base_url}', api_key: sk-test}}}}\n"
-        "pricing:\n  - {model: openai/cheap, input_per_million: 1, output_per_million: 2}\n"
-        f"redis_url: '{REDIS_URL}'\nredis_prefix: {prefix}\n"
-    )
+    write_cli_config(tmp_path / "b.yaml", oai, prefix)
     out = tmp_path / "out.jsonl"
     proc = start_cli(tmp_path, ray_address)
     deadline = time.monotonic() + 60
@@ -309,6 +296,12 @@ def test_more_workers_than_the_cluster_has_cpus_is_refused(
     assert not (tmp_path / "out.jsonl").exists() and sum(sent_rows(oai).values()) == 0
 
 
+def write_cli_config(path: Path, server: OpenAICompatUpstream, prefix: str) -> None:
+    write_config(path, server)
+    with path.open("a") as f:
+        f.write(f"redis_url: '{REDIS_URL}'\nredis_prefix: {prefix}\n")
+
+
 def start_cli(tmp: Path, address: str, *extra: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "router.cli", "batch", "run", str(tmp / "in.jsonl"), "--config", str(tmp / "b.yaml"),
            "--output", str(tmp / "out.jsonl"), "--resume", "--concurrency", "16", "--progress", "none",
@@ -329,12 +322,7 @@ def test_kill_9_of_the_driver_then_resume_exactly_once(
     rows = 600
     oai.latency = 0.05
     write_input(tmp_path / "in.jsonl", rows)
-    (tmp_path / "b.yaml").write_text(
-        "candidates:\n"
-        f"  - {{name: cheap, model: openai/cheap, params: {{api_base: '{oai.base_url}', api_key: sk-test}}}}\n"
-        "pricing:\n  - {model: openai/cheap, input_per_million: 1, output_per_million: 2}\n"
-        f"redis_url: '{REDIS_URL}'\nredis_prefix: {prefix}\n"
-    )
+    write_cli_config(tmp_path / "b.yaml", oai, prefix)
     out = tmp_path / "out.jsonl"
     rng = random.Random(20261122)
     kills = 0

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.replicas import Replicas
-from tests.services import POSTGRES_URL, PrivateRedis, drop_prefix, fresh_prefix, require_redis, unavailable
+from tests.services import POSTGRES_URL, PrivateRedis, unavailable
 from tests.test_router import CHAT
 from tests.upstreams import OpenAICompatUpstream, Reply
 
@@ -40,14 +40,6 @@ def database() -> Iterator[str]:
     finally:
         conn.execute(f"DROP SCHEMA {name} CASCADE")
         conn.close()
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_redis()
-    name = fresh_prefix()
-    yield name
-    drop_prefix(name)
 
 
 @pytest.fixture(scope="module")

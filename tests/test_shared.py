@@ -17,19 +17,11 @@ import pytest
 from providers.errors import BudgetUnavailableError
 from router import Budget, Router, errors
 from router.shared import RedisLedger, RedisLink, SharedRouterState, SharedWindows
-from tests.services import REDIS_URL, PrivateRedis, drop_prefix, fresh_prefix, require_redis
+from tests.services import REDIS_URL, PrivateRedis
 from tests.test_router import CHAT, USER, calls, chat, dep
 from tests.upstreams import OpenAICompatUpstream, Reply
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_redis()
-    name = fresh_prefix()
-    yield name
-    drop_prefix(name)
 
 
 @pytest.fixture

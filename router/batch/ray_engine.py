@@ -393,6 +393,8 @@ async def _stream(ds: Any, driver: _Driver, stop: asyncio.Event | None) -> str |
                 if driver.halt.is_set():
                     handed.cancel()
                     return
+            except concurrent.futures.CancelledError:  # the driver stopped reading and its loop ended
+                return
 
     def pull() -> None:
         batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
