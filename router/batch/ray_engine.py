@@ -27,12 +27,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import warnings
@@ -375,26 +375,28 @@ def _dataset(ray: ModuleType, refs: list[Any], spec: Any, workers: int) -> Any:
 
 async def _stream(ds: Any, driver: _Driver, stop: asyncio.Event | None) -> str | None:
     """Record results as blocks arrive; returns a worker failure's message, if one stopped the run."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue(QUEUED)
+    # A plain thread-safe queue between Ray Data's iterator (a thread) and the driver's loop: either side
+    # may stop first (a worker failure, a write error, a second Ctrl-C), and neither waits on the other
+    # longer than a poll once the run halts.
+    handoff: queue.Queue[Any] = queue.Queue(QUEUED)
     done = object()
 
     def put(item: Any) -> None:
-        """Hand a block to the driver's loop; waits while it has QUEUED blocks unrecorded (back-pressure)."""
-        try:
-            handed = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-        except RuntimeError:  # the loop is gone (the driver was cancelled)
-            return
+        """Hand a block to the driver; waits while it has QUEUED blocks unrecorded (back-pressure)."""
+        while not driver.halt.is_set():
+            try:
+                handoff.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def take() -> Any:
         while True:
             try:
-                handed.result(timeout=0.5)
-                return
-            except concurrent.futures.TimeoutError:
+                return handoff.get(timeout=0.5)
+            except queue.Empty:
                 if driver.halt.is_set():
-                    handed.cancel()
-                    return
-            except concurrent.futures.CancelledError:  # the driver stopped reading and its loop ended
-                return
+                    return done
 
     def pull() -> None:
         batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
@@ -425,7 +427,7 @@ async def _stream(ds: Any, driver: _Driver, stop: asyncio.Event | None) -> str |
     threading.Thread(target=pull, name="polyroute-batch-results", daemon=True).start()
     try:
         while True:
-            item = await queue.get()
+            item = await asyncio.to_thread(take)
             if item is done:
                 return None
             if isinstance(item, BaseException):  # the dataset failed: rows not handed back go again on resume
