@@ -32,7 +32,7 @@ from router.batch.ray_engine import require_ray, run_batch_ray
 from router.proxy.config import ConfigError
 from tests.services import REDIS_URL, PrivateRedis, require_redis, unavailable
 from tests.test_batch import PRICES, outputs, pico, sent_rows, write_rows
-from tests.test_batch_kill import requested, write_config, write_input
+from tests.test_batch_kill import recorded_rows, requested, write_config, write_input
 from tests.upstreams import OpenAICompatUpstream
 
 pytestmark = pytest.mark.services
@@ -268,13 +268,13 @@ def test_ctrl_c_lets_rows_in_flight_finish_then_resume(
     out = tmp_path / "out.jsonl"
     proc = start_cli(tmp_path, ray_address)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not recorded(out):
+    while time.monotonic() < deadline and not recorded_rows(out):
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     assert "continue with --resume" in err.decode()
-    done = recorded(out)
+    done = recorded_rows(out)
     assert 0 < len(done) < rows
     assert sum(requested(oai).values()) == len(done)  # every row sent was recorded: in-flight rows finished
     final = start_cli(tmp_path, ray_address)
@@ -309,13 +309,6 @@ def start_cli(tmp: Path, address: str, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def recorded(out: Path) -> set[int]:
-    if not journal_path(out).exists():
-        return set()
-    state = read_state(journal_path(out))
-    return {line - 1 for line in range(len(state.done)) if state.is_done(line)}  # line n holds row n-1
-
-
 def test_kill_9_of_the_driver_then_resume_exactly_once(
     ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
 ) -> None:
@@ -327,7 +320,7 @@ def test_kill_9_of_the_driver_then_resume_exactly_once(
     rng = random.Random(20261122)
     kills = 0
     for _ in range(2):
-        done_before, sent_before = recorded(out), requested(oai)
+        done_before, sent_before = recorded_rows(out), requested(oai)
         size = journal_path(out).stat().st_size if journal_path(out).exists() else 0
         proc = start_cli(tmp_path, ray_address)
         deadline = time.monotonic() + 60
@@ -346,7 +339,7 @@ def test_kill_9_of_the_driver_then_resume_exactly_once(
         resent = [row for row in done_before if sent_now[row] != sent_before[row]]
         assert not resent, f"rows recorded before kill {kills} were sent again: {resent[:5]}"
     assert kills >= 1
-    done_before, sent_before = recorded(out), requested(oai)
+    done_before, sent_before = recorded_rows(out), requested(oai)
     assert 0 < len(done_before) < rows
     final = start_cli(tmp_path, ray_address)
     _, err = final.communicate(timeout=120)
