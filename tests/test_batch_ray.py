@@ -396,3 +396,24 @@ def test_redis_url_in_the_batch_config() -> None:
     with pytest.raises(ConfigError, match="redis_prefix: expected a non-empty word"):
         parse_batch_config({**base, "redis_prefix": "a b"})
     assert json.dumps(parse_batch_config(base).redis_prefix) == '"polyroute"'
+
+
+def test_only_a_worker_inside_a_ray_actor_may_end_its_process(ray_address: str) -> None:
+    # This process is connected to Ray but is its driver: a RowWorker built here (the module's example)
+    # must never start the check that ends a given-up run's worker processes.
+    import ray
+
+    from router.batch.ray_worker import _in_ray_actor
+
+    assert ray.is_initialized() and not _in_ray_actor()
+
+    @ray.remote
+    class Probe:
+        def inside(self) -> bool:
+            return _in_ray_actor()
+
+    probe = Probe.remote()  # type: ignore[attr-defined]
+    try:
+        assert ray.get(probe.inside.remote()) is True
+    finally:
+        ray.kill(probe)

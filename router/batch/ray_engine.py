@@ -152,14 +152,17 @@ def connect_ray(address: str | None) -> bool:
     return True
 
 
-def check_cpus(ray: ModuleType, workers: int) -> None:
-    """Each worker takes a CPU: a cluster with fewer would wait for them, so say it now."""
+def check_cpus(ray: ModuleType, workers: int, *, local: bool) -> None:
+    """Each worker takes a CPU: a Ray started for the job with fewer would wait for them for ever, so say
+    it now. A joined cluster may be autoscaling (its nodes come when asked for): only a warning there."""
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    if cpus < workers:
-        raise InvalidRequestArgumentError(
-            f"--ray-workers {workers} needs {workers} CPUs (one per worker) but the Ray cluster has {cpus}: "
-            "pass a smaller --ray-workers or add nodes"
-        )
+    if cpus >= workers:
+        return
+    message = f"--ray-workers {workers} needs {workers} CPUs (one per worker) but the Ray cluster has {cpus}"
+    if local:
+        raise InvalidRequestArgumentError(f"{message}: pass a smaller --ray-workers")
+    log.warning("%s now; the job waits up to %d s for more (an autoscaling cluster adds nodes)", message,
+                ACTORS_START_S)  # fmt: skip
 
 
 # ---------------------------------------------------------------- the run's keys in Redis
@@ -478,7 +481,7 @@ async def arun_batch_ray(
     started = connect_ray(ray_address)
     journal: Journal | None = None
     try:
-        check_cpus(ray, workers)
+        check_cpus(ray, workers, local=ray_address is None)
         facts = await asyncio.to_thread(scan_input, input_path)
         journal = await asyncio.to_thread(
             Journal.open, output, facts, resume=resume or retry_failed, retry_failed=retry_failed

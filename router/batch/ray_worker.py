@@ -114,7 +114,9 @@ class RowWorker:
         self._flags: asyncio.Task[None] | None = None
         self._flags_at = -1.0
         self.blocks = 0  # blocks being run
-        self._watch = asyncio.ensure_future(self._exit_when_orphaned())
+        self._watch: asyncio.Future[None] | None = None
+        if _in_ray_actor():  # never in a process that merely built a RowWorker (it would end that process)
+            self._watch = asyncio.ensure_future(self._exit_when_orphaned())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """The results of a block of rows (called from Ray Data's threads; rows run on the worker's loop)."""
@@ -139,11 +141,13 @@ class RowWorker:
             await asyncio.sleep(ORPHAN_CHECK_S)
             if self.blocks:
                 continue
-            try:
-                stop, run = await self.link.arun(lambda c: c.mget(spec.stop_key, spec.fence_key))
+            try:  # the raw client: a failure here must not mark the link down for the rows' own calls
+                found: list[Any] = await asyncio.to_thread(self.link.sync.mget, spec.stop_key, spec.fence_key)
             except Exception:  # Redis away: it says nothing either way
                 continue
-            if stop == ABANDONED.encode() or run is None or run.decode() != spec.run:
+            stop, run = found
+            given_up = stop == ABANDONED.encode() or (run is not None and run != spec.run.encode())
+            if given_up and not self.blocks:  # a missing fence (Redis restarted empty) is not a verdict
                 log.info("the run was given up by its driver: worker %s exits", self.name)
                 os._exit(0)
 
@@ -324,6 +328,15 @@ class RowWorker:
         done = self._recorded(row.line, out, rec)
         done.unknown = unknown
         return done
+
+
+def _in_ray_actor() -> bool:
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+    except Exception:
+        return False
 
 
 def _candidate_of(attempts: list[Any] | None, order: list[Quote]) -> str | None:
