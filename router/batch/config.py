@@ -23,7 +23,6 @@ Example (``configs/batch.yaml``)::
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 from providers.config import read_yaml_mapping
 from providers.errors import InvalidRequestArgumentError
 
-from ..proxy.config import ConfigError, ProxyConfig, parse_config
+from ..proxy.config import ConfigError, ProxyConfig, parse_config, redis_prefix_setting, redis_url_setting
 from .rows import ENDPOINTS
 
 _TOP = {
@@ -172,28 +171,9 @@ def parse_batch_config(data: dict[str, Any], source: str = "<config>") -> BatchC
             raise ConfigError(f"{source}: budget_usd: expected a non-negative number of USD, got {budget!r}")
         config.budget_usd = float(budget)
     config.allow_unpriced = _flag(data.get("allow_unpriced", False), f"{source}: allow_unpriced")
-    config.redis_url = _redis_url(data.get("redis_url"), source)
-    prefix = data.get("redis_prefix", "polyroute")
-    if not isinstance(prefix, str) or not prefix or any(c.isspace() or c == ":" for c in prefix):
-        raise ConfigError(f"{source}: redis_prefix: expected a non-empty word without ':', got {prefix!r}")
-    config.redis_prefix = prefix
+    config.redis_url = redis_url_setting(data.get("redis_url"), source, "redis_url")
+    config.redis_prefix = redis_prefix_setting(data.get("redis_prefix"), source, "redis_prefix")
     return config
-
-
-def _redis_url(value: Any, source: str) -> str | None:
-    """``redis_url:`` as given, or from ``os.environ/NAME``; never echoed back (it may hold a password)."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.startswith("os.environ/"):
-        name = value[len("os.environ/") :]
-        resolved = os.environ.get(name)
-        if resolved is None:
-            raise ConfigError(f"{source}: redis_url: environment variable {name} is not set (referenced as {value!r})")
-        value = resolved
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-        kind = value.split(":", 1)[0] if isinstance(value, str) else type(value).__name__
-        raise ConfigError(f"{source}: redis_url: expected redis://host:port/db (or rediss://, unix://), got {kind!r}")
-    return value
 
 
 def load_batch_config(path: str | Path) -> BatchConfig:

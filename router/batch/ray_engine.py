@@ -53,7 +53,7 @@ from . import results
 from .config import BatchConfig
 from .journal import JobState, JobWriteError, Journal
 from .progress import Progress
-from .rows import BadRow, iter_lines, parse_row, scan_input
+from .rows import BadRow, SeenIds, invalid_line_message, iter_lines, parse_row, scan_input
 from .runner import (
     EXIT_BUDGET,
     EXIT_DONE,
@@ -304,7 +304,7 @@ def _pending_blocks(
     """
     import pyarrow as pa
 
-    seen: set[bytes] = set()
+    seen = SeenIds()
     refs: list[Any] = []
     lines: list[int] = []
     raws: list[bytes] = []
@@ -318,17 +318,11 @@ def _pending_blocks(
 
     for line, raw in iter_lines(input_path):
         row = parse_row(raw, line)
-        digest = hashlib.blake2b(row.custom_id.encode(), digest_size=8).digest()
-        duplicate = not isinstance(row, BadRow) and digest in seen
-        if not isinstance(row, BadRow):
-            seen.add(digest)
+        invalid = isinstance(row, BadRow) or seen.repeated(row.custom_id)
         if state.is_done(line):
             continue
-        if isinstance(row, BadRow) or duplicate:
-            message = row.message if isinstance(row, BadRow) else (
-                f"line {line}: custom_id {row.custom_id!r} was already used by an earlier line; "
-                "custom_ids must be unique")  # fmt: skip
-            out, rec = results.failure(line, row.custom_id, None, "invalid_line", message)
+        if invalid:
+            out, rec = results.failure(line, row.custom_id, None, "invalid_line", invalid_line_message(row))
             bad.append((line, out, rec))
             continue
         lines.append(line)

@@ -53,6 +53,32 @@ class BadRow:
     message: str
 
 
+class SeenIds:
+    """The custom_ids read so far, as 8-byte digests (~60 bytes a row, not the ids themselves)."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+
+    def repeated(self, custom_id: str) -> bool:
+        """Whether an earlier line used this custom_id (and remember it)."""
+        digest = hashlib.blake2b(custom_id.encode(), digest_size=8).digest()
+        if digest in self._seen:
+            return True
+        self._seen.add(digest)
+        return False
+
+
+def invalid_line_message(row: Row | BadRow) -> str:
+    """Why a line is recorded as an error: its own problem, or a custom_id an earlier line used."""
+    if isinstance(row, BadRow):
+        return row.message
+    return (
+        f"line {row.line}: custom_id {row.custom_id!r} was already used by an earlier line; custom_ids must be unique"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class InputFacts:
     """What identifies an input file: a resumed job refuses an input whose facts changed."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import math
@@ -39,7 +38,7 @@ from .config import BatchConfig
 from .journal import JobState, JobWriteError, Journal
 from .plan import Planner, RowPlan, request_body
 from .progress import Progress
-from .rows import BadRow, Row, iter_lines, parse_row, scan_input
+from .rows import BadRow, Row, SeenIds, invalid_line_message, iter_lines, parse_row, scan_input
 
 EXIT_DONE = 0
 EXIT_FAILED_ROWS = 4  # every row has a result, some of them errors (re-run them with --retry-failed)
@@ -146,7 +145,7 @@ class _Job:
         spent = journal.state.spent_pico
         self.limit = None if budget_pico is None else budget_pico - spent  # this run's share of the job's cap
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.seen_ids: set[bytes] = set()
+        self.seen_ids = SeenIds()
         self.stop: str | None = None  # "budget" | "interrupted" | "write_error"
         self.write_error: OSError | None = None
         self.needed_expected = 0
@@ -157,13 +156,6 @@ class _Job:
         self.call_extra = {"priced_only": True} if planner.strict_prices else {}
 
     # ---------------------------------------------------------------- rows
-    def _duplicate(self, custom_id: str) -> bool:
-        digest = hashlib.blake2b(custom_id.encode(), digest_size=8).digest()
-        if digest in self.seen_ids:
-            return True
-        self.seen_ids.add(digest)
-        return False
-
     def _record(self, line: int, out: bytes, rec: dict[str, Any]) -> None:
         """Queue a finished row; the rows that finish in one turn of the event loop are written together
         at the start of the next (two writes in all, instead of two per row)."""
@@ -218,14 +210,11 @@ class _Job:
                 row = parse_row(raw, line)
                 if self.stop in ("interrupted", "write_error"):
                     return
-                if isinstance(row, BadRow) or self._duplicate(row.custom_id):
+                if isinstance(row, BadRow) or self.seen_ids.repeated(row.custom_id):
                     if self.stop is not None and not self.journal.state.is_done(line):
                         self.rows_left += 1
                     elif not self.journal.state.is_done(line):
-                        message = row.message if isinstance(row, BadRow) else (
-                            f"line {line}: custom_id {row.custom_id!r} was already used by an earlier line; "
-                            "custom_ids must be unique")  # fmt: skip
-                        self._fail(row, "invalid_line", message)
+                        self._fail(row, "invalid_line", invalid_line_message(row))
                     continue
                 if self.journal.state.is_done(line):
                     continue

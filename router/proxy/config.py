@@ -63,6 +63,27 @@ class ProxyConfig:
         return f"ProxyConfig(source={self.source!r}, models={len(self.model_list)}, master_key={key})"
 
 
+def redis_url_setting(value: Any, source: str, path: str) -> str | None:
+    """A ``redis_url`` setting (``os.environ/NAME`` resolved), checked; the URL is never echoed back (it may
+    hold a password)."""
+    value = _env(value, source, path)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        kind = repr(value.split(":", 1)[0]) + " URL" if isinstance(value, str) else type(value).__name__
+        raise ConfigError(f"{source}: {path}: expected redis://host:port/db (or rediss://, unix://), got a {kind}")
+    return value
+
+
+def redis_prefix_setting(value: Any, source: str, path: str) -> str:
+    """A ``redis_prefix`` setting: one word, default ``polyroute``."""
+    if value is None:
+        return "polyroute"
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ConfigError(f"{source}: {path}: expected a non-empty word, got {value!r}")
+    return value
+
+
 def _env(value: Any, source: str, path: str) -> Any:
     """Replace ``os.environ/NAME`` strings, recursively."""
     if isinstance(value, str) and value.startswith("os.environ/"):
@@ -115,19 +136,13 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
                               f"got {type(value).__name__}")  # fmt: skip
     config.master_key = general.get("master_key") or None
     config.database_url = general.get("database_url")
-    config.redis_url = general.get("redis_url")
-    if config.redis_url is not None and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{source}: general_settings.redis_url: expected redis://host:port/db (or rediss://, "
-                          f"unix://), got a {config.redis_url.split(':', 1)[0]!r} URL")  # fmt: skip
+    config.redis_url = redis_url_setting(general.get("redis_url"), source, "general_settings.redis_url")
     mode = general.get("on_redis_unavailable", "refuse")
     if mode not in ("refuse", "local"):
         raise ConfigError(f"{source}: general_settings.on_redis_unavailable: expected 'refuse' (fail safe: no new "
                           f"spend without the shared ledger) or 'local', got {mode!r}")  # fmt: skip
     config.on_redis_unavailable = mode
-    prefix = general.get("redis_prefix", "polyroute")
-    if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
-        raise ConfigError(f"{source}: general_settings.redis_prefix: expected a non-empty word, got {prefix!r}")
-    config.redis_prefix = prefix
+    config.redis_prefix = redis_prefix_setting(general.get("redis_prefix"), source, "general_settings.redis_prefix")
     interval = general.get("redis_sync_interval", 0.1)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 10:
         raise ConfigError(f"{source}: general_settings.redis_sync_interval: expected seconds between 0.01 and 10, "
