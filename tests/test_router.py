@@ -185,8 +185,9 @@ def test_content_policy_fallback(a: OpenAICompatUpstream, b: OpenAICompatUpstrea
 
 
 def test_cooldown_entry_probe_and_recovery(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    # A long backoff: the retry goes to b at once however slow the machine (a later retry could go back to a).
     router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=1, allowed_fails=2,
-                    cooldown_seconds=0.6, backoff_base=0.001, seed=3)  # fmt: skip
+                    cooldown_seconds=0.6, backoff_base=30, seed=3)  # fmt: skip
     for _ in range(2):
         a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
         chat(router)  # a fails, b answers

@@ -242,7 +242,9 @@ def test_a_deployment_cooled_down_by_one_replica_is_skipped_by_another(
     prefix: str, a: OpenAICompatUpstream, b: OpenAICompatUpstream
 ) -> None:
     model_list = [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)]
-    settings = {"num_retries": 1, "allowed_fails": 2, "cooldown_seconds": 30, "backoff_base": 0.001, "seed": 3}
+    # A long backoff: the retry goes to b at once, however slow the machine (with a 1 ms one, a retry that
+    # came later went back to a, and its success cleared the fleet-wide count).
+    settings = {"num_retries": 1, "allowed_fails": 2, "cooldown_seconds": 30, "backoff_base": 30, "seed": 3}
     one, two = _replica(prefix, model_list, **settings), _replica(prefix, model_list, **settings)
     try:
         assert chat(two).meta.attempts[0].deployment == "chat[0]:openai/m"  # two prefers a too
@@ -262,7 +264,9 @@ def test_failures_on_two_replicas_add_up_to_one_cooldown(
     prefix: str, a: OpenAICompatUpstream, b: OpenAICompatUpstream
 ) -> None:
     model_list = [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)]
-    settings = {"num_retries": 1, "allowed_fails": 2, "cooldown_seconds": 30, "backoff_base": 0.001, "seed": 3}
+    # A long backoff: the retry goes to b at once, however slow the machine (with a 1 ms one, a retry that
+    # came later went back to a, and its success cleared the fleet-wide count).
+    settings = {"num_retries": 1, "allowed_fails": 2, "cooldown_seconds": 30, "backoff_base": 30, "seed": 3}
     one, two = _replica(prefix, model_list, **settings), _replica(prefix, model_list, **settings)
     try:
         for router in (one, two):  # one failure each: neither alone reaches allowed_fails

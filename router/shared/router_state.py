@@ -64,6 +64,9 @@ class SharedRouterState:
         self.replicas = 1
         self.synced_at: float | None = None
         self._failure_ids = itertools.count(1)  # next() is atomic under the GIL: ids never repeat
+        # One sync at a time: a sync that took the queued reports must have written them before another
+        # thread's sync reads back, or that reader sees the fleet without its own latest reports.
+        self._syncing = threading.Lock()
 
     def status(self) -> dict[str, Any]:
         return {**self.link.status(), "replicas": self.replicas, "synced_at": self.synced_at}
@@ -86,7 +89,8 @@ class SharedRouterState:
         self.link.close()
 
     def sync_now(self, timeout: float = 2.0) -> bool:
-        """Push and pull once from the caller's thread (tests, shutdown); False when Redis is away."""
+        """Push and pull once from the caller's thread (tests, shutdown), after any sync in progress: every
+        report made before the call is in Redis, and what Redis holds then is applied. False when Redis is away."""
         return self._sync_once()
 
     # ---------------------------------------------------------------- reports from sessions (any thread)
@@ -146,14 +150,15 @@ class SharedRouterState:
                 log.exception("shared state sync failed")
 
     def _sync_once(self) -> bool:
-        try:
-            self.link.run(self._push)
-            pulled = self.link.run(self._pull)
-        except SharedStateUnavailable:
-            return False
-        self._apply(*pulled)
-        self.synced_at = time.time()
-        return True
+        with self._syncing:
+            try:
+                self.link.run(self._push)
+                pulled = self.link.run(self._pull)
+            except SharedStateUnavailable:
+                return False
+            self._apply(*pulled)
+            self.synced_at = time.time()
+            return True
 
     def _push(self, client: Any) -> None:
         events = []
