@@ -18,7 +18,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -26,12 +28,14 @@ from typing import Any
 from providers.errors import BudgetExceededError, InvalidRequestArgumentError, UnpricedCallError
 from providers.spec import Target
 
+from .calibration import PromptCounts, with_margin
 from .ledger import InMemoryLedger, Ledger
 from .pricing.catalog import PriceLookup
 from .pricing.prices import PICO_PER_USD, pico_to_usd, to_decimal
 from .tokens import count_messages, count_text
 
 _ORPHANS: set[asyncio.Future[None]] = set()
+log = logging.getLogger("polyroute.budget")
 IMAGE_TOKENS = 2048  # per image part: a generous allowance, vision models count 256 to ~1,800
 
 
@@ -50,45 +54,114 @@ def count_request(body: dict[str, Any], messages: list[dict[str, Any]]) -> int:
     return total
 
 
-class Reservation:
-    """One reserved amount; settle or release it exactly once (repeats are no-ops)."""
+class Overshoots:
+    """Settlements above their reservation: the upstream billed more than the worst case allowed for.
 
-    __slots__ = ("amount", "budget", "closed", "id")
+    Each one is a bug in a worst case (counted and exported as ``polyroute_budget_overshoot_usd_total``);
+    the adversarial tests assert there are none. One instance per process is the default."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.pico = 0
+
+    def add(self, pico: int, budget_name: str) -> None:
+        with self._lock:
+            self.count += 1
+            self.pico += pico
+        log.warning("budget %r: a call settled $%.6f above its reservation", budget_name, pico_to_usd(pico))
+
+    @property
+    def usd(self) -> float:
+        return pico_to_usd(self.pico)
+
+
+OVERSHOOTS = Overshoots()
+
+
+@dataclass(slots=True)
+class PromptFacts:
+    """What a reservation knows of its prompt, to learn the deployment's overhead from the reported usage."""
+
+    counts: PromptCounts
+    target: Target
+    local: int  # our count of the prompt
+    margin: float
+    bound: int  # the upper bound reserved for it
+    completion_cap: int = 0  # the most answer tokens reserved (the upstream stops there)
+
+    def learn(self, usage: Any, served: str | None) -> None:
+        reported = _prompt_tokens(usage)
+        if reported is not None:
+            self.counts.observe(self.counts.key_of(self.target, served), self.local, reported, self.margin)
+
+
+def _prompt_tokens(usage: Any) -> int | None:
+    value = usage.get("prompt_tokens") if isinstance(usage, dict) else getattr(usage, "prompt_tokens", None)
+    return value if type(value) is int and value >= 0 else None
+
+
+class Reservation:
+    """One reserved amount; settle or release it exactly once (repeats are no-ops).
+
+    ``usage`` given to :meth:`settle` is the upstream's own count (never a local estimate): it teaches
+    the deployment's prompt overhead. A settlement above the reserved amount is counted in
+    :data:`OVERSHOOTS`."""
+
+    __slots__ = ("amount", "budget", "closed", "gate", "id", "prompt")
 
     def __init__(self, budget: Budget, reservation_id: str, amount: int) -> None:
         self.budget = budget
         self.id = reservation_id
         self.amount = amount
         self.closed = False
+        self.prompt: PromptFacts | None = None
+        self.gate: threading.Lock | asyncio.Lock | None = None  # held while a deployment is unlearned
 
-    def settle(self, actual_pico: int | None) -> None:
+    def settle(self, actual_pico: int | None, usage: Any = None, served: str | None = None) -> None:
         """Close with the real cost (None: unknown, the reserved amount is kept as spent)."""
         if not self.closed:  # the ledger settles a reservation once, so a retry after a failed write is safe
-            self.budget.ledger.settle(self.budget.name, self.id, self.amount if actual_pico is None else actual_pico)
+            amount = self.amount if actual_pico is None else actual_pico
+            self.budget.ledger.settle(self.budget.name, self.id, amount)
             self.closed = True
+            self._closed(amount, usage, served)
 
     def release(self) -> None:
         if not self.closed:
             self.budget.ledger.release(self.budget.name, self.id)
             self.closed = True
+            self._closed(0, None, None)
 
-    async def asettle(self, actual_pico: int | None) -> None:
+    async def asettle(self, actual_pico: int | None, usage: Any = None, served: str | None = None) -> None:
         if not self.closed:
             amount = self.amount if actual_pico is None else actual_pico
             await self.budget.ledger.asettle(self.budget.name, self.id, amount)
             self.closed = True
+            self._closed(amount, usage, served)
 
     async def arelease(self) -> None:
         if not self.closed:
             await self.budget.ledger.arelease(self.budget.name, self.id)
             self.closed = True
+            self._closed(0, None, None)
+
+    def _closed(self, settled: int, usage: Any, served: str | None) -> None:
+        if settled > self.amount:
+            self.budget.overshoots.add(settled - self.amount, self.budget.name)
+        if usage is not None and self.prompt is not None:
+            self.prompt.learn(usage, served)
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.release()
 
 
 @dataclass(frozen=True, slots=True)
 class WorstCase:
     amount_pico: int
-    prompt_tokens: int
+    prompt_tokens: int  # the bound reserved for the prompt
     completion_tokens: int
+    local_prompt_tokens: int = 0  # our own count of it
+    calibrated: bool = True  # False: some candidate has not reported usage yet (calls go one at a time)
 
 
 class Budget:
@@ -118,6 +191,8 @@ class Budget:
         self.name = name or f"budget-{os.urandom(6).hex()}"
         self.allow_unpriced = allow_unpriced
         self.prompt_margin = prompt_margin
+
+    overshoots: Overshoots = OVERSHOOTS  # where settlements above their reservation are counted
 
     def __repr__(self) -> str:
         return f"Budget(name={self.name!r}, limit_usd={self.limit_usd}, spent_usd={self.spent_usd})"
@@ -182,9 +257,17 @@ class Budget:
 
     # ---------------------------------------------------------------- worst case of a chat call
     def worst_case(
-        self, target: Target, body: dict[str, Any], messages: list[dict[str, Any]], candidates: list[PriceLookup]
+        self,
+        target: Target,
+        body: dict[str, Any],
+        messages: list[dict[str, Any]],
+        candidates: list[PriceLookup],
+        counts: PromptCounts | None = None,
     ) -> WorstCase:
-        """The most this call can cost, from every price it could be charged at."""
+        """The most this call can cost, from every price it could be charged at.
+
+        The prompt is bounded per candidate deployment: our count with the budget's margin, plus the
+        overhead ``counts`` learned for it (a generous first-call overhead while it has reported none)."""
         priced = [c for c in candidates if c.price is not None]
         if len(priced) < len(candidates) and not self.allow_unpriced:
             reason = next((c.reason for c in candidates if c.price is None), None) or "no price"
@@ -192,24 +275,40 @@ class Budget:
                 f"call to {target.model_string!r} refused under budget {self.name!r}: {reason}. Set a price "
                 "(Catalog.set_price) or use Budget(..., allow_unpriced=True)"
             )
-        prompt = int(count_request(body, messages) * (1 + self.prompt_margin)) + 1
+        local = count_request(body, messages)
         n = body.get("n") or 1
         worst = 0
         completion_max = 0
-        for candidate in priced:
+        prompt_max = with_margin(local, self.prompt_margin) + 1
+        known = True
+        for candidate in priced or candidates:
+            prompt = prompt_max
+            if counts is not None:
+                served = candidate.offer.provider if len(candidates) > 1 and candidate.offer else None
+                bound, learned = counts.bound(
+                    counts.key_of(target, served or target.adapter.served_by(target, {})), local, self.prompt_margin
+                )
+                prompt, known = max(prompt, bound), known and learned
+                prompt_max = max(prompt_max, prompt)
+            if candidate.price is None:
+                continue
             completion = _max_completion_tokens(target, body, candidate, prompt) * n
-            assert candidate.price is not None
             worst = max(worst, candidate.price.cost_pico(prompt, completion))
             completion_max = max(completion_max, completion)
-        return WorstCase(worst, prompt, completion_max)
+        return WorstCase(worst, prompt_max, completion_max, local, known)
+
+
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
 
 
 def max_completion_tokens(body: dict[str, Any], max_output: int | None, context: int | None, prompt: int) -> int | None:
     """The longest answer a call may get: its max_tokens, else the model's max output, else the rest of its
     context window (None: nothing says)."""
-    explicit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if explicit:
-        return int(explicit)
+    # Upstreams honour different fields (TGI takes max_tokens over max_completion_tokens): the largest bounds all.
+    caps = [int(v) for k in _OUTPUT_CAPS if isinstance(v := body.get(k), int | float) and not isinstance(v, bool)]
+    explicit = max(caps, default=0)
+    if explicit > 0:
+        return explicit
     if max_output:
         return max_output
     if context:
@@ -228,3 +327,101 @@ def _max_completion_tokens(target: Target, body: dict[str, Any], candidate: Pric
         f"set max_tokens for {target.model_string!r}: under a budget the worst case must be known, and the catalog "
         "gives no max output or context length for it"
     )
+
+
+# ---------------------------------------------------------------- reserving one call
+GATE_WAIT_S = 120.0  # a first call that never ends must not stall its deployment for ever
+
+
+def _prompt_chars(messages: list[dict[str, Any]]) -> int:
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    return total
+
+
+_COUNT_OFF_LOOP_CHARS = 32_000  # ~8k tokens: counting more would hold the event loop for milliseconds
+
+
+def _facts(budget: Budget, target: Target, worst: WorstCase, counts: PromptCounts | None) -> PromptFacts | None:
+    if counts is None:
+        return None
+    return PromptFacts(
+        counts, target, worst.local_prompt_tokens, budget.prompt_margin, worst.prompt_tokens, worst.completion_tokens
+    )
+
+
+def reserve_call(
+    budget: Budget,
+    target: Target,
+    body: dict[str, Any],
+    messages: list[dict[str, Any]],
+    candidates: list[PriceLookup],
+    counts: PromptCounts | None,
+) -> Reservation:
+    """Reserve one chat call's worst case. A deployment that has not reported usage yet takes one
+    budgeted call at a time: the next one waits for its usage and is then bounded by it."""
+    worst = budget.worst_case(target, body, messages, candidates, counts)
+    gate = None
+    if counts is not None and not worst.calibrated:
+        gate = counts.sync_gate(counts.gate_of(target))
+        if gate.acquire(timeout=GATE_WAIT_S):
+            worst = budget.worst_case(target, body, messages, candidates, counts)  # learned meanwhile?
+        else:
+            gate = None
+    try:
+        reservation = budget.reserve(worst.amount_pico, repr(target.model_string))
+    except BaseException:
+        if gate is not None:
+            gate.release()
+        raise
+    reservation.prompt = _facts(budget, target, worst, counts)
+    if gate is not None:
+        if worst.calibrated:
+            gate.release()
+        else:
+            reservation.gate = gate
+    return reservation
+
+
+async def areserve_call(
+    budget: Budget,
+    target: Target,
+    body: dict[str, Any],
+    messages: list[dict[str, Any]],
+    candidates: list[PriceLookup],
+    counts: PromptCounts | None,
+) -> Reservation:
+    """Async :func:`reserve_call`; a long prompt is counted in a worker thread, off the event loop."""
+
+    async def worst_now() -> WorstCase:
+        if _prompt_chars(messages) > _COUNT_OFF_LOOP_CHARS:
+            return await asyncio.to_thread(budget.worst_case, target, body, messages, candidates, counts)
+        return budget.worst_case(target, body, messages, candidates, counts)
+
+    worst = await worst_now()
+    gate = None
+    if counts is not None and not worst.calibrated:
+        gate = counts.async_gate(counts.gate_of(target))
+        try:
+            await asyncio.wait_for(gate.acquire(), GATE_WAIT_S)
+            worst = await worst_now()
+        except asyncio.TimeoutError:
+            gate = None
+    try:
+        reservation = await budget.areserve(worst.amount_pico, repr(target.model_string))
+    except BaseException:
+        if gate is not None:
+            gate.release()
+        raise
+    reservation.prompt = _facts(budget, target, worst, counts)
+    if gate is not None:
+        if worst.calibrated:
+            gate.release()
+        else:
+            reservation.gate = gate
+    return reservation

@@ -16,7 +16,7 @@ from providers.spec import Target
 from providers.transport import HttpResponse, Timeouts
 
 from . import mock
-from .budget import Budget, Reservation
+from .budget import Budget, Reservation, areserve_call, reserve_call
 from .call import (
     Call,
     api_key_for,
@@ -141,14 +141,14 @@ def _served(call: Call, response: HttpResponse) -> str:
 
 def reserve(call: Call, budget: Budget) -> Reservation:
     """Reserve the call's worst case (sync; may load the catalog)."""
-    worst = budget.worst_case(call.target, call.body, call.messages, call.catalog.candidates(call.target))
-    return budget.reserve(worst.amount_pico, repr(call.target.model_string))
+    candidates = call.catalog.candidates(call.target)
+    return reserve_call(budget, call.target, call.body, call.messages, candidates, call.catalog.prompt_counts)
 
 
 async def areserve(call: Call, budget: Budget) -> Reservation:
     await aload_encoding()  # counting the prompt: never load the tokenizer on the event loop
-    worst = budget.worst_case(call.target, call.body, call.messages, await call.catalog.acandidates(call.target))
-    return await budget.areserve(worst.amount_pico, repr(call.target.model_string))
+    candidates = await call.catalog.acandidates(call.target)
+    return await areserve_call(budget, call.target, call.body, call.messages, candidates, call.catalog.prompt_counts)
 
 
 def run_chat(
@@ -185,7 +185,7 @@ def run_chat(
             reservation.release()
         raise
     if reservation is not None:
-        reservation.settle(result.meta.cost_pico)
+        reservation.settle(result.meta.cost_pico, *_reported(result))
     return result
 
 
@@ -227,5 +227,11 @@ async def arun_chat(
             await reservation.arelease()
         raise
     if reservation is not None:
-        await reservation.asettle(result.meta.cost_pico)
+        await reservation.asettle(result.meta.cost_pico, *_reported(result))
     return result
+
+
+def _reported(result: ChatCompletion) -> tuple[Any, str | None]:
+    """The upstream's own usage (None when it sent none: a local count teaches nothing) and who served."""
+    meta = result.meta
+    return (None if meta.usage_estimated else result.usage), meta.provider

@@ -27,6 +27,7 @@ from providers.errors import (
 from providers.normalize import arguments_to_str, map_finish_reason, new_id
 from providers.sse import ErrorEventData, SSEDecoder
 
+from .calibration import DEFAULT_MARGIN, with_margin
 from .pricing.catalog import Catalog, PriceLookup
 from .pricing.cost import cost_of
 from .tokens import encoding_loaded, load_encoding
@@ -443,7 +444,7 @@ class _StreamBase:
         if self._meta is None and self._error_before_content:
             reservation.release()
         else:
-            reservation.settle(self._spent_pico())
+            reservation.settle(self._spent_pico(), self._reported_usage(), self._served)
 
     async def _aclose_reservation(self) -> None:
         reservation = self._reservation
@@ -452,7 +453,31 @@ class _StreamBase:
         if self._meta is None and self._error_before_content:
             await reservation.arelease()
         else:
-            await reservation.asettle(self._spent_pico())
+            await reservation.asettle(self._spent_pico(), self._reported_usage(), self._served)
+
+    def _reported_usage(self) -> dict[str, Any] | None:
+        """The upstream's own usage, when it sent one (a local count teaches the budget nothing)."""
+        return self._norm.usage
+
+    def left_usage(self) -> dict[str, Any]:
+        """Usage of a stream that ended before the upstream said: every token that arrived, and the prompt
+        at the bound reserved for it, else at the deployment's learned overhead (the upstream bills its own
+        count, which ours can be far below)."""
+        usage = self._norm.usage or self._norm.partial_usage()
+        if self._norm.usage is not None:
+            return usage
+        reservation = self._reservation
+        local = int(usage["prompt_tokens"])
+        completion = int(usage["completion_tokens"])
+        if reservation is not None and reservation.prompt is not None:
+            prompt = max(local, reservation.prompt.bound)
+            if reservation.prompt.completion_cap:  # our count of the text may run past the upstream's own
+                completion = min(completion, reservation.prompt.completion_cap)
+        else:
+            counts = self._catalog.prompt_counts
+            known = counts.overhead(counts.key_of(self._norm.target, self._served))
+            prompt = local if known is None else with_margin(local, DEFAULT_MARGIN) + known
+        return {**usage, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def _failed(self, err: PolyrouteError) -> PolyrouteError:
         """The error to raise: a transport failure before the end says the stream was cut short."""
@@ -487,7 +512,7 @@ class _StreamBase:
             latency_ms=(time.perf_counter() - self._started) * 1000, model_string=self._model_string,
             attempts=self._attempts, usage_estimated=self._norm.usage is None,
         )  # fmt: skip
-        usage = self._norm.usage or self._norm.partial_usage()
+        usage = self.left_usage()
         meta.set_cost(cost_of(self._catalog.lookup_cached(target, self._served), usage, estimated=True))
         return meta
 
@@ -496,7 +521,7 @@ class _StreamBase:
         the prompt and of what arrived (None: no price, keep the reserved amount)."""
         if self._meta is not None:
             return self._meta.cost_pico
-        usage = self._norm.usage or self._norm.partial_usage()
+        usage = self.left_usage()
         return cost_of(self._catalog.lookup_cached(self._norm.target, self._served), usage, estimated=True).cost_pico
 
     @property

@@ -33,6 +33,7 @@ from providers.registry import Registry, default_registry
 from providers.spec import Target
 from providers.transport import HttpRequest, SyncTransport, Timeouts
 
+from ..calibration import PromptCounts, counts_file
 from .prices import Offer, Price, to_decimal
 from .sources import parse_deepinfra, parse_hf_router
 
@@ -143,6 +144,8 @@ class Catalog:
         self._states_lock = threading.Lock()
         self._overrides: dict[tuple[str, str | None, str], _Override] = {}
         self.fetch_count = 0  # live fetches made (visible for tests and `polyroute models`)
+        # Prompt overheads learned from usage (budgets bound prompts with them), kept beside the catalog cache.
+        self.prompt_counts = PromptCounts(counts_file(self.cache_dir))
 
     # ---------------------------------------------------------------- overrides
     def set_price(

@@ -10,6 +10,8 @@ import bisect
 from collections import defaultdict
 from typing import Any
 
+from ..budget import OVERSHOOTS
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 Labels = tuple[tuple[str, str], ...]
@@ -62,6 +64,15 @@ class Metrics:
                 lines.append(f"polyroute_request_latency_seconds_bucket{_fmt((*labels, ('le', le)))} {cumulative}")
             lines.append(f"polyroute_request_latency_seconds_sum{_fmt(labels)} {self.latency_sum[labels]:.6f}")
             lines.append(f"polyroute_request_latency_seconds_count{_fmt(labels)} {cumulative}")
+        lines += [
+            "# HELP polyroute_budget_overshoot_usd_total USD settled above reservations (the upstream billed more "
+            "than a worst case allowed for; should stay 0).",
+            "# TYPE polyroute_budget_overshoot_usd_total counter",
+            f"polyroute_budget_overshoot_usd_total {OVERSHOOTS.usd:.10g}",
+            "# HELP polyroute_budget_overshoots_total Settlements above their reservation.",
+            "# TYPE polyroute_budget_overshoots_total counter",
+            f"polyroute_budget_overshoots_total {OVERSHOOTS.count}",
+        ]
         return "\n".join(lines) + "\n"
 
 

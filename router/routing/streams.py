@@ -56,7 +56,7 @@ class _Ending:
         """Usage so far: the final one when the stream ended, else counted locally."""
         if self._stream.usage is not None:
             return self._stream.usage
-        return CompletionUsage.model_validate(self._stream._norm.usage or self._stream._norm.partial_usage())
+        return CompletionUsage.model_validate(self._stream.left_usage())
 
     def partial_meta(self) -> ResponseMeta:
         """The meta of a stream that did not end normally: provider, model, cost of what arrived."""

@@ -1,0 +1,235 @@
+"""Budgets hold against what upstreams really bill: output caps they pick themselves, prompt counts far
+above ours, streams the client leaves. Real HTTP to an upstream that bills like that (tests/upstreams/greedy.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from router import acompletion, completion, errors
+from router.budget import OVERSHOOTS, Budget
+from router.calibration import PromptCounts
+from router.ledger import InMemoryLedger, SqliteLedger
+from router.pricing import Catalog
+from router.pricing.prices import PICO_PER_USD
+from tests.test_proxy import MASTER, ProxyServer, _admin
+from tests.upstreams.greedy import GreedyUpstream
+
+ONE_WORD = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def greedy() -> Iterator[GreedyUpstream]:
+    server = GreedyUpstream().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def priced() -> Catalog:
+    catalog = Catalog(cache_dir=False)
+    catalog.set_price("openai/m", input_per_million=1, output_per_million=1)  # $1 per 1M tokens either way
+    return catalog
+
+
+def _kw(server: GreedyUpstream, catalog: Catalog, **extra: Any) -> dict[str, Any]:
+    return {"model": "openai/m", "api_base": server.url + "/v1", "api_key": "sk-test-1234567", "messages": ONE_WORD,
+            "catalog": catalog, **extra}  # fmt: skip
+
+
+def _chats(server: GreedyUpstream) -> int:
+    return sum(1 for q in server.requests if q.path.endswith("/chat/completions"))
+
+
+def _billed_pico(server: GreedyUpstream) -> int:
+    return sum(b["prompt_tokens"] + b["completion_tokens"] for b in server.billed) * PICO_PER_USD // 1_000_000
+
+
+async def _spend_concurrently(kw: dict[str, Any], calls: int) -> tuple[int, int]:
+    """(answered, refused) of ``calls`` concurrent calls."""
+
+    async def one() -> bool:
+        try:
+            await acompletion(**kw)
+        except errors.BudgetExceededError:
+            return False
+        return True
+
+    results = await asyncio.gather(*(one() for _ in range(calls)))
+    return sum(results), calls - sum(results)
+
+
+@pytest.fixture
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    kind = request.param
+    if kind == "memory":
+        yield InMemoryLedger()
+    elif kind == "sqlite":
+        sqlite = SqliteLedger(tmp_path / "spend.db")
+        yield sqlite
+        sqlite.close()
+    else:
+        from router.shared import RedisLedger, RedisLink
+        from tests.services import REDIS_URL, drop_prefix, fresh_prefix, require_redis
+
+        require_redis()
+        prefix = fresh_prefix()
+        yield RedisLedger(RedisLink(REDIS_URL, prefix=prefix))
+        drop_prefix(prefix)
+
+
+@pytest.mark.parametrize("ledger", ["memory", "sqlite", "redis"], indirect=True)
+def test_the_largest_output_cap_is_reserved(greedy: GreedyUpstream, priced: Catalog, ledger: Any) -> None:
+    """60 concurrent calls saying max_completion_tokens=1 but max_tokens=500 to an upstream that honours
+    max_tokens (TGI does): the budget reserves 500 and holds (it used to settle 30x the limit)."""
+    overshoots = OVERSHOOTS.count
+    budget = Budget(0.01, ledger, name=f"cap-{os.urandom(4).hex()}")
+    kw = _kw(greedy, priced, max_completion_tokens=1, max_tokens=500, budget=budget)
+    answered, refused = asyncio.run(_spend_concurrently(kw, 60))
+    assert answered >= 5 and refused > 0  # the upstream served what fitted, and the rest was refused
+    assert _chats(greedy) == answered  # no refused call reached the upstream
+    spent, reserved = ledger.totals(budget.name)
+    assert reserved == 0 and spent == _billed_pico(greedy)  # settled exactly what the upstream billed
+    assert spent <= budget.limit_pico
+    assert OVERSHOOTS.count == overshoots  # no settlement went above its reservation
+
+
+@pytest.mark.parametrize("ledger", ["memory", "sqlite", "redis"], indirect=True)
+def test_inflated_prompt_counts_are_learned(greedy: GreedyUpstream, priced: Catalog, ledger: Any) -> None:
+    """An upstream billing 100 prompt tokens for a one-word prompt (templates, injected system prompts): the
+    first call is bounded generously and alone; after it, every reservation covers the real count."""
+    greedy.prompt_overhead = 100
+    overshoots = OVERSHOOTS.count
+    budget = Budget(0.0005, ledger, name=f"inflated-{os.urandom(4).hex()}")  # 500 tokens at $1/M
+    kw = _kw(greedy, priced, max_tokens=5, budget=budget)
+    answered, refused = asyncio.run(_spend_concurrently(kw, 30))
+    assert answered >= 2 and refused > 0
+    assert _chats(greedy) == answered
+    spent, reserved = ledger.totals(budget.name)
+    assert reserved == 0 and spent == _billed_pico(greedy) <= budget.limit_pico  # was 4.7x the limit
+    assert OVERSHOOTS.count == overshoots
+    # The learned bound is tight: a call now reserves about what the upstream bills, not the first-call guess.
+    target = priced.registry.resolve("openai/m", greedy.url + "/v1")
+    assert priced.prompt_counts.overhead(priced.prompt_counts.key_of(target, "openai")) is not None
+    body = {"max_tokens": 5, "messages": ONE_WORD}
+    worst = budget.worst_case(target, body, ONE_WORD, priced.candidates(target), priced.prompt_counts)
+    billed_prompt = greedy.billed[0]["prompt_tokens"]
+    assert billed_prompt <= worst.prompt_tokens <= billed_prompt + 16
+
+
+def test_learned_overheads_survive_a_restart(greedy: GreedyUpstream, tmp_path: Path) -> None:
+    greedy.prompt_overhead = 70
+    catalog = Catalog(cache_dir=tmp_path)
+    catalog.set_price("openai/m", input_per_million=1, output_per_million=1)
+    completion(**_kw(greedy, catalog, max_tokens=3, budget=Budget(1.0)))
+    target = catalog.registry.resolve("openai/m", greedy.url + "/v1")
+    key = PromptCounts.key_of(target, "openai")
+    learned = catalog.prompt_counts.overhead(key)
+    assert learned is not None and learned >= 60
+    again = Catalog(cache_dir=tmp_path)  # a new process would build this
+    assert again.prompt_counts.overhead(key) == learned
+
+
+def test_first_calls_to_an_unlearned_deployment_go_one_at_a_time(greedy: GreedyUpstream, priced: Catalog) -> None:
+    """Until the deployment reported usage, budgeted calls wait for the one in flight: with a slow upstream,
+    20 concurrent calls never have two first calls open at once, and after it they run together."""
+    greedy.prompt_overhead = 100
+    greedy.latency = 0.2
+    budget = Budget(1.0)
+    kw = _kw(greedy, priced, max_tokens=5, budget=budget)
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ends: list[float] = []
+
+        async def one() -> None:
+            await acompletion(**kw)
+            ends.append(loop.time() - started)
+
+        await asyncio.gather(*(one() for _ in range(20)))
+        return sorted(ends)
+
+    ends = asyncio.run(main())
+    # The first call ends alone (~0.2 s); the other 19 were held until then and end together after it.
+    assert ends[1] - ends[0] >= 0.15
+    assert ends[-1] - ends[1] < 0.15
+
+
+def test_streams_left_early_settle_what_the_upstream_counts(greedy: GreedyUpstream, priced: Catalog) -> None:
+    """20 streams abandoned after two chunks: the upstream bills its own prompt count (100 for one word) plus
+    what it sent; the budget settles at least that (it used to settle the local count, 10 tokens)."""
+    greedy.prompt_overhead = 100
+    greedy.stream_delay = 0.02
+    overshoots = OVERSHOOTS.count
+    budget = Budget(1.0)
+    completion(**_kw(greedy, priced, max_tokens=3, budget=budget))  # the deployment reports its usage once
+    before = budget.spent_usd
+
+    async def main() -> None:
+        async def one() -> None:
+            stream = await acompletion(**_kw(greedy, priced, max_tokens=200, stream=True, budget=budget))
+            seen = 0
+            async for chunk in stream:
+                seen += bool(chunk.choices and chunk.choices[0].delta.content)
+                if seen == 2:
+                    break
+            await stream.aclose()
+
+        await asyncio.gather(*(one() for _ in range(20)))
+
+    asyncio.run(main())
+    spent_tokens = (budget.spent_usd - before) * 1_000_000
+    prompt_billed = greedy.billed[0]["prompt_tokens"]  # the upstream's count of this prompt
+    assert spent_tokens >= 20 * (prompt_billed + 2)
+    assert budget.reserved_usd == 0
+    assert OVERSHOOTS.count == overshoots
+
+
+def test_proxy_key_budget_holds_against_a_greedy_upstream(greedy: GreedyUpstream) -> None:
+    """Through the proxy, as a client with a virtual key: the cap trick and inflated prompts at once,
+    60 concurrent requests; the key's settled spend stays within its budget and /metrics shows no overshoot."""
+    greedy.prompt_overhead = 100
+    config = {
+        "model_list": [{"model_name": "m", "params": {"model": "openai/m", "api_base": greedy.url + "/v1",
+                                                      "api_key": "sk-upstream-1234567"}}],
+        "router_settings": {"num_retries": 0},
+        "general_settings": {"master_key": MASTER},
+        "pricing": [{"model": "openai/m", "input_per_million": 1, "output_per_million": 1}],
+    }  # fmt: skip
+    with ProxyServer(config) as proxy:
+        key = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 0.01}).json()["key"]
+
+        async def main() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as http:
+
+                async def one() -> int:
+                    r = await http.post(
+                        f"{proxy.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "m", "messages": ONE_WORD, "max_completion_tokens": 1, "max_tokens": 500},
+                    )  # fmt: skip
+                    return r.status_code
+
+                return await asyncio.gather(*(one() for _ in range(60)))
+
+        overshoot_before = _overshoot_usd(proxy)
+        statuses = asyncio.run(main())
+        assert set(statuses) <= {200, 429} and statuses.count(429) > 0
+        assert _chats(greedy) == statuses.count(200)
+        billed = _billed_pico(greedy)
+        assert billed <= 0.01 * PICO_PER_USD  # what the upstream billed this key stayed within its budget
+        assert _overshoot_usd(proxy) == overshoot_before  # exported, and nothing was settled above a reservation
+
+
+def _overshoot_usd(proxy: ProxyServer) -> float:
+    metrics = httpx.get(f"{proxy.url}/metrics", headers={"Authorization": f"Bearer {MASTER}"}).text
+    line = next(x for x in metrics.splitlines() if x.startswith("polyroute_budget_overshoot_usd_total "))
+    return float(line.split()[1])
