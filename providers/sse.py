@@ -9,7 +9,10 @@ from __future__ import annotations
 
 
 class ErrorEventData(bytes):
-    """The data of an ``event: error`` SSE event (the JSON may lack an ``error`` key)."""
+    """The data of an ``event: error`` SSE event (the JSON may lack an ``error`` key, or not be JSON).
+
+    A ``bytes`` subclass, which orjson refuses: parse it with :func:`providers.frames.load_frame`.
+    """
 
 
 class SSEDecoder:
@@ -48,6 +51,8 @@ class SSEDecoder:
                 if data:
                     events.append(self._dispatch(data))
                     data = self._data = []
+                else:
+                    self._event = None  # an event with no data is dropped, its type with it (SSE spec)
                 continue
             if line.startswith(b"data:"):
                 value = line[5:]

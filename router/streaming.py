@@ -24,8 +24,9 @@ from providers.errors import (
     error_from_stream_event,
     redact,
 )
+from providers.frames import error_event_body, error_text_body, frame_usage, is_error_event, load_frame
 from providers.normalize import arguments_to_str, map_finish_reason, new_id
-from providers.sse import ErrorEventData, SSEDecoder
+from providers.sse import SSEDecoder
 
 from .calibration import DEFAULT_MARGIN, with_margin
 from .pricing.catalog import Catalog, PriceLookup
@@ -108,8 +109,10 @@ class ChunkNormalizer:
     # --- parsing
     def _load(self, payload: bytes) -> list[dict[str, Any]]:
         try:
-            event = orjson.loads(payload)
+            event = load_frame(payload)
         except orjson.JSONDecodeError:
+            if is_error_event(payload):
+                return [error_text_body(payload)]
             # Some servers omit the blank line between events: one JSON object per line.
             if b"\n" in payload:
                 return [obj for line in payload.split(b"\n") if line.strip() for obj in self._load(line)]
@@ -125,9 +128,7 @@ class ChunkNormalizer:
                 provider=self.target.label,
                 model=self.target.model,
             )
-        if isinstance(payload, ErrorEventData) and "error" not in event:
-            event = {"error": event}
-        return [event]
+        return [error_event_body(event) if is_error_event(payload) else event]
 
     def feed(self, payload: bytes) -> list[ChatCompletionChunk]:
         """Chunks produced by one SSE data payload (raises the typed error for an error frame)."""
@@ -136,7 +137,7 @@ class ChunkNormalizer:
         if payload == b"[DONE]" or payload == b" [DONE]":
             self.done = True
             return []
-        if not payload.strip():
+        if not payload.strip() and not is_error_event(payload):
             return []
         out = []
         for event in self._load(payload):
@@ -177,8 +178,9 @@ class ChunkNormalizer:
 
     def _event(self, event: dict[str, Any]) -> ChatCompletionChunk | None:
         if event.get("error") or "error_message" in event:
+            body = error_event_body(event) if event.get("error") else event  # status beside the error read too
             raise error_from_stream_event(
-                event, provider=self.target.label, model=self.target.model, secrets=self.secrets
+                body, provider=self.target.label, model=self.target.model, secrets=self.secrets
             )
         event = self._normalize_chunk(self.target, event)
         if self.id is None:
@@ -189,8 +191,8 @@ class ChunkNormalizer:
             self.model = event["model"]
         if self.system_fingerprint is None and event.get("system_fingerprint"):
             self.system_fingerprint = event["system_fingerprint"]
-        usage = event.get("usage")
-        if isinstance(usage, dict):
+        usage = frame_usage(event)  # top-level, or where an upstream puts it (x_groq.usage)
+        if usage is not None:
             self.usage = usage  # cumulative or final: the last one wins
         choices = event.get("choices")
         if not choices:

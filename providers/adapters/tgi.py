@@ -2,8 +2,9 @@
 
 TGI speaks OpenAI's Messages API at ``/v1/chat/completions``; the request model is ``"tgi"`` and
 the server answers with its real model id. Endpoint URLs come with or without ``/v1`` — both work.
-Older servers (< 3.2) send tool-call deltas as one object rather than a list; that is fixed here,
-the rest of their stream quirks are handled by the shared stream normalizer.
+Older servers (< 3.2) send tool-call deltas as one object rather than a list, and 1.4 numbered
+each chunk's choice by its token; both are fixed here, the rest of their stream quirks are handled
+by the shared stream normalizer.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class TGIAdapter(OpenAICompatAdapter):
 
     def normalize_chunk(self, target: Target, chunk: dict[str, Any]) -> dict[str, Any]:
         for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            # TGI writes one answer per request (its ``n`` is documented as unused), yet 1.4 builds
+            # numbered each chunk by its token (index 1, 2, ... with speculative decoding): all are choice 0.
+            choice["index"] = 0
             delta = choice.get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), dict):
                 call = delta["tool_calls"]
