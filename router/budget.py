@@ -32,7 +32,7 @@ from .calibration import PromptCounts, with_margin
 from .ledger import InMemoryLedger, Ledger
 from .pricing.catalog import PriceLookup
 from .pricing.prices import PICO_PER_USD, pico_to_usd, to_decimal
-from .tokens import count_messages, count_text
+from .tokens import count_messages, count_text, long_prompt
 
 _ORPHANS: set[asyncio.Future[None]] = set()
 log = logging.getLogger("polyroute.budget")
@@ -333,20 +333,6 @@ def _max_completion_tokens(target: Target, body: dict[str, Any], candidate: Pric
 GATE_WAIT_S = 120.0  # a first call that never ends must not stall its deployment for ever
 
 
-def _prompt_chars(messages: list[dict[str, Any]]) -> int:
-    total = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            total += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
-    return total
-
-
-_COUNT_OFF_LOOP_CHARS = 32_000  # ~8k tokens: counting more would hold the event loop for milliseconds
-
-
 def _facts(budget: Budget, target: Target, worst: WorstCase, counts: PromptCounts | None) -> PromptFacts | None:
     if counts is None:
         return None
@@ -399,7 +385,7 @@ async def areserve_call(
     """Async :func:`reserve_call`; a long prompt is counted in a worker thread, off the event loop."""
 
     async def worst_now() -> WorstCase:
-        if _prompt_chars(messages) > _COUNT_OFF_LOOP_CHARS:
+        if long_prompt(messages):
             return await asyncio.to_thread(budget.worst_case, target, body, messages, candidates, counts)
         return budget.worst_case(target, body, messages, candidates, counts)
 

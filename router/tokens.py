@@ -50,6 +50,23 @@ async def aload_encoding() -> None:
         await asyncio.to_thread(_encoding)
 
 
+LONG_PROMPT_CHARS = 32_000  # ~8k tokens: counting more holds an event loop for milliseconds
+
+
+def long_prompt(messages: Any) -> bool:
+    """True when counting ``messages`` is worth a worker thread (async callers never block their loop)."""
+    total = 0
+    for message in messages if isinstance(messages, list | tuple) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+        if total > LONG_PROMPT_CHARS:
+            return True
+    return False
+
+
 def count_text(text: str) -> int:
     """Tokens in ``text`` (special-token text counts as plain text, as ``encode(disallowed_special=())``)."""
     if not text:

@@ -45,7 +45,7 @@ from ..params import BODY_PARAMS, check_params
 from ..pricing.catalog import Catalog, default_catalog
 from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
-from ..tokens import aload_encoding
+from ..tokens import aload_encoding, long_prompt
 from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse
 from .deployment import Deployment, now, parse_model_list
 from .session import Choice, NotYet, RequestInfo, Session
@@ -252,6 +252,9 @@ class Router:
         _call_hook(self.on_failure, record, err)
 
     # ---------------------------------------------------------------- sessions
+    def _counts_prompt(self, groups: list[str]) -> bool:
+        return self._counts_tpm or self._context_matters(groups)
+
     def _context_matters(self, groups: list[str]) -> bool:
         """Whether a context window is known for some deployment (then the prompt is counted)."""
         members = [d for g in groups for d in self.groups[g]]
@@ -294,19 +297,20 @@ class Router:
         kwargs: dict[str, Any],
         stream: bool,
         groups: list[str] | None = None,
+        prompt: int | None = None,
     ) -> Session:
         fallbacks = kwargs.pop("fallbacks", None)
         if groups is None:
             groups = self._groups_for(model, fallbacks)
         timeout = kwargs.get("timeout") or self.timeout or _DEFAULT_TIMEOUT
-        prompt = None
-        if messages is not None and (self._counts_tpm or self._context_matters(groups)):
+        if prompt is None and messages is not None and self._counts_prompt(groups):
             from ..tokens import count_messages
 
             prompt = count_messages(messages)
-        max_tokens = kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+        caps = [v for k in ("max_tokens", "max_completion_tokens") if (v := kwargs.get(k)) is not None]
+        if any(isinstance(c, bool) or not isinstance(c, int) for c in caps):
             check_params({k: kwargs[k] for k in ("max_tokens", "max_completion_tokens") if k in kwargs})  # raises
+        max_tokens = max(caps, default=None)  # upstreams honour either: the larger bounds the answer
         needs = needs_of(kwargs) if self._families else frozenset()
         if kwargs.pop("priced_only", False) and self._families:  # e.g. a budgeted batch: never an unknown bill
             needs |= {"priced"}
@@ -380,9 +384,14 @@ class Router:
         if self._needs_catalog(groups):
             for family in self._families:
                 await self.catalog.asource(family)
-        if messages is not None and (self._counts_tpm or self._context_matters(groups)):
+        prompt = None
+        if messages is not None and self._counts_prompt(groups):
             await aload_encoding()  # the prompt will be counted: never load the tokenizer on the loop
-        session = self._session(model, messages, kwargs, bool(stream), groups)
+            if long_prompt(messages):  # a long prompt is counted in a worker thread, off the event loop
+                from ..tokens import count_messages
+
+                prompt = await asyncio.to_thread(count_messages, messages)
+        session = self._session(model, messages, kwargs, bool(stream), groups, prompt)
         budget = kwargs.pop("budget", self.budget)
         client = kwargs.pop("client", None)
 

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +31,10 @@ class GreedyUpstream(OpenAICompatUpstream):
         self.prompt_overhead = prompt_overhead
         self.honour_max_tokens = honour_max_tokens
         self.billed: list[dict[str, int]] = []
+        self.answer_delay = 0.0  # seconds each chat request is held (counted as in flight)
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.spans: list[tuple[float, float]] = []  # (arrived, answered) of each chat request, monotonic
 
     def _cap(self, body: dict[str, Any]) -> int | None:
         first = ("max_tokens", "max_completion_tokens") if self.honour_max_tokens else ("max_completion_tokens",)
@@ -49,7 +55,16 @@ class GreedyUpstream(OpenAICompatUpstream):
                 planned = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
                 planned["fake_chunks"] = cap
                 request[RECORD] = dataclasses.replace(record, json=planned)
-        return await super().chat(request, model=model, headers=headers)
+        arrived = time.monotonic()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.answer_delay:
+                await asyncio.sleep(self.answer_delay)
+            return await super().chat(request, model=model, headers=headers)
+        finally:
+            self.in_flight -= 1
+            self.spans.append((arrived, time.monotonic()))
 
     def usage_extra(self, model: str, usage: dict[str, Any]) -> dict[str, Any]:
         prompt = int(usage["prompt_tokens"]) + self.prompt_overhead
