@@ -61,9 +61,14 @@ class PromptCounts:
     # ---------------------------------------------------------------- keys
     @staticmethod
     def key_of(target: Target, served: str | None = None) -> str:
-        """One deployment: where the call goes, the model, and the provider that serves it (HF routes
-        reach several providers, each with its own chat template)."""
-        return f"{target.api_base}|{target.model}|{served or target.label}"
+        """One deployment: where the call goes, the model string, and the provider that serves it (HF
+        routes reach several providers, each with its own chat template)."""
+        return f"{target.api_base}|{target.model_string}|{served or target.label}"
+
+    @staticmethod
+    def key_from(api_base: str, model_string: str, served: str) -> str:
+        """:meth:`key_of` from a result's meta (``api_base``, ``model_string``, ``provider``)."""
+        return f"{api_base}|{model_string}|{served}"
 
     @staticmethod
     def gate_of(target: Target) -> str:
