@@ -132,7 +132,8 @@ def _stream_args(call: Call) -> dict[str, Any]:
 
 
 def normalizer(call: Call) -> ChunkNormalizer:
-    return ChunkNormalizer(call.target, include_usage=call.include_usage, messages=call.messages, secrets=call.secrets)
+    return ChunkNormalizer(call.target, include_usage=call.include_usage, messages=call.messages, secrets=call.secrets,
+                           answers=call.body.get("n") or 1)  # fmt: skip
 
 
 def _served(call: Call, response: HttpResponse) -> str:

@@ -89,8 +89,12 @@ class ChunkNormalizer:
         include_usage: bool,
         messages: list[dict[str, Any]],
         secrets: tuple[str, ...] = (),
+        answers: int = 0,
     ) -> None:
         self.target = target
+        # One answer asked for: every choice is choice 0, however the upstream numbers them (older TGI
+        # builds behind any route numbered each chunk by its token). 0: unknown, indices kept.
+        self.one_answer = answers == 1
         self.include_usage = include_usage
         self.messages = messages
         self.secrets = secrets
@@ -223,7 +227,7 @@ class ChunkNormalizer:
         return ChatCompletionChunk.model_validate(data)
 
     def _choice(self, choice: dict[str, Any], pos: int) -> dict[str, Any] | None:
-        index = choice.get("index")
+        index = 0 if self.one_answer else choice.get("index")
         if not isinstance(index, int):
             index = pos
         state = self._choices.get(index)

@@ -12,6 +12,7 @@ one SSE event per write (as upstreams flush), and the call goes through ``comple
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -312,3 +313,16 @@ def test_an_event_type_without_data_does_not_mark_the_next_event(upstream: FakeU
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "par"
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_an_old_tgi_behind_an_openai_route_is_one_answer(upstream: FakeUpstream) -> None:
+    """TGI 1.4.3's per-token choice indices reached through ``openai/...`` + api_base (not the TGI adapter):
+    one answer was asked for, so it is one answer, whole, with its finish."""
+    (case,) = [c for c in CASES if c.name.startswith("tgi-1.4.3")]
+    call = {**case.call, "model": "openai/tgi-1.4", "api_base": "/v1"}
+    routed = dataclasses.replace(case, header={**case.header, "call": call})
+    stream = completion(stream=True, **serve(upstream, routed))
+    assert isinstance(stream, Stream)
+    chunks = list(stream)
+    check_chunks(chunks, routed)
+    check_usage(stream.usage, stream.meta, routed)

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.errors import APIConnectionError, BadRequestError, PolyrouteError, UnprocessableResponseError
+from providers.errors import (
+    APIConnectionError,
+    BadRequestError,
+    InternalServerError,
+    PolyrouteError,
+    UnprocessableResponseError,
+)
 from providers.registry import Registry
 from providers.spec import Target
 from providers.sse import SSEDecoder
@@ -211,8 +217,9 @@ def test_deepinfra_error_frame_and_sse_error_event() -> None:
         norm.feed(b'{"error_type": "validation_error", "error_message": "{\\"detail\\": \\"prompt too long\\"}"}')
     dec = SSEDecoder()
     (payload,) = dec.feed(b'event: error\ndata: {"message": "overloaded"}\n\n')
-    with pytest.raises(PolyrouteError, match="overloaded"):
+    with pytest.raises(InternalServerError, match="overloaded") as info:  # no status in the frame: a server error
         ChunkNormalizer(target_for("openai"), include_usage=False, messages=MESSAGES).feed(payload)
+    assert info.value.status_code == 500
 
 
 def test_connection_cut_before_finish_is_an_error_not_a_short_success() -> None:
