@@ -151,6 +151,30 @@ def test_a_budget_holds_across_workers_on_2000_rows_then_resume_finishes(
     assert redis_keys(prefix) == []
 
 
+def test_resume_on_ray_keeps_the_jobs_budget_unless_raised(
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+) -> None:
+    src = write_rows(tmp_path / "in.jsonl", 300)
+    out = tmp_path / "out.jsonl"
+    cfg = config(oai, prefix)
+    budget = 0.003  # a part of the 300 rows
+    first = run_batch_ray(src, out, cfg, budget_usd=budget, concurrency=16, workers=2)
+    assert first.exit_code == EXIT_BUDGET and first.budget_usd == budget, first
+    notes: list[str] = []
+    again = run_batch_ray(src, out, cfg, resume=True, concurrency=16, workers=2, notice=notes.append)  # no budget_usd
+    assert again.exit_code == EXIT_BUDGET and again.budget_usd == budget, again
+    assert notes and "keeps its budget of $0.003" in notes[-1]
+    state = read_state(journal_path(out))
+    assert state.ok < 300 and state.spent_pico <= budget * 10**12  # total settled spend within the job's cap
+    assert sum(sent_rows(oai).values()) == state.ok  # the resumed run sent nothing it could not pay for
+    done = run_batch_ray(src, out, cfg, budget_usd=1, resume=True, concurrency=16, workers=2, notice=notes.append)
+    assert done.exit_code == EXIT_DONE and done.budget_usd == 1, done
+    assert "budget raised from $0.003 to $1.00" in notes[-1]
+    exactly_once(out, 300)
+    assert max(sent_rows(oai).values()) == 1
+    assert redis_keys(prefix) == []
+
+
 def test_a_worker_killed_mid_run_stops_the_run_then_resume_finishes(
     ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
 ) -> None:

@@ -1,9 +1,11 @@
 """``polyroute batch run|status``.
 
 Exit codes of ``run``: 0 every row done; 4 every row has a result but some are errors
-(``--retry-failed`` re-runs them); 3 the budget cannot cover the next row (resume with a larger
-``--budget-usd``); 130 interrupted (resume continues); 2 bad arguments, config or input; 1 the
-output could not be written.
+(``--retry-failed`` re-runs those that may succeed; invalid input lines need a fixed input); 3 the
+budget cannot cover the next row (resume with a larger ``--budget-usd``); 130 interrupted (resume
+continues); 2 bad arguments, config or input (``--dry-run``: no row can be sent); 1 the output could
+not be written. The job's budget is in its journal: ``--resume`` and ``--retry-failed`` keep it unless
+``--budget-usd`` changes it, so every "continue with" hint keeps it too.
 
 ``--engine ray`` runs the rows on Ray Data workers with the budget in Redis (see
 :mod:`router.batch.ray_engine`): ``--ray-address`` (``auto``, ``ray://host:10001``; default: a local
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import signal
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ def add_parser(sub: Any) -> None:
     source.add_argument("--config", "-c", help="batch YAML: candidates, defaults, router settings")
     source.add_argument("--model", "-m", help="one candidate model string instead of a config file")
     run.add_argument("--output", "-o", help="results JSONL (default: <input>.results.jsonl)")
-    run.add_argument("--budget-usd", type=float, help="hard cap on the whole job's spend (all runs)")
+    run.add_argument("--budget-usd", type=float, help="hard cap on the whole job's spend (all runs); a resumed job "
+                     "keeps the one it has unless this changes it")  # fmt: skip
     run.add_argument("--concurrency", type=int, help="rows in flight (default: the config's, else 32)")
     run.add_argument("--dry-run", action="store_true", help="estimate the cost and spend nothing")
     run.add_argument("--resume", action="store_true", help="continue the job already in --output")
@@ -80,10 +82,14 @@ def _run(args: argparse.Namespace) -> int:
             raise InvalidRequestArgumentError(f"{', '.join(ray_only)} only apply with --engine ray")
         config = _config(args)
         if args.dry_run:
-            from .dryrun import adry_run, format_dry_run
+            from .dryrun import adry_run, format_dry_run, nothing_to_send
 
             report = asyncio.run(adry_run(args.input, config, budget_usd=args.budget_usd))
             print(format_dry_run(report))
+            nothing = nothing_to_send(report)
+            if nothing is not None:
+                print(f"polyroute batch: {nothing}", file=sys.stderr)
+                return 2
             return 0
         return asyncio.run(_arun(args, config))
     except JobWriteError as err:
@@ -141,8 +147,13 @@ async def _arun_job(args: argparse.Namespace, config: Any, output: Path, progres
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
+
+    def notice(text: str) -> None:
+        print(f"polyroute batch: {text}", file=sys.stderr)
+
     common: dict[str, Any] = {"budget_usd": args.budget_usd, "concurrency": args.concurrency, "resume": args.resume,
-                              "retry_failed": args.retry_failed, "progress": progress, "stop": stop}  # fmt: skip
+                              "retry_failed": args.retry_failed, "progress": progress, "stop": stop,
+                              "notice": notice}  # fmt: skip
     result: BatchResult
     try:
         if args.engine == "ray":
@@ -154,34 +165,33 @@ async def _arun_job(args: argparse.Namespace, config: Any, output: Path, progres
         else:
             result = await arun_batch(args.input, output, config, **common)
     except asyncio.CancelledError:
-        print("polyroute batch: stopped; rows in flight were not recorded and will be sent on --resume",
-              file=sys.stderr)  # fmt: skip
+        print("polyroute batch: stopped; rows in flight were not recorded and will be sent on --resume (which keeps "
+              "the job's budget)", file=sys.stderr)  # fmt: skip
         return 130
     state = result.state
     print(summary_table(state), file=sys.stderr)
     pending = state.rows_total - state.ok - state.failed
-    print(f"\n{state.ok:,} rows done, {state.failed:,} failed, {pending:,} pending · spent ${result.spent_usd:.6f} "
-          f"· output {output}", file=sys.stderr)  # fmt: skip
+    invalid = f" ({state.invalid:,} of them invalid input lines)" if state.invalid else ""
+    cap = f" of the job's {usd(result.budget_pico)}" if result.budget_pico is not None else ""
+    print(f"\n{state.ok:,} rows done, {state.failed:,} failed{invalid}, {pending:,} pending · spent "
+          f"${result.spent_usd:.6f}{cap} · output {output}", file=sys.stderr)  # fmt: skip
     if result.unknown_models:
         names = ", ".join(f"{m!r} ({n})" for m, n in sorted(result.unknown_models.items()))
         print(f"note: rows name models that are not candidates; they were routed by cost: {names}", file=sys.stderr)
     if result.reason == "budget":
-        budget = args.budget_usd if args.budget_usd is not None else config.budget_usd
-        need = result.needed_max_usd or 0.0
-        suggestion = math.ceil(((budget or 0.0) + need) * 100) / 100
-        print(f"budget reached: {result.rows_left:,} rows left are expected to need ${result.needed_expected_usd:.4f} "
-              f"more (at most ${need:.4f}). Continue with: --resume --budget-usd {suggestion:.2f}",
-              file=sys.stderr)  # fmt: skip
-    elif result.reason == "failed_rows":
-        print(f"{state.failed:,} rows failed (their output lines carry the error); send them again with "
-              "--resume --retry-failed", file=sys.stderr)  # fmt: skip
+        print(budget_hint(state, result.rows_left, result.budget_pico, pico(result.needed_expected_usd),
+                          pico(result.needed_max_usd)), file=sys.stderr)  # fmt: skip
     elif result.reason == "interrupted":
         why = ""
         if getattr(result, "redis_lost", False):
             why = " (Redis became unreachable: rows not reserved were not sent)"
         elif getattr(result, "worker_error", None):
             why = f" (a Ray worker failed: {getattr(result, 'worker_error', '')})"
-        print(f"interrupted{why}: continue with --resume", file=sys.stderr)
+        keeps = f" (it keeps the job's budget of {usd(result.budget_pico)})" if result.budget_pico is not None else ""
+        print(f"interrupted{why}: continue with --resume{keeps}", file=sys.stderr)
+    if result.reason in ("failed_rows", "budget", "interrupted"):
+        for line in failed_hints(state):
+            print(line, file=sys.stderr)
     workers = getattr(result, "workers", None)
     if workers:
         share = ", ".join(f"{name} {rows:,}" for name, rows in sorted(workers.items()))
@@ -199,9 +209,49 @@ async def _arun_job(args: argparse.Namespace, config: Any, output: Path, progres
     return result.exit_code
 
 
+def pico(usd_value: float | None) -> int:
+    from .job import usd_to_pico
+
+    return usd_to_pico(usd_value) or 0
+
+
+def usd(pico_value: int | None) -> str:
+    from .job import usd as text
+
+    return text(pico_value or 0)
+
+
+def budget_hint(state: Any, rows_left: int, cap: int | None, need_expected: int, need_max: int) -> str:
+    """What a budget stop says: what the rest needs, and the command that continues (raising the kept budget)."""
+    from .job import suggested_budget
+
+    suggestion = suggested_budget(state.spent_pico, need_max, cap)
+    kept = f"plain --resume keeps the job's {usd(cap)} and stops again" if cap is not None else ""
+    return (f"budget reached: {rows_left:,} rows left are expected to need {usd(need_expected)} more (at most "
+            f"{usd(need_max)}). Continue with: --resume --budget-usd {suggestion}"
+            + (f" ({kept})" if kept else ""))  # fmt: skip
+
+
+def failed_hints(state: Any) -> list[str]:
+    """What to do about failed rows: send those that may succeed again; fix invalid input lines."""
+    lines = []
+    retry = state.retryable
+    if retry:
+        no_candidate = state.errors.get("no_candidate", 0)
+        extra = (f"; {no_candidate:,} of them no candidate can take: add one that fits them to the config first"
+                 if no_candidate else "")  # fmt: skip
+        lines.append(f"{retry:,} rows failed (their output lines carry the error); send them again with --resume "
+                     f"--retry-failed{extra}")  # fmt: skip
+    if state.invalid:
+        lines.append(f"{state.invalid:,} input lines are not valid requests (their output lines say what is wrong); "
+                     "they cannot succeed and --retry-failed does not send them again: fix those lines and run them "
+                     "as a new job (another --output)")  # fmt: skip
+    return lines
+
+
 def _status(args: argparse.Namespace) -> int:
     from ..pricing.prices import pico_to_usd
-    from .journal import JobError, is_running, journal_path, read_state
+    from .journal import JobError, is_running, journal_path, read_state, recorded_budget
     from .progress import summary_table
 
     path = journal_path(args.output)
@@ -216,8 +266,7 @@ def _status(args: argparse.Namespace) -> int:
     running = is_running(args.output)
     total = state.rows_total
     pending = total - state.ok - state.failed
-    budgets = [r.get("budget_pico") for r in state.runs if "run" in r]
-    budget = budgets[-1] if budgets else None
+    _, budget = recorded_budget(state)
     if running:
         phase = "running"
     elif state.last_end is not None:
@@ -227,15 +276,19 @@ def _status(args: argparse.Namespace) -> int:
     print(f"job {args.output}: {phase}")
     print(f"input {state.header.get('input')} · {total:,} rows")
     share = f" ({100 * (state.ok + state.failed) / total:.1f}%)" if total else ""
-    print(f"done {state.ok:,} · failed {state.failed:,} · pending {pending:,}{share}")
+    invalid = f" ({state.invalid:,} invalid input lines)" if state.invalid else ""
+    print(f"done {state.ok:,} · failed {state.failed:,}{invalid} · pending {pending:,}{share}")
     spend = f"spent ${pico_to_usd(state.spent_pico):.6f}"
     if budget is not None:
-        spend += f" of ${pico_to_usd(budget):.2f}"
+        spend += f" of the job's budget {usd(budget)}"
     print(spend)
-    if state.last_end is not None and state.last_end.get("reason") == "budget":
-        need = pico_to_usd(state.last_end.get("needed_max_pico") or 0)
-        print(f"the rest needs ~${pico_to_usd(state.last_end.get('needed_expected_pico') or 0):.4f} more "
-              f"(at most ${need:.4f})")  # fmt: skip
+    end = state.last_end
+    if not running and end is not None and end.get("reason") == "budget":
+        print(budget_hint(state, end.get("rows_left") or pending, budget, end.get("needed_expected_pico") or 0,
+                          end.get("needed_max_pico") or 0))  # fmt: skip
+    if not running:
+        for line in failed_hints(state):
+            print(line)
     print()
     print(summary_table(state))
     if args.report:

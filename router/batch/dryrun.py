@@ -116,6 +116,19 @@ async def adry_run(
     return report
 
 
+def nothing_to_send(report: DryRunReport) -> str | None:
+    """Why the job would send no row at all (every line invalid, or no candidate can take any row), else None."""
+    if not report.rows or report.bad_count + report.unplannable_count < report.rows:
+        return None
+    if not report.unplannable_count:
+        return (f"none of the {report.rows:,} lines is a valid request (e.g. {report.bad_lines[0]}); fix the input "
+                "before running the job")  # fmt: skip
+    bad = f" ({report.bad_count:,} more lines are not valid requests)" if report.bad_count else ""
+    return (f"no candidate can take any of the {report.unplannable_count:,} rows{bad}, so the job would send "
+            f"nothing (e.g. {report.unplannable[0]}); add a candidate that fits them (context window, tools, "
+            "structured output, max_tokens) to the config, or shorten the rows")  # fmt: skip
+
+
 def format_dry_run(report: DryRunReport) -> str:
     header = ("candidate", "fits rows", "if all went here: expected … max USD", "planned rows", "prompt tok",
               "planned min USD", "expected USD", "max USD")  # fmt: skip

@@ -8,8 +8,12 @@ after ``kill -9`` at any moment the journal's last complete row record says exac
 output is valid: the output is cut back to it and rows not in the journal are sent again. A row whose record made it is
 never sent again, and the spend is the sum of the recorded rows' costs.
 
-``--retry-failed`` rewrites both files without the failed rows (new files, then renames; the
-journal's rename is the commit point, and an interrupted rewrite is finished or undone on open).
+``--retry-failed`` rewrites both files without the failed rows that may succeed if sent again (new
+files, then renames; the journal's rename is the commit point, and an interrupted rewrite is finished or
+undone on open). Invalid input lines stay recorded: the input cannot change, so they never can succeed.
+
+The job's budget (its cap, for all runs) is in the header (``budget_pico``, from when the job was
+created) and in every run's start record (the cap that run kept to); :func:`recorded_budget` reads it.
 
 Example::
 
@@ -23,7 +27,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ import orjson
 
 from providers.errors import InvalidRequestArgumentError
 
-from .rows import InputFacts
+from .rows import INVALID_LINE, InputFacts
 
 FORMAT = 1
 
@@ -67,6 +71,8 @@ class JobState:
     done: bytearray = field(default_factory=bytearray)  # by line number: 0 pending, 1 ok, 2 failed
     ok: int = 0
     failed: int = 0
+    invalid: int = 0  # of the failed rows: invalid input lines (never sent, not retried)
+    errors: dict[str, int] = field(default_factory=dict)  # failed rows by error code
     spent_pico: int = 0
     output_end: int = 0
     by_route: dict[tuple[str, str], Totals] = field(default_factory=dict)  # (candidate, provider)
@@ -78,6 +84,11 @@ class JobState:
     @property
     def rows_total(self) -> int:
         return int(self.header.get("rows", 0))
+
+    @property
+    def retryable(self) -> int:
+        """Failed rows that ``--retry-failed`` sends again (not the invalid input lines)."""
+        return self.failed - self.invalid
 
     def is_done(self, line: int) -> bool:
         return line < len(self.done) and self.done[line] != 0
@@ -120,7 +131,28 @@ class JobState:
         else:
             self.failed += 1
             totals.failed += 1
+            code = str(rec.get("e") or "-")
+            self.errors[code] = self.errors.get(code, 0) + 1
+            if code == INVALID_LINE:
+                self.invalid += 1
         self.output_end = max(self.output_end, rec["o"] + rec["n"])
+
+
+def recorded_budget(state: JobState) -> tuple[bool, int | None]:
+    """(whether the journal records the job's budget, the budget in pico-USD or None for no cap).
+
+    The last run's start record says what the job's cap was; a job killed before its first run record
+    has the one its header got when it was created. A journal of an older polyroute that has neither
+    records nothing: ``(False, None)``.
+    """
+    for rec in reversed(state.runs):
+        if "run" in rec and "budget_pico" in rec:
+            budget = rec["budget_pico"]
+            return True, budget if isinstance(budget, int) else None
+    if "budget_pico" in state.header:
+        budget = state.header["budget_pico"]
+        return True, budget if isinstance(budget, int) else None
+    return False, None
 
 
 def _records(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -182,19 +214,27 @@ class Journal:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, output: str | Path, facts: InputFacts, *, resume: bool, retry_failed: bool = False) -> Journal:
+    def open(
+        cls, output: str | Path, facts: InputFacts, *, resume: bool, retry_failed: bool = False,
+        header: dict[str, Any] | None = None, check: Callable[[JobState], None] | None = None,
+    ) -> Journal:  # fmt: skip
+        """Create the job's journal (with ``header``'s fields in its header), or open it to resume.
+
+        ``check(state)`` sees a resumed job's state before anything is changed (a ``--retry-failed``
+        rewrite included); an error it raises leaves the files as they were.
+        """
         output = Path(output)
         jpath = journal_path(output)
         if not jpath.exists():
             _finish_compaction(output)  # no journal: nobody can be rewriting, so leftovers are safe to settle
             if jpath.exists():  # a committed rewrite was just finished
-                return cls.open(output, facts, resume=resume, retry_failed=retry_failed)
+                return cls.open(output, facts, resume=resume, retry_failed=retry_failed, header=header, check=check)
             if output.exists() and output.stat().st_size:
                 raise JobError(
                     f"{output} exists and has no journal ({jpath.name}), so it is not a polyroute batch output; "
                     "choose another --output or remove it"
                 )
-            return cls._create(output, facts)
+            return cls._create(output, facts, header or {})
         if not resume:
             state = read_state(jpath)
             raise JobError(
@@ -207,10 +247,12 @@ class Journal:
             _finish_compaction(output)  # under the lock: a rewrite in progress holds it, so this one is dead
             state = read_state(jpath)
             _check_input(state.header, facts, jpath)
+            if check is not None:
+                check(state)
             if state.torn_bytes:  # a record cut by kill -9: that row was not recorded, so it is sent again
                 os.ftruncate(fd, os.fstat(fd).st_size - state.torn_bytes)
                 state.torn_bytes = 0
-            if retry_failed and state.failed:  # rewritten under the old journal's lock, then the new one's taken
+            if retry_failed and state.retryable:  # rewritten under the old journal's lock, then the new one's taken
                 _compact(output, state)
                 new_fd = os.open(jpath, os.O_RDWR | os.O_APPEND)
                 try:
@@ -236,7 +278,7 @@ class Journal:
         return cls(output, out_fd, fd, state)
 
     @classmethod
-    def _create(cls, output: Path, facts: InputFacts) -> Journal:
+    def _create(cls, output: Path, facts: InputFacts, extra: dict[str, Any]) -> Journal:
         jpath = journal_path(output)
         try:
             fd = os.open(jpath, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
@@ -249,7 +291,7 @@ class Journal:
             raise
         header = {
             "polyroute_batch": FORMAT, "input": facts.path, "input_bytes": facts.size, "input_sha256": facts.sha256,
-            "rows": facts.rows, "output": str(output.resolve()), "created": time.time(), "gen": 0,
+            "rows": facts.rows, "output": str(output.resolve()), "created": time.time(), "gen": 0, **extra,
         }  # fmt: skip
         _write_all(fd, orjson.dumps(header) + b"\n")
         out_fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
@@ -391,7 +433,7 @@ def _compact(output: Path, state: JobState) -> None:
                 continue
             rec = orjson.loads(raw)
             if "i" in rec:
-                if not rec.get("ok"):
+                if not rec.get("ok") and rec.get("e") != INVALID_LINE:  # sent again; invalid lines never can succeed
                     continue
                 old_out.seek(rec["o"])
                 data = old_out.read(rec["n"])

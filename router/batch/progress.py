@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ..pricing.prices import pico_to_usd
+from .job import usd
 from .journal import JobState
 
 
@@ -57,7 +58,7 @@ class Progress:
         parts = [f"rows {self.done:,}/{self.total:,}{share}", f"{rate:,.0f} rows/s"]
         spend = f"${pico_to_usd(self.spent_pico):.4f}"
         if self.budget_pico is not None:
-            spend += f" of ${pico_to_usd(self.budget_pico):.2f}"
+            spend += f" of {usd(self.budget_pico)}"
         parts.append(spend)
         left = self.total - self.done
         if rate > 0 and left > 0:

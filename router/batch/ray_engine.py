@@ -37,9 +37,8 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -48,21 +47,14 @@ import orjson
 
 from providers.errors import InvalidRequestArgumentError, redact
 
-from ..pricing.prices import PICO_PER_USD, pico_to_usd
+from ..pricing.prices import pico_to_usd
 from . import results
 from .config import BatchConfig
+from .job import JobBudget, check_job_args, open_job, tell
 from .journal import JobState, JobWriteError, Journal
 from .progress import Progress
-from .rows import BadRow, SeenIds, invalid_line_message, iter_lines, parse_row, scan_input
-from .runner import (
-    EXIT_BUDGET,
-    EXIT_DONE,
-    EXIT_FAILED_ROWS,
-    EXIT_INTERRUPTED,
-    BatchResult,
-    build_router,
-    check_job_args,
-)
+from .rows import INVALID_LINE, BadRow, SeenIds, invalid_line_message, iter_lines, parse_row
+from .runner import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, EXIT_INTERRUPTED, BatchResult, build_router
 
 if TYPE_CHECKING:
     from ..shared import RedisLink
@@ -322,7 +314,7 @@ def _pending_blocks(
         if state.is_done(line):
             continue
         if invalid:
-            out, rec = results.failure(line, row.custom_id, None, "invalid_line", invalid_line_message(row))
+            out, rec = results.failure(line, row.custom_id, None, INVALID_LINE, invalid_line_message(row))
             bad.append((line, out, rec))
             continue
         lines.append(line)
@@ -461,12 +453,12 @@ async def arun_batch_ray(
     ray_address: str | None = None,
     redis_url: str | None = None,
     workers: int = DEFAULT_WORKERS,
+    notice: Callable[[str], None] | None = None,
 ) -> RayBatchResult:
     """Run (or resume) a batch job on Ray; see :func:`run_batch_ray`."""
     from .ray_worker import WorkerSpec
 
     input_path, output = Path(input_path), Path(output)
-    budget_usd = config.budget_usd if budget_usd is None else budget_usd
     concurrency = config.concurrency if concurrency is None else concurrency
     check_job_args(input_path, budget_usd, concurrency)
     url = check_ray_job(config, redis_url, workers)
@@ -476,11 +468,11 @@ async def arun_batch_ray(
     journal: Journal | None = None
     try:
         check_cpus(ray, workers, local=ray_address is None)
-        facts = await asyncio.to_thread(scan_input, input_path)
-        journal = await asyncio.to_thread(
-            Journal.open, output, facts, resume=resume or retry_failed, retry_failed=retry_failed
-        )
-        return await _run(ray, journal, link, input_path, output, config, budget_usd, concurrency, workers,
+        journal, budget = await open_job(input_path, output, budget_usd=budget_usd,
+                                         config_budget_usd=config.budget_usd, resume=resume,
+                                         retry_failed=retry_failed)  # fmt: skip
+        tell(budget, notice)
+        return await _run(ray, journal, link, input_path, output, config, budget, concurrency, workers,
                           progress, stop, WorkerSpec)  # fmt: skip
     finally:
         if journal is not None:
@@ -492,12 +484,12 @@ async def arun_batch_ray(
 
 async def _run(
     ray: ModuleType, journal: Journal, link: RedisLink, input_path: Path, output: Path, config: BatchConfig,
-    budget_usd: float | None, concurrency: int, workers: int, progress: Progress | None, stop: asyncio.Event | None,
+    budget: JobBudget, concurrency: int, workers: int, progress: Progress | None, stop: asyncio.Event | None,
     spec_class: Any,
 ) -> RayBatchResult:  # fmt: skip
     state = journal.state
-    budget_pico = None if budget_usd is None else int(Decimal(str(budget_usd)) * PICO_PER_USD)
-    limit = None if budget_pico is None else budget_pico - state.spent_pico  # this run's share of the job's cap
+    budget_pico = budget.cap_pico
+    limit = budget.limit_pico(state.spent_pico)  # this run's share of the job's cap
     keys = _RunKeys(link, str(state.header.get("input_sha256", "")), output)
     from ..shared import SharedStateUnavailable
 
@@ -569,7 +561,7 @@ async def _run(
         needed_expected_usd=pico_to_usd(driver.needed_expected) if budget_stop else None,
         needed_max_usd=pico_to_usd(driver.needed_max) if budget_stop else None,
         rows_left=driver.rows_left, unknown_models=dict(driver.unknown_models), workers=dict(driver.workers),
-        redis_lost=driver.redis_lost, worker_error=worker_error,
+        redis_lost=driver.redis_lost, worker_error=worker_error, budget_pico=budget_pico, budget_note=budget.note,
     )  # fmt: skip
 
 

@@ -40,7 +40,7 @@ from ..shared import SharedStateUnavailable
 from . import results
 from .config import BatchConfig
 from .plan import Planner, Quote, RowPlan, request_body
-from .rows import BadRow, Row, parse_row
+from .rows import INVALID_LINE, BadRow, Row, invalid_line_message, parse_row
 
 log = logging.getLogger("polyroute.batch")
 
@@ -193,7 +193,7 @@ class RowWorker:
     async def _row(self, line: int, raw: bytes) -> _Result:
         row = parse_row(raw, line)
         if isinstance(row, BadRow):  # the driver records bad lines itself; an input changed under us lands here
-            return self._failure(row, "invalid_line", row.message)
+            return self._failure(row, INVALID_LINE, invalid_line_message(row))
         stop = await self._stopped()
         if stop is not None and stop != "budget":
             return self._not_sent(line, None, None)

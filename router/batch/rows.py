@@ -70,12 +70,20 @@ class SeenIds:
         return False
 
 
+INVALID_LINE = "invalid_line"  # the error code of a line that is not a valid request: never sent, never retried
+FIX_LINE = (
+    "; fix the line: it cannot succeed as it is, so --retry-failed does not send it again (this job's input "
+    "cannot change: run the fixed lines as a new job)"
+)
+
+
 def invalid_line_message(row: Row | BadRow) -> str:
-    """Why a line is recorded as an error: its own problem, or a custom_id an earlier line used."""
+    """Why a line is recorded as an error (its own problem, or a custom_id an earlier line used), and what to do."""
     if isinstance(row, BadRow):
-        return row.message
+        return row.message + FIX_LINE
     return (
         f"line {row.line}: custom_id {row.custom_id!r} was already used by an earlier line; custom_ids must be unique"
+        + FIX_LINE
     )
 
 

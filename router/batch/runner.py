@@ -5,7 +5,8 @@ budget before it is sent; a row that does not fit waits for rows in flight to se
 still does not fit, no new row is sent, rows in flight finish and the job stops with
 :data:`EXIT_BUDGET`, saying how much more the rest needs. Finished rows go to the output and the
 journal as they finish (see :mod:`router.batch.journal`), so ``resume=True`` continues a killed or
-stopped job with every row exactly once.
+stopped job with every row exactly once. The budget is the whole job's and the journal keeps it: a
+resumed run keeps it unless ``budget_usd`` changes it (see :mod:`router.batch.job`).
 
 Example::
 
@@ -20,25 +21,25 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from providers.errors import InvalidRequestArgumentError, PolyrouteError
+from providers.errors import PolyrouteError
 
 from ..ledger import Ledger
-from ..pricing.prices import PICO_PER_USD, pico_to_usd
+from ..pricing.prices import pico_to_usd
 from ..routing.router import Router
 from ..tokens import aload_encoding
 from . import results
 from .config import BatchConfig
+from .job import check_job_args, open_job, tell
 from .journal import JobState, JobWriteError, Journal
 from .plan import Planner, RowPlan, request_body
 from .progress import Progress
-from .rows import BadRow, Row, SeenIds, invalid_line_message, iter_lines, parse_row, scan_input
+from .rows import INVALID_LINE, BadRow, Row, SeenIds, invalid_line_message, iter_lines, parse_row
 
 EXIT_DONE = 0
 EXIT_FAILED_ROWS = 4  # every row has a result, some of them errors (re-run them with --retry-failed)
@@ -59,6 +60,12 @@ class BatchResult:
     needed_max_usd: float | None = None  # ... and at most
     rows_left: int = 0
     unknown_models: dict[str, int] = field(default_factory=dict)
+    budget_pico: int | None = None  # the job's cap (all runs) this run kept to; None: no cap
+    budget_note: str | None = None  # what this run did with the job's recorded budget (kept, raised, ...)
+
+    @property
+    def budget_usd(self) -> float | None:
+        return None if self.budget_pico is None else pico_to_usd(self.budget_pico)
 
     @property
     def spent_usd(self) -> float:
@@ -79,10 +86,6 @@ def build_router(config: BatchConfig) -> Router:
     return from_proxy_config(config.proxy)
 
 
-def _usd_to_pico(usd: float | None) -> int | None:
-    return None if usd is None else int(Decimal(str(usd)) * PICO_PER_USD)
-
-
 class LoopLedger:
     """The budget ledger of one job on one event loop: :class:`InMemoryLedger`'s rule (a reservation fits
     when spent + open reservations + it <= limit), kept as running totals, without a lock (every call comes
@@ -95,7 +98,9 @@ class LoopLedger:
         self._open_total: dict[str, int] = {}
         self._ids = itertools.count(1)
 
-    def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+    def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
+        """``tag`` (the :class:`Ledger` protocol's request id) is not kept: this ledger dies with its job's process,
+        and the journal, not the ledger, says what the job spent."""
         held = self._open_total.get(budget_id, 0)
         if self._spent.get(budget_id, 0) + held + amount > limit:
             return None
@@ -121,7 +126,7 @@ class LoopLedger:
     def totals(self, budget_id: str) -> tuple[int, int]:
         return self._spent.get(budget_id, 0), self._open_total.get(budget_id, 0)
 
-    async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+    async def areserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
         return self.reserve(budget_id, amount, limit)
 
     async def asettle(self, budget_id: str, reservation_id: str, actual: int) -> None:
@@ -214,7 +219,7 @@ class _Job:
                     if self.stop is not None and not self.journal.state.is_done(line):
                         self.rows_left += 1
                     elif not self.journal.state.is_done(line):
-                        self._fail(row, "invalid_line", invalid_line_message(row))
+                        self._fail(row, INVALID_LINE, invalid_line_message(row))
                     continue
                 if self.journal.state.is_done(line):
                     continue
@@ -328,20 +333,19 @@ async def arun_batch(
     router: Router | None = None,
     client: Any = None,
     stop: asyncio.Event | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> BatchResult:
     """Run (or resume) a batch job; see :func:`run_batch`."""
     input_path, output = Path(input_path), Path(output)
-    budget_usd = config.budget_usd if budget_usd is None else budget_usd
     concurrency = config.concurrency if concurrency is None else concurrency
     check_job_args(input_path, budget_usd, concurrency)
     router = router or build_router(config)  # every config mistake surfaces before the job exists
     await load_facts(router)
-    budget_pico = _usd_to_pico(budget_usd)
-    facts = await asyncio.to_thread(scan_input, input_path)
-    journal = await asyncio.to_thread(
-        Journal.open, output, facts, resume=resume or retry_failed, retry_failed=retry_failed
-    )
+    journal, budget = await open_job(input_path, output, budget_usd=budget_usd, config_budget_usd=config.budget_usd,
+                                     resume=resume, retry_failed=retry_failed)  # fmt: skip
+    budget_pico = budget.cap_pico
     try:
+        tell(budget, notice)
         planner = Planner(config, router, budgeted=budget_pico is not None,
                           observed_output=journal.state.observed_output())  # fmt: skip
         job = _Job(config, router, journal, planner, budget_pico=budget_pico, concurrency=concurrency,
@@ -392,7 +396,8 @@ async def arun_batch(
             code, reason, state, output,
             needed_expected_usd=pico_to_usd(job.needed_expected) if reason == "budget" else None,
             needed_max_usd=pico_to_usd(job.needed_max) if reason == "budget" else None,
-            rows_left=job.rows_left, unknown_models=planner.unknown_models,
+            rows_left=job.rows_left, unknown_models=planner.unknown_models, budget_pico=budget_pico,
+            budget_note=budget.note,
         )  # fmt: skip
     finally:
         journal.close()
@@ -401,16 +406,6 @@ async def arun_batch(
 async def _watch(stop: asyncio.Event, job: _Job) -> None:
     await stop.wait()
     job.stop = job.stop or "interrupted"
-
-
-def check_job_args(input_path: Path, budget_usd: float | None, concurrency: int) -> None:
-    """The job's arguments, each with a message saying what is wrong."""
-    if not input_path.is_file():
-        raise InvalidRequestArgumentError(f"input {input_path} does not exist or is not a file")
-    if budget_usd is not None and (not math.isfinite(budget_usd) or budget_usd < 0):
-        raise InvalidRequestArgumentError(f"the budget must be a non-negative number of USD, got {budget_usd}")
-    if concurrency < 1:
-        raise InvalidRequestArgumentError(f"concurrency must be at least 1, got {concurrency}")
 
 
 async def load_facts(router: Router) -> None:
