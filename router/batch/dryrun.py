@@ -163,7 +163,7 @@ def format_dry_run(report: DryRunReport) -> str:
         )
         lines.append(f"budget ${report.budget_usd:.2f}: the plan {verdict}")
     if report.bad_count:
-        lines.append(f"{report.bad_count:,} bad lines (recorded as errors when the job runs), e.g.:")
+        lines.append(f"{report.bad_count:,} bad lines (recorded as errors, never sent: fix them), e.g.:")
         lines += [f"  {m}" for m in report.bad_lines]
     if report.unplannable_count:
         lines.append(f"{report.unplannable_count:,} rows no candidate can take, e.g.:")
