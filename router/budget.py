@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -227,16 +228,38 @@ class Budget:
             needed_usd=pico_to_usd(amount),
         )
 
+    # A per-request view (see for_request) tags its reservations and reports each one as it is made.
+    tag: str | None = None
+    on_reserved: Callable[[str, int], None] | None = None
+
+    def for_request(self, tag: str, on_reserved: Callable[[str, int], None] | None = None) -> Budget:
+        """This budget (same ledger, name and limit) for one request: its reservations carry ``tag`` (the
+        request id) in the ledger, and ``on_reserved(reservation_id, amount)`` is called as soon as one is
+        made, before the upstream call (the proxy journals it)."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.tag = tag
+        view.on_reserved = on_reserved
+        return view
+
     def reserve(self, amount_pico: int, what: str = "this call") -> Reservation:
-        rid = self.ledger.reserve(self.name, amount_pico, self.limit_pico)
+        if self.tag is None:  # untagged: ledgers written before tags existed keep working
+            rid = self.ledger.reserve(self.name, amount_pico, self.limit_pico)
+        else:
+            rid = self.ledger.reserve(self.name, amount_pico, self.limit_pico, tag=self.tag)
         if rid is None:
             raise self._refusal(amount_pico, what)
+        if self.on_reserved is not None:
+            self.on_reserved(rid, amount_pico)
         return Reservation(self, rid, amount_pico)
 
     async def areserve(self, amount_pico: int, what: str = "this call") -> Reservation:
         # The ledger write may finish after our caller was cancelled (it runs in a thread): shield
         # it, and if we are cancelled, release whatever it reserved as soon as it lands.
-        task = asyncio.ensure_future(self.ledger.areserve(self.name, amount_pico, self.limit_pico))
+        if self.tag is None:
+            task = asyncio.ensure_future(self.ledger.areserve(self.name, amount_pico, self.limit_pico))
+        else:
+            task = asyncio.ensure_future(self.ledger.areserve(self.name, amount_pico, self.limit_pico, tag=self.tag))
         try:
             rid = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -244,6 +267,8 @@ class Budget:
             raise
         if rid is None:  # the numbers for the message are read off the event loop too
             raise await asyncio.to_thread(self._refusal, amount_pico, what)
+        if self.on_reserved is not None:
+            self.on_reserved(rid, amount_pico)
         return Reservation(self, rid, amount_pico)
 
     def _release_orphan(self, task: asyncio.Future[str | None]) -> None:
@@ -298,14 +323,14 @@ class Budget:
         return WorstCase(worst, prompt_max, completion_max, local, known)
 
 
-_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
 
 
 def max_completion_tokens(body: dict[str, Any], max_output: int | None, context: int | None, prompt: int) -> int | None:
     """The longest answer a call may get: its max_tokens, else the model's max output, else the rest of its
     context window (None: nothing says)."""
     # Upstreams honour different fields (TGI takes max_tokens over max_completion_tokens): the largest bounds all.
-    caps = [int(v) for k in _OUTPUT_CAPS if isinstance(v := body.get(k), int | float) and not isinstance(v, bool)]
+    caps = [int(v) for k in OUTPUT_CAPS if isinstance(v := body.get(k), int | float) and not isinstance(v, bool)]
     explicit = max(caps, default=0)
     if explicit > 0:
         return explicit

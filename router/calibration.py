@@ -57,6 +57,7 @@ class PromptCounts:
         self._sync_gates: dict[str, threading.Lock] = {}
         self._async_gates: dict[tuple[str, int], asyncio.Lock] = {}
         self._loaded = False
+        self.version = 0  # grows with every learned change (plans made before it are stale)
 
     # ---------------------------------------------------------------- keys
     @staticmethod
@@ -114,6 +115,7 @@ class PromptCounts:
             if before is not None and excess <= before:
                 return
             self._learned[key] = excess
+            self.version += 1
             data = dict(self._learned)
         self._save(data)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from router import acompletion, completion, errors
@@ -225,3 +226,29 @@ def _overshoot_usd(proxy: ProxyServer) -> float:
     metrics = httpx.get(f"{proxy.url}/metrics", headers={"Authorization": f"Bearer {MASTER}"}).text
     line = next(x for x in metrics.splitlines() if x.startswith("polyroute_budget_overshoot_usd_total "))
     return float(line.split()[1])
+
+
+def test_batch_budget_holds_against_inflated_prompt_counts(greedy: GreedyUpstream, tmp_path: Path) -> None:
+    """A budgeted batch job whose upstream bills 100 prompt tokens per short row and honours max_tokens over
+    max_completion_tokens: the job stops at its cap (exit 3), spends at most it, and no row settles above
+    its reservation (it used to spend several times the cap)."""
+    from router.batch import EXIT_BUDGET, parse_batch_config, run_batch
+
+    greedy.prompt_overhead = 100
+    src = tmp_path / "in.jsonl"
+    with src.open("w") as f:
+        for i in range(200):
+            body = {"messages": [{"role": "user", "content": f"row {i}"}], "max_completion_tokens": 1, "max_tokens": 20}
+            f.write(orjson.dumps({"custom_id": f"r{i}", "body": body}).decode() + "\n")
+    config = parse_batch_config({
+        "candidates": [{"name": "m", "model": "openai/m", "params": {"api_base": greedy.url + "/v1",
+                                                                    "api_key": "sk-test-1234567"}}],
+        "pricing": [{"model": "openai/m", "input_per_million": 1, "output_per_million": 1}],
+    })  # fmt: skip
+    overshoots = OVERSHOOTS.count
+    budget = 0.002  # 2,000 tokens: ~16 rows as billed (100 + ~4 prompt + 20 answer each)
+    result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=budget, concurrency=32)
+    assert result.exit_code == EXIT_BUDGET
+    assert 5 <= _chats(greedy) < 200
+    assert _billed_pico(greedy) <= budget * PICO_PER_USD
+    assert OVERSHOOTS.count == overshoots

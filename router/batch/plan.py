@@ -18,7 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..budget import count_request, max_completion_tokens
+from ..budget import OUTPUT_CAPS, count_request, max_completion_tokens
+from ..calibration import PromptCounts
 from ..pricing.prices import Price
 from ..routing.router import Router, needs_of
 from ..tokens import count_text
@@ -38,6 +39,7 @@ class Way:
     tools: bool | None
     structured: bool | None
     unpriced_reason: str | None
+    counts_key: str = ""  # the deployment's key in the catalog's learned prompt overheads
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class Quote:
     minimum_pico: int | None
     worst_pico: int | None
     output_tokens: int | None  # max answer length assumed for the worst case
+    unlearned: bool = False  # a way of it has not reported prompt usage yet (rows go one at a time)
 
 
 @dataclass(slots=True)
@@ -98,6 +101,7 @@ class Planner:
         self.server_picks = {c.name: any(_server_picks(d) for d in router.groups[c.group]) for c in config.candidates}
         self.lowest_wins = {c.name: self._lowest_wins(router, c, self.ways[c.name]) for c in config.candidates}
         self.unknown_models: dict[str, int] = {}  # row "model" values that name no candidate: count
+        self.counts = router.catalog.prompt_counts  # prompt overheads learned from usage bound the prompts
         # Plans by everything a plan depends on besides the catalog and the config (fixed for the job):
         # rows alike in those are planned alike, so each shape of row is planned once.
         self._plans: dict[tuple[Any, ...], RowPlan] = {}
@@ -108,13 +112,15 @@ class Planner:
         catalog = router.catalog
         for d in router.groups[group]:
             target = d.target if d.target.hf_policy is None else dataclasses.replace(d.target, hf_policy=None)
-            for lookup in catalog.candidates_in(catalog.loaded(d.target), target):
+            lookups = catalog.candidates_in(catalog.loaded(d.target), target)
+            for lookup in lookups:
                 offer = lookup.offer
                 context = d.context_length or (offer.context_length if offer else None)
+                served = offer.provider if len(lookups) > 1 and offer else target.adapter.served_by(target, {})
                 ways.append(Way(
                     lookup.price, context, offer.max_output_tokens if offer else None,
                     offer.supports_tools if offer else None, offer.supports_structured_output if offer else None,
-                    lookup.reason,
+                    lookup.reason, PromptCounts.key_of(d.target, served),
                 ))  # fmt: skip
         return ways
 
@@ -150,10 +156,11 @@ class Planner:
         needs = needs_of(body) if row.endpoint == "chat" else frozenset()
         pinned = self._pinned(row, body)
         # What _quote reads of the body: the answer limit and n (checked ints for rows and defaults).
-        limit, n = body.get("max_completion_tokens") or body.get("max_tokens"), body.get("n")
-        if not (_plain_int(limit) and _plain_int(n)):
+        caps = tuple(body.get(k) for k in OUTPUT_CAPS)
+        n = body.get("n")
+        if not (all(_plain_int(c) for c in caps) and _plain_int(n)):
             return self._plan(row, body, prompt, needs, pinned)
-        key = (row.endpoint, pinned.name if pinned else None, prompt, limit, n, needs)
+        key = (row.endpoint, pinned.name if pinned else None, prompt, caps, n, needs, self.counts.version)
         known = self._plans.get(key)
         if known is None:
             if len(self._plans) >= _PLANS_KEPT:
@@ -217,6 +224,11 @@ class Planner:
             return Quote(candidate, None, None, None, None), ""
         n = int(body.get("n") or 1) if row.endpoint == "chat" else 1
         worst_prompt = int(prompt * (1 + PROMPT_MARGIN)) + 1
+        unlearned = False
+        if row.endpoint == "chat":  # upstreams bill their own prompt count: bound it by what each way reported
+            for way in [*fitting, *self.chain_ways[candidate.name]]:
+                bound, known = self.counts.bound(way.counts_key, prompt, PROMPT_MARGIN)
+                worst_prompt, unlearned = max(worst_prompt, bound), unlearned or not known
         low_prompt = int(prompt * (1 - PROMPT_MARGIN))
         expected: list[int] = []
         worst: list[int] = []
@@ -245,7 +257,8 @@ class Planner:
             elif way.price is not None:
                 worst.append(way.price.cost_pico(worst_prompt, 0))
         pick = min if self.lowest_wins[candidate.name] else max
-        return Quote(candidate, pick(expected), min(lowest), max(worst, default=None), max(outputs, default=None)), ""
+        worst_pico = max(worst, default=None)
+        return Quote(candidate, pick(expected), min(lowest), worst_pico, max(outputs, default=None), unlearned), ""
 
 
 _PLANS_KEPT = 4096  # row shapes remembered at once (a job with more starts over: it only costs time)
@@ -267,3 +280,12 @@ def _server_picks(d: Any) -> bool:
     """True when the HF router, not we, chooses which provider serves (and so what it costs)."""
     t = d.target
     return bool(t.provider == "huggingface" and t.hf_provider is None and t.hf_policy is None)
+
+
+def learn_prompt(counts: PromptCounts, row: Row, result: Any, prompt_tokens: int) -> None:
+    """Teach the catalog's prompt overheads the upstream's own count of a chat row's prompt."""
+    meta = result.meta
+    if row.endpoint != "chat" or meta.usage_estimated or result.usage is None:
+        return
+    key = PromptCounts.key_from(meta.api_base, meta.model_string, meta.provider)
+    counts.observe(key, prompt_tokens, result.usage.prompt_tokens, PROMPT_MARGIN)

@@ -39,7 +39,7 @@ from providers.errors import BudgetUnavailableError, PolyrouteError
 from ..shared import SharedStateUnavailable
 from . import results
 from .config import BatchConfig
-from .plan import Planner, Quote, RowPlan, request_body
+from .plan import Planner, Quote, RowPlan, learn_prompt, request_body
 from .rows import INVALID_LINE, BadRow, Row, invalid_line_message, parse_row
 
 log = logging.getLogger("polyroute.batch")
@@ -209,6 +209,15 @@ class RowWorker:
             return self._not_sent(line, plan, unknown)
         if plan.problem is not None:
             return self._failure(row, "no_candidate", f"line {line}: {plan.problem}", unknown=unknown)
+        if self.spec.limit_pico is None or not (plan.order and plan.order[0].unlearned):
+            return await self._planned(row, body, plan, unknown)
+        # The deployment has not reported prompt usage yet: its rows go one at a time (on this worker)
+        # until one does, and the next is planned with the real count.
+        async with self.planner.counts.async_gate("batch"):
+            return await self._planned(row, body, self.planner.plan(row, body), unknown)
+
+    async def _planned(self, row: Row, body: dict[str, Any], plan: RowPlan, unknown: str | None) -> _Result:
+        line = row.line
         async with self.slots:
             if await self._stopped() is not None:
                 return self._not_sent(line, plan, unknown)
@@ -225,7 +234,7 @@ class RowWorker:
                 return self._not_sent(line, plan, unknown)
             self.sending += 1
             try:
-                done = await self._send(row, body, order, amount, rid)
+                done = await self._send(row, body, order, amount, rid, plan.prompt_tokens)
             finally:
                 self.sending -= 1
                 self.settled.set()
@@ -269,7 +278,9 @@ class RowWorker:
             await self._set_stop("budget")
             return None
 
-    async def _send(self, row: Row, body: dict[str, Any], order: list[Quote], amount: int, rid: str) -> _Result:
+    async def _send(
+        self, row: Row, body: dict[str, Any], order: list[Quote], amount: int, rid: str, prompt_tokens: int
+    ) -> _Result:
         chosen = order[0].candidate
         fallbacks = [q.candidate.group for q in order[1:]] or None
         extra = {"priced_only": True} if self.planner.strict_prices else {}
@@ -297,6 +308,7 @@ class RowWorker:
         meta = result.meta
         if rid:  # an unpriced answer counts as its whole reservation: the cap must hold
             await self.ledger.asettle(self.spec.ledger_id, rid, amount if meta.cost_pico is None else meta.cost_pico)
+            learn_prompt(self.planner.counts, row, result, prompt_tokens)
         served = _candidate_of(meta.attempts, order) or chosen.name
         out, rec = results.success(row.line, row.custom_id, served, result, meta)
         return self._recorded(row.line, out, rec)

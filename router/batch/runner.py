@@ -29,6 +29,7 @@ from typing import Any
 
 from providers.errors import PolyrouteError
 
+from ..budget import OVERSHOOTS
 from ..ledger import Ledger
 from ..pricing.prices import pico_to_usd
 from ..routing.router import Router
@@ -37,7 +38,7 @@ from . import results
 from .config import BatchConfig
 from .job import check_job_args, open_job, tell
 from .journal import JobState, JobWriteError, Journal
-from .plan import Planner, RowPlan, request_body
+from .plan import Planner, RowPlan, learn_prompt, request_body
 from .progress import Progress
 from .rows import INVALID_LINE, BadRow, Row, SeenIds, invalid_line_message, iter_lines, parse_row
 
@@ -109,16 +110,19 @@ class LoopLedger:
         self._open_total[budget_id] = held + amount
         return rid
 
-    def _close(self, budget_id: str, reservation_id: str) -> bool:
+    def _close(self, budget_id: str, reservation_id: str) -> int | None:
         amount = self._open.get(budget_id, {}).pop(reservation_id, None)
         if amount is None:  # unknown or already closed: settling and releasing are idempotent
-            return False
+            return None
         self._open_total[budget_id] -= amount
-        return True
+        return amount
 
     def settle(self, budget_id: str, reservation_id: str, actual: int) -> None:
-        if self._close(budget_id, reservation_id):
+        reserved = self._close(budget_id, reservation_id)
+        if reserved is not None:
             self._spent[budget_id] = self._spent.get(budget_id, 0) + actual
+            if actual > reserved:  # the row's worst case did not bound what the upstream billed
+                OVERSHOOTS.add(actual - reserved, budget_id)
 
     def release(self, budget_id: str, reservation_id: str) -> None:
         self._close(budget_id, reservation_id)
@@ -236,6 +240,8 @@ class _Job:
                 if plan.problem is not None:
                     self._fail(row, "no_candidate", f"line {line}: {plan.problem}")
                     continue
+                if self.limit is not None:
+                    plan = await self._learned_plan(row, body, plan)
                 await slots.acquire()
                 if self.stop is not None:  # interrupted while waiting for a slot
                     slots.release()
@@ -252,6 +258,14 @@ class _Job:
                 task = asyncio.create_task(self._send(row, body, plan, rid))
                 self.in_flight.add(task)
                 task.add_done_callback(self._sent)
+
+    async def _learned_plan(self, row: Row, body: dict[str, Any], plan: RowPlan) -> RowPlan:
+        """A row for a deployment that has not reported prompt usage yet goes alone: its reservation holds a
+        generous first-call allowance, and once a row reports, the rows after it are planned with the real count."""
+        while plan.order and plan.order[0].unlearned and self.in_flight:
+            await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
+            plan = self.planner.plan(row, body)
+        return plan
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self.in_flight.discard(task)
@@ -299,6 +313,7 @@ class _Job:
         meta = result.meta
         if rid:  # an unpriced answer counts as its whole reservation: the cap must hold
             self.ledger.settle(self.ledger_id, rid, plan.reserve_pico if meta.cost_pico is None else meta.cost_pico)
+            learn_prompt(self.planner.counts, row, result, plan.prompt_tokens)
         served = _candidate_of(meta.attempts, plan) or chosen.name
         out, rec = results.success(row.line, row.custom_id, served, result, meta)
         self._record(row.line, out, rec)
