@@ -19,7 +19,7 @@ import email.utils
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -45,9 +45,26 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 class PolyrouteError(Exception):
-    """Base of every error polyroute raises for a failed upstream call or a bad argument."""
+    """Base of every error polyroute raises for a failed upstream call or a bad argument.
+
+    The contract every error keeps (the router decides from these facts, never from a list of classes):
+
+    - ``attempts``: every upstream try behind the error (``router.types.Attempt`` records: deployment,
+      status, error class, latency), empty when nothing was sent. Kept through pickling (processes, Ray).
+    - ``is_retryable``: the same deployment may answer if asked again later (408/409/429/5xx, timeouts,
+      connection failures). Other 4xx, budget refusals and bad arguments are not.
+    - ``counts_toward_cooldown``: the failure says the deployment itself is unwell (retryable failures, and
+      a key or model it cannot use), so enough of them take it out for a while. Budget and request errors
+      never do.
+    - ``is_deployment_specific``: another deployment (another key, model or price) may not fail this way:
+      skip this one for the request and try the others, never the same one again.
+    """
 
     status_code: int | None = None
+    is_retryable: ClassVar[bool] = False
+    counts_toward_cooldown: ClassVar[bool] = False
+    is_deployment_specific: ClassVar[bool] = False
+    attempts: list[Any]  # router.types.Attempt records (providers/ does not import router/)
 
     def __init__(
         self,
@@ -65,6 +82,7 @@ class PolyrouteError(Exception):
         self.provider = provider
         self.model = model
         self.body = body
+        self.attempts = []
 
     def __str__(self) -> str:
         where = "/".join(p for p in (self.provider, self.model) if p)
@@ -82,13 +100,19 @@ class PolyrouteError(Exception):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Keep errors picklable (multiprocessing, Ray) with their keyword-only fields.
+        # Keep errors picklable (multiprocessing, Ray) with their keyword-only fields and attempts.
         return (_rebuild_error, (type(self), self.message, self.__dict__))
+
+    def copy(self) -> PolyrouteError:
+        """A new instance with the same fields and its own ``attempts`` list, without a traceback (to raise
+        a remembered failure again without growing one object's traceback)."""
+        return _rebuild_error(type(self), self.message, {**self.__dict__, "attempts": list(self.attempts)})
 
 
 def _rebuild_error(cls: type[PolyrouteError], message: str, state: dict[str, Any]) -> PolyrouteError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
+    err.attempts = []  # an error pickled before attempts was declared has none
     err.__dict__.update(state)
     return err
 
@@ -102,6 +126,8 @@ class InvalidRequestArgumentError(PolyrouteError, ValueError):
 
 class MissingCredentialsError(InvalidRequestArgumentError):
     """No API key was given and none of the provider's environment variables is set."""
+
+    is_deployment_specific = True
 
 
 class BadRequestError(PolyrouteError):
@@ -122,36 +148,48 @@ class AuthenticationError(PolyrouteError):
     """401: the key is missing, wrong or revoked."""
 
     status_code = 401
+    counts_toward_cooldown = True
+    is_deployment_specific = True
 
 
 class PaymentRequiredError(PolyrouteError):
     """402: credits exhausted or billing not set up."""
 
     status_code = 402
+    counts_toward_cooldown = True
+    is_deployment_specific = True
 
 
 class PermissionDeniedError(PolyrouteError):
     """403: the key is valid but may not do this."""
 
     status_code = 403
+    counts_toward_cooldown = True
+    is_deployment_specific = True
 
 
 class NotFoundError(PolyrouteError):
     """404: the model or route does not exist."""
 
     status_code = 404
+    counts_toward_cooldown = True
+    is_deployment_specific = True
 
 
 class ConflictError(PolyrouteError):
     """409: the upstream reported a conflicting concurrent request (retryable)."""
 
     status_code = 409
+    is_retryable = True
+    counts_toward_cooldown = True
 
 
 class RateLimitError(PolyrouteError):
     """429: too many requests; ``retry_after`` seconds when the upstream said."""
 
     status_code = 429
+    is_retryable = True
+    counts_toward_cooldown = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -162,6 +200,8 @@ class ServiceUnavailableError(PolyrouteError):
     """503: overloaded or the model is loading; ``retry_after`` is HF's ``estimated_time`` or Retry-After."""
 
     status_code = 503
+    is_retryable = True
+    counts_toward_cooldown = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -172,6 +212,8 @@ class InternalServerError(PolyrouteError):
     """Any other 5xx from the upstream."""
 
     status_code = 500
+    is_retryable = True
+    counts_toward_cooldown = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -180,6 +222,9 @@ class InternalServerError(PolyrouteError):
 
 class APIConnectionError(PolyrouteError):
     """The connection failed or dropped (including a stream that ended before completion)."""
+
+    is_retryable = True
+    counts_toward_cooldown = True
 
 
 class APITimeoutError(APIConnectionError):
@@ -192,6 +237,7 @@ class BudgetExceededError(PolyrouteError):
     """Refused before any request: the call's worst-case cost does not fit the budget's remainder."""
 
     status_code = 429
+    is_retryable = False  # 429 for HTTP clients, but no deployment can take it before the budget changes
 
     def __init__(
         self,
@@ -219,6 +265,8 @@ class BudgetUnavailableError(BudgetExceededError):
 
 class UnpricedCallError(InvalidRequestArgumentError):
     """Refused under a budget: no price is known for the call (and the budget does not allow that)."""
+
+    is_deployment_specific = True
 
 
 class UnprocessableResponseError(PolyrouteError):

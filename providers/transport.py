@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import APIConnectionError, APITimeoutError, InvalidRequestArgumentError
+from .errors import APIConnectionError, APITimeoutError, InvalidRequestArgumentError, PolyrouteError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -132,6 +134,85 @@ def _where(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+# ---------------------------------------------------------------- transport exceptions -> polyroute errors
+
+
+@dataclass(frozen=True, slots=True)
+class _Failures:
+    """Which exceptions of one HTTP library are a timeout, and which a failed or dropped connection."""
+
+    timeouts: tuple[type[BaseException], ...]
+    connection: tuple[type[BaseException], ...]
+
+
+@functools.cache
+def _httpx_failures() -> _Failures:
+    import httpx
+
+    return _Failures((httpx.TimeoutException,), (httpx.TransportError,))
+
+
+@functools.cache
+def _aiohttp_failures() -> _Failures:
+    import aiohttp
+
+    # A socket timeout is a ServerTimeoutError (a ClientError too: timeouts are tested first); aiohttp's
+    # total timer raises a plain asyncio.TimeoutError.
+    return _Failures((asyncio.TimeoutError, aiohttp.ServerTimeoutError), (aiohttp.ClientError,))
+
+
+def _transport_error(
+    exc: BaseException, failures: _Failures, url: str, *, reading: bool, total: float | None = None
+) -> PolyrouteError | None:
+    """The polyroute error for an HTTP library's exception, or None when ``exc`` is not a transport failure.
+
+    Timeouts become :class:`APITimeoutError`, other transport failures :class:`APIConnectionError`; the message
+    says whether it happened connecting or reading and names the URL without its query string. ``total``: the
+    call's total timeout when the library's own timer enforces it (aiohttp), so its plain ``TimeoutError`` is
+    reported as that deadline.
+    """
+    where = _where(url)
+    if isinstance(exc, failures.timeouts):
+        if total is not None and type(exc) in (asyncio.TimeoutError, TimeoutError):
+            return _deadline_exceeded(url, total)
+        return APITimeoutError(
+            f"timed out {'reading from' if reading else 'connecting to'} {where}: {type(exc).__name__}"
+        )
+    if isinstance(exc, failures.connection):
+        what = f"connection to {where} failed while reading" if reading else f"could not connect to {where}"
+        return APIConnectionError(f"{what}: {type(exc).__name__}: {str(exc).replace(url, where)}")
+    return None
+
+
+def _deadline_exceeded(url: str, total: float | None = None) -> APITimeoutError:
+    """The error of a call that ran past its total timeout (``total`` seconds, when known)."""
+    of = "" if total is None else f" of {total}s"
+    return APITimeoutError(f"request to {_where(url)} exceeded its total timeout{of}")
+
+
+class _Translated:
+    """``with _Translated(failures, url, reading=...):`` raises a transport exception from inside the block as
+    the polyroute error :func:`_transport_error` maps it to (without the library's traceback); anything else
+    passes unchanged."""
+
+    __slots__ = ("_failures", "_reading", "_total", "_url")
+
+    def __init__(self, failures: _Failures, url: str, *, reading: bool, total: float | None = None) -> None:
+        self._failures = failures
+        self._url = url
+        self._reading = reading
+        self._total = total
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None:
+            err = _transport_error(exc, self._failures, self._url, reading=self._reading, total=self._total)
+            if err is not None:
+                raise err from None
+
+
 # ---------------------------------------------------------------- httpx (sync)
 
 
@@ -146,19 +227,11 @@ class _HttpxSyncStream:
         self.headers = resp.headers
 
     def iter_bytes(self) -> Iterator[bytes]:
-        import httpx
-
-        try:
+        with _Translated(_httpx_failures(), self._url, reading=True):
             for chunk in self._resp.iter_bytes():
                 if self._deadline is not None and time.monotonic() > self._deadline:
-                    raise APITimeoutError(f"request to {_where(self._url)} exceeded its total timeout")
+                    raise _deadline_exceeded(self._url)
                 yield chunk
-        except httpx.TimeoutException as e:
-            raise APITimeoutError(f"timed out reading from {_where(self._url)}: {type(e).__name__}") from None
-        except httpx.TransportError as e:
-            raise APIConnectionError(
-                f"connection to {_where(self._url)} failed while reading: {type(e).__name__}: {e}"
-            ) from None
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
@@ -190,8 +263,6 @@ class HttpxSyncTransport:
         return cached
 
     def _open(self, request: HttpRequest, timeouts: Timeouts) -> tuple[httpx.Response, float | None]:
-        import httpx
-
         deadline = None if timeouts.total is None else time.monotonic() + timeouts.total
         req = self.client.build_request(
             request.method,
@@ -200,12 +271,8 @@ class HttpxSyncTransport:
             headers=request.headers,
             timeout=self._httpx_timeout(timeouts, timeouts.total),
         )
-        try:
+        with _Translated(_httpx_failures(), request.url, reading=False):
             return self.client.send(req, stream=True), deadline
-        except httpx.TimeoutException as e:
-            raise APITimeoutError(f"timed out connecting to {_where(request.url)}: {type(e).__name__}") from None
-        except httpx.TransportError as e:
-            raise APIConnectionError(f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}") from None
 
     def send(self, request: HttpRequest, timeouts: Timeouts) -> HttpResponse:
         resp, deadline = self._open(request, timeouts)
@@ -235,19 +302,11 @@ class _HttpxAsyncStream:
         self.headers = resp.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        import httpx
-
-        try:
+        with _Translated(_httpx_failures(), self._url, reading=True):
             async for chunk in self._resp.aiter_bytes():
                 if self._deadline is not None and time.monotonic() > self._deadline:
-                    raise APITimeoutError(f"request to {_where(self._url)} exceeded its total timeout")
+                    raise _deadline_exceeded(self._url)
                 yield chunk
-        except httpx.TimeoutException as e:
-            raise APITimeoutError(f"timed out reading from {_where(self._url)}: {type(e).__name__}") from None
-        except httpx.TransportError as e:
-            raise APIConnectionError(
-                f"connection to {_where(self._url)} failed while reading: {type(e).__name__}: {e}"
-            ) from None
 
     async def aread(self) -> bytes:
         return b"".join([c async for c in self.aiter_bytes()])
@@ -278,12 +337,8 @@ class HttpxAsyncTransport:
             headers=request.headers,
             timeout=httpx.Timeout(connect=timeouts.connect, read=read, write=read, pool=timeouts.connect),
         )
-        try:
+        with _Translated(_httpx_failures(), request.url, reading=False):
             return await self.client.send(req, stream=True)
-        except httpx.TimeoutException as e:
-            raise APITimeoutError(f"timed out connecting to {_where(request.url)}: {type(e).__name__}") from None
-        except httpx.TransportError as e:
-            raise APIConnectionError(f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}") from None
 
     async def send(self, request: HttpRequest, timeouts: Timeouts) -> HttpResponse:
         async def run() -> HttpResponse:
@@ -299,9 +354,7 @@ class HttpxAsyncTransport:
         try:
             return await asyncio.wait_for(run(), timeouts.total)
         except asyncio.TimeoutError:
-            raise APITimeoutError(
-                f"request to {_where(request.url)} exceeded its total timeout of {timeouts.total}s"
-            ) from None
+            raise _deadline_exceeded(request.url, timeouts.total) from None
 
     async def open_stream(self, request: HttpRequest, timeouts: Timeouts) -> AsyncStreamResponse:
         deadline = None if timeouts.total is None else time.monotonic() + timeouts.total
@@ -312,26 +365,19 @@ class HttpxAsyncTransport:
 
 
 class _AiohttpStream:
-    __slots__ = ("_resp", "_url", "headers", "status")
+    __slots__ = ("_resp", "_total", "_url", "headers", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, url: str, total: float | None) -> None:
         self._resp = resp
         self._url = url
+        self._total = total
         self.status = resp.status
         self.headers = resp.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        import aiohttp
-
-        try:
+        with _Translated(_aiohttp_failures(), self._url, reading=True, total=self._total):
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise APITimeoutError(f"timed out reading from {_where(self._url)}") from None
-        except aiohttp.ClientError as e:
-            raise APIConnectionError(
-                f"connection to {_where(self._url)} failed while reading: {type(e).__name__}: {e}"
-            ) from None
 
     async def aread(self) -> bytes:
         return b"".join([c async for c in self.aiter_bytes()])
@@ -368,9 +414,7 @@ class AiohttpTransport:
         return cached
 
     async def _request(self, request: HttpRequest, timeouts: Timeouts) -> aiohttp.ClientResponse:
-        import aiohttp
-
-        try:
+        with _Translated(_aiohttp_failures(), request.url, reading=False, total=timeouts.total):
             return await self.session.request(
                 request.method,
                 request.url,
@@ -378,29 +422,17 @@ class AiohttpTransport:
                 headers=request.headers,
                 timeout=self._timeout(timeouts),
             )
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise APITimeoutError(f"timed out connecting to {_where(request.url)}") from None
-        except aiohttp.ClientError as e:
-            raise APIConnectionError(f"could not connect to {_where(request.url)}: {type(e).__name__}: {e}") from None
 
     async def send(self, request: HttpRequest, timeouts: Timeouts) -> HttpResponse:
-        import aiohttp
-
         resp = await self._request(request, timeouts)
         try:
-            content = await resp.read()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            with _Translated(_aiohttp_failures(), request.url, reading=True, total=timeouts.total):
+                content = await resp.read()
+        except BaseException:  # a failure or a cancellation: drop the connection, never reuse a half-read one
             resp.close()
-            raise APITimeoutError(
-                f"request to {_where(request.url)} exceeded its timeout ({timeouts.total}s total)"
-            ) from None
-        except aiohttp.ClientError as e:
-            resp.close()
-            raise APIConnectionError(
-                f"connection to {_where(request.url)} failed while reading: {type(e).__name__}: {e}"
-            ) from None
+            raise
         resp.release()
         return HttpResponse(resp.status, resp.headers, content)
 
     async def open_stream(self, request: HttpRequest, timeouts: Timeouts) -> AsyncStreamResponse:
-        return _AiohttpStream(await self._request(request, timeouts), request.url)
+        return _AiohttpStream(await self._request(request, timeouts), request.url, timeouts.total)

@@ -105,14 +105,14 @@ def raise_for_status(call: Call, response: HttpResponse) -> None:
     )
     if response.status == 401 and not call.secrets:
         err.message += " (no API key was sent: environment keys only go to their provider's own host; pass api_key=)"
-    err.attempts = [attempt(call, response.status, type(err).__name__)]  # type: ignore[attr-defined]
+    err.attempts = [attempt(call, response.status, type(err).__name__)]
     raise err
 
 
 def connection_failed(call: Call, err: PolyrouteError) -> PolyrouteError:
     err.provider = err.provider or call.target.label
     err.model = err.model or call.target.model
-    err.attempts = [attempt(call, None, type(err).__name__)]  # type: ignore[attr-defined]
+    err.attempts = [attempt(call, None, type(err).__name__)]
     return err
 
 

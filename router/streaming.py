@@ -405,6 +405,26 @@ class _StreamBase:
         self._meta: ResponseMeta | None = None
 
     @property
+    def provider(self) -> str:
+        """The upstream serving this stream (known from the response headers, before the first chunk)."""
+        return self._served
+
+    @property
+    def model(self) -> str:
+        """The model id serving: as the upstream names it once a chunk said, else the target's."""
+        return self._norm.model or self._norm.target.model
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every upstream try behind this stream, its own last: ``meta.attempts`` and a failure's ``attempts``
+        are this list. A router sets it to the whole request's list once it keeps the stream."""
+        return self._attempts
+
+    @attempts.setter
+    def attempts(self, attempts: list[Attempt]) -> None:
+        self._attempts = attempts
+
+    @property
     def _json_body(self) -> bool:
         # Some servers ignore stream=true (or fail) and answer with one JSON document.
         return "json" in (self._headers.get("content-type") or "")
@@ -498,7 +518,7 @@ class _StreamBase:
         err.provider = err.provider or target.label
         err.model = err.model or target.model
         self._complete(err)
-        err.attempts = self._attempts  # type: ignore[attr-defined]
+        err.attempts = self._attempts
         return err
 
     @property

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import pickle
 import time
 
+import aiohttp
+import httpx
 import orjson
 import pytest
 
 from providers import errors as E
+from providers.transport import (
+    AiohttpTransport,
+    AsyncTransport,
+    HttpRequest,
+    HttpxAsyncTransport,
+    HttpxSyncTransport,
+    Timeouts,
+)
+from tests.upstreams import OpenAICompatUpstream, Reply
+from tests.upstreams.faulty import FaultyUpstream
 
 
 def _err(
@@ -169,3 +183,152 @@ def test_deepinfra_stream_error_message_json_is_unwrapped() -> None:
         model="m",
     )
     assert err.message == "prompt is too long" and isinstance(err, E.ContextWindowExceededError)
+
+
+# ---------------------------------------------------------------- the contract the router decides from
+
+_ERROR_CLASSES = sorted(
+    (c for c in vars(E).values() if isinstance(c, type) and issubclass(c, E.PolyrouteError)), key=lambda c: c.__name__
+)
+# What the router did with each class when these facts were tuples in router/routing/session.py.
+_RETRIED = (E.RateLimitError, E.ServiceUnavailableError, E.InternalServerError, E.ConflictError, E.APIConnectionError)
+_DEPLOYMENT = (
+    E.AuthenticationError,
+    E.PermissionDeniedError,
+    E.PaymentRequiredError,
+    E.NotFoundError,
+    E.MissingCredentialsError,
+    E.UnpricedCallError,
+)
+_COOLING = (*_RETRIED, E.AuthenticationError, E.PermissionDeniedError, E.PaymentRequiredError, E.NotFoundError)
+
+
+@pytest.mark.parametrize("cls", _ERROR_CLASSES, ids=lambda c: c.__name__)
+def test_every_error_class_states_what_the_router_does_with_it(cls: type[E.PolyrouteError]) -> None:
+    assert cls.is_retryable is issubclass(cls, _RETRIED)
+    assert cls.is_deployment_specific is issubclass(cls, _DEPLOYMENT)
+    assert cls.counts_toward_cooldown is issubclass(cls, _COOLING)
+
+
+def test_budget_refusals_are_never_retried_whatever_their_status() -> None:
+    for cls in (E.BudgetExceededError, E.BudgetUnavailableError):
+        assert cls.status_code in (429, 503)
+        assert not (cls.is_retryable or cls.counts_toward_cooldown or cls.is_deployment_specific)
+
+
+@pytest.mark.parametrize(
+    "status", [400, 401, 402, 403, 404, 405, 408, 409, 413, 418, 422, 429, 500, 501, 502, 503, 529]
+)
+def test_retryable_means_408_409_429_and_5xx(status: int) -> None:
+    assert _err(status, {"error": "nope"}).is_retryable is (status in (408, 409, 429) or status >= 500)
+
+
+def test_an_error_keeps_its_attempts_through_pickle_and_copy() -> None:
+    from router.types import Attempt
+
+    err = _err(503, {"error": "loading"}, {"retry-after": "2"})
+    assert err.attempts == []
+    err.attempts = [
+        Attempt("huggingface/m", "together", "https://x", 503, "ServiceUnavailableError", 12.5, "g[0]:m", 1.0),
+        Attempt("huggingface/m", "nebius", "https://x", 503, "ServiceUnavailableError", 3.0, "g[1]:m"),
+    ]
+    clone = pickle.loads(pickle.dumps(err))
+    assert type(clone) is E.ServiceUnavailableError and clone.is_retryable
+    assert clone.attempts == err.attempts and clone.retry_after == 2.0
+    copy = err.copy()
+    assert type(copy) is E.ServiceUnavailableError and copy.message == err.message
+    assert copy.attempts == err.attempts and copy.attempts is not err.attempts
+    assert copy.__traceback__ is None
+
+
+# ---------------------------------------------------------------- transport exceptions, over real HTTP
+
+_QUERY = "?api_key=hf_querysecret123456"
+
+
+def _request(url: str) -> HttpRequest:
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-test-123456"}
+    return HttpRequest("POST", url + _QUERY, headers, b'{"model": "m", "messages": []}')
+
+
+def _send(kind: str, request: HttpRequest, timeouts: Timeouts, *, stream: bool = False) -> bytes:
+    """Send through one of the three transports (their real clients); returns the body read."""
+    if kind == "httpx":
+        with httpx.Client() as client:
+            transport = HttpxSyncTransport(client)
+            if not stream:
+                return transport.send(request, timeouts).content
+            response = transport.open_stream(request, timeouts)
+            try:
+                return response.read()
+            finally:
+                response.close()
+
+    async def main() -> bytes:
+        async with contextlib.AsyncExitStack() as stack:
+            if kind == "httpx-async":
+                atransport: AsyncTransport = HttpxAsyncTransport(await stack.enter_async_context(httpx.AsyncClient()))
+            else:
+                atransport = AiohttpTransport(await stack.enter_async_context(aiohttp.ClientSession()))
+            if not stream:
+                return (await atransport.send(request, timeouts)).content
+            response = await atransport.open_stream(request, timeouts)
+            try:
+                return await response.aread()
+            finally:
+                await response.aclose()
+
+    return asyncio.run(main())
+
+
+_KINDS = ("httpx", "httpx-async", "aiohttp")
+
+
+def _shown(err: E.PolyrouteError, url: str) -> str:
+    text = str(err)
+    assert "querysecret" not in text and url + "?" not in text and "sk-test" not in text
+    return err.message
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_connection_refused_is_a_connection_error_naming_the_url(kind: str) -> None:
+    url = "http://127.0.0.1:9/v1/chat/completions"
+    with pytest.raises(E.APIConnectionError) as info:
+        _send(kind, _request(url), Timeouts(total=5, connect=2))
+    assert type(info.value) is E.APIConnectionError and info.value.is_retryable
+    assert _shown(info.value, url).startswith(f"could not connect to {url}: ")
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_a_body_cut_short_failed_while_reading(kind: str) -> None:
+    with FaultyUpstream() as up:
+        url = up.url + "/v1/chat/completions"
+        request = _request(url)
+        request.body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "fault": "cut"})
+        with pytest.raises(E.APIConnectionError) as info:
+            _send(kind, request, Timeouts(total=5, connect=2))
+    assert type(info.value) is E.APIConnectionError
+    assert _shown(info.value, url).startswith(f"connection to {url} failed while reading: ")
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_a_stalled_stream_times_out_reading(kind: str, oai: OpenAICompatUpstream) -> None:
+    oai.enqueue(Reply(sse=['data: {"choices": []}\n\n', "data: [DONE]\n\n"], chunk_delay=2.0))
+    url = oai.url + "/v1/chat/completions"
+    with pytest.raises(E.APITimeoutError) as info:
+        _send(kind, _request(url), Timeouts(total=None, connect=2, read=0.3), stream=True)
+    assert _shown(info.value, url).startswith(f"timed out reading from {url}: ")
+    assert info.value.is_retryable and info.value.status_code == 408
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_the_total_timeout_is_named_as_such(kind: str, oai: OpenAICompatUpstream) -> None:
+    oai.enqueue(Reply(json={}, delay=1.5))
+    url = oai.url + "/v1/chat/completions"
+    with pytest.raises(E.APITimeoutError) as info:
+        _send(kind, _request(url), Timeouts(total=0.3, connect=0.3))
+    message = _shown(info.value, url)
+    if kind == "httpx":  # httpx's own timeouts: the headers did not come within the (total-bounded) read timeout
+        assert message.startswith(f"timed out connecting to {url}: ")
+    else:
+        assert message == f"request to {url} exceeded its total timeout of 0.3s"

@@ -457,7 +457,7 @@ class Router:
             stream.close()
             raise
         self._finish(session, choice, None, ttft_ms=(now() - choice.started) * 1000)
-        stream._attempts = session.attempts
+        stream.attempts = session.attempts
         return RoutedStream(stream, buffered, functools.partial(session.release, choice))
 
     async def _afirst_content(self, session: Session, choice: Choice, stream: AsyncStream) -> AsyncRoutedStream:
@@ -471,7 +471,7 @@ class Router:
             await stream.aclose()
             raise
         self._finish(session, choice, None, ttft_ms=(now() - choice.started) * 1000)
-        stream._attempts = session.attempts
+        stream.attempts = session.attempts
         return AsyncRoutedStream(stream, buffered, functools.partial(session.release, choice))
 
     # ---------------------------------------------------------------- the retry loops (tenacity)

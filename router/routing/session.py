@@ -14,22 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from providers.errors import (
-    APIConnectionError,
-    AuthenticationError,
     BadRequestError,
     BudgetExceededError,
-    ConflictError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
-    InternalServerError,
-    MissingCredentialsError,
-    NotFoundError,
-    PaymentRequiredError,
-    PermissionDeniedError,
     PolyrouteError,
     RateLimitError,
     ServiceUnavailableError,
-    UnpricedCallError,
 )
 from providers.spec import Target
 
@@ -39,18 +30,6 @@ from .strategies import pick
 
 if TYPE_CHECKING:
     from .router import Router
-
-
-RETRYABLE = (RateLimitError, ServiceUnavailableError, InternalServerError, ConflictError, APIConnectionError)
-# Errors of one deployment that others may not have: fall back, never retry the same one.
-DEPLOYMENT_ERRORS = (
-    AuthenticationError, PermissionDeniedError, PaymentRequiredError, NotFoundError, MissingCredentialsError,
-    UnpricedCallError,
-)  # fmt: skip
-
-
-# Failures that count toward a cooldown: the deployment itself is unwell (not a config or budget issue).
-COOLDOWN_ERRORS = (*RETRYABLE, AuthenticationError, PermissionDeniedError, PaymentRequiredError, NotFoundError)
 
 
 class NotYet(Exception):
@@ -250,7 +229,7 @@ class Session:
             err = cls(f"router could not answer group {self.groups[0]!r}: {why}", model=self.groups[0])
         if self.cooldown_note and self.cooldown_note not in err.message:
             err.message += f" ({self.cooldown_note})"
-        err.attempts = self.attempts  # type: ignore[attr-defined]
+        err.attempts = self.attempts
         return err
 
     # ---------------------------------------------------------------- outcomes
@@ -316,12 +295,12 @@ class Session:
             choice.deployment.state.probing = False
             return False
         self.last_error = err
-        err.attempts = self.attempts  # type: ignore[attr-defined]
+        err.attempts = self.attempts
         deployment, t = choice.deployment, now()
         if isinstance(err, BudgetExceededError):
             deployment.state.probing = False
             return False
-        if isinstance(err, COOLDOWN_ERRORS):
+        if err.counts_toward_cooldown:  # the deployment itself is unwell (not a config or budget issue)
             self._count_failure(deployment, t)
         else:
             deployment.state.probing = False
@@ -332,11 +311,11 @@ class Session:
         if isinstance(err, ContentPolicyViolationError):
             fallbacks = self.router.content_policy_fallbacks.get(self.group, [])
             return bool(fallbacks) and self._advance_group(fallbacks)
-        if isinstance(err, DEPLOYMENT_ERRORS):
-            self.excluded.add(id(deployment))  # other deployments may have other keys or models
+        if err.is_deployment_specific:  # other deployments may have other keys or models: fall back, never retry
+            self.excluded.add(id(deployment))
             self.tries_in_group -= 1  # moving on to another deployment is not a retry
             return self._has_more() or self._advance_group()
-        if not isinstance(err, RETRYABLE):
+        if not err.is_retryable:
             return False
         retry_after = getattr(err, "retry_after", None)
         order = self.providers.get(id(deployment))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from ..streaming import AsyncStream, Stream, _StreamBase
+from ..streaming import AsyncStream, Stream
 from ..types import ChatCompletionChunk, CompletionUsage, ResponseMeta
 
 
@@ -29,7 +29,7 @@ class _Ending:
     """Calls ``on_end`` once, however the stream ends (exhausted, error, close, garbage); and
     exposes the wrapped stream's facts."""
 
-    _stream: _StreamBase
+    _stream: Stream | AsyncStream
 
     def __init__(self, on_end: Callable[[], None] | None) -> None:
         self._on_end = on_end
@@ -41,11 +41,11 @@ class _Ending:
     @property
     def provider(self) -> str:
         """The upstream serving this stream (known before the first chunk)."""
-        return self._stream._served
+        return self._stream.provider
 
     @property
     def model(self) -> str:
-        return self._stream._norm.model or self._stream._norm.target.model
+        return self._stream.model
 
     @property
     def meta(self) -> ResponseMeta:
