@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 
 from ._harness import REPO, environment_line, event_loop_runner, heading, parse_args, table
-from .proxy_load import MASTER_KEY, Server, free_port, sigterm_stops
+from .proxy_load import MASTER_KEY, Server, ServerFailed, free_port, sigterm_stops
 
 sys.path.insert(0, str(REPO))  # tests.upstreams, when run from elsewhere with -m
 from tests.upstreams.faulty import FaultEvent, FaultyUpstream
@@ -236,6 +236,8 @@ class StoreFacts:
     in_doubt_column: str | None = None
     in_doubt: int = 0
     in_doubt_usd: float = 0.0
+    failed_served: int = 0  # rows that name a provider but did not end with 200 (streams ended by an error event)
+    failed_served_usd: float = 0.0
     by_outcome: dict[str, int] = field(default_factory=dict)
     open_reservations: int = 0  # every budget
     open_reserved_usd: float = 0.0
@@ -265,6 +267,11 @@ def read_store(db: Path, key_id: str) -> StoreFacts:
                 f"COALESCE(SUM(completion_tokens), 0) FROM spend {where}", (key_id,)
             ).fetchone()  # fmt: skip
             facts.cost_usd, facts.tokens = pico / 1e12, (prompt, completion)
+            count, pico = conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(cost_pico), 0) FROM spend {where} AND provider IS NOT NULL "
+                "AND status != 200", (key_id,)
+            ).fetchone()  # fmt: skip
+            facts.failed_served, facts.failed_served_usd = count, pico / 1e12
             if "outcome" in facts.spend_columns:  # ok / failed / in_doubt (store migration 2)
                 facts.in_doubt_column = "outcome = 'in_doubt'"
                 facts.by_outcome = dict(conn.execute(f"SELECT outcome, COUNT(*) FROM spend {where} GROUP BY outcome "
@@ -458,8 +465,8 @@ def report(
     how = []
     if refused_answered:
         how.append(f"{facts.rows} rows - {len(refused_answered)} refused before any upstream call")
-    if facts.in_doubt_column is not None:
-        how.append(f"{facts.in_doubt} in doubt")
+    if crash and facts.in_doubt_column is not None:
+        how.append(f"{facts.rows - facts.in_doubt} served + {facts.in_doubt} in doubt")
     rows.append((
         "spend records vs client requests the upstream saw",
         f"{matched} vs {len(reached)}" + (f" ({'; '.join(how)})" if how else ""),
@@ -473,8 +480,14 @@ def report(
     info = [
         f"spend rows' cost ${facts.cost_usd:.6f} vs settled ${settled:.6f}"
         + (" (equal)" if abs(facts.cost_usd - settled) < 1e-9 else f" (differ by ${settled - facts.cost_usd:+.6f})"),
-        f"billable upstream attempts {up['billable']} vs rows naming a provider {facts.with_provider}",
+        f"billable upstream attempts {up['billable']} (answers sent whole or in part) vs rows naming a provider "
+        f"{facts.with_provider}; of those rows {facts.failed_served} did not end in 200 (streams ended by an error "
+        f"event), cost ${facts.failed_served_usd:.6f}",
     ]
+    cut_json = sum(1 for e in events if e.fault == "cut" and not e.stream)
+    if cut_json:
+        info.append(f"{cut_json} JSON answers were cut mid-body by the upstream (billable there; the proxy retries "
+                    "them, and the spend row is the retry's)")  # fmt: skip
     if not crash:
         info.append(f"not reached: {len(not_reached)} requests never reached the upstream ("
                     + ", ".join(f"{k} {n}" for k, n in collections.Counter(
@@ -490,7 +503,7 @@ def _details(outcomes: list[Outcome], kind: str) -> str:
         for o in outcomes
         if o.kind == kind
     )
-    return "; ".join(f"{k} x{n}" if k else f"x{n}" for k, n in counts.most_common(4)) if kind != "ok" else ""
+    return "; ".join(f"{k} x{n}" if k else f"x{n}" for k, n in counts.most_common(6)) if kind != "ok" else ""
 
 
 def scenario_b(runner: asyncio.Runner, tmp: Path) -> None:
@@ -566,11 +579,22 @@ def main() -> None:
     runner, loop_name = event_loop_runner()
     print(environment_line(loop_name))
     started = time.monotonic()
+    broken: list[str] = []
     with sigterm_stops(), runner, tempfile.TemporaryDirectory(prefix="polyroute-soak-") as tmp_name:
         tmp = Path(tmp_name)
-        scenario_a(runner, tmp, requests)
-        scenario_b(runner, tmp)
-    print(f"\nfault soak done in {time.monotonic() - started:.0f} s (a measurement: exit 0 whatever it found)")
+        for name, scenario in (
+            ("A", lambda: scenario_a(runner, tmp, requests)),
+            ("B", lambda: scenario_b(runner, tmp)),
+        ):
+            try:
+                scenario()
+            except (ServerFailed, RuntimeError, OSError, sqlite3.Error) as exc:  # the harness failed, not a target
+                broken.append(name)
+                print(f"ERROR scenario {name} could not run: {type(exc).__name__}: {exc}")
+    took = time.monotonic() - started
+    if broken:
+        sys.exit(f"\nfault soak: scenario {', '.join(broken)} could not run ({took:.0f} s)")
+    print(f"\nfault soak done in {took:.0f} s (a measurement: exit 0 whatever the figures are)")
 
 
 if __name__ == "__main__":
