@@ -1,5 +1,8 @@
 """Typed errors (re-exported from :mod:`providers.errors`).
 
+Every error carries ``attempts`` (each upstream try behind it) and states, per class, ``is_retryable``,
+``counts_toward_cooldown`` and ``is_deployment_specific``: the facts the Router decides from.
+
 Example::
 
     from router.errors import RateLimitError, ContextWindowExceededError
