@@ -33,6 +33,7 @@ from .call import (
     request_headers,
     success_meta,
 )
+from .params import check_extra_body
 from .pricing.catalog import Catalog, PriceLookup, default_catalog
 from .tokens import aload_encoding
 from .types import EmbeddingResponse
@@ -66,12 +67,30 @@ def _params(dimensions: Any, encoding_format: Any, user: Any, extra_body: Any) -
             "(omit it or pass 'float')"
         )
     if user is not None:
+        if not isinstance(user, str):
+            raise InvalidRequestArgumentError(
+                f"user must be a string (an id for your end user), got {type(user).__name__}"
+            )
         params["user"] = user
     if extra_body:
         if not isinstance(extra_body, dict):
             raise InvalidRequestArgumentError(f"extra_body must be a dict, got {type(extra_body).__name__}")
+        check_extra_body(extra_body, params, EXTRA_BODY_OWNED)
         params.update(extra_body)
     return params
+
+
+# Fields extra_body may never set in an embedding body: they come from the call's own arguments.
+EXTRA_BODY_OWNED = frozenset({"model", "input", "encoding_format"})
+
+
+def check_request(
+    input: Any, dimensions: Any = None, encoding_format: Any = None, user: Any = None, extra_body: Any = None
+) -> dict[str, Any]:
+    """Check an embedding request's input and parameters as a call would (the proxy, before routing);
+    returns the body parameters."""
+    _inputs(input)
+    return _params(dimensions, encoding_format, user, extra_body)
 
 
 class EmbeddingCall:

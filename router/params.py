@@ -46,14 +46,14 @@ def _fail(message: str) -> InvalidRequestArgumentError:
 
 def _check_number(name: str, value: Any, lo: float, hi: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(f"{name} must be a number between {lo} and {hi}, got {type(value).__name__} {value!r}")
+        raise _fail(f"{name} must be a number between {lo} and {hi}, got {type(value).__name__} {_shown(value)}")
     if not lo <= value <= hi:
         raise _fail(f"{name} must be between {lo} and {hi}, got {value}")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise _fail(f"{name} must be an integer, got {type(value).__name__} {_shown(value)}")
     if value < lo or (hi is not None and value > hi):
         bound = f">= {lo}" if hi is None else f"between {lo} and {hi}"
         raise _fail(f"{name} must be {bound}, got {value}")
@@ -78,36 +78,86 @@ def check_params(params: Mapping[str, Any]) -> None:
     if params.get("top_logprobs") is not None:
         _check_int("top_logprobs", params["top_logprobs"], 0, 20)
     if params.get("logprobs") is not None and not isinstance(params["logprobs"], bool):
-        raise _fail(f"logprobs must be True or False, got {params['logprobs']!r}")
+        raise _fail(f"logprobs must be True or False, got {_shown(params['logprobs'])}")
     stop = params.get("stop")
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
-        raise _fail(f"stop must be a string or a list of strings, got {stop!r}")
+        raise _fail(f"stop must be a string or a list of strings, got {_shown(stop)}")
     if params.get("reasoning_effort") is not None and not isinstance(params["reasoning_effort"], str):
         raise _fail("reasoning_effort must be a string such as 'low', 'medium' or 'high'")
     tools = params.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
-            raise _fail(f"tools must be a list of {{'type': 'function', 'function': {{...}}}} dicts, got {tools!r}")
+            raise _fail(
+                f"tools must be a list of {{'type': 'function', 'function': {{...}}}} dicts, got {_shown(tools)}"
+            )
         for i, tool in enumerate(tools):
             fn = tool.get("function") if isinstance(tool, dict) else None
-            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            if (
+                not isinstance(fn, dict)
+                or not isinstance(fn.get("name"), str)
+                or not isinstance(tool.get("type", "function"), str)
+                or not isinstance(fn.get("parameters") or {}, dict)
+                or not isinstance(fn.get("description") or "", str)
+            ):
                 raise _fail(
                     f"tools[{i}] must look like {{'type': 'function', 'function': {{'name': ..., 'parameters': "
-                    f"{{...}}}}}}, got {tool!r}"
+                    f"{{...}}}}}}, got {_shown(tool)}"
                 )
     choice = params.get("tool_choice")
-    if choice is not None and not (
-        choice in ("none", "auto", "required") or (isinstance(choice, dict) and "type" in choice)
-    ):
+    if choice is not None and not (choice in ("none", "auto", "required") or _is_tool_choice(choice)):
         raise _fail(
             "tool_choice must be 'none', 'auto', 'required' or "
-            f"{{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}"
+            f"{{'type': 'function', 'function': {{'name': ...}}}}, got {_shown(choice)}"
+        )
+    user = params.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _fail(f"user must be a string (an id for your end user), got {type(user).__name__}")
+    if params.get("parallel_tool_calls") is not None and not isinstance(params["parallel_tool_calls"], bool):
+        raise _fail(f"parallel_tool_calls must be true or false, got {_shown(params['parallel_tool_calls'])}")
+    bias = params.get("logit_bias")
+    if bias is not None:
+        _check_logit_bias(bias)
+    response_format = params.get("response_format")
+    if isinstance(response_format, dict) and not isinstance(response_format.get("type"), str):
+        raise _fail(
+            "response_format must name its type, e.g. {'type': 'json_object'} or {'type': 'json_schema', "
+            f"'json_schema': {{...}}}}, got {_shown(response_format)}"
         )
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for an error message, cut short (a client may send megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_tool_choice(choice: Any) -> bool:
+    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+        return False
+    fn = choice.get("function")
+    return fn is None or (isinstance(fn, dict) and isinstance(fn.get("name"), str))
+
+
+def _check_logit_bias(bias: Any) -> None:
+    if not isinstance(bias, dict):
+        raise _fail(f"logit_bias must map token ids to numbers between -100 and 100, got {type(bias).__name__}")
+    for token, value in bias.items():
+        if isinstance(token, bool) or not (isinstance(token, int) or (isinstance(token, str) and token.isdigit())):
+            raise _fail(f"logit_bias keys must be token ids (digits), got {_shown(token)}")
+        _check_number(f"logit_bias[{token!r}]", value, -100, 100)
+
+
 # ---------------------------------------------------------------- messages and images
+
+# Image URLs sent upstream as they are. Anything else is a local path (or bytes) that the library
+# reads and inlines as a data: URL -- only when the caller allows local files (the proxy never does).
+REMOTE_IMAGE_PREFIXES = ("http://", "https://", "data:")
+_NO_LOCAL_FILES = (
+    "must be an http(s) URL or a data: URL; this server does not read local files (send the image inline as "
+    "data:image/png;base64,...)"
+)
 
 _IMAGE_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -130,16 +180,21 @@ def _data_url(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def image_to_url(image: Any, where: str) -> str:
-    """An http(s) or data URL for an image given as URL, data URL, local path or bytes."""
+def image_to_url(image: Any, where: str, *, local_files: bool = True) -> str:
+    """An http(s) or data URL for an image given as URL, data URL, local path or bytes.
+
+    With ``local_files=False`` only URLs are accepted: nothing is read, and a path is refused with the
+    same message whether or not it exists."""
+    if isinstance(image, str) and image.startswith(REMOTE_IMAGE_PREFIXES):
+        return image
+    if not local_files:
+        raise _fail(f"{where} {_NO_LOCAL_FILES}")
     if isinstance(image, (bytes, bytearray, memoryview)):
         raw = bytes(image)
         return _data_url(raw, _sniff_mime(raw))
     if isinstance(image, Path):
         path = image
     elif isinstance(image, str):
-        if image.startswith(("http://", "https://", "data:")):
-            return image
         path = Path(image[len("file://") :] if image.startswith("file://") else image).expanduser()
     else:
         raise _fail(f"{where}: an image must be a URL string, a path or bytes, got {type(image).__name__}")
@@ -153,21 +208,42 @@ def image_to_url(image: Any, where: str) -> str:
     return _data_url(raw, mime)
 
 
-def _normalize_part(part: Any, where: str) -> Any:
+def _refuse_file_urls(value: Any, where: str) -> None:
+    """No string inside a content part may point at a local file (``file:`` URLs), at any depth."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if item[:5].lower() == "file:":
+                raise _fail(f"{at} {_NO_LOCAL_FILES}")
+        elif isinstance(item, dict):
+            stack.extend((v, f"{at}.{k}") for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
+
+
+def _normalize_part(part: Any, where: str, local_files: bool) -> Any:
     if not isinstance(part, dict):
         if hasattr(part, "model_dump"):
             part = part.model_dump(exclude_none=True)
         else:
             raise _fail(f"{where} must be a dict like {{'type': 'text', 'text': ...}}, got {type(part).__name__}")
-    if part.get("type") == "image_url":
+    kind = part.get("type")
+    if not isinstance(kind, str):
+        raise _fail(f"{where} needs a 'type' string ('text', 'image_url', ...), got {_shown(kind)}")
+    if kind == "text" and not isinstance(part.get("text"), str):
+        raise _fail(f"{where}.text must be a string, got {type(part.get('text')).__name__}")
+    if kind == "image_url":
         spec = part.get("image_url")
         if isinstance(spec, dict):
             url = spec.get("url")
-            new_url = image_to_url(url, f"{where}.image_url.url")
+            new_url = image_to_url(url, f"{where}.image_url.url", local_files=local_files)
             if new_url is not url:
                 part = {**part, "image_url": {**spec, "url": new_url}}
         else:
-            part = {**part, "image_url": {"url": image_to_url(spec, f"{where}.image_url")}}
+            part = {**part, "image_url": {"url": image_to_url(spec, f"{where}.image_url", local_files=local_files)}}
+    if not local_files and kind != "text":
+        _refuse_file_urls(part, where)
     return part
 
 
@@ -183,13 +259,49 @@ def has_local_images(messages: Any) -> bool:
             if isinstance(part, dict) and part.get("type") == "image_url":
                 spec = part.get("image_url")
                 url = spec.get("url") if isinstance(spec, dict) else spec
-                if not (isinstance(url, str) and url.startswith(("http://", "https://", "data:"))):
+                if not (isinstance(url, str) and url.startswith(REMOTE_IMAGE_PREFIXES)):
                     return True
     return False
 
 
-def normalize_messages(messages: Any) -> list[dict[str, Any]]:
-    """Checked messages as plain dicts; images turned into URLs."""
+def _check_tool_calls(calls: Any, where: str) -> None:
+    if not isinstance(calls, list):
+        raise _fail(f"{where} must be a list of {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}, "
+                    f"got {type(calls).__name__}")  # fmt: skip
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(fn, dict)
+            or not isinstance(fn.get("name"), str)
+            or not isinstance(fn.get("arguments", ""), (str, dict))
+            or not isinstance(call.get("id", ""), str)
+            or not isinstance(call.get("type", "function"), str)
+        ):
+            raise _fail(
+                f"{where}[{j}] must look like {{'id': 'call_1', 'type': 'function', 'function': {{'name': ..., "
+                f"'arguments': '{{...}}'}}}}, got {_shown(call)}"
+            )
+
+
+def _check_message_fields(msg: dict[str, Any], i: int) -> None:
+    """Types of the message fields other than role and content (the upstream would choke on others)."""
+    for name in ("name", "tool_call_id"):
+        value = msg.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _fail(f"messages[{i}].{name} must be a string, got {type(value).__name__}")
+    if msg.get("tool_calls") is not None:
+        _check_tool_calls(msg["tool_calls"], f"messages[{i}].tool_calls")
+    call = msg.get("function_call")
+    if call is not None and not (isinstance(call, dict) and isinstance(call.get("name"), str)):
+        raise _fail(f"messages[{i}].function_call must look like {{'name': ..., 'arguments': '...'}}, "
+                    f"got {_shown(call)}")  # fmt: skip
+
+
+def normalize_messages(messages: Any, *, local_files: bool = True) -> list[dict[str, Any]]:
+    """Checked messages as plain dicts; images turned into URLs.
+
+    ``local_files=False`` (the proxy: content from its clients) refuses images given as paths or
+    ``file:`` URLs without touching the file system; the messages come back unchanged."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, (list, tuple)):
         raise _fail(
             "messages must be a list of {'role': ..., 'content': ...} dicts, "
@@ -205,8 +317,9 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             else:
                 raise _fail(f"messages[{i}] must be a dict with 'role' and 'content', got {type(msg).__name__}")
         role = msg.get("role")
-        if role not in ROLES:
-            raise _fail(f"messages[{i}] has role {role!r}; use one of {', '.join(sorted(ROLES))}")
+        if not isinstance(role, str) or role not in ROLES:
+            raise _fail(f"messages[{i}] has role {_shown(role)}; use one of {', '.join(sorted(ROLES))}")
+        _check_message_fields(msg, i)
         content = msg.get("content")
         if content is None:
             if (
@@ -216,7 +329,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             ):
                 raise _fail(f"messages[{i}] ({role}) has no content; add 'content': '...'")
         elif isinstance(content, list):
-            new_parts = [_normalize_part(p, f"messages[{i}].content[{j}]") for j, p in enumerate(content)]
+            new_parts = [_normalize_part(p, f"messages[{i}].content[{j}]", local_files) for j, p in enumerate(content)]
             if any(a is not b for a, b in zip(new_parts, content, strict=True)):
                 msg = {**msg, "content": new_parts}
         elif not isinstance(content, str):
@@ -284,10 +397,15 @@ def build_chat_body(
     functions: Any,
     function_call: Any,
     extra_body: Any,
+    local_files: bool = True,
 ) -> dict[str, Any]:
-    """The OpenAI request body (without ``model``) for a chat call."""
+    """The OpenAI request body (without ``model``) for a chat call.
+
+    ``extra_body`` adds fields the named arguments do not cover; it may not set one of them (nor
+    ``model``, ``messages``, ``stream`` or ``stream_options``): pass those as arguments. ``local_files=False``
+    refuses images given as local paths (see :func:`normalize_messages`)."""
     check_params(params)
-    body: dict[str, Any] = {"messages": normalize_messages(messages)}
+    body: dict[str, Any] = {"messages": normalize_messages(messages, local_files=local_files)}
     for name in BODY_PARAMS:
         value = params.get(name)
         if value is not None:
@@ -299,13 +417,14 @@ def build_chat_body(
     if functions is not None:
         if "tools" in body:
             raise _fail("pass either tools= or the legacy functions=, not both")
-        if not isinstance(functions, list) or not all(isinstance(f, dict) and "name" in f for f in functions):
+        if not isinstance(functions, list) or not all(isinstance(f, dict) and isinstance(f.get("name"), str)
+                                                      for f in functions):  # fmt: skip
             raise _fail("functions must be a list of {'name': ..., 'parameters': {...}} dicts")
         body["tools"] = [{"type": "function", "function": f} for f in functions]
         if function_call is not None:
             if function_call in ("none", "auto"):
                 body["tool_choice"] = function_call
-            elif isinstance(function_call, dict) and "name" in function_call:
+            elif isinstance(function_call, dict) and isinstance(function_call.get("name"), str):
                 body["tool_choice"] = {"type": "function", "function": {"name": function_call["name"]}}
             else:
                 raise _fail("function_call must be 'none', 'auto' or {'name': ...}")
@@ -318,8 +437,22 @@ def build_chat_body(
     if extra_body:
         if not isinstance(extra_body, dict):
             raise _fail(f"extra_body must be a dict, got {type(extra_body).__name__}")
+        check_extra_body(extra_body, body, EXTRA_BODY_OWNED)
         body.update(extra_body)
     return body
+
+
+# Fields extra_body may never set in a chat body: they come from the call's own arguments.
+EXTRA_BODY_OWNED = frozenset({"model", "messages", "stream", "stream_options"})
+
+
+def check_extra_body(extra_body: dict[str, Any], named: Mapping[str, Any], owned: frozenset[str]) -> None:
+    """``extra_body`` adds fields; it never silently overrides a named argument or a field the call owns."""
+    for name in extra_body:
+        if name in owned:
+            raise _fail(f"extra_body cannot set {name!r}: pass it as the {name}= argument of the call")
+        if name in named:
+            raise _fail(f"extra_body sets {name!r}, which this call already sets as the {name}= argument; pass it once")
 
 
 def check_headers(extra_headers: Any) -> dict[str, str]:

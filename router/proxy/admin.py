@@ -9,11 +9,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from .body import read_body
+from .validate import ClientError, check_depth
 
 _EDITABLE: dict[str, type | tuple[type, ...]] = {
     "alias": str,
@@ -23,16 +27,40 @@ _EDITABLE: dict[str, type | tuple[type, ...]] = {
     "models": list,
     "expires_at": (int, float),
 }
+# Sane bounds (and what the stores and ledgers hold: rpm/tpm are 32-bit columns in PostgreSQL, budgets are
+# counted in integer picodollars).
+_MAX = {
+    "max_budget_usd": 1_000_000.0,
+    "rpm": 1_000_000_000,
+    "tpm": 2_000_000_000,
+    "expires_at": 253_402_300_799.0,  # 9999-12-31
+    "duration_seconds": 100 * 365 * 86_400.0,
+}
+_MAX_TEXT = 256  # alias and model names
+_MAX_MODELS = 1_000
 
 
-class AdminError(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class AdminError(ClientError):
+    """A bad admin request: a 400 naming the field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
 
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kind)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_range(name: str, value: int | float, low_open: bool = True) -> None:
+    top = _MAX[name]
+    if not math.isfinite(value) or value > top or (value <= 0 if low_open else value < 0):
+        low = "> 0" if low_open else ">= 0"
+        raise AdminError(f"{name} must be {low} and at most {top:.0f}, got {_shown(value)}", param=name)
 
 
 def key_fields(body: Any, *, creating: bool) -> dict[str, Any]:
@@ -42,31 +70,46 @@ def key_fields(body: Any, *, creating: bool) -> dict[str, Any]:
     allowed = set(_EDITABLE) | ({"duration_seconds"} if creating else set())
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise AdminError(f"unknown field {unknown[0]!r}; settable: {', '.join(sorted(allowed))}")
+        raise AdminError(f"unknown field {_shown(unknown[0])}; settable: {', '.join(sorted(allowed))}",
+                         param=unknown[0][:_MAX_TEXT])  # fmt: skip
     fields: dict[str, Any] = {}
     value: Any
     for name, value in body.items():
         if name == "duration_seconds":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise AdminError("duration_seconds must be a positive number")
+                raise AdminError("duration_seconds must be a positive number", param=name)
+            _check_range(name, value)
             fields["expires_at"] = time.time() + float(value)
             continue
         kind = _EDITABLE[name]
         if value is not None and (isinstance(value, bool) or not _is(value, kind)):
-            raise AdminError(f"{name} must be {getattr(kind, '__name__', 'a number')} or null, got {value!r}")
-        if name in ("max_budget_usd", "rpm", "tpm") and value is not None and value <= 0:
-            raise AdminError(f"{name} must be > 0 (or null for no limit)")
-        if name == "models" and value is not None and not all(isinstance(m, str) for m in value):
-            raise AdminError("models must be a list of model aliases")
+            raise AdminError(f"{name} must be {getattr(kind, '__name__', 'a number')} or null, got {_shown(value)}",
+                             param=name)  # fmt: skip
+        if name in ("max_budget_usd", "rpm", "tpm") and value is not None:
+            if value <= 0:
+                raise AdminError(f"{name} must be > 0 (or null for no limit)", param=name)
+            _check_range(name, value)
+        if name == "expires_at" and value is not None:
+            _check_range(name, value, low_open=False)
+        if name == "alias" and value is not None and len(value) > _MAX_TEXT:
+            raise AdminError(f"alias must be at most {_MAX_TEXT} characters", param=name)
+        if name == "models" and value is not None:
+            if len(value) > _MAX_MODELS:
+                raise AdminError(f"models must list at most {_MAX_MODELS} model aliases", param=name)
+            if not all(isinstance(m, str) and 0 < len(m) <= _MAX_TEXT for m in value):
+                raise AdminError("models must be a list of model aliases", param=name)
         fields[name] = value
     return fields
 
 
 async def _body(request: web.Request) -> Any:
+    raw = await read_body(request)
     try:
-        return orjson.loads(await request.read() or b"{}")
+        body = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError as e:
         raise AdminError(f"malformed JSON body: {e}") from None
+    check_depth(body)
+    return body
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -111,7 +154,9 @@ async def spend(request: web.Request, store: Any, access: Any) -> web.Response:
     try:
         since = float(since_raw) if since_raw else None
     except ValueError:
-        raise AdminError(f"since must be a unix time in seconds, got {since_raw!r}") from None
+        since = math.nan
+    if since is not None and not 0 <= since <= _MAX["expires_at"]:  # NaN fails the comparison too
+        raise AdminError(f"since must be a unix time in seconds, got {_shown(since_raw)}", param="since")
     return json_response(
         {"object": "list", "group_by": group_by, "data": await asyncio.to_thread(store.spend_report, group_by, since)}
     )

@@ -3,16 +3,20 @@
 Endpoints: ``POST /v1/chat/completions`` (stream and not), ``POST /v1/embeddings``, ``GET /v1/models``,
 ``GET /health``, ``GET /health/ready`` — also without the ``/v1`` prefix. Every error is OpenAI's
 error JSON with the right status, so the OpenAI SDK raises its matching exception. Clients can never
-choose the upstream: ``api_base``, ``api_key`` and similar body fields are refused.
+choose the upstream or override a field the proxy owns (see :mod:`router.proxy.validate`); bodies are
+read under a size, time and memory limit (:mod:`router.proxy.body`). Errors shown to virtual keys never
+name the proxy's deployments, upstream hosts or URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -24,48 +28,24 @@ from providers.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
     InvalidRequestArgumentError,
+    MissingCredentialsError,
     PaymentRequiredError,
     PermissionDeniedError,
     PolyrouteError,
+    UnpricedCallError,
 )
 
-from ..params import BODY_PARAMS
 from ..routing.router import Router
 from ..shared.ledger import RedisLedger
 from . import admin
-from .admin import AdminError
+from .body import BODY_LIMITS, BodyLimits
 from .config import ProxyConfig
 from .keys import Access, Caller, Refused
 from .metrics import Metrics, shared_metrics
 from .spend import SpendWriter
 from .store import SpendRecord, SqlStore
+from .validate import Checked, ClientError, chat_request, embedding_request, model_of, parse_body
 
-
-def _squash_name(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "")
-
-
-# Fields that would let a client pick the upstream or its credentials (any spelling: apiBase, API_KEY...).
-UPSTREAM_FIELDS = frozenset(
-    {
-        "api_base",
-        "base_url",
-        "api_key",
-        "api_version",
-        "custom_llm_provider",
-        "organization",
-        "litellm_params",
-        "extra_headers",
-        "bill_to",
-        "client",
-        "registry",
-        "catalog",
-        "budget",
-    }
-)
-_UPSTREAM_SQUASHED = frozenset(_squash_name(n) for n in UPSTREAM_FIELDS | {"azure_endpoint", "headers", "api_type"})
-_CHAT_FIELDS = frozenset(BODY_PARAMS) | {"stream_options", "functions", "function_call"}
-_EMBED_FIELDS = frozenset({"dimensions", "encoding_format", "user"})
 _ROUTER = web.AppKey("router", Router)
 _CONFIG = web.AppKey("config", ProxyConfig)
 _STARTED = web.AppKey("started", float)
@@ -73,6 +53,7 @@ _ACCESS = web.AppKey("access", Access)
 _STORE = web.AppKey("store", SqlStore)
 _SPEND = web.AppKey("spend", SpendWriter)
 _METRICS = web.AppKey("metrics", Metrics)
+_BODY = BODY_LIMITS
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("polyroute.proxy")
 
@@ -92,6 +73,40 @@ def _error_type(status: int) -> str:
     return _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
+class Shown:
+    """What a virtual key may read of an error: the deployments' model strings, upstream model ids,
+    base URLs and hosts become the model alias or ``[upstream]``. (The master key reads errors whole.)"""
+
+    _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>)]+")
+    _IP = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?(?![\w.])")
+
+    def __init__(self, router: Router) -> None:
+        names: dict[str, str] = {}
+        for group, deployments in router.groups.items():
+            for d in deployments:
+                names[d.name] = group
+                for text in (d.model, d.target.model_string, d.target.model):
+                    if text and len(text) >= 4:  # a 1-3 letter model id would mangle ordinary words
+                        names.setdefault(text, group)
+                for base in (d.target.api_base, d.params.get("api_base"), d.params.get("base_url")):
+                    if isinstance(base, str) and base:
+                        parts = urlsplit(base)
+                        for where in (base, parts.netloc, parts.hostname):
+                            if where and len(where) >= 4:
+                                names.setdefault(where, "[upstream]")
+        self.names = names
+        alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+        self._pattern = re.compile(rf"(?<![\w/-])(?:{alternatives})(?![\w/-])") if names else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is not None:
+            text = self._pattern.sub(lambda m: self.names[m.group(0)], text)
+        return self._IP.sub("[upstream]", self._URL.sub("[upstream]", text))
+
+
+_SHOWN = web.AppKey("shown", Shown)
+
+
 def _public_message(err: PolyrouteError) -> str:
     """What a client may see: never an upstream URL or connection detail (those go to the log)."""
     if isinstance(err, APIConnectionError):
@@ -101,25 +116,44 @@ def _public_message(err: PolyrouteError) -> str:
     return err.message
 
 
-def _from_error(err: PolyrouteError) -> web.Response:
+def _from_error(err: PolyrouteError, shown: Callable[[str], str] | None = None, alias: str = "") -> web.Response:
+    """The OpenAI error response for a router error; ``shown`` renders messages for a virtual key."""
+    message = _public_message(err)
+    if shown is not None:
+        message = shown(message)
     if isinstance(err, BudgetUnavailableError):  # the shared ledger is away: try again, not "out of money"
-        return error_response(503, err.message, type_="service_unavailable", code="budget_unavailable")
+        return error_response(503, message, type_="service_unavailable", code="budget_unavailable")
     if isinstance(err, BudgetExceededError):
-        return error_response(429, err.message, type_="insufficient_quota", code="budget_exceeded")
+        return error_response(429, message, type_="insufficient_quota", code="budget_exceeded")
+    if isinstance(err, MissingCredentialsError):  # the proxy's config lacks a key: not the client's mistake
+        log.error("no upstream credentials for model %r: %s", alias, err.message)
+        return error_response(502, "the proxy has no upstream credentials for this model (logged)",
+                              code="upstream_auth")  # fmt: skip
+    if isinstance(err, UnpricedCallError) and shown is not None:
+        return error_response(400, f"model {alias!r} has no price, so it cannot be used under this key's budget; "
+                                   "ask the proxy's operator to set one", code="unpriced")  # fmt: skip
     if isinstance(err, InvalidRequestArgumentError):
-        return error_response(400, err.message, code="invalid_request")
+        return error_response(400, message, code="invalid_request")
     if isinstance(err, AuthenticationError | PermissionDeniedError | PaymentRequiredError):
         # The upstream refused the proxy's own credentials: the client's key is fine, the proxy is not.
-        return error_response(
-            502, f"the upstream refused this proxy's credentials: {err.message}", code="upstream_auth"
-        )
+        if shown is not None:
+            log.error("the upstream refused this proxy's credentials for model %r: %s", alias, err.message)
+            message = "the upstream refused this proxy's credentials (logged)"
+        else:
+            message = f"the upstream refused this proxy's credentials: {message}"
+        return error_response(502, message, code="upstream_auth")
     if isinstance(err, APIConnectionError):
         status = 504 if isinstance(err, APITimeoutError) else 502
-        return error_response(status, _public_message(err), code=type(err).__name__)
-    status = err.status_code or 500
-    if status < 400:
+        return error_response(status, message, code=type(err).__name__)
+    # An upstream's own failure (or an unreadable answer) is a bad gateway: 500 means this proxy failed.
+    status = err.status_code or 502
+    if status < 400 or status == 500:
         status = 502
-    return error_response(status, err.message, code=type(err).__name__)
+    return error_response(status, message, code=type(err).__name__)
+
+
+def _shown_for(request: web.Request, caller: Caller) -> Callable[[str], str] | None:
+    return request.app[_SHOWN] if caller.key is not None else None
 
 
 def _key_of(request: web.Request) -> str | None:
@@ -143,8 +177,17 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except Refused as refused:
         return error_response(refused.status, refused.message, code=refused.code)
-    except AdminError as err:
-        return error_response(400, err.message, code="invalid_request")
+    except ClientError as err:  # AdminError included
+        response = error_response(err.status, err.message, param=err.param, code=err.code)
+        if err.retry_after is not None:
+            response.headers["Retry-After"] = str(err.retry_after)
+        if err.close:  # its body was not read: the connection cannot carry another request
+            response.force_close()
+        if err.drop:  # and no more time for this client: answer, then close at once (no lingering read)
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()
+        return response
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[_CONFIG].max_request_bytes
         return error_response(413, f"request body larger than the proxy's limit of {limit} bytes", code="too_large")
@@ -152,8 +195,13 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return error_response(404, f"no route {request.method} {request.path}", code="not_found")
     except web.HTTPMethodNotAllowed:
         return error_response(405, f"method {request.method} not allowed on {request.path}", code="method_not_allowed")
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason, code="http_error")
+    except ConnectionError:  # the client left: nothing to answer, nothing wrong with the proxy
+        log.debug("client disconnected during %s %s", request.method, request.path)
+        return error_response(400, "client disconnected", code="client_disconnected")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal error in the proxy (logged)", code="internal_error")
@@ -181,69 +229,19 @@ def _record(request: web.Request, caller: Caller, alias: str, started: float, st
     )  # fmt: skip
 
 
-def _forbidden_fields(body: dict[str, Any]) -> list[str]:
-    """Body fields that name an upstream or a credential, however they are spelled."""
-    found = []
-    for name in body:
-        if _squash_name(name) in _UPSTREAM_SQUASHED:
-            found.append(name)
-    extra = body.get("extra_body")
-    if isinstance(extra, dict):
-        found += [f"extra_body.{n}" for n in extra if _squash_name(n) in _UPSTREAM_SQUASHED]
-    return sorted(found)
-
-
-async def _json_body(
-    request: web.Request, allowed: frozenset[str], caller: Caller
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(body, {known fields, other fields}) of a checked JSON body; raises a ready OpenAI error response."""
-    limit = request.app[_CONFIG].max_request_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise _Reply(
-            error_response(413, f"request body larger than the proxy's limit of {limit} bytes", code="too_large")
-        )
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise _Reply(error_response(400, f"malformed JSON body: {e}", code="invalid_json")) from None
-    if not isinstance(body, dict):
-        raise _Reply(error_response(400, "the JSON body must be an object", code="invalid_json"))
-    upstream = _forbidden_fields(body)
-    if upstream:
-        if request.app[_CONFIG].client_upstream_fields == "reject":
-            raise _Reply(error_response(400, f"{', '.join(upstream)} cannot be set by clients: the proxy's config "
-                                             "chooses upstreams and credentials", param=upstream[0],
-                                        code="forbidden_field"))  # fmt: skip
-        for name in upstream:
-            if name.startswith("extra_body."):
-                body["extra_body"].pop(name[len("extra_body.") :])
-            else:
-                body.pop(name)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Reply(error_response(400, "the body needs a 'model' string (one of GET /v1/models)", param="model",
-                                    code="missing_model"))  # fmt: skip
+async def _checked(request: web.Request, caller: Caller, check: Callable[[dict[str, Any]], Checked]) -> Checked:
+    """The request's checked body (see :mod:`router.proxy.validate`); raises :class:`ClientError`."""
+    body = parse_body(await request.app[_BODY].read(request))
+    model = model_of(body, drop_upstream=request.app[_CONFIG].client_upstream_fields == "ignore")
     router = request.app[_ROUTER]
     mine = caller.key.models if caller.key is not None else None
     if model not in router.groups:
         names = ", ".join(n for n in sorted(router.groups) if mine is None or n in mine)
-        raise _Reply(error_response(404, f"model {model!r} is not served here; use one of: {names}", param="model",
-                                    code="model_not_found"))  # fmt: skip
+        shown = model if len(model) <= 100 else model[:97] + "..."
+        raise ClientError(f"model {shown!r} is not served here; use one of: {names}", param="model",
+                          code="model_not_found", status=404)  # fmt: skip
     request.app[_ACCESS].allow(caller, model)
-    if allowed is _CHAT_FIELDS and not isinstance(body.get("messages"), list):
-        raise _Reply(error_response(400, "messages must be a list of {role, content} objects", param="messages",
-                                    code="invalid_request"))  # fmt: skip
-    known = {k: v for k, v in body.items() if k in allowed}
-    other = {k: v for k, v in body.items() if k not in allowed and k not in ("model", "messages", "input", "stream")}
-    if isinstance(other.get("extra_body"), dict):
-        other.update(other.pop("extra_body"))
-    return body, {"known": known, "other": other}
-
-
-class _Reply(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
+    return check(body)
 
 
 def _headers(meta: Any) -> dict[str, str]:
@@ -256,27 +254,24 @@ def _headers(meta: Any) -> dict[str, str]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     caller = await request.app[_ACCESS].authenticate(_key_of(request))
-    try:
-        body, parts = await _json_body(request, _CHAT_FIELDS, caller)
-    except _Reply as reply:
-        return reply.response
+    checked = await _checked(request, caller, chat_request)
     router = request.app[_ROUTER]
-    stream = bool(body.get("stream"))
+    stream, alias = checked.stream, checked.model
     try:
-        result = await router.acompletion(body["model"], body.get("messages"), stream=stream, **parts["known"],
-                                          extra_body=parts["other"] or None, budget=caller.budget)  # fmt: skip
+        result = await router.acompletion(alias, checked.payload, stream=stream, **checked.named,
+                                          extra_body=checked.extra or None, budget=caller.budget)  # fmt: skip
     except PolyrouteError as err:
-        response = _from_error(err)
-        _record(request, caller, body["model"], started, response.status)
+        response = _from_error(err, _shown_for(request, caller), alias)
+        _record(request, caller, alias, started, response.status)
         return response
     except asyncio.CancelledError:  # the client left, or the server is shutting down: still one record
-        _record(request, caller, body["model"], started, 499)
+        _record(request, caller, alias, started, 499)
         raise
     if not stream:
-        _record(request, caller, body["model"], started, 200, result.meta, result.usage)
+        _record(request, caller, alias, started, 200, result.meta, result.usage)
         return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
                             headers=_headers(result.meta))  # fmt: skip
-    return await _stream_out(request, result, caller, body["model"], started)
+    return await _stream_out(request, result, caller, alias, started)
 
 
 async def _stream_out(
@@ -293,16 +288,20 @@ async def _stream_out(
             await response.write(b"data: " + chunk.model_dump_json().encode() + b"\n\n")
     except PolyrouteError as err:
         # After the first byte the status is sent: the error goes in the stream, then [DONE].
-        status = err.status_code or 500
-        payload = {"error": {"message": _public_message(err), "type": _error_type(status),
-                             "code": type(err).__name__}}  # fmt: skip
+        status = err.status_code or 502
+        shown = _shown_for(request, caller)
+        message = _public_message(err) if shown is None else shown(_public_message(err))
+        payload = {"error": {"message": message, "type": _error_type(status), "code": type(err).__name__}}
         await response.write(b"data: " + orjson.dumps(payload) + b"\n\n")
-    except (ConnectionError, asyncio.CancelledError):
+    except (ConnectionError, asyncio.CancelledError) as gone:
         # The client left (or the server is stopping): stop the upstream, settle the budget at what
         # arrived, and record exactly that.
         await stream.aclose()
         _record(request, caller, alias, started, 499, stream.partial_meta(), stream.partial_usage())
-        raise
+        if isinstance(gone, asyncio.CancelledError):
+            raise
+        log.debug("client left a stream of %r after %.0f ms", alias, (time.perf_counter() - started) * 1000)
+        return response  # aiohttp sees the closed connection and drops it quietly
     meta = stream.meta if status == 200 else stream.partial_meta()
     _record(request, caller, alias, started, status, meta, stream.usage or stream.partial_usage())
     await response.write(b"data: [DONE]\n\n")
@@ -313,20 +312,17 @@ async def _stream_out(
 async def embeddings(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     caller = await request.app[_ACCESS].authenticate(_key_of(request))
-    try:
-        body, parts = await _json_body(request, _EMBED_FIELDS, caller)
-    except _Reply as reply:
-        return reply.response
+    checked = await _checked(request, caller, embedding_request)
+    alias = checked.model
     try:
         result = await request.app[_ROUTER].aembedding(
-            body["model"], body.get("input"), **parts["known"], extra_body=parts["other"] or None,
-            budget=caller.budget,
+            alias, checked.payload, **checked.named, extra_body=checked.extra or None, budget=caller.budget,
         )  # fmt: skip
     except PolyrouteError as err:
-        response = _from_error(err)
-        _record(request, caller, body["model"], started, response.status)
+        response = _from_error(err, _shown_for(request, caller), alias)
+        _record(request, caller, alias, started, response.status)
         return response
-    _record(request, caller, body["model"], started, 200, result.meta, result.usage)
+    _record(request, caller, alias, started, 200, result.meta, result.usage)
     return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
                         headers=_headers(result.meta))  # fmt: skip
 
@@ -382,6 +378,8 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     app = web.Application(middlewares=[_errors_and_auth], client_max_size=config.max_request_bytes)
     app[_ROUTER] = router
     app[_CONFIG] = config
+    app[_BODY] = BodyLimits(config.max_request_bytes, config.request_body_timeout, config.max_pending_body_bytes)
+    app[_SHOWN] = Shown(router)
     app[_STARTED] = time.time()
     app[_STORE] = store
     if router.shared is not None:  # budgets and key windows shared by every replica through Redis

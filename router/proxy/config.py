@@ -32,7 +32,8 @@ _LITELLM_SETTINGS = {k: v for k, v in _ROUTER_SETTINGS.items() if k in (
     "content_policy_fallbacks", "cooldown_time")}  # fmt: skip
 _LITELLM_IGNORED = {"drop_params", "set_verbose", "json_logs"}  # accepted: they change nothing here
 _GENERAL = {"master_key", "database_url", "redis_url", "max_request_bytes", "max_request_size_mb",
-            "client_upstream_fields", "on_redis_unavailable", "redis_prefix", "redis_sync_interval"}  # fmt: skip
+            "client_upstream_fields", "on_redis_unavailable", "redis_prefix", "redis_sync_interval",
+            "request_body_timeout", "max_pending_body_bytes"}  # fmt: skip
 _MODEL_ENTRY = {"model_name", "params", "litellm_params", "model_info"}
 _TOP = {"model_list", "router_settings", "general_settings", "litellm_settings", "providers", "pricing", "hf_providers"}
 
@@ -53,6 +54,8 @@ class ProxyConfig:
     redis_sync_interval: float = 0.1
     on_redis_unavailable: str = "refuse"  # budgets when Redis is away: "refuse" new spend, or "local" counting
     max_request_bytes: int = 4_000_000
+    request_body_timeout: float = 30.0  # seconds a request body may take to arrive (then 408, connection closed)
+    max_pending_body_bytes: int = 64_000_000  # bytes all bodies still arriving may hold (then 503); >= 4 bodies
     client_upstream_fields: str = "reject"  # or "ignore": drop api_base/api_key/... sent by clients
     providers: dict[str, Any] = field(default_factory=dict)  # the providers:/hf_providers: sections
     pricing: list[dict[str, Any]] = field(default_factory=list)
@@ -154,6 +157,20 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"{source}: general_settings.{name}: expected a positive number, got {value!r}")
             config.max_request_bytes = int(value * scale)
+    config.max_pending_body_bytes = max(config.max_pending_body_bytes, 4 * config.max_request_bytes)
+    timeout = general.get("request_body_timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.01 <= timeout <= 3600:
+        raise ConfigError(f"{source}: general_settings.request_body_timeout: expected seconds between 0.01 and "
+                          f"3600, got {timeout!r}")  # fmt: skip
+    config.request_body_timeout = float(timeout)
+    if "max_pending_body_bytes" in general:
+        pending = general["max_pending_body_bytes"]
+        if isinstance(pending, bool) or not isinstance(pending, int) or pending < config.max_request_bytes:
+            raise ConfigError(
+                f"{source}: general_settings.max_pending_body_bytes: expected a whole number of bytes of at least "
+                f"max_request_bytes ({config.max_request_bytes}), got {pending!r}"
+            )
+        config.max_pending_body_bytes = pending
     fields = general.get("client_upstream_fields", "reject")
     if fields not in ("reject", "ignore"):
         raise ConfigError(

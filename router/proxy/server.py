@@ -1,17 +1,21 @@
 """``polyroute serve``: build the Router from the config and serve it (uvloop when installed).
 
 The server refuses to start without a master key unless ``--dev``; SIGTERM stops accepting new
-connections and lets requests in flight finish (``shutdown_timeout``).
+connections and lets requests in flight finish (``shutdown_timeout``). :class:`ProxyRunner` serves the
+app with OpenAI's error JSON even for requests aiohttp refuses itself (bad request line, headers, framing).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import sys
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from providers.config import apply_config
 from providers.errors import redact
@@ -19,7 +23,7 @@ from providers.registry import Registry
 
 from ..pricing.catalog import Catalog
 from ..routing.router import Router
-from .app import build_app
+from .app import build_app, error_response
 from .config import ConfigError, ProxyConfig, load_config
 from .store import PostgresStore, SqliteStore, SqlStore
 
@@ -78,6 +82,70 @@ def open_store(config: ProxyConfig) -> SqlStore:
     )
 
 
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering the requests it refuses itself with OpenAI's error JSON."""
+
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500:
+            self.log_exception("error handling a request from %s", request.remote, exc_info=exc)
+            text, code = "internal error in the proxy (logged)", "internal_error"
+        else:  # the client's bytes are not HTTP we accept: its problem, not a proxy error worth a traceback
+            log.debug("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
+            text = "the request is not valid HTTP (request line, headers or body framing); check the client"
+            code = "bad_http"
+        if request.writer.output_size > 0:  # some of a response went out already: the connection is broken
+            raise ConnectionError("a response was already started; cannot send the error")
+        response = error_response(status, text, code=code)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProxyRunner(web.AppRunner):
+    """An :class:`aiohttp.web.AppRunner` whose connections answer malformed requests with OpenAI's error JSON."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _JsonErrorServer(
+            made.request_handler, request_factory=made.request_factory, handler_cancellation=made.handler_cancellation,
+            loop=made._loop, **made._kwargs,
+        )  # fmt: skip
+
+
+def run(app: web.Application, host: str, port: int, shutdown_timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (as :func:`aiohttp.web.run_app`, with :class:`ProxyRunner`)."""
+
+    async def main() -> None:
+        runner = ProxyRunner(app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_timeout)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            log.info("listening on http://%s:%d", host, port)
+            await asyncio.Event().wait()  # until a signal raises GracefulExit
+        finally:
+            await runner.cleanup()  # requests in flight finish (up to shutdown_timeout), on_cleanup runs
+
+    asyncio.set_event_loop(loop)
+    task = loop.create_task(main())
+    try:
+        loop.run_until_complete(task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -103,18 +171,16 @@ def serve(args: argparse.Namespace) -> int:
         print(f"polyroute serve: {e.message}", file=sys.stderr)
         return 2
     app = build_app(config, router, store)
-    kwargs: dict[str, Any] = {"host": args.host, "port": args.port, "shutdown_timeout": args.shutdown_timeout,
-                              "access_log": None, "print": lambda msg: log.info("%s", msg)}  # fmt: skip
     try:
         import uvloop
 
-        kwargs["loop"] = uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:
-        pass
+        loop = asyncio.new_event_loop()
     log.info(
         "serving %d model group(s) from %s on http://%s:%d", len(router.groups), config.source, args.host, args.port
     )
-    web.run_app(app, **kwargs)
+    run(app, args.host, args.port, args.shutdown_timeout, loop)
     return 0
 
 
