@@ -58,9 +58,12 @@ class PolyrouteError(Exception):
       never do.
     - ``is_deployment_specific``: another deployment (another key, model or price) may not fail this way:
       skip this one for the request and try the others, never the same one again.
+    - ``charged_pico``: what a budget was charged for the failed call, when the upstream may bill it anyway
+      (it answered 200, then the body was cut or unreadable); None when nothing was charged.
     """
 
     status_code: int | None = None
+    charged_pico: int | None = None
     is_retryable: ClassVar[bool] = False
     counts_toward_cooldown: ClassVar[bool] = False
     is_deployment_specific: ClassVar[bool] = False
@@ -221,10 +224,14 @@ class InternalServerError(PolyrouteError):
 
 
 class APIConnectionError(PolyrouteError):
-    """The connection failed or dropped (including a stream that ended before completion)."""
+    """The connection failed or dropped (including a stream that ended before completion).
+
+    ``response_started``: the upstream had already answered with a status when it failed (the body was
+    cut short), so it may have done, and billed, the work."""
 
     is_retryable = True
     counts_toward_cooldown = True
+    response_started = False
 
 
 class APITimeoutError(APIConnectionError):

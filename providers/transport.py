@@ -175,12 +175,16 @@ def _transport_error(
     if isinstance(exc, failures.timeouts):
         if total is not None and type(exc) in (asyncio.TimeoutError, TimeoutError):
             return _deadline_exceeded(url, total)
-        return APITimeoutError(
+        timed_out = APITimeoutError(
             f"timed out {'reading from' if reading else 'connecting to'} {where}: {type(exc).__name__}"
         )
+        timed_out.response_started = reading
+        return timed_out
     if isinstance(exc, failures.connection):
         what = f"connection to {where} failed while reading" if reading else f"could not connect to {where}"
-        return APIConnectionError(f"{what}: {type(exc).__name__}: {str(exc).replace(url, where)}")
+        err = APIConnectionError(f"{what}: {type(exc).__name__}: {str(exc).replace(url, where)}")
+        err.response_started = reading
+        return err
     return None
 
 

@@ -163,6 +163,7 @@ def run_chat(
         mocked = mock.response(call.target, call.messages, mock_response)
         return finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
     reservation = reserve(call, budget) if budget is not None else None
+    answered = False  # the upstream answered 2xx: from then on a failure may still be billed
     try:
         transport = sync_transport_for(client)
         if stream:
@@ -180,10 +181,15 @@ def run_chat(
             response = transport.send(call.request, call.timeouts)
         except PolyrouteError as err:
             raise connection_failed(call, err) from None
+        answered = response.status < 400
         result = finish_chat(call, response)
-    except BaseException:
+    except BaseException as err:
         if reservation is not None:
-            reservation.release()
+            if answered or _response_started(err):
+                reservation.settle(None)  # the upstream may bill it: the worst case, in doubt
+                _charged(err, reservation.amount)
+            else:
+                reservation.release()
         raise
     if reservation is not None:
         reservation.settle(result.meta.cost_pico, *_reported(result))
@@ -201,6 +207,7 @@ async def arun_chat(
         mocked = mock.response(call.target, call.messages, mock_response)
         return finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
     reservation = await areserve(call, budget) if budget is not None else None
+    answered = False
     try:
         transport = async_transport_for(client)
         if stream:
@@ -218,18 +225,35 @@ async def arun_chat(
             response = await transport.send(call.request, call.timeouts)
         except PolyrouteError as err:
             raise connection_failed(call, err) from None
+        answered = response.status < 400
         data = parse_chat(call, response)
         if not data.get("usage"):
             await aload_encoding()  # usage will be counted locally
         lookup = await call.catalog.alookup(call.target, _served(call, response))
         result = finish_chat(call, response, data, lookup)
-    except BaseException:
+    except BaseException as err:
         if reservation is not None:
-            await reservation.arelease()
+            if answered or _response_started(err):
+                await reservation.asettle(None)  # the upstream may bill it: the worst case, in doubt
+                _charged(err, reservation.amount)
+            else:
+                await reservation.arelease()
         raise
     if reservation is not None:
         await reservation.asettle(result.meta.cost_pico, *_reported(result))
     return result
+
+
+def _response_started(err: BaseException) -> bool:
+    return bool(getattr(err, "response_started", False))
+
+
+def _charged(err: BaseException, amount: int) -> None:
+    """Say on the error (and so on its attempt) what the budget was charged for it; spend records add it."""
+    if isinstance(err, PolyrouteError):
+        err.charged_pico = amount
+        if err.attempts:
+            err.attempts[-1].charged_pico = amount
 
 
 def _reported(result: ChatCompletion) -> tuple[Any, str | None]:

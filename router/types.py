@@ -36,6 +36,9 @@ class Attempt:
     latency_ms: float
     deployment: str | None = None  # the router deployment, "group[i]:model"
     waited_ms: float = 0.0  # time spent waiting (Retry-After, limits) before this attempt
+    # A failed attempt the upstream may still bill (it answered 200, then the body was cut or unreadable):
+    # charged to the budget at its reserved worst case, in pico-USD. None: nothing charged.
+    charged_pico: int | None = None
 
 
 @dataclass(slots=True)

@@ -252,3 +252,28 @@ def test_batch_budget_holds_against_inflated_prompt_counts(greedy: GreedyUpstrea
     assert 5 <= _chats(greedy) < 200
     assert _billed_pico(greedy) <= budget * PICO_PER_USD
     assert OVERSHOOTS.count == overshoots
+
+
+def test_an_answer_cut_short_is_charged_in_doubt_before_the_retry(priced: Catalog) -> None:
+    """The upstream answered 200 and the body was cut: it may bill the call, so the budget keeps that attempt's
+    worst case (on the attempt, in doubt) while the router retries elsewhere; the request was not free."""
+    from router import Router
+    from tests.upstreams.faulty import FaultyUpstream
+
+    with FaultyUpstream(fault_rate=1.0, faults={"cut": 1}) as cutting, FaultyUpstream(fault_rate=0.0) as clean:
+        priced.set_price("openai/m", input_per_million=1, output_per_million=1)
+        a = {"model": "openai/m", "api_base": cutting.url + "/v1", "api_key": "sk-a"}
+        b = {"model": "openai/m", "api_base": clean.url + "/v1", "api_key": "sk-b"}
+        router = Router(
+            model_list=[{"model_name": "a", "params": a}, {"model_name": "b", "params": b}],
+            num_retries=0, fallbacks=[{"a": ["b"]}], catalog=priced,
+        )  # fmt: skip
+        budget = Budget(1.0)
+        result = router.completion("a", ONE_WORD, max_tokens=5, budget=budget)
+        router.close()
+    attempts = result.meta.attempts
+    cut = [a for a in attempts if a.error is not None]
+    assert [a.api_base for a in cut] == [cutting.url + "/v1"] and cut[0].charged_pico
+    assert attempts[-1].error is None and attempts[-1].charged_pico is None
+    spent = round(budget.spent_usd * PICO_PER_USD)
+    assert spent == result.meta.cost_pico + cut[0].charged_pico and budget.reserved_usd == 0

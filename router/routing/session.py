@@ -291,6 +291,7 @@ class Session:
         self._release(choice)
         status = getattr(err, "status_code", None)
         record = self._record(choice, status, type(err).__name__, latency_ms)
+        record.charged_pico = getattr(err, "charged_pico", None)
         if not isinstance(err, PolyrouteError):  # a bug or a cancellation: never retried
             choice.deployment.state.probing = False
             return False
