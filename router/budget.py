@@ -358,12 +358,19 @@ def _max_completion_tokens(target: Target, body: dict[str, Any], candidate: Pric
 GATE_WAIT_S = 120.0  # a first call that never ends must not stall its deployment for ever
 
 
-def _facts(budget: Budget, target: Target, worst: WorstCase, counts: PromptCounts | None) -> PromptFacts | None:
-    if counts is None:
-        return None
-    return PromptFacts(
-        counts, target, worst.local_prompt_tokens, budget.prompt_margin, worst.prompt_tokens, worst.completion_tokens
-    )
+def _admitted(
+    reservation: Reservation, gate: Any, budget: Budget, target: Target, worst: WorstCase, counts: PromptCounts | None
+) -> Reservation:
+    """Attach what settlement learns from, and keep the gate held until it settles while still unlearned."""
+    if counts is not None:
+        local, margin = worst.local_prompt_tokens, budget.prompt_margin
+        reservation.prompt = PromptFacts(counts, target, local, margin, worst.prompt_tokens, worst.completion_tokens)
+    if gate is not None:
+        if worst.calibrated:
+            gate.release()
+        else:
+            reservation.gate = gate
+    return reservation
 
 
 def reserve_call(
@@ -390,13 +397,7 @@ def reserve_call(
         if gate is not None:
             gate.release()
         raise
-    reservation.prompt = _facts(budget, target, worst, counts)
-    if gate is not None:
-        if worst.calibrated:
-            gate.release()
-        else:
-            reservation.gate = gate
-    return reservation
+    return _admitted(reservation, gate, budget, target, worst, counts)
 
 
 async def areserve_call(
@@ -429,10 +430,4 @@ async def areserve_call(
         if gate is not None:
             gate.release()
         raise
-    reservation.prompt = _facts(budget, target, worst, counts)
-    if gate is not None:
-        if worst.calibrated:
-            gate.release()
-        else:
-            reservation.gate = gate
-    return reservation
+    return _admitted(reservation, gate, budget, target, worst, counts)
