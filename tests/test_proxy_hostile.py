@@ -551,6 +551,8 @@ def test_errors_for_virtual_keys_do_not_name_deployments_or_hosts(
 def test_concurrent_hostile_bodies_leave_the_proxy_serving(proxy: ProxyServer) -> None:
     bodies: list[Any] = [b"[" * 5000 + b"]" * 5000, b"\xff\xfe", b'{"model": "local", "messages": ' + b"[" * 200]
     bodies += [{"model": "local", "messages": [{"role": "user", "content": "x", "tool_calls": 5}]}] * 5
+    many = [{"role": "user", "content": "x"}] * 20_000 + [{"role": "user", "content": "x", "tool_calls": 5}]
+    bodies.append({"model": "local", "messages": many})  # ~600 kB: checked in a worker thread
 
     async def main() -> list[int]:
         async with httpx.AsyncClient(timeout=30) as http:
@@ -560,4 +562,6 @@ def test_concurrent_hostile_bodies_leave_the_proxy_serving(proxy: ProxyServer) -
             return [r.status_code for r in await asyncio.gather(*calls)]
 
     assert asyncio.run(main()) == [400] * len(bodies)
+    big = _post(proxy, MASTER, {"model": "local", "messages": many})
+    assert _assert_openai_error(big, 400)["param"] == "messages[20000].tool_calls"
     assert _post(proxy, MASTER, {"model": "local", "messages": USER}).status_code == 200

@@ -229,9 +229,14 @@ def _record(request: web.Request, caller: Caller, alias: str, started: float, st
     )  # fmt: skip
 
 
+_BIG_BODY = 256_000  # bytes: parsing and checking a body this large runs in a worker thread, not on the loop
+
+
 async def _checked(request: web.Request, caller: Caller, check: Callable[[dict[str, Any]], Checked]) -> Checked:
     """The request's checked body (see :mod:`router.proxy.validate`); raises :class:`ClientError`."""
-    body = parse_body(await request.app[_BODY].read(request))
+    raw = await request.app[_BODY].read(request)
+    big = len(raw) > _BIG_BODY  # e.g. 100,000 tiny messages: checking them would stall every other request
+    body = await asyncio.to_thread(parse_body, raw) if big else parse_body(raw)
     model = model_of(body, drop_upstream=request.app[_CONFIG].client_upstream_fields == "ignore")
     router = request.app[_ROUTER]
     mine = caller.key.models if caller.key is not None else None
@@ -241,7 +246,7 @@ async def _checked(request: web.Request, caller: Caller, check: Callable[[dict[s
         raise ClientError(f"model {shown!r} is not served here; use one of: {names}", param="model",
                           code="model_not_found", status=404)  # fmt: skip
     request.app[_ACCESS].allow(caller, model)
-    return check(body)
+    return await asyncio.to_thread(check, body) if big else check(body)
 
 
 def _headers(meta: Any) -> dict[str, str]:
