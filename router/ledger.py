@@ -19,16 +19,20 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from .dbconn import ThreadConnections, ThreadedAsyncLedger
+from .dbconn import SqlLeases, ThreadConnections, ThreadedAsyncLedger
 
 
 class Ledger(Protocol):
     """What budgets need from a store. Amounts are integer pico-USD."""
 
-    def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
-        """Reserve ``amount`` if spent + reserved + amount <= limit; the reservation id, else None."""
+    def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
+        """Reserve ``amount`` if spent + reserved + amount <= limit; the reservation id, else None.
+
+        ``tag`` (e.g. the proxy's request id) is kept with the reservation where the ledger can, so a
+        reservation left by a dead process can be tied back to its request. Callers pass it only when set,
+        so ledgers written before it existed keep working."""
 
     def settle(self, budget_id: str, reservation_id: str, actual: int) -> None:
         """Close a reservation, adding ``actual`` to the spend (idempotent per reservation)."""
@@ -39,9 +43,54 @@ class Ledger(Protocol):
     def totals(self, budget_id: str) -> tuple[int, int]:
         """(settled spend, open reservations) of a budget."""
 
-    async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None: ...
+    async def areserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None: ...
     async def asettle(self, budget_id: str, reservation_id: str, actual: int) -> None: ...
     async def arelease(self, budget_id: str, reservation_id: str) -> None: ...
+
+
+class OpenReservation(NamedTuple):
+    """A reservation still open in a ledger, as a lease sweep sees it."""
+
+    budget_id: str
+    reservation_id: str
+    amount: int
+    tag: str | None  # the request id it was made for (None: untagged)
+    created_at: float
+
+
+class LeasedLedger(Protocol):
+    """A ledger shared by processes that may die: each reservation carries its owner (a process lease id),
+    owners renew a lease, and reservations of owners whose lease expired are resolved by the others.
+
+    ``owner`` is set once by the owning process (:meth:`start_lease`) and stored with every reservation it
+    makes, inside the same reserve call (no extra round trip). The lease is renewed by :meth:`heartbeat`."""
+
+    owner: str | None
+
+    def start_lease(self, owner: str, ttl_seconds: float) -> None:
+        """Take the lease ``owner`` for this process; later reservations carry it."""
+
+    def heartbeat(self) -> None:
+        """Renew this process's lease (every ttl/3 or more often)."""
+
+    def end_lease(self) -> None:
+        """Give the lease up at a clean shutdown (reservations still open are then resolvable at once)."""
+
+    def expired_owners(self) -> list[str]:
+        """Owners other than this one whose lease expired and who may still hold reservations."""
+
+    def open_of(self, owner: str) -> list[OpenReservation]:
+        """The reservations ``owner`` holds open."""
+
+    def close_open(self, budget_id: str, reservation_id: str, actual: int | None) -> None:
+        """Settle (``actual``) or release (None) another owner's reservation; idempotent, and raises
+        when the ledger cannot be written (never queued for later, unlike ``settle``)."""
+
+    def expire_owner(self, owner: str) -> None:
+        """End another owner's lease now (it is known dead: its journal's lock was free)."""
+
+    def forget_owner(self, owner: str) -> None:
+        """Drop what is kept about an expired owner (its reservations were closed)."""
 
 
 def _new_id() -> str:
@@ -56,7 +105,7 @@ class InMemoryLedger:
         self._spent: dict[str, int] = {}
         self._open: dict[str, dict[str, int]] = {}
 
-    def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+    def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
         with self._lock:
             reservations = self._open.setdefault(budget_id, {})
             if self._spent.get(budget_id, 0) + sum(reservations.values()) + amount > limit:
@@ -79,7 +128,7 @@ class InMemoryLedger:
             return self._spent.get(budget_id, 0), sum(self._open.get(budget_id, {}).values())
 
     # In memory nothing blocks: the async methods run inline.
-    async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+    async def areserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
         return self.reserve(budget_id, amount, limit)
 
     async def asettle(self, budget_id: str, reservation_id: str, actual: int) -> None:
@@ -95,15 +144,20 @@ CREATE TABLE IF NOT EXISTS budget_reservations (
     id TEXT PRIMARY KEY, budget_id TEXT NOT NULL, amount INTEGER NOT NULL, created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS budget_reservations_by_budget ON budget_reservations (budget_id);
+CREATE TABLE IF NOT EXISTS budget_owners (owner TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 """
+# Reservations carry their owner (a process lease) and tag (request id): added to older files in place (no
+# index: the table holds open reservations only, and only a sweep looks them up by owner).
+_LEASE_COLUMNS = ("owner", "tag")
 
 
-class SqliteLedger(ThreadedAsyncLedger):
+class SqliteLedger(ThreadedAsyncLedger, SqlLeases):
     """A SQLite file in WAL mode: safe for many threads and several processes on one machine.
 
     ``reserve`` runs in a ``BEGIN IMMEDIATE`` transaction (one writer at a time), so the check and
-    the insert are atomic across processes. Reservations left open by a killed process can be
-    closed with :meth:`release_stale`.
+    the insert are atomic across processes. Reservations left open by a killed process are resolved
+    through leases (:class:`router.ledger.LeasedLedger`: the proxy does it), or closed with
+    :meth:`release_stale`.
     """
 
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
@@ -112,6 +166,24 @@ class SqliteLedger(ThreadedAsyncLedger):
         self._connections = ThreadConnections(self._open)
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
+        self._add_lease_columns()
+
+    def _add_lease_columns(self) -> None:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")  # processes opening an old file at once: one adds the columns
+        try:
+            found = {row[1] for row in conn.execute("PRAGMA table_info(budget_reservations)")}
+            for column in _LEASE_COLUMNS:
+                if column not in found:
+                    conn.execute(f"ALTER TABLE budget_reservations ADD COLUMN {column} TEXT")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _lease_run(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        return self._connect().execute(sql, params)
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
@@ -127,7 +199,7 @@ class SqliteLedger(ThreadedAsyncLedger):
         """Close every connection this ledger opened (any thread)."""
         self._connections.close()
 
-    def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+    def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -141,8 +213,9 @@ class SqliteLedger(ThreadedAsyncLedger):
                 return None
             rid = _new_id()
             conn.execute(
-                "INSERT INTO budget_reservations (id, budget_id, amount, created_at) VALUES (?, ?, ?, ?)",
-                (rid, budget_id, amount, time.time()),
+                "INSERT INTO budget_reservations (id, budget_id, amount, created_at, owner, tag) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (rid, budget_id, amount, time.time(), self.owner, tag),
             )
             conn.execute("COMMIT")
             return rid

@@ -15,17 +15,23 @@ import os
 import time
 from typing import Any
 
-from .dbconn import ThreadConnections, ThreadedAsyncLedger
+from .dbconn import SqlLeases, ThreadConnections, ThreadedAsyncLedger
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS budget_spend (budget_id TEXT PRIMARY KEY, spent BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS budget_reservations (id TEXT PRIMARY KEY, budget_id TEXT NOT NULL, "
     "amount BIGINT NOT NULL, created_at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS budget_reservations_by_budget ON budget_reservations (budget_id)",
+    "CREATE TABLE IF NOT EXISTS budget_owners (owner TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL)",
 )
+# Leases: reservations carry their owner (a process) and tag (request id), added to older tables in place (no
+# index: the table holds open reservations only, and only a sweep looks them up by owner).
+# Only when missing: ALTER TABLE locks the table exclusively (even with IF NOT EXISTS), which deadlocks
+# against other processes reserving at the same moment.
+_LEASE_COLUMNS = ("owner", "tag")
 
 
-class PostgresLedger(ThreadedAsyncLedger):
+class PostgresLedger(ThreadedAsyncLedger, SqlLeases):
     """The :class:`router.ledger.Ledger` interface over PostgreSQL (one connection per thread)."""
 
     def __init__(self, url: str, *, schema: str | None = None) -> None:
@@ -37,6 +43,13 @@ class PostgresLedger(ThreadedAsyncLedger):
             conn.execute("SELECT pg_advisory_xact_lock(7316002)")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            found = {row[0] for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = 'budget_reservations'"
+            ).fetchall()}  # fmt: skip
+            missing = [c for c in _LEASE_COLUMNS if c not in found]
+            for column in missing:
+                conn.execute(f"ALTER TABLE budget_reservations ADD COLUMN {column} TEXT")
 
     def __repr__(self) -> str:  # the URL may hold a password
         return f"PostgresLedger(schema={self.schema!r})"
@@ -52,6 +65,9 @@ class PostgresLedger(ThreadedAsyncLedger):
     def _conn(self) -> Any:
         return self._connections.get()
 
+    def _lease_run(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self._conn().execute(sql.replace("?", "%s"), params)
+
     def close(self) -> None:
         """Close every connection this ledger opened (any thread)."""
         self._connections.close()
@@ -65,7 +81,7 @@ class PostgresLedger(ThreadedAsyncLedger):
         ).fetchone()
         return int(spent), int(reserved)
 
-    def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
+    def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
         conn = self._conn()
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (budget_id,))
@@ -74,8 +90,9 @@ class PostgresLedger(ThreadedAsyncLedger):
                 return None
             rid = os.urandom(12).hex()
             conn.execute(
-                "INSERT INTO budget_reservations (id, budget_id, amount, created_at) VALUES (%s, %s, %s, %s)",
-                (rid, budget_id, amount, time.time()),
+                "INSERT INTO budget_reservations (id, budget_id, amount, created_at, owner, tag) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (rid, budget_id, amount, time.time(), self.owner, tag),
             )
             return rid
 

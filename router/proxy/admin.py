@@ -3,7 +3,9 @@
 - ``POST /admin/keys`` ``{alias, max_budget_usd, rpm, tpm, models, expires_at | duration_seconds}``
   creates a key — the key is in this response only, it is stored hashed.
 - ``GET /admin/keys``, ``PATCH /admin/keys/{id}``, ``DELETE /admin/keys/{id}`` (revoke).
-- ``GET /admin/spend?group_by=key|model|provider&since=<unix seconds>``.
+- ``GET /admin/spend?group_by=key|model|provider&since=<unix seconds>&outcome=ok|failed|in_doubt``: per
+  group, ``in_doubt_requests`` / ``in_doubt_cost_usd`` count requests a crash left in doubt (charged at
+  their reservation), and ``in_doubt`` sums them over every group.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from .body import read_body
+from .store import OUTCOMES
 from .validate import ClientError, check_depth
 
 _EDITABLE: dict[str, type | tuple[type, ...]] = {
@@ -157,6 +160,11 @@ async def spend(request: web.Request, store: Any, access: Any) -> web.Response:
         since = math.nan
     if since is not None and not 0 <= since <= _MAX["expires_at"]:  # NaN fails the comparison too
         raise AdminError(f"since must be a unix time in seconds, got {_shown(since_raw)}", param="since")
-    return json_response(
-        {"object": "list", "group_by": group_by, "data": await asyncio.to_thread(store.spend_report, group_by, since)}
-    )
+    outcome = request.query.get("outcome")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise AdminError(f"outcome must be one of {', '.join(OUTCOMES)}, got {_shown(outcome)}", param="outcome")
+    data = await asyncio.to_thread(store.spend_report, group_by, since, outcome)
+    in_doubt = {"requests": sum(r["in_doubt_requests"] for r in data),
+                "cost_usd": sum(r["in_doubt_cost_usd"] for r in data)}  # fmt: skip
+    return json_response({"object": "list", "group_by": group_by, "outcome": outcome, "in_doubt": in_doubt,
+                          "data": data})  # fmt: skip

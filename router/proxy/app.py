@@ -35,11 +35,13 @@ from providers.errors import (
     UnpricedCallError,
 )
 
+from ..budget import Budget
 from ..routing.router import Router
 from ..shared.ledger import RedisLedger
 from . import admin
 from .body import BODY_LIMITS, BodyLimits
-from .config import ProxyConfig
+from .config import ConfigError, ProxyConfig
+from .flight import Flight, FlightJournal, Recovery, journal_dir
 from .keys import Access, Caller, Refused
 from .metrics import Metrics, shared_metrics
 from .spend import SpendWriter
@@ -53,6 +55,9 @@ _ACCESS = web.AppKey("access", Access)
 _STORE = web.AppKey("store", SqlStore)
 _SPEND = web.AppKey("spend", SpendWriter)
 _METRICS = web.AppKey("metrics", Metrics)
+_JOURNAL = web.AppKey("journal", FlightJournal)
+_RECOVERY = web.AppKey("recovery", Recovery)
+_FLIGHT = web.RequestKey("flight", Flight)
 _BODY = BODY_LIMITS
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("polyroute.proxy")
@@ -209,17 +214,20 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
 
 def _record(request: web.Request, caller: Caller, alias: str, started: float, status: int, meta: Any = None,
             usage: Any = None) -> None:  # fmt: skip
-    """Queue the spend record of one request (success or failure) and count its tokens."""
+    """Queue the spend record of one request (success or failure) and count its tokens; the record goes to
+    the request's flight journal first, so it survives the process dying before it reaches the store."""
     prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
-    request.app[_SPEND].add(
-        SpendRecord(
-            ts=time.time(), key_id=caller.key_id, alias=alias, provider=getattr(meta, "provider", None),
-            model=getattr(meta, "model", None), prompt_tokens=prompt, completion_tokens=completion,
-            cost_pico=getattr(meta, "cost_pico", None), price_source=getattr(meta, "price_source", None),
-            latency_ms=(time.perf_counter() - started) * 1000, status=status,
-        )
+    record = SpendRecord(
+        ts=time.time(), key_id=caller.key_id, alias=alias, provider=getattr(meta, "provider", None),
+        model=getattr(meta, "model", None), prompt_tokens=prompt, completion_tokens=completion,
+        cost_pico=getattr(meta, "cost_pico", None), price_source=getattr(meta, "price_source", None),
+        latency_ms=(time.perf_counter() - started) * 1000, status=status,
     )  # fmt: skip
+    flight = request.get(_FLIGHT)
+    if flight is not None:
+        flight.journal.end(flight, record)
+    request.app[_SPEND].add(record)
     request.app[_ACCESS].used_tokens(caller.key_id, prompt + completion,
                                      shared=caller.key is not None and caller.key.tpm is not None)  # fmt: skip
     request.app[_METRICS].observe(
@@ -249,6 +257,25 @@ async def _checked(request: web.Request, caller: Caller, check: Callable[[dict[s
     return await asyncio.to_thread(check, body) if big else check(body)
 
 
+def _begin(request: web.Request, caller: Caller, alias: str) -> Budget | None:
+    """Journal the request as begun (before anything is reserved or sent); its budget, seen through a view
+    that tags the reservation with the request id and journals it as soon as it is made."""
+    budget = caller.budget
+    budget_id = None if budget is None else budget.name
+    flight = request[_FLIGHT] = request.app[_JOURNAL].begin(caller.key_id, alias, budget_id)
+    return None if budget is None else budget.for_request(flight.id, flight.reserved)
+
+
+async def _end_unended(request: web.Request, response: web.StreamResponse) -> None:
+    """A handler that failed unexpectedly (a 500 from the middleware) still ends its flight with a record."""
+    flight = request.get(_FLIGHT)
+    if flight is not None and not flight.ended and type(response) is web.Response:
+        record = SpendRecord(time.time(), flight.key_id, flight.alias, None, None, 0, 0, None, None, 0.0,
+                             response.status)  # fmt: skip
+        flight.journal.end(flight, record)
+        request.app[_SPEND].add(record)
+
+
 def _headers(meta: Any) -> dict[str, str]:
     headers = {"x-polyroute-provider": str(meta.provider), "x-polyroute-model": str(meta.model)}
     if meta.cost_usd is not None:
@@ -262,9 +289,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     checked = await _checked(request, caller, chat_request)
     router = request.app[_ROUTER]
     stream, alias = checked.stream, checked.model
+    budget = _begin(request, caller, alias)
     try:
         result = await router.acompletion(alias, checked.payload, stream=stream, **checked.named,
-                                          extra_body=checked.extra or None, budget=caller.budget)  # fmt: skip
+                                          extra_body=checked.extra or None, budget=budget)  # fmt: skip
     except PolyrouteError as err:
         response = _from_error(err, _shown_for(request, caller), alias)
         _record(request, caller, alias, started, response.status)
@@ -319,9 +347,10 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     caller = await request.app[_ACCESS].authenticate(_key_of(request))
     checked = await _checked(request, caller, embedding_request)
     alias = checked.model
+    budget = _begin(request, caller, alias)
     try:
         result = await request.app[_ROUTER].aembedding(
-            alias, checked.payload, **checked.named, extra_body=checked.extra or None, budget=caller.budget,
+            alias, checked.payload, **checked.named, extra_body=checked.extra or None, budget=budget,
         )  # fmt: skip
     except PolyrouteError as err:
         response = _from_error(err, _shown_for(request, caller), alias)
@@ -393,17 +422,46 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
         app[_ACCESS] = Access(store, config.master_key, ledger, router.shared.windows)
     else:
         app[_ACCESS] = Access(store, config.master_key, store.ledger())
-    spend_writer = app[_SPEND] = SpendWriter(store)
+    # Crash safety (router/proxy/flight.py): every request is journaled before it is sent; at start and every
+    # sweep_interval, what dead processes left (journals here, reservations of expired leases) is resolved.
+    folder = journal_dir(store, config.journal_dir)
+    try:
+        journal = app[_JOURNAL] = FlightJournal(folder, store.identity())
+    except OSError as e:
+        raise ConfigError(f"{config.source}: general_settings.journal_dir: cannot write the flight journal in "
+                          f"{folder}: {e.strerror or e}") from None  # fmt: skip
+    recovery = app[_RECOVERY] = Recovery(journal, store, app[_ACCESS].ledger, lease_seconds=config.lease_seconds)
+    ledger_now: Any = app[_ACCESS].ledger
+    redis_lease = router.shared is not None and isinstance(ledger_now, RedisLedger)
+    if router.shared is not None and redis_lease:  # the lease is renewed by every sync: no extra round trip
+        router.shared.heartbeats.append(ledger_now.add_heartbeat)
+    spend_writer = app[_SPEND] = SpendWriter(store, on_stored=journal.stored)
     app[_METRICS] = Metrics()
+    sweeps: list[asyncio.Task[None]] = []
 
     async def start_writer(_app: web.Application) -> None:
         spend_writer.start()
         if router.shared is not None:  # Redis calls on this loop's own client, not worker threads
             router.shared.link.bind_loop()
+        try:  # before serving: this process's lease, then what dead processes left
+            await asyncio.to_thread(recovery.start)
+        except Exception as e:  # the store or ledger away: the periodic sweep tries again
+            log.warning("crash recovery at start failed (%s); retried every %.0f s", type(e).__name__,
+                        config.sweep_interval)  # fmt: skip
+        sweeps.append(asyncio.get_running_loop().create_task(
+            recovery.run(sweep_interval=config.sweep_interval, heartbeat=not redis_lease)))  # fmt: skip
 
     async def flush_spend(_app: web.Application) -> None:
+        recovery.stop()
+        for task in sweeps:
+            await task
         await spend_writer.stop()  # after in-flight requests finished: every record is written
+        journal.close()  # deleted when every record is in the store; else left for the next start
         ledger = app[_ACCESS].ledger
+        try:
+            await asyncio.to_thread(recovery.end)
+        except Exception as e:
+            log.warning("could not give the ledger lease up (%s): it expires by itself", type(e).__name__)
         if hasattr(ledger, "close"):
             ledger.close()
         router.close()
@@ -413,6 +471,7 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
 
     app.on_startup.append(start_writer)
     app.on_cleanup.append(flush_spend)
+    app.on_response_prepare.append(_end_unended)
     app.router.add_post("/admin/keys", _admin(admin.create_key))
     app.router.add_get("/admin/keys", _admin(admin.list_keys))
     app.router.add_patch("/admin/keys/{key_id}", _admin(admin.update_key))

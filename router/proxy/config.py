@@ -34,6 +34,7 @@ _LITELLM_IGNORED = {"drop_params", "set_verbose", "json_logs"}  # accepted: they
 _GENERAL = {"master_key", "database_url", "redis_url", "max_request_bytes", "max_request_size_mb",
             "client_upstream_fields", "on_redis_unavailable", "redis_prefix", "redis_sync_interval",
             "request_body_timeout", "max_pending_body_bytes"}  # fmt: skip
+_GENERAL |= {"journal_dir", "lease_seconds", "sweep_interval"}  # crash recovery (router/proxy/flight.py)
 _MODEL_ENTRY = {"model_name", "params", "litellm_params", "model_info"}
 _TOP = {"model_list", "router_settings", "general_settings", "litellm_settings", "providers", "pricing", "hf_providers"}
 
@@ -52,6 +53,9 @@ class ProxyConfig:
     redis_url: str | None = None
     redis_prefix: str = "polyroute"
     redis_sync_interval: float = 0.1
+    journal_dir: str | None = None  # the flight journal's folder (default: beside the SQLite file / cache dir)
+    lease_seconds: float = 30.0  # a dead replica's reservations are resolved this long after its last heartbeat
+    sweep_interval: float = 15.0  # seconds between recovery sweeps (dead journals, expired leases)
     on_redis_unavailable: str = "refuse"  # budgets when Redis is away: "refuse" new spend, or "local" counting
     max_request_bytes: int = 4_000_000
     request_body_timeout: float = 30.0  # seconds a request body may take to arrive (then 408, connection closed)
@@ -151,6 +155,19 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
         raise ConfigError(f"{source}: general_settings.redis_sync_interval: expected seconds between 0.01 and 10, "
                           f"got {interval!r}")  # fmt: skip
     config.redis_sync_interval = float(interval)
+    journal = general.get("journal_dir")
+    if journal is not None and (not isinstance(journal, str) or not journal):
+        raise ConfigError(f"{source}: general_settings.journal_dir: expected a folder path, got {journal!r}")
+    config.journal_dir = journal
+    for name, low, high in (("lease_seconds", 1.0, 3600.0), ("sweep_interval", 0.1, 3600.0)):
+        value = general.get(name, getattr(config, name))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"{source}: general_settings.{name}: expected seconds between {low:g} and {high:g}, "
+                              f"got {value!r}")  # fmt: skip
+        setattr(config, name, float(value))
+    if config.lease_seconds < 5 * config.redis_sync_interval:
+        raise ConfigError(f"{source}: general_settings.lease_seconds: must be at least 5 redis_sync_interval "
+                          f"({5 * config.redis_sync_interval:g} s): the lease is renewed at each sync")  # fmt: skip
     for name, scale in (("max_request_size_mb", 1_000_000), ("max_request_bytes", 1)):
         if name in general:
             value = general[name]

@@ -170,7 +170,12 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"polyroute serve: {e.message}", file=sys.stderr)
         return 2
-    app = build_app(config, router, store)
+    try:
+        app = build_app(config, router, store)  # opens this process's flight journal (crash recovery)
+    except ConfigError as e:
+        store.close()
+        print(f"polyroute serve: {e.message}", file=sys.stderr)
+        return 2
     try:
         import uvloop
 

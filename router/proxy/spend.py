@@ -1,10 +1,15 @@
-"""Spend records written in batches by one background task; flushed at shutdown so none is lost."""
+"""Spend records written in batches by one background task; flushed at shutdown so none is lost.
+
+Records waiting here are in memory only: the proxy's flight journal (:mod:`.flight`) holds a copy on disk
+until ``on_stored`` says they reached the store, so a killed process loses none of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from .store import SpendRecord, SqlStore
 
@@ -14,8 +19,15 @@ log = logging.getLogger("polyroute.proxy")
 class SpendWriter:
     """Queue records in memory; write them every ``interval`` seconds or ``batch`` records."""
 
-    def __init__(self, store: SqlStore, interval: float = 1.0, batch: int = 200) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        interval: float = 1.0,
+        batch: int = 200,
+        on_stored: Callable[[list[SpendRecord]], None] | None = None,
+    ) -> None:
         self.store = store
+        self.on_stored = on_stored  # called on the event loop with each batch once it is in the store
         self.interval = interval
         self.batch = batch
         self._pending: list[SpendRecord] = []
@@ -43,6 +55,9 @@ class SpendWriter:
         except Exception:
             log.exception("could not write %d spend records; keeping them for the next flush", len(records))
             self._pending[:0] = records
+            return
+        if self.on_stored is not None:
+            self.on_stored(records)
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -43,6 +43,13 @@ SQLITE_MIGRATIONS: list[str] = [
     );
     CREATE INDEX spend_by_ts ON spend (ts);
     """,
+    # 2: a request id per record (written once: recovery after a crash is idempotent) and its outcome
+    """
+    ALTER TABLE spend ADD COLUMN request_id TEXT;
+    ALTER TABLE spend ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ok';
+    UPDATE spend SET outcome = 'failed' WHERE status >= 400;
+    CREATE UNIQUE INDEX spend_by_request ON spend (request_id);
+    """,
 ]
 # The same schema in PostgreSQL's types (64-bit money, double-precision times).
 POSTGRES_MIGRATIONS: list[str] = [
@@ -59,7 +66,13 @@ POSTGRES_MIGRATIONS: list[str] = [
     );
     CREATE INDEX spend_by_ts ON spend (ts);
     """,
+    """
+    ALTER TABLE spend ADD COLUMN request_id TEXT, ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ok';
+    UPDATE spend SET outcome = 'failed' WHERE status >= 400;
+    CREATE UNIQUE INDEX spend_by_request ON spend (request_id);
+    """,
 ]
+OUTCOMES = ("ok", "failed", "in_doubt")  # in_doubt: begun before a crash, never ended; charged at its reservation
 
 KEY_PREFIX = "sk-poly-"
 
@@ -89,11 +102,11 @@ class KeyRow:
         return {k: v for k, v in self.__dict__.items() if k != "key_hash"}
 
 
-@dataclass
+@dataclass(slots=True)
 class SpendRecord:
     ts: float
     key_id: str | None
-    alias: str  # the model group the client asked for
+    alias: str | None  # the model group the client asked for (None: unknown, a reservation swept after a crash)
     provider: str | None
     model: str | None
     prompt_tokens: int
@@ -101,7 +114,19 @@ class SpendRecord:
     cost_pico: int | None
     price_source: str | None
     latency_ms: float
-    status: int
+    status: int | None  # None: in doubt (the process died before the request ended)
+    request_id: str | None = None  # one record per request id: a repeated write adds nothing
+    outcome: str | None = None  # ok / failed / in_doubt (None: from the status)
+
+    def row(self) -> tuple[Any, ...]:
+        outcome = self.outcome or ("ok" if self.status is not None and self.status < 400 else "failed")
+        return (self.ts, self.key_id, self.alias, self.provider, self.model, self.prompt_tokens,
+                self.completion_tokens, self.cost_pico, self.price_source, self.latency_ms, self.status,
+                self.request_id, outcome)  # fmt: skip
+
+
+SPEND_FIELDS = ("ts", "key_id", "alias", "provider", "model", "prompt_tokens", "completion_tokens", "cost_pico",
+                "price_source", "latency_ms", "status", "request_id", "outcome")  # fmt: skip
 
 
 _KEY_FIELDS = ("id", "key_hash", "key_hint", "alias", "max_budget_usd", "rpm", "tpm", "models", "expires_at",
@@ -144,6 +169,10 @@ class SqlStore:
 
     def ledger(self) -> Ledger:
         """The budget ledger living in the same database."""
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """A short fingerprint of this database (no secret in it): a flight journal belongs to one store."""
         raise NotImplementedError
 
     def migrate(self) -> int:
@@ -213,22 +242,30 @@ class SqlStore:
 
     # ---------------------------------------------------------------- spend
     def add_spend(self, records: list[SpendRecord]) -> None:
+        """Write records; one with a request id already stored is skipped (recovery may write it again)."""
         if not records:
             return
         sql = self._q(
-            "INSERT INTO spend (ts, key_id, alias, provider, model, prompt_tokens, completion_tokens, cost_pico,"
-            " price_source, latency_ms, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO spend ({', '.join(SPEND_FIELDS)}) VALUES ({', '.join('?' * len(SPEND_FIELDS))}) "
+            "ON CONFLICT DO NOTHING"
         )
         with self._transaction() as conn:
-            conn.cursor().executemany(sql, [tuple(r.__dict__.values()) for r in records])
+            conn.cursor().executemany(sql, [r.row() for r in records])
 
-    def spend_report(self, group_by: str, since: float | None) -> list[dict[str, Any]]:
+    def spend_report(self, group_by: str, since: float | None, outcome: str | None = None) -> list[dict[str, Any]]:
+        """Totals per key, model or provider; in-doubt records (a crash) are also counted apart."""
         column = {"key": "key_id", "model": "alias", "provider": "provider"}[group_by]
+        where, params = "ts >= ?", [since or 0.0]
+        if outcome is not None:
+            where += " AND outcome = ?"
+        args = (*params, outcome) if outcome is not None else tuple(params)
         rows = self._exec(
             f"SELECT {column}, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-            f"COALESCE(SUM(cost_pico), 0), SUM(CASE WHEN cost_pico IS NULL THEN 1 ELSE 0 END) "
-            f"FROM spend WHERE ts >= ? GROUP BY {column} ORDER BY 5 DESC",
-            (since or 0.0,),
+            f"COALESCE(SUM(cost_pico), 0), SUM(CASE WHEN cost_pico IS NULL THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN outcome = 'in_doubt' THEN 1 ELSE 0 END), "
+            f"COALESCE(SUM(CASE WHEN outcome = 'in_doubt' THEN cost_pico ELSE 0 END), 0) "
+            f"FROM spend WHERE {where} GROUP BY {column} ORDER BY 5 DESC",
+            args,
         ).fetchall()
         return [
             {
@@ -238,9 +275,17 @@ class SqlStore:
                 "completion_tokens": int(r[3]),
                 "cost_usd": pico_to_usd(int(r[4])),
                 "unpriced_requests": int(r[5]),
+                "in_doubt_requests": int(r[6]),
+                "in_doubt_cost_usd": pico_to_usd(int(r[7])),
             }
             for r in rows
         ]
+
+    def spend_records(self, key_id: str | None = None) -> list[SpendRecord]:
+        """Every stored record (of one key), oldest first: for tests and audits."""
+        where, params = ("WHERE key_id = ?", (key_id,)) if key_id is not None else ("", ())
+        rows = self._exec(f"SELECT {', '.join(SPEND_FIELDS)} FROM spend {where} ORDER BY id", params).fetchall()
+        return [SpendRecord(*r) for r in rows]
 
     def spend_count(self) -> int:
         return int(self._exec("SELECT COUNT(*) FROM spend").fetchone()[0])
@@ -274,6 +319,9 @@ class SqliteStore(SqlStore):
 
     def ledger(self) -> Ledger:
         return SqliteLedger(self.path)
+
+    def identity(self) -> str:
+        return "sqlite:" + hashlib.sha256(os.path.realpath(self.path).encode()).hexdigest()[:16]
 
 
 class PostgresStore(SqlStore):
@@ -313,3 +361,6 @@ class PostgresStore(SqlStore):
         from ..ledger_pg import PostgresLedger
 
         return PostgresLedger(self.url, schema=self.schema)
+
+    def identity(self) -> str:  # hashed: the URL may hold a password
+        return "postgres:" + hashlib.sha256(f"{self.url}|{self.schema}".encode()).hexdigest()[:16]

@@ -11,6 +11,11 @@ settled spend past a limit. When Redis cannot be reached, ``on_unavailable`` dec
 Either way, nothing is lost: settlements of reservations made in Redis, and spend made locally, are
 queued and written to Redis (once each) when it is back (:meth:`RedisLedger.flush`).
 
+Leases (:class:`router.ledger.LeasedLedger`): a proxy takes a lease id (``start_lease``); its reservations
+carry it (``amount:wall:owner:tag`` in the open hash, the owner indexed in the same script), and a lease key
+``<prefix>:lease:<owner>`` with a TTL is renewed by the shared state's sync thread. When it expires, the
+other replicas settle that owner's reservations at their reserved amount.
+
 Example::
 
     link = RedisLink("redis://127.0.0.1:6379/0")
@@ -26,7 +31,7 @@ from typing import Any
 
 from providers.errors import BudgetUnavailableError
 
-from ..ledger import InMemoryLedger, _new_id
+from ..ledger import InMemoryLedger, OpenReservation, _new_id
 from ..pricing.prices import pico_to_usd
 from . import scripts
 from .link import RedisLink, SharedStateUnavailable
@@ -50,6 +55,9 @@ class RedisLedger:
         self._local_base: dict[str, int] = {}
         # Writes Redis still owes: ("close", budget, id, actual|None) or ("spent", budget, id, amount).
         self._owed: collections.deque[tuple[str, str, str, int | None]] = collections.deque()
+        self.owner: str | None = None  # this process's lease id, once start_lease is called
+        self._lease_ms = 30_000
+        self._owner_keys: list[str] = []  # [its budget ids, every owner]: the RESERVE script's KEYS[4:6]
 
     def __repr__(self) -> str:
         return f"RedisLedger({self.link!r}, on_unavailable={self.on_unavailable!r})"
@@ -136,10 +144,19 @@ class RedisLedger:
         return rid if int(reply[0]) else None
 
     # ---------------------------------------------------------------- Ledger protocol
-    def reserve(self, budget_id: str, amount: int, limit: int) -> str | None:
-        rid, keys = _new_id(), self._keys(budget_id)
+    def _reserve_call(self, budget_id: str, amount: int, limit: int, rid: str, tag: str | None
+                      ) -> tuple[list[str], list[Any]]:  # fmt: skip
+        keys, args = self._keys(budget_id)[:3], [amount, limit, rid, f"{time.time():.3f}"]
+        if self.owner is not None:  # the owner goes with the reservation: no extra round trip
+            keys += self._owner_keys
+            args += [self.owner, (tag or "").replace(":", "_"), budget_id]
+        return keys, args
+
+    def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
+        rid = _new_id()
+        keys, args = self._reserve_call(budget_id, amount, limit, rid, tag)
         try:
-            reply = self.link.eval("reserve", scripts.RESERVE, keys[:3], [amount, limit, rid, f"{time.time():.3f}"])
+            reply = self.link.eval("reserve", scripts.RESERVE, keys, args)
         except SharedStateUnavailable as e:
             if e.maybe_applied:  # the script may still run when Redis is back: give the id up for sure
                 self._owe(("close", budget_id, rid, None))
@@ -150,12 +167,11 @@ class RedisLedger:
             self.flush()
         return self._reserved(budget_id, rid, reply)
 
-    async def areserve(self, budget_id: str, amount: int, limit: int) -> str | None:
-        rid, keys = _new_id(), self._keys(budget_id)
+    async def areserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
+        rid = _new_id()
+        keys, args = self._reserve_call(budget_id, amount, limit, rid, tag)
         try:
-            reply = await self.link.aeval(
-                "reserve", scripts.RESERVE, keys[:3], [amount, limit, rid, f"{time.time():.3f}"]
-            )
+            reply = await self.link.aeval("reserve", scripts.RESERVE, keys, args)
         except SharedStateUnavailable as e:
             if e.maybe_applied:
                 self._owe(("close", budget_id, rid, None))
@@ -239,3 +255,86 @@ class RedisLedger:
 
     def close(self) -> None:
         self.flush()
+
+    # ---------------------------------------------------------------- leases (router.ledger.LeasedLedger)
+    def _lease_key(self, owner: str) -> str:
+        return self.link.key("lease", owner)
+
+    def _owner_budgets_key(self, owner: str) -> str:
+        return self.link.key("owner", owner, "budgets")
+
+    def start_lease(self, owner: str, ttl_seconds: float) -> None:
+        owner = owner.replace(":", "_")
+        self._lease_ms = max(1, int(ttl_seconds * 1000))
+        self._owner_keys = [self._owner_budgets_key(owner), self.link.key("owners")]
+        self.owner = owner
+        self.link.run(lambda c: self.add_heartbeat(c.pipeline(transaction=False)).execute())
+
+    def add_heartbeat(self, pipe: Any) -> Any:
+        """Queue the lease renewal on a pipeline (the shared state's sync thread adds it to its own: no extra
+        round trip); returns the pipeline."""
+        if self.owner is not None:
+            pipe.set(self._lease_key(self.owner), f"{time.time():.3f}", px=self._lease_ms)
+            pipe.sadd(self.link.key("owners"), self.owner)
+        return pipe
+
+    def heartbeat(self) -> None:
+        if self.owner is not None:
+            self.link.run(lambda c: self.add_heartbeat(c.pipeline(transaction=False)).execute())
+
+    def end_lease(self) -> None:
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            self.link.run(lambda c: c.delete(self._lease_key(owner)))
+
+    def expired_owners(self) -> list[str]:
+        owners_key, me = self.link.key("owners"), self.owner
+
+        def go(client: Any) -> list[str]:
+            owners = sorted(o.decode() for o in client.smembers(owners_key) if o.decode() != me)
+            if not owners:
+                return []
+            pipe = client.pipeline(transaction=False)
+            for owner in owners:
+                pipe.exists(self._lease_key(owner))
+            return [o for o, alive in zip(owners, pipe.execute(), strict=True) if not alive]
+
+        return self.link.run(go)
+
+    def open_of(self, owner: str) -> list[OpenReservation]:
+        def go(client: Any) -> list[OpenReservation]:
+            budgets = sorted(b.decode() for b in client.smembers(self._owner_budgets_key(owner)))
+            pipe = client.pipeline(transaction=False)
+            for budget_id in budgets:
+                pipe.hgetall(self._keys(budget_id)[1])
+            found = []
+            for budget_id, entries in zip(budgets, pipe.execute(), strict=True):
+                for rid, value in entries.items():
+                    parts = value.decode().split(":")
+                    if len(parts) >= 4 and parts[2] == owner:
+                        found.append(OpenReservation(budget_id, rid.decode(), int(parts[0]), parts[3] or None,
+                                                     float(parts[1])))  # fmt: skip
+            return sorted(found, key=lambda r: r.created_at)
+
+        return self.link.run(go)
+
+    def close_open(self, budget_id: str, reservation_id: str, actual: int | None) -> None:
+        owner = self._owner_of(budget_id, reservation_id)
+        if owner is None:
+            return  # closed already
+        keys = [*self._keys(budget_id)[:3], self._lease_key(owner)]
+        self.link.eval("close_expired", scripts.CLOSE_EXPIRED, keys, [reservation_id, "" if actual is None else actual])
+
+    def _owner_of(self, budget_id: str, reservation_id: str) -> str | None:
+        raw = self.link.run(lambda c: c.hget(self._keys(budget_id)[1], reservation_id))
+        if raw is None:
+            return None
+        parts = raw.decode().split(":")
+        return parts[2] if len(parts) >= 4 else ""
+
+    def expire_owner(self, owner: str) -> None:
+        self.link.run(lambda c: c.delete(self._lease_key(owner)))
+
+    def forget_owner(self, owner: str) -> None:
+        keys = [self._lease_key(owner), self._owner_budgets_key(owner), self.link.key("owners")]
+        self.link.eval("forget_owner", scripts.FORGET_OWNER, keys, [owner])

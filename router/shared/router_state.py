@@ -56,6 +56,8 @@ class SharedRouterState:
         self._events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=10_000)
         self._latency_lock = threading.Lock()
         self.flushers: list[Callable[[], int]] = []  # e.g. RedisLedger.flush: writes owed to Redis
+        # Commands added to every sync's pipeline, e.g. RedisLedger.add_heartbeat: a lease renewed each interval
+        self.heartbeats: list[Callable[[Any], Any]] = []
         self._latency: dict[int, list[float]] = {}  # id(deployment) -> [sum, n, ttft sum, ttft n]
         self._deployments: list[Deployment] = []
         self._stop = threading.Event()
@@ -195,6 +197,8 @@ class SharedRouterState:
         pipe.hset(mine, mapping=counts)
         pipe.pexpire(mine, int(max(3.0, self.interval * 30) * 1000))
         pipe.zadd(self.link.key("replicas"), {self.link.replica: time.time()})
+        for heartbeat in self.heartbeats:
+            heartbeat(pipe)
         try:
             pipe.execute()
         except Exception:

@@ -4,9 +4,11 @@ Amounts are integer pico-USD kept by HINCRBY (exact int64). Lua compares them as
 exact below 2^53 pico-USD (about $9,007); above that a comparison may be off by a few pico-USD.
 """
 
-# KEYS[1] budget hash {spent, reserved}, KEYS[2] open reservations {id: "amount:wall"},
-# KEYS[3] ids closed before their reservation arrived (see CLOSE)
-# ARGV amount, limit, id, wall time -> {1 reserved | 0 does not fit or was given up, spent, reserved}.
+# KEYS[1] budget hash {spent, reserved}, KEYS[2] open reservations {id: "amount:wall[:owner:tag]"},
+# KEYS[3] ids closed before their reservation arrived (see CLOSE); with an owner: KEYS[4] the owner's
+# budget ids (set), KEYS[5] every owner (set)
+# ARGV amount, limit, id, wall time[, owner, tag, budget id]
+# -> {1 reserved | 0 does not fit or was given up, spent, reserved}.
 # Idempotent per id: sent twice (a retry after a dropped reply), it reserves once.
 RESERVE = """
 local spent = redis.call('HGET', KEYS[1], 'spent') or '0'
@@ -15,8 +17,40 @@ if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then return {1, spent, reserved}
 if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return {0, spent, reserved} end
 if tonumber(spent) + tonumber(reserved) + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {0, spent, reserved} end
 redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[1] .. ':' .. ARGV[4])
+local entry = ARGV[1] .. ':' .. ARGV[4]
+if ARGV[5] and ARGV[5] ~= '' then
+  entry = entry .. ':' .. ARGV[5] .. ':' .. ARGV[6]
+  redis.call('SADD', KEYS[4], ARGV[7])
+  redis.call('SADD', KEYS[5], ARGV[5])
+end
+redis.call('HSET', KEYS[2], ARGV[3], entry)
 return {1, spent, redis.call('HGET', KEYS[1], 'reserved')}  -- the stored string: exact, no float formatting
+"""
+
+# A dead owner's reservation, closed by another process: like CLOSE, but only while the owner's lease
+# is gone (a live owner keeps its reservations) and without remembering unknown ids.
+# KEYS[1..3] as RESERVE, KEYS[4] the owner's lease; ARGV id, actual (or '' to release)
+# -> 1 closed now, 0 already closed, -1 the owner is alive
+CLOSE_EXPIRED = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+local open = redis.call('HGET', KEYS[2], ARGV[1])
+if not open then return 0 end
+local amount = string.sub(open, 1, string.find(open, ':') - 1)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[3], 86400)
+if amount ~= '0' then redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. amount) end
+if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2]) end
+return 1
+"""
+
+# Forget a dead owner whose reservations were closed. KEYS[1] its lease, KEYS[2] its budget ids,
+# KEYS[3] every owner; ARGV owner -> 1 forgotten, 0 alive again
+FORGET_OWNER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
 """
 
 # ARGV id, actual (or '' to release) -> 1 closed now, 0 already closed (settle is idempotent).
