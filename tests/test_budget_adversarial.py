@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,35 @@ def test_an_answer_cut_short_is_charged_in_doubt_before_the_retry(priced: Catalo
     assert attempts[-1].error is None and attempts[-1].charged_pico is None
     spent = round(budget.spent_usd * PICO_PER_USD)
     assert spent == result.meta.cost_pico + cut[0].charged_pico and budget.reserved_usd == 0
+
+
+def test_proxy_spend_records_carry_what_a_cut_answer_was_charged() -> None:
+    """Through the proxy: the key's spend record of a request whose first answer was cut short (and charged in
+    doubt) before the fallback served it costs what the key's budget was charged, both attempts."""
+    from router.ledger import SqliteLedger
+    from tests.upstreams.faulty import FaultyUpstream
+
+    with FaultyUpstream(fault_rate=1.0, faults={"cut": 1}) as cutting, FaultyUpstream(fault_rate=0.0) as clean:
+        a = {"model": "openai/m", "api_base": cutting.url + "/v1", "api_key": "sk-a1"}
+        b = {"model": "openai/m", "api_base": clean.url + "/v1", "api_key": "sk-b1"}
+        config = {
+            "model_list": [{"model_name": "a", "params": a}, {"model_name": "b", "params": b}],
+            "router_settings": {"num_retries": 0, "fallbacks": [{"a": ["b"]}]},
+            "general_settings": {"master_key": MASTER},
+            "pricing": [{"model": "openai/m", "input_per_million": 1, "output_per_million": 1}],
+        }
+        with ProxyServer(config) as proxy:
+            made = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 1.0}).json()
+            r = httpx.post(f"{proxy.url}/v1/chat/completions", headers={"Authorization": f"Bearer {made['key']}"},
+                           json={"model": "a", "messages": ONE_WORD, "max_tokens": 5}, timeout=30)  # fmt: skip
+            assert r.status_code == 200
+            store = proxy.store
+            deadline = time.monotonic() + 10
+            while store.spend_count() < 1 and time.monotonic() < deadline:  # records are written every second
+                time.sleep(0.05)
+            (cost,) = store._exec("SELECT cost_pico FROM spend").fetchone()
+            ledger = SqliteLedger(store.path)  # type: ignore[attr-defined]
+            spent, reserved = ledger.totals(f"key:{made['id']}")
+            ledger.close()
+    assert reserved == 0 and cost == spent
+    assert spent > float(r.headers["x-polyroute-cost-usd"]) * PICO_PER_USD  # the cut attempt was charged too

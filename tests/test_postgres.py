@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.proxy.store import PostgresStore, SpendRecord
+from router.proxy.store import POSTGRES_MIGRATIONS, PostgresStore, SpendRecord
 
 URL = os.environ.get("POLYROUTE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -62,7 +62,7 @@ def test_keys_and_spend_round_trip(schema: str) -> None:
     assert report["requests"] == 3 and report["cost_usd"] == pytest.approx(27_000.0)  # 64-bit money
     assert store.ping() and store.spend_count() == 3
     again = PostgresStore(URL, schema=schema)
-    assert again.migrate() == 1  # a second start applies nothing
+    assert again.migrate() == len(POSTGRES_MIGRATIONS)  # a second start applies nothing
     again.close()
     store.close()
 
@@ -77,7 +77,7 @@ def test_two_replicas_migrating_at_once(schema: str) -> None:
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outs
     store = PostgresStore(URL, schema=schema)
-    assert store._exec("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    assert store._exec("SELECT COUNT(*) FROM schema_version").fetchone()[0] == len(POSTGRES_MIGRATIONS)
     store.close()
 
 

@@ -592,3 +592,14 @@ def test_tpm_counts_the_prompt_without_max_tokens(a: OpenAICompatUpstream) -> No
         except errors.RateLimitError:
             pass
     assert ok == 2 and calls(a) == 2
+
+
+def test_a_callers_extra_body_adds_to_the_deployments_and_never_replaces_it(a: OpenAICompatUpstream) -> None:
+    params = {"model": "openai/m", "api_base": a.url + "/v1", "api_key": "sk-a-123456", "extra_body": {"top_k": 5}}
+    router = Router(model_list=[{"model_name": "g", "params": params}], num_retries=0)
+    router.completion("g", [{"role": "user", "content": "hi"}], extra_body={"repetition_penalty": 1.1})
+    sent = a.requests[-1].json
+    assert sent["top_k"] == 5 and sent["repetition_penalty"] == 1.1  # the operator's field survived
+    with pytest.raises(errors.InvalidRequestArgumentError, match="top_k"):
+        router.completion("g", [{"role": "user", "content": "hi"}], extra_body={"top_k": 50})
+    router.close()

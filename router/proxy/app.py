@@ -213,15 +213,21 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _record(request: web.Request, caller: Caller, alias: str, started: float, status: int, meta: Any = None,
-            usage: Any = None) -> None:  # fmt: skip
+            usage: Any = None, error: PolyrouteError | None = None) -> None:  # fmt: skip
     """Queue the spend record of one request (success or failure) and count its tokens; the record goes to
-    the request's flight journal first, so it survives the process dying before it reaches the store."""
+    the request's flight journal first, so it survives the process dying before it reaches the store.
+    Failed attempts the budget was charged for (an answer cut short) add to the record's cost."""
     prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    cost = getattr(meta, "cost_pico", None)
+    attempts: list[Any] = getattr(meta, "attempts", None) or (error.attempts if error is not None else [])
+    charged = sum(int(a.charged_pico or 0) for a in attempts)
+    if charged:
+        cost = (cost or 0) + charged
     record = SpendRecord(
         ts=time.time(), key_id=caller.key_id, alias=alias, provider=getattr(meta, "provider", None),
         model=getattr(meta, "model", None), prompt_tokens=prompt, completion_tokens=completion,
-        cost_pico=getattr(meta, "cost_pico", None), price_source=getattr(meta, "price_source", None),
+        cost_pico=cost, price_source=getattr(meta, "price_source", None),
         latency_ms=(time.perf_counter() - started) * 1000, status=status,
     )  # fmt: skip
     flight = request.get(_FLIGHT)
@@ -295,7 +301,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                           extra_body=checked.extra or None, budget=budget)  # fmt: skip
     except PolyrouteError as err:
         response = _from_error(err, _shown_for(request, caller), alias)
-        _record(request, caller, alias, started, response.status)
+        _record(request, caller, alias, started, response.status, error=err)
         return response
     except asyncio.CancelledError:  # the client left, or the server is shutting down: still one record
         _record(request, caller, alias, started, 499)
@@ -354,7 +360,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         )  # fmt: skip
     except PolyrouteError as err:
         response = _from_error(err, _shown_for(request, caller), alias)
-        _record(request, caller, alias, started, response.status)
+        _record(request, caller, alias, started, response.status, error=err)
         return response
     _record(request, caller, alias, started, 200, result.meta, result.usage)
     return web.Response(body=result.model_dump_json().encode(), content_type="application/json",

@@ -319,7 +319,7 @@ class Router:
 
     # ---------------------------------------------------------------- calls
     def _chat_call(self, choice: Choice, messages: Any, stream: bool, kwargs: dict[str, Any]) -> Any:
-        merged = {**choice.deployment.params, **kwargs} if kwargs else choice.deployment.params
+        merged = _merged(choice.deployment.params, kwargs) if kwargs else choice.deployment.params
         params: dict[str, Any] = {}
         call_args: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -406,7 +406,7 @@ class Router:
         return await self._run_async(session, attempt)
 
     def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> EmbeddingCall:
-        merged = {**{k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, **kwargs}
+        merged = _merged({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
         params = _params(merged.pop("dimensions", None), merged.pop("encoding_format", None), merged.pop("user", None),
                          merged.pop("extra_body", None))  # fmt: skip
         return EmbeddingCall(
@@ -601,6 +601,21 @@ def _supports(offer: Any, needs: frozenset[str]) -> bool:
     if "tools" in needs and offer.supports_tools is False:
         return False
     return not ("structured_output" in needs and offer.supports_structured_output is False)
+
+
+def _merged(deployment: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's params with a call's on top; the two ``extra_body`` dicts are merged, never replaced
+    (a caller's extra field must not drop the operator's), and a field both set is an error."""
+    merged = {**deployment, **call}
+    mine, theirs = deployment.get("extra_body"), call.get("extra_body")
+    if isinstance(mine, dict) and mine and isinstance(theirs, dict) and theirs:
+        both = sorted(set(mine) & set(theirs))
+        if both:
+            raise InvalidRequestArgumentError(
+                f"extra_body field(s) {', '.join(both)} are set by the deployment's configuration; leave them out"
+            )
+        merged["extra_body"] = {**mine, **theirs}
+    return merged
 
 
 def _bounded(kwargs: dict[str, Any], session: Session) -> dict[str, Any]:
