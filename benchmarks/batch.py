@@ -56,11 +56,21 @@ def write_input(path: Path, rows: int) -> None:
     """OpenAI Batch request lines, each with its own custom_id and prompt."""
     with open(path, "w") as f:
         for i in range(rows):
-            f.write(json.dumps({
-                "custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-                "body": {"model": UPSTREAM_MODEL, "messages": [{"role": "user", "content": f"row {i}: say hi"}],
-                         "max_tokens": MAX_TOKENS},
-            }) + "\n")  # fmt: skip
+            f.write(
+                json.dumps(
+                    {
+                        "custom_id": f"req-{i}",
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": {
+                            "model": UPSTREAM_MODEL,
+                            "messages": [{"role": "user", "content": f"row {i}: say hi"}],
+                            "max_tokens": MAX_TOKENS,
+                        },
+                    }
+                )
+                + "\n"
+            )
 
 
 def batch_config(url: str) -> dict[str, Any]:
@@ -109,8 +119,16 @@ def _child_polyroute(input_path: str, output: str, url: str) -> dict[str, Any]:
     before, cpu, start = _vm("VmRSS"), time.process_time(), time.perf_counter()
     result = run_batch(input_path, output, config, budget_usd=BUDGET_USD, concurrency=CONCURRENCY)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"wall": wall, "cpu": cpu, "exit_code": result.exit_code, "reason": result.reason, "ok": result.ok,
-            "failed": result.failed, "spent_usd": result.spent_usd, "rss_before": before}  # fmt: skip
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "exit_code": result.exit_code,
+        "reason": result.reason,
+        "ok": result.ok,
+        "failed": result.failed,
+        "spent_usd": result.spent_usd,
+        "rss_before": before,
+    }
 
 
 def _child_aiohttp(input_path: str, output: str, url: str) -> dict[str, Any]:
@@ -154,8 +172,14 @@ def _child_litellm(input_path: str, output: str, url: str) -> dict[str, Any]:
         messages = [json.loads(raw)["body"]["messages"] for raw in f]
 
     def call(batch: list[Any]) -> int:
-        answers = litellm.batch_completion(model=MODEL, messages=batch, api_base=f"{url}/v1", api_key=API_KEY,
-                                           max_tokens=MAX_TOKENS, max_workers=CONCURRENCY)  # fmt: skip
+        answers = litellm.batch_completion(
+            model=MODEL,
+            messages=batch,
+            api_base=f"{url}/v1",
+            api_key=API_KEY,
+            max_tokens=MAX_TOKENS,
+            max_workers=CONCURRENCY,
+        )
         bad = [a for a in answers if isinstance(a, Exception) or not a.choices[0].message.content.startswith("Echo")]
         if bad:
             raise RuntimeError(f"litellm.batch_completion: {len(bad)} of {len(batch)} failed, e.g. {bad[0]!r}")
@@ -207,16 +231,21 @@ class RssSampler:
         return self.samples
 
 
-def run_child(variant: str, input_path: Path, output: Path, url: str,
-              sample: bool = False) -> tuple[dict[str, Any], list[tuple[float, float]]]:  # fmt: skip
+def run_child(
+    variant: str, input_path: Path, output: Path, url: str, sample: bool = False
+) -> tuple[dict[str, Any], list[tuple[float, float]]]:
     """Run one variant in a fresh process; its RESULT line, and its VmRSS over time when ``sample``."""
     for path in (output, Path(f"{output}.journal")):
         path.unlink(missing_ok=True)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.batch", "--child", variant, str(input_path), str(output), url],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     sampler = RssSampler(proc.pid) if sample else None
     stdout, stderr = proc.communicate()
     samples = sampler.stop() if sampler is not None else []
@@ -241,8 +270,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="polyroute-batch-bench-") as tmp, upstream() as url:
         d = Path(tmp)
-        inputs = {"warm": d / "warm.jsonl", "main": d / "main.jsonl", "large": d / "large.jsonl",
-                  "lite": d / "lite.jsonl"}  # fmt: skip
+        inputs = {
+            "warm": d / "warm.jsonl",
+            "main": d / "main.jsonl",
+            "large": d / "large.jsonl",
+            "lite": d / "lite.jsonl",
+        }
         for name, n in (("warm", 1_000), ("main", rows), ("large", large_rows), ("lite", lite_rows)):
             write_input(inputs[name], n)
         out = d / "out.jsonl"
@@ -283,18 +316,39 @@ def main() -> None:
         table_rows = []
         for name, s in samples.items():
             res, n = info[name], lite_rows if name == "litellm" else rows
-            table_rows.append([
-                name, f"{n:,}", f"{rate[name]:,.0f}",
-                f"{min(s):,.0f}-{max(s):,.0f}", f"{median([r['wall'] for r in res]):.2f}",
-                f"{rate[name] / base:.2f}x", f"{rate[name] / rate['litellm']:.1f}x" if have_litellm else "-",
-                f"{median([r['cpu'] / n for r in res]) * 1e3:.2f}", f"{median([r['peak_rss'] for r in res]):.1f}",
-            ])  # fmt: skip
-        table(["variant", "rows", "median rows/s", "range over rounds", "wall s", "vs raw aiohttp", "vs litellm",
-               "CPU ms/row", "peak RSS MB"], table_rows)  # fmt: skip
-        print(f"(polyroute: journal on, budget ${BUDGET_USD:.0f} so every row is reserved and settled; its wall "
-              "time is the whole run_batch call: input scan, journal, tokenizer and catalog load, every row; "
-              "raw aiohttp reads the same file and parses each answer but writes nothing; LiteLLM gets a "
-              f"{CONCURRENCY}-row warm-up first)")  # fmt: skip
+            table_rows.append(
+                [
+                    name,
+                    f"{n:,}",
+                    f"{rate[name]:,.0f}",
+                    f"{min(s):,.0f}-{max(s):,.0f}",
+                    f"{median([r['wall'] for r in res]):.2f}",
+                    f"{rate[name] / base:.2f}x",
+                    f"{rate[name] / rate['litellm']:.1f}x" if have_litellm else "-",
+                    f"{median([r['cpu'] / n for r in res]) * 1e3:.2f}",
+                    f"{median([r['peak_rss'] for r in res]):.1f}",
+                ]
+            )
+        table(
+            [
+                "variant",
+                "rows",
+                "median rows/s",
+                "range over rounds",
+                "wall s",
+                "vs raw aiohttp",
+                "vs litellm",
+                "CPU ms/row",
+                "peak RSS MB",
+            ],
+            table_rows,
+        )
+        print(
+            f"(polyroute: journal on, budget ${BUDGET_USD:.0f} so every row is reserved and settled; its wall "
+            "time is the whole run_batch call: input scan, journal, tokenizer and catalog load, every row; "
+            "raw aiohttp reads the same file and parses each answer but writes nothing; LiteLLM gets a "
+            f"{CONCURRENCY}-row warm-up first)"
+        )
 
         heading(f"2. memory: polyroute on {rows:,} vs {large_rows:,} rows (one run each, VmRSS sampled every 0.2 s)")
         small = median([r["peak_rss"] for r in info["polyroute"]])
@@ -309,26 +363,51 @@ def main() -> None:
             span = curve[-1][0]
             for share in (0.25, 0.5, 0.75, 1.0):
                 points.append(f"{max(rss for t, rss in curve if t <= share * span):.1f}")
-        table(["rows", "rows/s", "RSS before run_batch MB", "peak RSS MB", "VmRSS at 25/50/75/100% of the run MB"],
-              [[f"{rows:,}", f"{rate['polyroute']:,.0f}", f"{small_before:.1f}", f"{small:.1f}", "-"],
-               [f"{large_rows:,}", f"{large_rows / wall:,.0f}", f"{large['rss_before']:.1f}",
-                f"{large['peak_rss']:.1f}", " / ".join(points) or "-"]])  # fmt: skip
+        table(
+            ["rows", "rows/s", "RSS before run_batch MB", "peak RSS MB", "VmRSS at 25/50/75/100% of the run MB"],
+            [
+                [f"{rows:,}", f"{rate['polyroute']:,.0f}", f"{small_before:.1f}", f"{small:.1f}", "-"],
+                [
+                    f"{large_rows:,}",
+                    f"{large_rows / wall:,.0f}",
+                    f"{large['rss_before']:.1f}",
+                    f"{large['peak_rss']:.1f}",
+                    " / ".join(points) or "-",
+                ],
+            ],
+        )
 
     growth = large["peak_rss"] - small
     allowed = max(small * GROWTH_SHARE, GROWTH_MB)
     heading("verdicts")
-    print(verdict(rate["polyroute"] >= TARGET_RPS, f"{rows:,} rows at concurrency {CONCURRENCY} >= {TARGET_RPS:,} "
-                  "rows/s with the journal on", f"{rate['polyroute']:,.0f} rows/s (absolute: this is a noisy 2-core "
-                  f"box that also runs the upstream; raw aiohttp did {base:,.0f} rows/s here)"))  # fmt: skip
+    print(
+        verdict(
+            rate["polyroute"] >= TARGET_RPS,
+            f"{rows:,} rows at concurrency {CONCURRENCY} >= {TARGET_RPS:,} rows/s with the journal on",
+            f"{rate['polyroute']:,.0f} rows/s (absolute: this is a noisy 2-core "
+            f"box that also runs the upstream; raw aiohttp did {base:,.0f} rows/s here)",
+        )
+    )
     if have_litellm:
         ratio = rate["polyroute"] / rate["litellm"]
-        print(verdict(ratio >= TARGET_VS_LITELLM, f"polyroute >= {TARGET_VS_LITELLM}x litellm.batch_completion rows/s",
-                      f"{ratio:.1f}x ({rate['polyroute']:,.0f} vs {rate['litellm']:,.0f} rows/s)"))  # fmt: skip
+        print(
+            verdict(
+                ratio >= TARGET_VS_LITELLM,
+                f"polyroute >= {TARGET_VS_LITELLM}x litellm.batch_completion rows/s",
+                f"{ratio:.1f}x ({rate['polyroute']:,.0f} vs {rate['litellm']:,.0f} rows/s)",
+            )
+        )
     else:
         print("INFO no LiteLLM ratio: LiteLLM not installed: pip install litellm")
-    print(verdict(growth <= allowed, f"memory flat: peak RSS on {large_rows:,} rows within +{GROWTH_SHARE:.0%} or "
-                  f"+{GROWTH_MB:.0f} MB of {rows:,} rows", f"{small:.1f} -> {large['peak_rss']:.1f} MB "
-                  f"({growth:+.1f} MB, {growth / small:+.1%}; allowed +{allowed:.1f} MB)"))  # fmt: skip
+    print(
+        verdict(
+            growth <= allowed,
+            f"memory flat: peak RSS on {large_rows:,} rows within +{GROWTH_SHARE:.0%} or "
+            f"+{GROWTH_MB:.0f} MB of {rows:,} rows",
+            f"{small:.1f} -> {large['peak_rss']:.1f} MB "
+            f"({growth:+.1f} MB, {growth / small:+.1%}; allowed +{allowed:.1f} MB)",
+        )
+    )
     print(f"INFO polyroute {rate['polyroute'] / base:.2f}x raw aiohttp (no journal, no parsing into types, no cost)")
 
 

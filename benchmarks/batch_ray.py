@@ -59,11 +59,17 @@ def child_main(argv: list[str]) -> None:
     if variant == "local":
         result = run_batch(input_path, output, config, budget_usd=BUDGET_USD, concurrency=CONCURRENCY)
     else:
-        result = run_batch_ray(input_path, output, config, budget_usd=BUDGET_USD, concurrency=CONCURRENCY,
-                               workers=WORKERS)  # fmt: skip
+        result = run_batch_ray(
+            input_path, output, config, budget_usd=BUDGET_USD, concurrency=CONCURRENCY, workers=WORKERS
+        )
     wall = time.perf_counter() - start
-    out = {"wall": wall, "flowing": _flowing_seconds(output), "exit_code": result.exit_code, "ok": result.ok,
-           "workers": len(getattr(result, "workers", {}) or {}) or 1}  # fmt: skip
+    out = {
+        "wall": wall,
+        "flowing": _flowing_seconds(output),
+        "exit_code": result.exit_code,
+        "ok": result.ok,
+        "workers": len(getattr(result, "workers", {}) or {}) or 1,
+    }
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -72,8 +78,11 @@ def run_child(variant: str, input_path: Path, output: Path, url: str, prefix: st
         path.unlink(missing_ok=True)
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.batch_ray", "--child", variant, str(input_path), str(output), url, prefix],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"the {variant} child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -104,18 +113,32 @@ def main() -> None:
 
             return run
 
-        heading(f"rows/s of {ROWS:,} rows at concurrency {CONCURRENCY} ({WORKERS} Ray workers), {rounds} interleaved "
-                f"round{'s' * (rounds > 1)}, a fresh process per run")  # fmt: skip
+        heading(
+            f"rows/s of {ROWS:,} rows at concurrency {CONCURRENCY} ({WORKERS} Ray workers), {rounds} interleaved "
+            f"round{'s' * (rounds > 1)}, a fresh process per run"
+        )
         samples = interleave({name: variant(name) for name in VARIANTS}, rounds)
     e2e = {name: median(s) for name, s in samples.items()}
     flowing = {name: median([ROWS / r["flowing"] for r in info[name]]) for name in VARIANTS}
-    table(["variant", "rows/s end to end", "vs local", "wall s", "rows/s while rows flow", "vs local"],
-          [[name, f"{e2e[name]:,.0f}", f"{e2e[name] / e2e['local']:.2f}x",
-            f"{median([r['wall'] for r in info[name]]):.1f}", f"{flowing[name]:,.0f}",
-            f"{flowing[name] / flowing['local']:.2f}x"] for name in VARIANTS])  # fmt: skip
-    print(f"\nratio ray / local, end to end: {e2e['ray'] / e2e['local']:.2f}x "
-          f"(cluster up: {e2e['ray, cluster up'] / e2e['local']:.2f}x); "
-          f"while rows flow: {flowing['ray'] / flowing['local']:.2f}x")  # fmt: skip
+    table(
+        ["variant", "rows/s end to end", "vs local", "wall s", "rows/s while rows flow", "vs local"],
+        [
+            [
+                name,
+                f"{e2e[name]:,.0f}",
+                f"{e2e[name] / e2e['local']:.2f}x",
+                f"{median([r['wall'] for r in info[name]]):.1f}",
+                f"{flowing[name]:,.0f}",
+                f"{flowing[name] / flowing['local']:.2f}x",
+            ]
+            for name in VARIANTS
+        ],
+    )
+    print(
+        f"\nratio ray / local, end to end: {e2e['ray'] / e2e['local']:.2f}x "
+        f"(cluster up: {e2e['ray, cluster up'] / e2e['local']:.2f}x); "
+        f"while rows flow: {flowing['ray'] / flowing['local']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

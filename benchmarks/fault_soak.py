@@ -62,8 +62,20 @@ FAULT_RATE = 0.2
 NUM_RETRIES = 2
 CRASH_IN_FLIGHT = 50
 SEED = 14
-KNOWN_SPEND_COLUMNS = {"id", "ts", "key_id", "alias", "provider", "model", "prompt_tokens", "completion_tokens",
-                       "cost_pico", "price_source", "latency_ms", "status"}  # fmt: skip
+KNOWN_SPEND_COLUMNS = {
+    "id",
+    "ts",
+    "key_id",
+    "alias",
+    "provider",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_pico",
+    "price_source",
+    "latency_ms",
+    "status",
+}
 
 
 def ok_mark(ok: bool | None) -> str:
@@ -87,8 +99,12 @@ class Outcome:
 
 
 def body_for(tag: str, stream: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": ALIAS, "messages": [{"role": "user", "content": PROMPT}],
-                            "max_tokens": MAX_TOKENS, "user": tag}  # fmt: skip
+    body: dict[str, Any] = {
+        "model": ALIAS,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": MAX_TOKENS,
+        "user": tag,
+    }
     if stream:
         body["stream"] = True
     return body
@@ -141,11 +157,13 @@ async def one_request(session: aiohttp.ClientSession, base: str, key: str, tag: 
         return out
 
 
-async def run_load(base: str, key: str, plan: list[tuple[str, bool]], concurrency: int,
-                   deadline_s: float) -> list[Outcome]:  # fmt: skip
+async def run_load(
+    base: str, key: str, plan: list[tuple[str, bool]], concurrency: int, deadline_s: float
+) -> list[Outcome]:
     """Send ``plan`` (tag, stream) ``concurrency`` at a time; requests still running at the deadline are lost."""
-    outcomes: dict[str, Outcome] = {tag: Outcome(tag, stream, detail="not finished by the deadline")
-                                    for tag, stream in plan}  # fmt: skip
+    outcomes: dict[str, Outcome] = {
+        tag: Outcome(tag, stream, detail="not finished by the deadline") for tag, stream in plan
+    }
     queue = collections.deque(plan)
     timeout = aiohttp.ClientTimeout(total=60, sock_connect=5)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as session:
@@ -215,8 +233,18 @@ def proxy_config(upstream_url: str, db: Path) -> dict[str, Any]:
 
 def start_proxy(config_path: Path, tmp: Path, name: str) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "router.cli", "serve", "--config", str(config_path), "--port", str(port),
-            "--shutdown-timeout", "10"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "router.cli",
+        "serve",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+        "--shutdown-timeout",
+        "10",
+    ]
     server = Server(name, argv, port=port, health="/health", log_dir=tmp, cwd=REPO)
     server.wait_ready(60)
     return server
@@ -257,27 +285,37 @@ def read_store(db: Path, key_id: str) -> StoreFacts:
         if "spend" in tables:
             where = "WHERE key_id = ?"
             facts.rows = conn.execute(f"SELECT COUNT(*) FROM spend {where}", (key_id,)).fetchone()[0]
-            facts.by_status = dict(conn.execute(f"SELECT status, COUNT(*) FROM spend {where} GROUP BY status "
-                                                "ORDER BY status", (key_id,)).fetchall())  # fmt: skip
+            facts.by_status = dict(
+                conn.execute(
+                    f"SELECT status, COUNT(*) FROM spend {where} GROUP BY status ORDER BY status", (key_id,)
+                ).fetchall()
+            )
             facts.with_provider = conn.execute(
                 f"SELECT COUNT(*) FROM spend {where} AND provider IS NOT NULL", (key_id,)
             ).fetchone()[0]
             pico, prompt, completion = conn.execute(
                 "SELECT COALESCE(SUM(cost_pico), 0), COALESCE(SUM(prompt_tokens), 0), "
-                f"COALESCE(SUM(completion_tokens), 0) FROM spend {where}", (key_id,)
-            ).fetchone()  # fmt: skip
+                f"COALESCE(SUM(completion_tokens), 0) FROM spend {where}",
+                (key_id,),
+            ).fetchone()
             facts.cost_usd, facts.tokens = pico / 1e12, (prompt, completion)
             count, pico = conn.execute(
                 f"SELECT COUNT(*), COALESCE(SUM(cost_pico), 0) FROM spend {where} AND provider IS NOT NULL "
-                "AND status != 200", (key_id,)
-            ).fetchone()  # fmt: skip
+                "AND status != 200",
+                (key_id,),
+            ).fetchone()
             facts.failed_served, facts.failed_served_usd = count, pico / 1e12
             if "outcome" in facts.spend_columns:  # ok / failed / in_doubt (store migration 2)
                 facts.in_doubt_column = "outcome = 'in_doubt'"
-                facts.by_outcome = dict(conn.execute(f"SELECT outcome, COUNT(*) FROM spend {where} GROUP BY outcome "
-                                                     "ORDER BY outcome", (key_id,)).fetchall())  # fmt: skip
-                count, pico = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(cost_pico), 0) FROM spend {where} "
-                                           "AND outcome = 'in_doubt'", (key_id,)).fetchone()  # fmt: skip
+                facts.by_outcome = dict(
+                    conn.execute(
+                        f"SELECT outcome, COUNT(*) FROM spend {where} GROUP BY outcome ORDER BY outcome", (key_id,)
+                    ).fetchall()
+                )
+                count, pico = conn.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(cost_pico), 0) FROM spend {where} AND outcome = 'in_doubt'",
+                    (key_id,),
+                ).fetchone()
                 facts.in_doubt, facts.in_doubt_usd = count, pico / 1e12
             else:  # any other way a later store may mark them
                 doubt = [c for c in facts.spend_columns if "doubt" in c.lower()]
@@ -375,9 +413,11 @@ def faulty_upstream(**kw: Any) -> Iterator[FaultyUpstream]:
 
 def scenario_a(runner: asyncio.Runner, tmp: Path, requests: int) -> None:
     budget = round(0.9 * requests * expected_cost_usd(), 6)
-    heading(f"Scenario A - faults: {requests} requests, {CONCURRENCY} at a time, half streamed; upstream fails "
-            f"{FAULT_RATE:.0%} (429 / 500 / 502 / 503 / reset / cut); 2 deployments, num_retries {NUM_RETRIES}; "
-            f"key budget ${budget:.6f} (~90% of the requests' cost)")  # fmt: skip
+    heading(
+        f"Scenario A - faults: {requests} requests, {CONCURRENCY} at a time, half streamed; upstream fails "
+        f"{FAULT_RATE:.0%} (429 / 500 / 502 / 503 / reset / cut); 2 deployments, num_retries {NUM_RETRIES}; "
+        f"key budget ${budget:.6f} (~90% of the requests' cost)"
+    )
     db = tmp / "a.db"
     with faulty_upstream(fault_rate=FAULT_RATE) as up:
         config_path = tmp / "a.yaml"
@@ -422,9 +462,11 @@ def report(
     print(f"client: {len(outcomes)} requests ({len(streams)} streamed) in {elapsed:.1f} s")
     table(
         ["client outcome", "requests", "of which streamed", "detail"],
-        [[kind, n, sum(o.stream for o in outcomes if o.kind == kind), _details(outcomes, kind)]
-         for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1])],
-    )  # fmt: skip
+        [
+            [kind, n, sum(o.stream for o in outcomes if o.kind == kind), _details(outcomes, kind)]
+            for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1])
+        ],
+    )
     faults = up["faults"]
     print(
         f"upstream: {up['attempts']} attempts for {len(up['tags'])} client requests; "
@@ -434,17 +476,22 @@ def report(
     )
     status_text = ", ".join(f"{s}: {n}" for s, n in facts.by_status.items())
     outcome_text = ", ".join(f"{o} {n}" for o, n in facts.by_outcome.items())
-    print(f"store: {facts.rows} spend rows for the key (status {status_text}"
-          + (f"; outcome {outcome_text}" if outcome_text else "") + f"); {facts.with_provider} name a provider; "
-          f"cost ${facts.cost_usd:.6f}, tokens {facts.tokens[0]} in / {facts.tokens[1]} out")  # fmt: skip
+    print(
+        f"store: {facts.rows} spend rows for the key (status {status_text}"
+        + (f"; outcome {outcome_text}" if outcome_text else "")
+        + f"); {facts.with_provider} name a provider; "
+        f"cost ${facts.cost_usd:.6f}, tokens {facts.tokens[0]} in / {facts.tokens[1]} out"
+    )
     extra_columns = [c for c in facts.spend_columns if c not in KNOWN_SPEND_COLUMNS]
     doubt = "none"
     if facts.in_doubt_column is not None:
         doubt = f"{facts.in_doubt_column} ({facts.in_doubt} rows in doubt, ${facts.in_doubt_usd:.6f})"
     reservation_columns = ", ".join(facts.reservation_columns) or "(no table)"
-    print(f"store schema: spend columns beyond the original ones: {', '.join(extra_columns) or 'none'}; "
-          f"in-doubt marker: {doubt}; budget_reservations columns: {reservation_columns}; "
-          f"tables: {', '.join(facts.tables)}")  # fmt: skip
+    print(
+        f"store schema: spend columns beyond the original ones: {', '.join(extra_columns) or 'none'}; "
+        f"in-doubt marker: {doubt}; budget_reservations columns: {reservation_columns}; "
+        f"tables: {', '.join(facts.tables)}"
+    )
     for name, text in extra or []:
         print(f"{name}: {text}")
     print(f"metrics: {overshoot}")
@@ -457,8 +504,9 @@ def report(
     settled = facts.settled_usd or 0.0
     rows: list[tuple[str, str, str, bool | None]] = []
     if crash:
-        rows.append(("requests lost (no HTTP response / transport error)", f"{lost} (cut by the kill: expected)",
-                     "-", None))  # fmt: skip
+        rows.append(
+            ("requests lost (no HTTP response / transport error)", f"{lost} (cut by the kill: expected)", "-", None)
+        )
     else:
         rows.append(("requests lost (no HTTP response / transport error)", str(lost), "0", lost == 0))
         rows.append(("streams ended silently (200, no [DONE], no error event)", str(silent), "0", silent == 0))
@@ -467,15 +515,30 @@ def report(
         how.append(f"{facts.rows} rows - {len(refused_answered)} refused before any upstream call")
     if crash and facts.in_doubt_column is not None:
         how.append(f"{facts.rows - facts.in_doubt} served + {facts.in_doubt} in doubt")
-    rows.append((
-        "spend records vs client requests the upstream saw",
-        f"{matched} vs {len(reached)}" + (f" ({'; '.join(how)})" if how else ""),
-        "records == upstream-seen", matched == len(reached),
-    ))  # fmt: skip
-    rows.append(("reservations open at the end", f"{facts.open_reservations} (${facts.open_reserved_usd:.6f})", "0",
-                 facts.open_reservations == 0))  # fmt: skip
-    rows.append(("settled spend vs budget (budget_spend)", f"${settled:.6f} of ${budget:.6f} ({settled / budget:.1%})",
-                 "settled <= budget", settled <= budget + 1e-12))  # fmt: skip
+    rows.append(
+        (
+            "spend records vs client requests the upstream saw",
+            f"{matched} vs {len(reached)}" + (f" ({'; '.join(how)})" if how else ""),
+            "records == upstream-seen",
+            matched == len(reached),
+        )
+    )
+    rows.append(
+        (
+            "reservations open at the end",
+            f"{facts.open_reservations} (${facts.open_reserved_usd:.6f})",
+            "0",
+            facts.open_reservations == 0,
+        )
+    )
+    rows.append(
+        (
+            "settled spend vs budget (budget_spend)",
+            f"${settled:.6f} of ${budget:.6f} ({settled / budget:.1%})",
+            "settled <= budget",
+            settled <= budget + 1e-12,
+        )
+    )
     print_targets(rows)
     info = [
         f"spend rows' cost ${facts.cost_usd:.6f} vs settled ${settled:.6f}"
@@ -486,13 +549,21 @@ def report(
     ]
     cut_json = sum(1 for e in events if e.fault == "cut" and not e.stream)
     if cut_json:
-        info.append(f"{cut_json} JSON answers were cut mid-body by the upstream (billable there; the proxy retries "
-                    "them, and the spend row is the retry's)")  # fmt: skip
+        info.append(
+            f"{cut_json} JSON answers were cut mid-body by the upstream (billable there; the proxy retries "
+            "them, and the spend row is the retry's)"
+        )
     if not crash:
-        info.append(f"not reached: {len(not_reached)} requests never reached the upstream ("
-                    + ", ".join(f"{k} {n}" for k, n in collections.Counter(
-                        f"{o.status} {o.code}" if o.kind == "http_error" else o.kind for o in not_reached).items())
-                    + ")")  # fmt: skip
+        info.append(
+            f"not reached: {len(not_reached)} requests never reached the upstream ("
+            + ", ".join(
+                f"{k} {n}"
+                for k, n in collections.Counter(
+                    f"{o.status} {o.code}" if o.kind == "http_error" else o.kind for o in not_reached
+                ).items()
+            )
+            + ")"
+        )
     for line in info:
         print(f"INFO {line}")
 
@@ -508,8 +579,10 @@ def _details(outcomes: list[Outcome], kind: str) -> str:
 
 def scenario_b(runner: asyncio.Runner, tmp: Path) -> None:
     budget = round(130 * expected_cost_usd(), 6)  # ~ warm-up + 1.6x what 50 reservations hold
-    heading(f"Scenario B - crash: {CRASH_IN_FLIGHT} slow requests in flight (JSON held 20 s, streams 1 frame/s), "
-            f"kill -9, restart on the same store, wait 4 s, SIGTERM; key budget ${budget:.6f}")  # fmt: skip
+    heading(
+        f"Scenario B - crash: {CRASH_IN_FLIGHT} slow requests in flight (JSON held 20 s, streams 1 frame/s), "
+        f"kill -9, restart on the same store, wait 4 s, SIGTERM; key budget ${budget:.6f}"
+    )
     db = tmp / "b.db"
     extra: list[tuple[str, str]] = []
     with faulty_upstream(fault_rate=0.0) as up:
@@ -544,10 +617,15 @@ def scenario_b(runner: asyncio.Runner, tmp: Path) -> None:
             outcomes, all_in_flight, reserved_at_kill = runner.run(crash())
             killed_at = time.monotonic()
             in_flight_at_kill = sum(1 for e in up.snapshot() if e.tag and e.tag.startswith("b-"))
-            extra.append(("at the kill", f"{in_flight_at_kill} requests at the upstream "
-                          f"({'all' if all_in_flight else 'NOT all'} {CRASH_IN_FLIGHT} in flight), "
-                          f"{reserved_at_kill[0]} reservations open (${reserved_at_kill[1]:.6f}), "
-                          f"{rows_before} spend rows written (warm-up: {len(warm)} requests)"))  # fmt: skip
+            extra.append(
+                (
+                    "at the kill",
+                    f"{in_flight_at_kill} requests at the upstream "
+                    f"({'all' if all_in_flight else 'NOT all'} {CRASH_IN_FLIGHT} in flight), "
+                    f"{reserved_at_kill[0]} reservations open (${reserved_at_kill[1]:.6f}), "
+                    f"{rows_before} spend rows written (warm-up: {len(warm)} requests)",
+                )
+            )
             first.stop()
             up.answer_delay, up.chunk_delay = 0.0, 0.0
             second = start_proxy(config_path, tmp, "polyroute (B2)")
@@ -564,8 +642,11 @@ def scenario_b(runner: asyncio.Runner, tmp: Path) -> None:
         events = up.snapshot()
         held = sum(1 for e in events if e.status is None and e.fault is None)
         extra.append(("upstream at the end", f"{held} answers still held (never sent)"))
-    beside = sorted(p.name + ("/" if p.is_dir() else "") for p in tmp.iterdir() if not p.name.startswith("a")
-                    and p.suffix not in (".log", ".yaml"))  # fmt: skip
+    beside = sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in tmp.iterdir()
+        if not p.name.startswith("a") and p.suffix not in (".log", ".yaml")
+    )
     extra.append(("files beside the store", ", ".join(beside)))
     facts = read_store(db, key_id)
     report(

@@ -127,18 +127,32 @@ class ServerFailed(RuntimeError):
 class Server:
     """A server subprocess, started at once so that slow startups overlap; :meth:`stop` always runs."""
 
-    def __init__(self, name: str, argv: list[str], *, port: int, health: str, log_dir: Path, cwd: Path,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        port: int,
+        health: str,
+        log_dir: Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.base = f"http://127.0.0.1:{port}"
         self.health = health
         self.log_path = log_dir / (name.split()[0] + f"-{port}.log")
         self._log: IO[bytes] = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal reaches only us; we stop the servers in order
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )  # fmt: skip
+        )
         self.started = time.monotonic()
 
     @property
@@ -213,9 +227,21 @@ def litellm_server(url: str, tmp: Path) -> Server:
     path.write_text(json.dumps(config, indent=2))
     port = free_port()
     # The `litellm` console script, without depending on where it was installed.
-    argv = [sys.executable, "-c", "from litellm.proxy.proxy_cli import run_server; run_server()",
-            "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1",
-            "--telemetry", "False"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-c",
+        "from litellm.proxy.proxy_cli import run_server; run_server()",
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+        "--telemetry",
+        "False",
+    ]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
     return Server(LITE, argv, port=port, health="/health/liveliness", log_dir=tmp, cwd=tmp, env=env)
 
@@ -353,22 +379,34 @@ def throughput(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes)
     rate = {name: median(r) for name, r in rates.items()}
     lite = rate.get(LITE)
     rows = [
-        [name, counts[name] * sizes.rounds, f"{rate[name]:.0f}", f"{min(r):.0f}-{max(r):.0f}",
-         f"{rate[name] / rate[PASS]:.2f}x", f"{rate[name] / lite:.1f}x" if lite else "-"]
+        [
+            name,
+            counts[name] * sizes.rounds,
+            f"{rate[name]:.0f}",
+            f"{min(r):.0f}-{max(r):.0f}",
+            f"{rate[name] / rate[PASS]:.2f}x",
+            f"{rate[name] / lite:.1f}x" if lite else "-",
+        ]
         for name, r in rates.items()
-    ]  # fmt: skip
+    ]
     table(["server", "requests", "median req/s", "range over rounds", "vs pass-through", "vs litellm"], rows)
 
     poly = rate[POLY]
     lines = [
-        verdict(poly >= 0.5 * rate[PASS], f"polyroute req/s at {CONCURRENCY} connections >= 50% of the pass-through",
-                f"{poly / rate[PASS]:.0%} ({poly:.0f} vs {rate[PASS]:.0f} req/s)"),
-    ]  # fmt: skip
+        verdict(
+            poly >= 0.5 * rate[PASS],
+            f"polyroute req/s at {CONCURRENCY} connections >= 50% of the pass-through",
+            f"{poly / rate[PASS]:.0%} ({poly:.0f} vs {rate[PASS]:.0f} req/s)",
+        ),
+    ]
     if lite:
         lines.append(
-            verdict(poly >= 20 * lite, f"polyroute req/s at {CONCURRENCY} connections >= 20x LiteLLM's proxy",
-                    f"{poly / lite:.1f}x ({poly:.0f} vs {lite:.0f} req/s)")
-        )  # fmt: skip
+            verdict(
+                poly >= 20 * lite,
+                f"polyroute req/s at {CONCURRENCY} connections >= 20x LiteLLM's proxy",
+                f"{poly / lite:.1f}x ({poly:.0f} vs {lite:.0f} req/s)",
+            )
+        )
     lines.append(
         f"INFO straight to the upstream (no proxy hop): {rate[DIRECT]:.0f} req/s; "
         f"polyroute keeps {poly / rate[DIRECT]:.0%} of it, the pass-through {rate[PASS] / rate[DIRECT]:.0%}"
@@ -383,16 +421,26 @@ def memory(targets: dict[str, Target], seen: dict[str, Any]) -> list[str]:
         if target.pid is None:
             continue
         rss_now, hwm[name] = memory_mb(target.pid)
-        rows.append([name, f"{seen['started'][name]:.1f}", f"{seen['idle'][name]:.1f}",
-                     f"{max(seen['peaks'][name]):.1f}", f"{rss_now:.1f}", f"{hwm[name]:.1f}"])  # fmt: skip
-    table(["server", "RSS started MB", "after warm-up MB", "max under load MB", "RSS now MB", "peak (VmHWM) MB"],
-          rows)  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{seen['started'][name]:.1f}",
+                f"{seen['idle'][name]:.1f}",
+                f"{max(seen['peaks'][name]):.1f}",
+                f"{rss_now:.1f}",
+                f"{hwm[name]:.1f}",
+            ]
+        )
+    table(["server", "RSS started MB", "after warm-up MB", "max under load MB", "RSS now MB", "peak (VmHWM) MB"], rows)
     peak = max(hwm[POLY], max(seen["peaks"][POLY]))
     other = f"; LiteLLM's proxy {hwm[LITE]:.1f} MB" if LITE in hwm else ""
     return [
-        verdict(peak <= 120, "polyroute proxy RSS under load <= 120 MB",
-                f"{peak:.1f} MB peak (VmHWM){other}; the pass-through {hwm[PASS]:.1f} MB"),
-    ]  # fmt: skip
+        verdict(
+            peak <= 120,
+            "polyroute proxy RSS under load <= 120 MB",
+            f"{peak:.1f} MB peak (VmHWM){other}; the pass-through {hwm[PASS]:.1f} MB",
+        ),
+    ]
 
 
 # ------------------------------------------------------------------ 2. added latency
@@ -420,10 +468,16 @@ def latency(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes) ->
     p50 = {name: median(s) * 1e3 for name, s in samples.items()}
     base = p50[DIRECT]
     rows = [
-        [name, len(s), f"{p50[name]:.3f}", f"{percentile(s, 0.9) * 1e3:.3f}", f"{percentile(s, 0.99) * 1e3:.3f}",
-         f"{p50[name] - base:+.3f}"]
+        [
+            name,
+            len(s),
+            f"{p50[name]:.3f}",
+            f"{percentile(s, 0.9) * 1e3:.3f}",
+            f"{percentile(s, 0.99) * 1e3:.3f}",
+            f"{p50[name] - base:+.3f}",
+        ]
         for name, s in samples.items()
-    ]  # fmt: skip
+    ]
     table(["server", "samples", "p50 ms", "p90 ms", "p99 ms", "added p50 ms"], rows)
     added = p50[POLY] - base
     others = f"pass-through {p50[PASS] - base:+.3f} ms"
@@ -449,8 +503,15 @@ def leak_check(runner: asyncio.Runner, target: Target, sizes: Sizes, quick: bool
             rate, _peak = runner.run(load(session, target, first))
             served += first
             rss.append(memory_mb(target.pid)[0])
-            rows.append([f"{served:,}", f"{rss[-1]:.1f}", f"{rss[-1] - rss[0]:+.1f}",
-                         f"{(rss[-1] - rss[0]) / rss[0]:+.1%}", f"{rate:.0f}"])  # fmt: skip
+            rows.append(
+                [
+                    f"{served:,}",
+                    f"{rss[-1]:.1f}",
+                    f"{rss[-1] - rss[0]:+.1f}",
+                    f"{(rss[-1] - rss[0]) / rss[0]:+.1%}",
+                    f"{rate:.0f}",
+                ]
+            )
     finally:
         runner.run(session.close())
     table(["requests served", "VmRSS MB", "vs first MB", "vs first %", "req/s"], rows)
@@ -459,9 +520,12 @@ def leak_check(runner: asyncio.Runner, target: Target, sizes: Sizes, quick: bool
     label = f"{total // 1000}k" if quick else f"{total:,}"
     base = f"{first // 1000}k" if quick else f"{first:,}"
     return [
-        verdict(abs(growth) <= 0.10, f"polyroute RSS after {label} requests within 10% of RSS after {base}",
-                f"{rss[0]:.1f} -> {rss[-1]:.1f} MB ({growth:+.1%}); peak {hwm:.1f} MB"),
-    ]  # fmt: skip
+        verdict(
+            abs(growth) <= 0.10,
+            f"polyroute RSS after {label} requests within 10% of RSS after {base}",
+            f"{rss[0]:.1f} -> {rss[-1]:.1f} MB ({growth:+.1%}); peak {hwm:.1f} MB",
+        ),
+    ]
 
 
 # ------------------------------------------------------------------ main
@@ -502,8 +566,10 @@ def main() -> None:
                 server.stop()
                 del servers[LITE]
         started_rss = {name: memory_mb(server.pid)[0] for name, server in servers.items()}
-        print(f"servers ready after: {', '.join(ready)} (all on this box's {os.cpu_count()} cpus with the "
-              "upstream and the client)")  # fmt: skip
+        print(
+            f"servers ready after: {', '.join(ready)} (all on this box's {os.cpu_count()} cpus with the "
+            "upstream and the client)"
+        )
         if lite_missing is not None:
             print(f"INFO LiteLLM's proxy is not measured: {lite_missing}")
 

@@ -71,8 +71,11 @@ def _replica(name: str, config: dict[str, object], tmp: Path) -> Server:
 
 
 async def _new_key(session: aiohttp.ClientSession, base: str) -> str:
-    async with session.post(f"{base}/admin/keys", headers={"authorization": f"Bearer {MASTER_KEY}"},
-                            json={"rpm": 10_000_000, "max_budget_usd": 1000}) as resp:  # fmt: skip
+    async with session.post(
+        f"{base}/admin/keys",
+        headers={"authorization": f"Bearer {MASTER_KEY}"},
+        json={"rpm": 10_000_000, "max_budget_usd": 1000},
+    ) as resp:
         return str((await resp.json())["key"])
 
 
@@ -87,8 +90,9 @@ async def _load(session: aiohttp.ClientSession, bases: list[str], key: str, requ
         while left > 0:
             left -= 1
             turn += 1
-            async with session.post(f"{bases[turn % len(bases)]}/v1/chat/completions", data=body,
-                                    headers=headers) as resp:  # fmt: skip
+            async with session.post(
+                f"{bases[turn % len(bases)]}/v1/chat/completions", data=body, headers=headers
+            ) as resp:
                 data = await resp.read()
                 if resp.status != 200 or EXPECTED not in data:
                     raise RuntimeError(f"HTTP {resp.status}: {data[:300]!r}")
@@ -135,10 +139,12 @@ def main() -> None:
                 runner.run(_load(session, bases, key, 200))
             heading(f"requests/s at {CONCURRENCY} connections, {rounds} interleaved rounds of {per_round} requests")
             results = interleave(
-                {name: (lambda b=bases, k=key: [runner.run(_load(session, b, k, per_round))])
-                 for name, (bases, key) in variants.items()},
+                {
+                    name: (lambda b=bases, k=key: [runner.run(_load(session, b, k, per_round))])
+                    for name, (bases, key) in variants.items()
+                },
                 rounds,
-            )  # fmt: skip
+            )
             base = median(results["standalone (SQLite, local state)"])
             table(
                 ["variant", "req/s (median)", "vs standalone"],
@@ -159,8 +165,9 @@ def main() -> None:
 
 
 async def _session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY),
-                                 timeout=aiohttp.ClientTimeout(total=120))  # fmt: skip
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=CONCURRENCY), timeout=aiohttp.ClientTimeout(total=120)
+    )
 
 
 if __name__ == "__main__":

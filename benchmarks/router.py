@@ -37,10 +37,15 @@ from ._harness import (
 )
 
 _ANSWER = orjson.dumps(
-    {"id": "chatcmpl-b", "object": "chat.completion", "created": 1, "model": "bench-model",
-     "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-     "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}
-)  # fmt: skip
+    {
+        "id": "chatcmpl-b",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "bench-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+    }
+)
 
 
 class InstantTransport:
@@ -65,8 +70,9 @@ def main() -> None:
         router = Router([{"model_name": "chat", "params": deployment}])
 
         async def bare() -> Any:
-            return await acompletion(model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS,
-                                     max_tokens=MAX_TOKENS)  # fmt: skip
+            return await acompletion(
+                model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS
+            )
 
         async def routed() -> Any:
             return await router.acompletion(model="chat", messages=MSGS, max_tokens=MAX_TOKENS)
@@ -93,8 +99,9 @@ def main() -> None:
         instant = InstantTransport()
 
         async def bare_cpu() -> Any:
-            return await acompletion(model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS,
-                                     max_tokens=MAX_TOKENS, client=instant)  # fmt: skip
+            return await acompletion(
+                model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS, client=instant
+            )
 
         async def routed_cpu() -> Any:
             return await router.acompletion(model="chat", messages=MSGS, max_tokens=MAX_TOKENS, client=instant)
@@ -102,27 +109,46 @@ def main() -> None:
         for fn in (bare, routed, bare_cpu, routed_cpu):  # warm up: connections, catalogs, code paths
             runner.run(latencies(fn, 50))
 
-        cpu = interleave({"bare acompletion": lambda: runner.run(latencies(bare_cpu, 1000)),
-                          "Router.acompletion": lambda: runner.run(latencies(routed_cpu, 1000))}, rounds)  # fmt: skip
+        cpu = interleave(
+            {
+                "bare acompletion": lambda: runner.run(latencies(bare_cpu, 1000)),
+                "Router.acompletion": lambda: runner.run(latencies(routed_cpu, 1000)),
+            },
+            rounds,
+        )
         heading(f"0. per-call cost with an instant in-process transport, {1000 * rounds} calls each")
         cpu_base = median(cpu["bare acompletion"])
-        table(("variant", "calls", "median us", "vs bare us"),
-              [(n, len(v), f"{median(v):.1f}", f"{median(v) - cpu_base:+.1f}") for n, v in cpu.items()])  # fmt: skip
+        table(
+            ("variant", "calls", "median us", "vs bare us"),
+            [(n, len(v), f"{median(v):.1f}", f"{median(v) - cpu_base:+.1f}") for n, v in cpu.items()],
+        )
 
         per = calls // rounds
-        lat = interleave({"bare acompletion": lambda: runner.run(latencies(bare, per)),
-                          "Router.acompletion": lambda: runner.run(latencies(routed, per))}, rounds)  # fmt: skip
+        lat = interleave(
+            {
+                "bare acompletion": lambda: runner.run(latencies(bare, per)),
+                "Router.acompletion": lambda: runner.run(latencies(routed, per)),
+            },
+            rounds,
+        )
         heading(f"1. sequential latency, {per * rounds} calls each, {rounds} interleaved rounds ({loop_name})")
         base = median(lat["bare acompletion"])
         rows = [(name, len(v), f"{median(v):.1f}", f"{median(v) - base:+.1f}") for name, v in lat.items()]
         table(("variant", "calls", "median us", "vs bare us"), rows)
 
-        thr = interleave({"bare acompletion": lambda: runner.run(throughput(bare, total // 5)),
-                          "Router.acompletion": lambda: runner.run(throughput(routed, total // 5))}, 5)  # fmt: skip
+        thr = interleave(
+            {
+                "bare acompletion": lambda: runner.run(throughput(bare, total // 5)),
+                "Router.acompletion": lambda: runner.run(throughput(routed, total // 5)),
+            },
+            5,
+        )
         heading(f"2. throughput at 64 concurrent, {total // 5} requests x 5 interleaved rounds")
         bare_rps = median(thr["bare acompletion"])
-        table(("variant", "median req/s", "vs bare"),
-              [(name, f"{median(v):.0f}", f"{median(v) / bare_rps:.2f}x") for name, v in thr.items()])  # fmt: skip
+        table(
+            ("variant", "median req/s", "vs bare"),
+            [(name, f"{median(v):.0f}", f"{median(v) / bare_rps:.2f}x") for name, v in thr.items()],
+        )
 
     overhead = median(cpu["Router.acompletion"]) - cpu_base
     loopback = median(lat["Router.acompletion"]) - base

@@ -66,9 +66,14 @@ class Clients:
 
     def polyroute(self, n: int) -> Any:
         return self.completion(
-            model=MODEL, api_base=f"{self.url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS,
-            stream=True, extra_body={"fake_chunks": n},
-        )  # fmt: skip
+            model=MODEL,
+            api_base=f"{self.url}/v1",
+            api_key=API_KEY,
+            messages=MSGS,
+            max_tokens=MAX_TOKENS,
+            stream=True,
+            extra_body={"fake_chunks": n},
+        )
 
     def openai_sdk(self, n: int) -> Any:
         return self.sdk.chat.completions.create(
@@ -77,9 +82,14 @@ class Clients:
 
     def lite(self, n: int) -> Any:
         return self.litellm.completion(
-            model=MODEL, api_base=f"{self.url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS,
-            stream=True, extra_body={"fake_chunks": n},
-        )  # fmt: skip
+            model=MODEL,
+            api_base=f"{self.url}/v1",
+            api_key=API_KEY,
+            messages=MSGS,
+            max_tokens=MAX_TOKENS,
+            stream=True,
+            extra_body={"fake_chunks": n},
+        )
 
     def raw_httpx(self, n: int) -> Iterator[str | None]:
         with self.raw.stream("POST", self.endpoint, json=body(stream=True, fake_chunks=n), headers=HEADERS) as resp:
@@ -222,9 +232,14 @@ def async_throughput(url: str, quick: bool) -> list[str]:
 
         async def polyroute(k: int) -> int:
             stream = await acompletion(
-                model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS,
-                stream=True, extra_body={"fake_chunks": k},
-            )  # fmt: skip
+                model=MODEL,
+                api_base=f"{url}/v1",
+                api_key=API_KEY,
+                messages=MSGS,
+                max_tokens=MAX_TOKENS,
+                stream=True,
+                extra_body={"fake_chunks": k},
+            )
             return sum([1 async for c in stream if c.choices and c.choices[0].delta.content])
 
         counters = {"raw aiohttp": raw_aiohttp, "polyroute": polyroute}

@@ -84,19 +84,45 @@ def completion(
         router, call_args = _one_group_router(model, args, kwargs)
         return router.completion(model, messages, **call_args)  # type: ignore[no-any-return]
     params = {
-        "max_tokens": max_tokens, "max_completion_tokens": max_completion_tokens, "temperature": temperature,
-        "top_p": top_p, "stop": stop, "seed": seed, "n": n, "tools": tools, "tool_choice": tool_choice,
-        "response_format": response_format, "reasoning_effort": reasoning_effort, "logprobs": logprobs,
-        "top_logprobs": top_logprobs, "presence_penalty": presence_penalty,
-        "frequency_penalty": frequency_penalty, "logit_bias": logit_bias, "user": user,
+        "max_tokens": max_tokens,
+        "max_completion_tokens": max_completion_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "stop": stop,
+        "seed": seed,
+        "n": n,
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "response_format": response_format,
+        "reasoning_effort": reasoning_effort,
+        "logprobs": logprobs,
+        "top_logprobs": top_logprobs,
+        "presence_penalty": presence_penalty,
+        "frequency_penalty": frequency_penalty,
+        "logit_bias": logit_bias,
+        "user": user,
         "parallel_tool_calls": parallel_tool_calls,
-    }  # fmt: skip
+    }
     call = prepare_chat(
-        model, messages, stream, params, api_key=api_key, api_base=api_base or base_url, timeout=timeout,
-        stream_options=stream_options, functions=functions, function_call=function_call,
-        extra_headers=extra_headers, extra_body=extra_body, bill_to=bill_to, registry=registry,
-        catalog=catalog, kwargs=kwargs, fn="completion", need_key=mock_response is None,
-    )  # fmt: skip
+        model,
+        messages,
+        stream,
+        params,
+        api_key=api_key,
+        api_base=api_base or base_url,
+        timeout=timeout,
+        stream_options=stream_options,
+        functions=functions,
+        function_call=function_call,
+        extra_headers=extra_headers,
+        extra_body=extra_body,
+        bill_to=bill_to,
+        registry=registry,
+        catalog=catalog,
+        kwargs=kwargs,
+        fn="completion",
+        need_key=mock_response is None,
+    )
     return run_chat(call, stream=bool(stream), client=client, budget=budget, mock_response=mock_response)
 
 
@@ -152,19 +178,46 @@ async def acompletion(
         router, call_args = _one_group_router(model, args, kwargs)
         return await router.acompletion(model, messages, **call_args)  # type: ignore[no-any-return]
     params = {
-        "max_tokens": max_tokens, "max_completion_tokens": max_completion_tokens, "temperature": temperature,
-        "top_p": top_p, "stop": stop, "seed": seed, "n": n, "tools": tools, "tool_choice": tool_choice,
-        "response_format": response_format, "reasoning_effort": reasoning_effort, "logprobs": logprobs,
-        "top_logprobs": top_logprobs, "presence_penalty": presence_penalty,
-        "frequency_penalty": frequency_penalty, "logit_bias": logit_bias, "user": user,
+        "max_tokens": max_tokens,
+        "max_completion_tokens": max_completion_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "stop": stop,
+        "seed": seed,
+        "n": n,
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "response_format": response_format,
+        "reasoning_effort": reasoning_effort,
+        "logprobs": logprobs,
+        "top_logprobs": top_logprobs,
+        "presence_penalty": presence_penalty,
+        "frequency_penalty": frequency_penalty,
+        "logit_bias": logit_bias,
+        "user": user,
         "parallel_tool_calls": parallel_tool_calls,
-    }  # fmt: skip
+    }
     prepare = functools.partial(
-        prepare_chat, model, messages, stream, params, api_key=api_key, api_base=api_base or base_url,
-        timeout=timeout, stream_options=stream_options, functions=functions, function_call=function_call,
-        extra_headers=extra_headers, extra_body=extra_body, bill_to=bill_to, registry=registry,
-        catalog=catalog, kwargs=kwargs, fn="acompletion", need_key=mock_response is None,
-    )  # fmt: skip
+        prepare_chat,
+        model,
+        messages,
+        stream,
+        params,
+        api_key=api_key,
+        api_base=api_base or base_url,
+        timeout=timeout,
+        stream_options=stream_options,
+        functions=functions,
+        function_call=function_call,
+        extra_headers=extra_headers,
+        extra_body=extra_body,
+        bill_to=bill_to,
+        registry=registry,
+        catalog=catalog,
+        kwargs=kwargs,
+        fn="acompletion",
+        need_key=mock_response is None,
+    )
     # Local image files are read and encoded off the event loop.
     call = await asyncio.to_thread(prepare) if has_local_images(messages) else prepare()
     return await arun_chat(call, stream=bool(stream), client=client, budget=budget, mock_response=mock_response)

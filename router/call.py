@@ -117,9 +117,15 @@ def connection_failed(call: Call, err: PolyrouteError) -> PolyrouteError:
 
 
 def success_meta(
-    call: Call, response: HttpResponse, *, provider: str, model: str, usage: Any, usage_estimated: bool,
+    call: Call,
+    response: HttpResponse,
+    *,
+    provider: str,
+    model: str,
+    usage: Any,
+    usage_estimated: bool,
     lookup: PriceLookup,
-) -> ResponseMeta:  # fmt: skip
+) -> ResponseMeta:
     """The ``.meta`` of a successful call: who served, latency, the attempt, and the cost."""
     target = call.target
     latency = (time.perf_counter() - call.started) * 1000
@@ -127,9 +133,20 @@ def success_meta(
     # One positional constructor call per record (the hot path of every call): the field order of
     # Attempt and ResponseMeta in router.types.
     return ResponseMeta(
-        provider, model, target.api_base, latency, target.model_string,
+        provider,
+        model,
+        target.api_base,
+        latency,
+        target.model_string,
         [Attempt(target.model_string, target.label, target.api_base, response.status, None, latency)],
-        None, usage_estimated, response.headers.get("x-request-id"),
-        cost.cost_usd, cost.cost_pico, cost.cost_estimated, cost.price_source, cost.price_fetched_at,
-        cost.unpriced_reason, cost.upstream_cost_usd,
-    )  # fmt: skip
+        None,
+        usage_estimated,
+        response.headers.get("x-request-id"),
+        cost.cost_usd,
+        cost.cost_pico,
+        cost.cost_estimated,
+        cost.price_source,
+        cost.price_fetched_at,
+        cost.unpriced_reason,
+        cost.upstream_cost_usd,
+    )

@@ -121,8 +121,15 @@ def finish_chat(
     served = target.adapter.served_by(target, response.headers)
     if lookup is None:
         lookup = call.catalog.lookup(target, served)
-    meta = success_meta(call, response, provider=served, model=result.model, usage=data["usage"],
-                        usage_estimated=usage_estimated, lookup=lookup)  # fmt: skip
+    meta = success_meta(
+        call,
+        response,
+        provider=served,
+        model=result.model,
+        usage=data["usage"],
+        usage_estimated=usage_estimated,
+        lookup=lookup,
+    )
     object.__setattr__(result, "_meta", meta)  # a plain slot (see _WithMeta): no pydantic __setattr__
     return result
 
@@ -132,8 +139,13 @@ def _stream_args(call: Call) -> dict[str, Any]:
 
 
 def normalizer(call: Call) -> ChunkNormalizer:
-    return ChunkNormalizer(call.target, include_usage=call.include_usage, messages=call.messages, secrets=call.secrets,
-                           answers=call.body.get("n") or 1)  # fmt: skip
+    return ChunkNormalizer(
+        call.target,
+        include_usage=call.include_usage,
+        messages=call.messages,
+        secrets=call.secrets,
+        answers=call.body.get("n") or 1,
+    )
 
 
 def _served(call: Call, response: HttpResponse) -> str:
@@ -175,8 +187,13 @@ def run_chat(
                 content = upstream.read()
                 upstream.close()
                 raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
-            return Stream(upstream, normalizer(call), attempts=[attempt(call, upstream.status, None)],
-                          reservation=reservation, **_stream_args(call))  # fmt: skip
+            return Stream(
+                upstream,
+                normalizer(call),
+                attempts=[attempt(call, upstream.status, None)],
+                reservation=reservation,
+                **_stream_args(call),
+            )
         try:
             response = transport.send(call.request, call.timeouts)
         except PolyrouteError as err:
@@ -219,8 +236,13 @@ async def arun_chat(
                 content = await upstream.aread()
                 await upstream.aclose()
                 raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
-            return AsyncStream(upstream, normalizer(call), attempts=[attempt(call, upstream.status, None)],
-                               reservation=reservation, **_stream_args(call))  # fmt: skip
+            return AsyncStream(
+                upstream,
+                normalizer(call),
+                attempts=[attempt(call, upstream.status, None)],
+                reservation=reservation,
+                **_stream_args(call),
+            )
         try:
             response = await transport.send(call.request, call.timeouts)
         except PolyrouteError as err:

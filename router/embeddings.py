@@ -97,10 +97,19 @@ class EmbeddingCall:
     """Everything about one embedding call except the I/O."""
 
     def __init__(
-        self, model: str, input: Any, params: dict[str, Any], api_key: str | None, api_base: str | None,
-        timeout: Any, extra_headers: Any, bill_to: Any, registry: Registry | None, catalog: Catalog | None,
+        self,
+        model: str,
+        input: Any,
+        params: dict[str, Any],
+        api_key: str | None,
+        api_base: str | None,
+        timeout: Any,
+        extra_headers: Any,
+        bill_to: Any,
+        registry: Registry | None,
+        catalog: Catalog | None,
         target: Target | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.inputs = _inputs(input)
         self.target = target or (registry or default_registry()).resolve(model, api_base)
         self.key = api_key_for(self.target, api_key, api_base)
@@ -152,8 +161,15 @@ class EmbeddingCall:
         provider = self.served(response)
         if lookup is None:
             lookup = self.catalog.lookup(target, provider)
-        result._meta = success_meta(call, response, provider=provider, model=result.model, usage=data["usage"],
-                                    usage_estimated=estimated, lookup=lookup)  # fmt: skip
+        result._meta = success_meta(
+            call,
+            response,
+            provider=provider,
+            model=result.model,
+            usage=data["usage"],
+            usage_estimated=estimated,
+            lookup=lookup,
+        )
         return result
 
 
@@ -185,8 +201,18 @@ def embedding(
         len(r.data), r.usage.prompt_tokens
     """
     check_unknown(kwargs, "embedding")
-    emb = EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
-                         api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
+    emb = EmbeddingCall(
+        model,
+        input,
+        _params(dimensions, encoding_format, user, extra_body),
+        api_key,
+        api_base or base_url,
+        timeout,
+        extra_headers,
+        bill_to,
+        registry,
+        catalog,
+    )
     return run_embedding(emb, client, budget)
 
 
@@ -217,8 +243,18 @@ async def aembedding(
         r = await aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="hello")
     """
     check_unknown(kwargs, "aembedding")
-    emb = EmbeddingCall(model, input, _params(dimensions, encoding_format, user, extra_body), api_key,
-                         api_base or base_url, timeout, extra_headers, bill_to, registry, catalog)  # fmt: skip
+    emb = EmbeddingCall(
+        model,
+        input,
+        _params(dimensions, encoding_format, user, extra_body),
+        api_key,
+        api_base or base_url,
+        timeout,
+        extra_headers,
+        bill_to,
+        registry,
+        catalog,
+    )
     return await arun_embedding(emb, client, budget)
 
 

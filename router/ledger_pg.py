@@ -43,10 +43,13 @@ class PostgresLedger(ThreadedAsyncLedger, SqlLeases):
             conn.execute("SELECT pg_advisory_xact_lock(7316002)")
             for statement in _SCHEMA:
                 conn.execute(statement)
-            found = {row[0] for row in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-                "AND table_name = 'budget_reservations'"
-            ).fetchall()}  # fmt: skip
+            found = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                    "AND table_name = 'budget_reservations'"
+                ).fetchall()
+            }
             missing = [c for c in _LEASE_COLUMNS if c not in found]
             for column in missing:
                 conn.execute(f"ALTER TABLE budget_reservations ADD COLUMN {column} TEXT")

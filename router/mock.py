@@ -53,13 +53,24 @@ def _sse(target: Target, messages: list[dict[str, Any]], mock_response: Any) -> 
     for i, piece in enumerate(pieces):
         delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
         last = i == len(pieces) - 1
-        chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": target.model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}]}  # fmt: skip
+        chunk = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": target.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}],
+        }
         frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
     prompt, completion = count_messages(messages), count_text(content)
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-    usage_chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": target.model,
-                   "choices": [], "usage": usage}  # fmt: skip
+    usage_chunk = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": target.model,
+        "choices": [],
+        "usage": usage,
+    }
     frames.append(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
     frames.append(b"data: [DONE]\n\n")
     return frames

@@ -266,8 +266,10 @@ def has_local_images(messages: Any) -> bool:
 
 def _check_tool_calls(calls: Any, where: str) -> None:
     if not isinstance(calls, list):
-        raise _fail(f"{where} must be a list of {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}, "
-                    f"got {type(calls).__name__}")  # fmt: skip
+        raise _fail(
+            f"{where} must be a list of {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}, "
+            f"got {type(calls).__name__}"
+        )
     for j, call in enumerate(calls):
         fn = call.get("function") if isinstance(call, dict) else None
         if (
@@ -293,8 +295,9 @@ def _check_message_fields(msg: dict[str, Any], i: int) -> None:
         _check_tool_calls(msg["tool_calls"], f"messages[{i}].tool_calls")
     call = msg.get("function_call")
     if call is not None and not (isinstance(call, dict) and isinstance(call.get("name"), str)):
-        raise _fail(f"messages[{i}].function_call must look like {{'name': ..., 'arguments': '...'}}, "
-                    f"got {_shown(call)}")  # fmt: skip
+        raise _fail(
+            f"messages[{i}].function_call must look like {{'name': ..., 'arguments': '...'}}, got {_shown(call)}"
+        )
 
 
 def normalize_messages(messages: Any, *, local_files: bool = True) -> list[dict[str, Any]]:
@@ -417,8 +420,9 @@ def build_chat_body(
     if functions is not None:
         if "tools" in body:
             raise _fail("pass either tools= or the legacy functions=, not both")
-        if not isinstance(functions, list) or not all(isinstance(f, dict) and isinstance(f.get("name"), str)
-                                                      for f in functions):  # fmt: skip
+        if not isinstance(functions, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("name"), str) for f in functions
+        ):
             raise _fail("functions must be a list of {'name': ..., 'parameters': {...}} dicts")
         body["tools"] = [{"type": "function", "function": f} for f in functions]
         if function_call is not None:

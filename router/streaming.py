@@ -534,10 +534,14 @@ class _StreamBase:
             return self._meta
         target = self._norm.target
         meta = ResponseMeta(
-            provider=self._served, model=self._norm.model or target.model, api_base=target.api_base,
-            latency_ms=(time.perf_counter() - self._started) * 1000, model_string=self._model_string,
-            attempts=self._attempts, usage_estimated=self._norm.usage is None,
-        )  # fmt: skip
+            provider=self._served,
+            model=self._norm.model or target.model,
+            api_base=target.api_base,
+            latency_ms=(time.perf_counter() - self._started) * 1000,
+            model_string=self._model_string,
+            attempts=self._attempts,
+            usage_estimated=self._norm.usage is None,
+        )
         usage = self.left_usage()
         meta.set_cost(cost_of(self._catalog.lookup_cached(target, self._served), usage, estimated=True))
         return meta

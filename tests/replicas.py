@@ -36,11 +36,25 @@ class Replicas:
             log = Path(self._tmp.name) / f"replica-{i}.log"
             env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
             with log.open("wb") as out:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "router.cli", "serve", "--config", str(self.path), "--port", str(port),
-                     "--shutdown-timeout", "5"],
-                    stdout=out, stderr=subprocess.STDOUT, env=env,
-                ))  # fmt: skip
+                self.procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "router.cli",
+                            "serve",
+                            "--config",
+                            str(self.path),
+                            "--port",
+                            str(port),
+                            "--shutdown-timeout",
+                            "5",
+                        ],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    )
+                )
             self.urls.append(f"http://127.0.0.1:{port}")
             self.logs.append(log)
         for i, url in enumerate(self.urls):

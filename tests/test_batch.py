@@ -64,12 +64,18 @@ def sent_rows(server: OpenAICompatUpstream) -> Counter[str]:
 
 def test_mixed_input_gives_openai_batch_output_with_costs(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
     lines = [
-        json.dumps({"custom_id": "a", "method": "POST", "url": CHAT,
-                    "body": {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5}}),
+        json.dumps(
+            {
+                "custom_id": "a",
+                "method": "POST",
+                "url": CHAT,
+                "body": {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5},
+            }
+        ),
         json.dumps({"messages": [{"role": "user", "content": "bare body"}]}),
         "",
         json.dumps({"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": {"input": ["a b", "c"]}}),
-    ]  # fmt: skip
+    ]
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(lines) + "\n")
     result = run_batch(src, tmp_path / "out.jsonl", oai_config(oai))
@@ -126,14 +132,16 @@ def test_bad_lines_are_recorded_with_line_numbers_and_skipped(oai: OpenAICompatU
 
 
 def test_each_row_goes_to_the_cheapest_candidate_that_fits(hf: HFRouterUpstream, tmp_path: Path) -> None:
-    config = parse_batch_config({
-        "candidates": [
-            {"name": "llama-novita", "model": "huggingface/novita/meta-llama/Llama-3.1-8B-Instruct"},
-            {"name": "qwen", "model": "huggingface/Qwen/Qwen3-8B:cheapest"},
-            {"name": "r1", "model": "huggingface/together/deepseek-ai/DeepSeek-R1"},
-        ],
-        "defaults": {"max_tokens": 100},
-    })  # fmt: skip
+    config = parse_batch_config(
+        {
+            "candidates": [
+                {"name": "llama-novita", "model": "huggingface/novita/meta-llama/Llama-3.1-8B-Instruct"},
+                {"name": "qwen", "model": "huggingface/Qwen/Qwen3-8B:cheapest"},
+                {"name": "r1", "model": "huggingface/together/deepseek-ai/DeepSeek-R1"},
+            ],
+            "defaults": {"max_tokens": 100},
+        }
+    )
     schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
     tool = {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}
     rows = {
@@ -269,7 +277,7 @@ def test_dry_run_brackets_the_actual_cost_and_sends_nothing(oai: OpenAICompatUps
                 ],
                 "max_tokens": 4 + i % 30,
             }
-            f.write(json.dumps({"custom_id": f"r{i}", "body": body}) + "\n")  # fmt: skip
+            f.write(json.dumps({"custom_id": f"r{i}", "body": body}) + "\n")
         f.write("oops\n")
     config = oai_config(oai)
     import asyncio
@@ -315,12 +323,25 @@ def test_the_example_config_loads() -> None:
 
 def test_a_pricey_last_resort_does_not_stop_a_small_budget(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
     src = write_rows(tmp_path / "in.jsonl", 60)
-    prices = [{"model": "openai/cheap", "input_per_million": 1, "output_per_million": 2},
-              {"model": "openai/dear", "input_per_million": 1000, "output_per_million": 2000}]  # fmt: skip
-    config = parse_batch_config({"candidates": [
-        {"name": "cheap", "model": "openai/cheap", "params": {"api_base": oai.base_url, "api_key": "k"}},
-        {"name": "dear", "model": "openai/dear", "params": {"api_base": oai.base_url, "api_key": "k"},
-         "fallback_only": True}], "pricing": prices, "defaults": {"max_tokens": 20}})  # fmt: skip
+    prices = [
+        {"model": "openai/cheap", "input_per_million": 1, "output_per_million": 2},
+        {"model": "openai/dear", "input_per_million": 1000, "output_per_million": 2000},
+    ]
+    config = parse_batch_config(
+        {
+            "candidates": [
+                {"name": "cheap", "model": "openai/cheap", "params": {"api_base": oai.base_url, "api_key": "k"}},
+                {
+                    "name": "dear",
+                    "model": "openai/dear",
+                    "params": {"api_base": oai.base_url, "api_key": "k"},
+                    "fallback_only": True,
+                },
+            ],
+            "pricing": prices,
+            "defaults": {"max_tokens": 20},
+        }
+    )
     result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=0.01)  # far below one "dear" worst case
     assert result.exit_code == EXIT_DONE and result.ok == 60 and result.spent_usd <= 0.01
 
@@ -329,12 +350,15 @@ def test_router_fallbacks_of_a_candidate_count_in_its_reservation(oai: OpenAICom
     oai.fail_rate = 0.3
     src = write_rows(tmp_path / "in.jsonl", 200)
     params = {"api_base": oai.base_url, "api_key": "k"}
-    config = parse_batch_config({
-        "candidates": [{"name": "cheap", "model": "openai/cheap", "params": params}],
-        "model_list": [{"model_name": "dear", "params": {"model": "openai/dear", **params}}],
-        "router_settings": {"num_retries": 0, "fallbacks": [{"cheap": ["dear"]}]},
-        "pricing": PRICES, "defaults": {"max_tokens": 20},
-    })  # fmt: skip
+    config = parse_batch_config(
+        {
+            "candidates": [{"name": "cheap", "model": "openai/cheap", "params": params}],
+            "model_list": [{"model_name": "dear", "params": {"model": "openai/dear", **params}}],
+            "router_settings": {"num_retries": 0, "fallbacks": [{"cheap": ["dear"]}]},
+            "pricing": PRICES,
+            "defaults": {"max_tokens": 20},
+        }
+    )
     budget = 0.01
     result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=budget, concurrency=64)
     assert result.state.spent_pico <= budget * 10**12  # dear answers were reserved for
@@ -368,8 +392,20 @@ def test_a_full_disk_stops_the_job_and_resume_loses_nothing(oai: OpenAICompatUps
 
     write_input(tmp_path / "in.jsonl", 100)
     write_config(tmp_path / "b.yaml", oai)
-    cmd = [sys.executable, "-m", "router.cli", "batch", "run", str(tmp_path / "in.jsonl"), "--config",
-           str(tmp_path / "b.yaml"), "--output", str(tmp_path / "o.jsonl"), "--progress", "none"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "router.cli",
+        "batch",
+        "run",
+        str(tmp_path / "in.jsonl"),
+        "--config",
+        str(tmp_path / "b.yaml"),
+        "--output",
+        str(tmp_path / "o.jsonl"),
+        "--progress",
+        "none",
+    ]
 
     def small_files() -> None:  # writes past 30 kB fail with EFBIG, like a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -393,11 +429,13 @@ def test_a_configured_price_makes_an_unpriced_hf_provider_usable_under_a_budget(
     hf: HFRouterUpstream, tmp_path: Path
 ) -> None:
     model = "huggingface/featherless-ai/Qwen/Qwen3-8B"  # the catalog lists no price for it
-    config = parse_batch_config({
-        "candidates": [{"name": "feather", "model": model}],
-        "pricing": [{"model": model, "input_per_million": 0.1, "output_per_million": 0.2}],
-        "defaults": {"max_tokens": 10},
-    })  # fmt: skip
+    config = parse_batch_config(
+        {
+            "candidates": [{"name": "feather", "model": model}],
+            "pricing": [{"model": model, "input_per_million": 0.1, "output_per_million": 0.2}],
+            "defaults": {"max_tokens": 10},
+        }
+    )
     src = write_rows(tmp_path / "in.jsonl", 3)
     result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=1)
     assert result.exit_code == EXIT_DONE and result.ok == 3
@@ -470,16 +508,38 @@ def test_success_meta_fills_every_field_by_name() -> None:
     call = Call(target, request, Timeouts(), (), time.perf_counter(), [], False, False, Catalog())
     usage = {"prompt_tokens": 12, "completion_tokens": 6, "estimated_cost": 0.5}
     lookup = PriceLookup(Price(Decimal(1), Decimal(2), "config", 123.0))
-    meta = success_meta(call, HttpResponse(201, {"x-request-id": "req-9"}, b""), provider="served", model="m-1",
-                        usage=usage, usage_estimated=True, lookup=lookup)  # fmt: skip
+    meta = success_meta(
+        call,
+        HttpResponse(201, {"x-request-id": "req-9"}, b""),
+        provider="served",
+        model="m-1",
+        usage=usage,
+        usage_estimated=True,
+        lookup=lookup,
+    )
     cost = cost_of(lookup, usage, estimated=True)
     assert (meta.provider, meta.model, meta.api_base, meta.model_string) == (
-        "served", "m-1", "http://127.0.0.1:9/v1", "openai/cheap")  # fmt: skip
+        "served",
+        "m-1",
+        "http://127.0.0.1:9/v1",
+        "openai/cheap",
+    )
     assert meta.usage_estimated is True and meta.upstream_request_id == "req-9" and meta.time_to_first_token_ms is None
     assert (meta.cost_usd, meta.cost_pico, meta.cost_estimated, meta.price_source, meta.price_fetched_at) == (
-        cost.cost_usd, cost.cost_pico, True, "config", 123.0)  # fmt: skip
+        cost.cost_usd,
+        cost.cost_pico,
+        True,
+        "config",
+        123.0,
+    )
     assert meta.unpriced_reason is None and meta.upstream_cost_usd == 0.5 and meta.latency_ms > 0
     (only,) = meta.attempts
     assert (only.model, only.provider, only.api_base, only.status_code, only.error, only.deployment) == (
-        "openai/cheap", target.label, "http://127.0.0.1:9/v1", 201, None, None)  # fmt: skip
+        "openai/cheap",
+        target.label,
+        "http://127.0.0.1:9/v1",
+        201,
+        None,
+        None,
+    )
     assert only.latency_ms == meta.latency_ms and only.waited_ms == 0.0

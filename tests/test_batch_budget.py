@@ -51,8 +51,9 @@ class Job:
         self.server = server
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return cli("run", str(self.input), "--config", str(self.config), "--output", str(self.out), "--progress",
-                   "none", *args)  # fmt: skip
+        return cli(
+            "run", str(self.input), "--config", str(self.config), "--output", str(self.out), "--progress", "none", *args
+        )
 
     def spent(self) -> int:
         return read_state(journal_path(self.out)).spent_pico
@@ -132,10 +133,29 @@ def test_ctrl_c_then_the_hinted_resume_keeps_the_budget(oai: OpenAICompatUpstrea
     job = Job(tmp_path, oai, 100)
     cap = "0.0006"  # ~40 rows; Ctrl-C comes after a few
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "batch", "run", str(job.input), "--config", str(job.config), "--output",
-         str(job.out), "--concurrency", "4", "--progress", "none", "--budget-usd", cap],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "batch",
+            "run",
+            str(job.input),
+            "--config",
+            str(job.config),
+            "--output",
+            str(job.out),
+            "--concurrency",
+            "4",
+            "--progress",
+            "none",
+            "--budget-usd",
+            cap,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not job.sent():
         time.sleep(0.01)

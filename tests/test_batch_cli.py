@@ -53,10 +53,27 @@ def test_ctrl_c_lets_rows_in_flight_finish_and_records_them(oai: OpenAICompatUps
     write_config(tmp_path / "b.yaml", oai)
     out = tmp_path / "o.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "batch", "run", str(tmp_path / "in.jsonl"), "--config",
-         str(tmp_path / "b.yaml"), "--output", str(out), "--concurrency", "8", "--progress", "none"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "batch",
+            "run",
+            str(tmp_path / "in.jsonl"),
+            "--config",
+            str(tmp_path / "b.yaml"),
+            "--output",
+            str(out),
+            "--concurrency",
+            "8",
+            "--progress",
+            "none",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not [q for q in oai.requests if q.method == "POST"]:
         time.sleep(0.01)

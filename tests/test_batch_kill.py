@@ -56,9 +56,25 @@ def recorded_rows(out: Path) -> set[int]:
 
 
 def start(tmp: Path, budget: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "router.cli", "batch", "run", str(tmp / "in.jsonl"), "--config", str(tmp / "b.yaml"),
-           "--output", str(tmp / "out.jsonl"), "--resume", "--concurrency", "16", "--progress", "none",
-           "--budget-usd", budget]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "router.cli",
+        "batch",
+        "run",
+        str(tmp / "in.jsonl"),
+        "--config",
+        str(tmp / "b.yaml"),
+        "--output",
+        str(tmp / "out.jsonl"),
+        "--resume",
+        "--concurrency",
+        "16",
+        "--progress",
+        "none",
+        "--budget-usd",
+        budget,
+    ]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -119,9 +135,14 @@ def test_kill_9_at_random_moments_then_resume_exactly_once(tmp_path: Path) -> No
 @pytest.fixture
 def half_done(oai: OpenAICompatUpstream, tmp_path: Path) -> tuple[Path, Path, object]:
     write_input(tmp_path / "in.jsonl", 20)
-    config = parse_batch_config({"candidates": [{"name": "cheap", "model": "openai/cheap", "params": {
-        "api_base": oai.base_url, "api_key": "k"}}], "pricing": [
-        {"model": "openai/cheap", "input_per_million": 1, "output_per_million": 2}]})  # fmt: skip
+    config = parse_batch_config(
+        {
+            "candidates": [
+                {"name": "cheap", "model": "openai/cheap", "params": {"api_base": oai.base_url, "api_key": "k"}}
+            ],
+            "pricing": [{"model": "openai/cheap", "input_per_million": 1, "output_per_million": 2}],
+        }
+    )
     out = tmp_path / "out.jsonl"
     run_batch(tmp_path / "in.jsonl", out, config)
     return tmp_path / "in.jsonl", out, config

@@ -57,11 +57,18 @@ def ray_address() -> Iterator[str]:
 
 def config(server: OpenAICompatUpstream, prefix: str) -> Any:
     params = {"api_base": server.base_url, "api_key": "sk-test"}
-    return parse_batch_config({
-        "candidates": [{"name": "cheap", "model": "openai/cheap", "params": params},
-                       {"name": "dear", "model": "openai/dear", "params": params, "fallback_only": True}],
-        "pricing": PRICES, "defaults": {"max_tokens": 20}, "redis_url": REDIS_URL, "redis_prefix": prefix,
-    })  # fmt: skip
+    return parse_batch_config(
+        {
+            "candidates": [
+                {"name": "cheap", "model": "openai/cheap", "params": params},
+                {"name": "dear", "model": "openai/dear", "params": params, "fallback_only": True},
+            ],
+            "pricing": PRICES,
+            "defaults": {"max_tokens": 20},
+            "redis_url": REDIS_URL,
+            "redis_prefix": prefix,
+        }
+    )
 
 
 def workers_of(out: Path) -> Counter[str]:
@@ -141,8 +148,9 @@ def test_a_budget_holds_across_workers_on_2000_rows_then_resume_finishes(
     assert first.rows_left == 2000 - state.ok and first.needed_expected_usd and first.needed_max_usd
     assert first.needed_expected_usd <= first.needed_max_usd
     assert state.last_end is not None and state.last_end["reason"] == "budget"
-    second = run_batch_ray(src, out, cfg, budget_usd=budget + first.needed_max_usd, concurrency=64, workers=2,
-                           resume=True)  # fmt: skip
+    second = run_batch_ray(
+        src, out, cfg, budget_usd=budget + first.needed_max_usd, concurrency=64, workers=2, resume=True
+    )
     assert second.exit_code == EXIT_DONE and second.ok == 2000, second
     lines = exactly_once(out, 2000)
     assert sum(pico(r["cost_usd"]) for r in lines) <= (budget + first.needed_max_usd) * 10**12
@@ -227,11 +235,20 @@ def test_redis_lost_mid_run_stops_sending_then_resume_finishes(
     out = tmp_path / "out.jsonl"
     server = PrivateRedis().start()
     try:
-        cfg = parse_batch_config({
-            "candidates": [{"name": "cheap", "model": "openai/cheap",
-                            "params": {"api_base": oai.base_url, "api_key": "sk-test"}}],
-            "pricing": PRICES, "defaults": {"max_tokens": 20}, "redis_url": server.url,
-        })  # fmt: skip
+        cfg = parse_batch_config(
+            {
+                "candidates": [
+                    {
+                        "name": "cheap",
+                        "model": "openai/cheap",
+                        "params": {"api_base": oai.base_url, "api_key": "sk-test"},
+                    }
+                ],
+                "pricing": PRICES,
+                "defaults": {"max_tokens": 20},
+                "redis_url": server.url,
+            }
+        )
 
         def stop_redis() -> None:  # once rows are being recorded
             deadline = time.monotonic() + 60
@@ -265,12 +282,18 @@ def test_failed_rows_are_recorded_then_retried_on_ray(
     src = write_rows(tmp_path / "in.jsonl", 200)
     out = tmp_path / "out.jsonl"
     oai.fail_rate = 0.3
-    cfg = parse_batch_config({
-        "candidates": [{"name": "cheap", "model": "openai/cheap",
-                        "params": {"api_base": oai.base_url, "api_key": "sk-test"}}],
-        "pricing": PRICES, "defaults": {"max_tokens": 20}, "router_settings": {"num_retries": 0},
-        "redis_url": REDIS_URL, "redis_prefix": prefix,
-    })  # fmt: skip
+    cfg = parse_batch_config(
+        {
+            "candidates": [
+                {"name": "cheap", "model": "openai/cheap", "params": {"api_base": oai.base_url, "api_key": "sk-test"}}
+            ],
+            "pricing": PRICES,
+            "defaults": {"max_tokens": 20},
+            "router_settings": {"num_retries": 0},
+            "redis_url": REDIS_URL,
+            "redis_prefix": prefix,
+        }
+    )
     first = run_batch_ray(src, out, cfg, budget_usd=1, concurrency=32, workers=2)
     assert first.exit_code == EXIT_FAILED_ROWS and first.failed == oai.failures > 0, first
     assert {r["error"]["code"] for r in outputs(out) if r["error"]} == {"service_unavailable_error"}
@@ -327,9 +350,30 @@ def write_cli_config(path: Path, server: OpenAICompatUpstream, prefix: str) -> N
 
 
 def start_cli(tmp: Path, address: str, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "router.cli", "batch", "run", str(tmp / "in.jsonl"), "--config", str(tmp / "b.yaml"),
-           "--output", str(tmp / "out.jsonl"), "--resume", "--concurrency", "16", "--progress", "none",
-           "--budget-usd", "10", "--engine", "ray", "--ray-address", address, *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "router.cli",
+        "batch",
+        "run",
+        str(tmp / "in.jsonl"),
+        "--config",
+        str(tmp / "b.yaml"),
+        "--output",
+        str(tmp / "out.jsonl"),
+        "--resume",
+        "--concurrency",
+        "16",
+        "--progress",
+        "none",
+        "--budget-usd",
+        "10",
+        "--engine",
+        "ray",
+        "--ray-address",
+        address,
+        *extra,
+    ]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -382,8 +426,13 @@ def test_kill_9_of_the_driver_then_resume_exactly_once(
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "router.cli", "batch", "run", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "router.cli", "batch", "run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_missing_or_unreachable_redis_and_misplaced_flags_exit_2(ray_address: str, tmp_path: Path) -> None:

@@ -15,14 +15,43 @@ from router.pricing.prices import pico_to_usd
 
 T0 = 1_700_000_000.0
 EVIL = "<script>alert(1)</script>"
-HEADER = {"polyroute_batch": 1, "input": "in<put>.jsonl", "input_bytes": 10, "input_sha256": "ab", "rows": 400,
-          "output": "/tmp/out.jsonl", "created": T0 - 5, "gen": 0}  # fmt: skip
+HEADER = {
+    "polyroute_batch": 1,
+    "input": "in<put>.jsonl",
+    "input_bytes": 10,
+    "input_sha256": "ab",
+    "rows": 400,
+    "output": "/tmp/out.jsonl",
+    "created": T0 - 5,
+    "gen": 0,
+}
 
 
-def row(i: int, t: float, *, ok: bool = True, c: int | None = 1_000_000, ms: float | None = 100.0,
-        k: str = "cheap", p: str = "nscale") -> dict[str, Any]:  # fmt: skip
-    rec: dict[str, Any] = {"i": i, "ok": ok, "t": round(t, 3), "c": c if ok else None, "k": k, "p": p,
-                           "m": "Qwen/Qwen3-8B", "pt": 10, "ct": 5, "ms": ms, "a": 1, "o": i * 10, "n": 10}  # fmt: skip
+def row(
+    i: int,
+    t: float,
+    *,
+    ok: bool = True,
+    c: int | None = 1_000_000,
+    ms: float | None = 100.0,
+    k: str = "cheap",
+    p: str = "nscale",
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "i": i,
+        "ok": ok,
+        "t": round(t, 3),
+        "c": c if ok else None,
+        "k": k,
+        "p": p,
+        "m": "Qwen/Qwen3-8B",
+        "pt": 10,
+        "ct": 5,
+        "ms": ms,
+        "a": 1,
+        "o": i * 10,
+        "n": 10,
+    }
     if not ok:
         rec["e"] = "rate_limit_error"
     return rec

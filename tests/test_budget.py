@@ -20,10 +20,13 @@ from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream, Reply
 
 USER = [{"role": "user", "content": "spend some money"}]
 ANSWER = {
-    "id": "chatcmpl-b", "object": "chat.completion", "created": 1, "model": "m",
+    "id": "chatcmpl-b",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 10, "completion_tokens": 90, "total_tokens": 100},
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -34,8 +37,14 @@ def priced() -> Catalog:
 
 
 def _kw(oai: OpenAICompatUpstream, catalog: Catalog, **extra: object) -> dict[str, object]:
-    return {"model": "openai/m", "api_base": oai.url + "/v1", "api_key": "sk-1234567", "messages": USER,
-            "catalog": catalog, **extra}  # fmt: skip
+    return {
+        "model": "openai/m",
+        "api_base": oai.url + "/v1",
+        "api_key": "sk-1234567",
+        "messages": USER,
+        "catalog": catalog,
+        **extra,
+    }
 
 
 def _chat_requests(server: OpenAICompatUpstream | HFRouterUpstream) -> int:
@@ -63,8 +72,12 @@ def test_64_concurrent_calls_never_cross_the_limit(oai: OpenAICompatUpstream, pr
     for _ in range(64):
         oai.enqueue(Reply(json=ANSWER, delay=0.2), path="/v1/chat/completions")
     budget = Budget(0)  # sized below from one call's worst case
-    worst = budget.worst_case(priced.registry.resolve("openai/m", oai.url + "/v1"), {"max_tokens": 1000}, USER,
-                              priced.candidates(priced.registry.resolve("openai/m", oai.url + "/v1")))  # fmt: skip
+    worst = budget.worst_case(
+        priced.registry.resolve("openai/m", oai.url + "/v1"),
+        {"max_tokens": 1000},
+        USER,
+        priced.candidates(priced.registry.resolve("openai/m", oai.url + "/v1")),
+    )
     budget = Budget(worst.amount_pico * 20.5 / 10**12)
 
     async def one() -> str:
@@ -92,8 +105,10 @@ def test_cancelled_calls_leak_no_reservation(oai: OpenAICompatUpstream, priced: 
         budget = Budget(10.0, ledger)
 
         async def main(b: Budget = budget) -> None:
-            tasks = [asyncio.create_task(acompletion(**_kw(oai, priced, max_tokens=100, budget=b)))  # type: ignore[arg-type]
-                     for _ in range(20)]  # fmt: skip
+            tasks = [
+                asyncio.create_task(acompletion(**_kw(oai, priced, max_tokens=100, budget=b)))  # type: ignore[arg-type]
+                for _ in range(20)
+            ]
             await asyncio.sleep(0.3)
             assert b.reserved_usd > 0
             for task in tasks:
@@ -217,8 +232,13 @@ def test_bad_budget_arguments() -> None:
 def test_tools_and_images_are_part_of_the_worst_case(oai: OpenAICompatUpstream, priced: Catalog) -> None:
     budget = Budget(1.0)
     target = priced.registry.resolve("openai/m", oai.url + "/v1")
-    tools = [{"type": "function", "function": {"name": f"tool_{i}", "description": "word " * 300,
-                                               "parameters": {"type": "object"}}} for i in range(10)]  # fmt: skip
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": f"tool_{i}", "description": "word " * 300, "parameters": {"type": "object"}},
+        }
+        for i in range(10)
+    ]
     plain = budget.worst_case(target, {"max_tokens": 10}, USER, priced.candidates(target))
     with_tools = budget.worst_case(target, {"max_tokens": 10, "tools": tools}, USER, priced.candidates(target))
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}]
@@ -232,8 +252,9 @@ def test_a_per_provider_override_prices_the_reservation_too(hf: HFRouterUpstream
     catalog.set_price("huggingface/novita/deepseek-ai/DeepSeek-R1", input_per_million=1000, output_per_million=1000)
     budget = Budget(0.01)
     with pytest.raises(errors.BudgetExceededError):  # novita may serve an unpinned call: its price counts
-        completion(model="huggingface/deepseek-ai/DeepSeek-R1", messages=USER, max_tokens=100, catalog=catalog,
-                   budget=budget)  # fmt: skip
+        completion(
+            model="huggingface/deepseek-ai/DeepSeek-R1", messages=USER, max_tokens=100, catalog=catalog, budget=budget
+        )
     assert budget.spent_usd == 0
 
 
@@ -243,8 +264,10 @@ def test_early_cancellation_leaks_nothing_with_sqlite(
     budget = Budget(10.0, SqliteLedger(tmp_path / "early.db"))
 
     async def main() -> None:
-        tasks = [asyncio.create_task(acompletion(**_kw(oai, priced, max_tokens=100, budget=budget)))  # type: ignore[arg-type]
-                 for _ in range(20)]  # fmt: skip
+        tasks = [
+            asyncio.create_task(acompletion(**_kw(oai, priced, max_tokens=100, budget=budget)))  # type: ignore[arg-type]
+            for _ in range(20)
+        ]
         await asyncio.sleep(0.001)
         for task in tasks:
             task.cancel()

@@ -43,8 +43,14 @@ def priced() -> Catalog:
 
 
 def _kw(server: GreedyUpstream, catalog: Catalog, **extra: Any) -> dict[str, Any]:
-    return {"model": "openai/m", "api_base": server.url + "/v1", "api_key": "sk-test-1234567", "messages": ONE_WORD,
-            "catalog": catalog, **extra}  # fmt: skip
+    return {
+        "model": "openai/m",
+        "api_base": server.url + "/v1",
+        "api_key": "sk-test-1234567",
+        "messages": ONE_WORD,
+        "catalog": catalog,
+        **extra,
+    }
 
 
 def _chats(server: GreedyUpstream) -> int:
@@ -193,12 +199,16 @@ def test_proxy_key_budget_holds_against_a_greedy_upstream(greedy: GreedyUpstream
     60 concurrent requests; the key's settled spend stays within its budget and /metrics shows no overshoot."""
     greedy.prompt_overhead = 100
     config = {
-        "model_list": [{"model_name": "m", "params": {"model": "openai/m", "api_base": greedy.url + "/v1",
-                                                      "api_key": "sk-upstream-1234567"}}],
+        "model_list": [
+            {
+                "model_name": "m",
+                "params": {"model": "openai/m", "api_base": greedy.url + "/v1", "api_key": "sk-upstream-1234567"},
+            }
+        ],
         "router_settings": {"num_retries": 0},
         "general_settings": {"master_key": MASTER},
         "pricing": [{"model": "openai/m", "input_per_million": 1, "output_per_million": 1}],
-    }  # fmt: skip
+    }
     with ProxyServer(config) as proxy:
         key = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 0.01}).json()["key"]
 
@@ -207,9 +217,10 @@ def test_proxy_key_budget_holds_against_a_greedy_upstream(greedy: GreedyUpstream
 
                 async def one() -> int:
                     r = await http.post(
-                        f"{proxy.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                        f"{proxy.url}/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {key}"},
                         json={"model": "m", "messages": ONE_WORD, "max_completion_tokens": 1, "max_tokens": 500},
-                    )  # fmt: skip
+                    )
                     return r.status_code
 
                 return await asyncio.gather(*(one() for _ in range(60)))
@@ -241,11 +252,18 @@ def test_batch_budget_holds_against_inflated_prompt_counts(greedy: GreedyUpstrea
         for i in range(200):
             body = {"messages": [{"role": "user", "content": f"row {i}"}], "max_completion_tokens": 1, "max_tokens": 20}
             f.write(orjson.dumps({"custom_id": f"r{i}", "body": body}).decode() + "\n")
-    config = parse_batch_config({
-        "candidates": [{"name": "m", "model": "openai/m", "params": {"api_base": greedy.url + "/v1",
-                                                                    "api_key": "sk-test-1234567"}}],
-        "pricing": [{"model": "openai/m", "input_per_million": 1, "output_per_million": 1}],
-    })  # fmt: skip
+    config = parse_batch_config(
+        {
+            "candidates": [
+                {
+                    "name": "m",
+                    "model": "openai/m",
+                    "params": {"api_base": greedy.url + "/v1", "api_key": "sk-test-1234567"},
+                }
+            ],
+            "pricing": [{"model": "openai/m", "input_per_million": 1, "output_per_million": 1}],
+        }
+    )
     overshoots = OVERSHOOTS.count
     budget = 0.002  # 2,000 tokens: ~16 rows as billed (100 + ~4 prompt + 20 answer each)
     result = run_batch(src, tmp_path / "out.jsonl", config, budget_usd=budget, concurrency=32)
@@ -267,8 +285,10 @@ def test_an_answer_cut_short_is_charged_in_doubt_before_the_retry(priced: Catalo
         b = {"model": "openai/m", "api_base": clean.url + "/v1", "api_key": "sk-b"}
         router = Router(
             model_list=[{"model_name": "a", "params": a}, {"model_name": "b", "params": b}],
-            num_retries=0, fallbacks=[{"a": ["b"]}], catalog=priced,
-        )  # fmt: skip
+            num_retries=0,
+            fallbacks=[{"a": ["b"]}],
+            catalog=priced,
+        )
         budget = Budget(1.0)
         result = router.completion("a", ONE_WORD, max_tokens=5, budget=budget)
         router.close()
@@ -297,8 +317,12 @@ def test_proxy_spend_records_carry_what_a_cut_answer_was_charged() -> None:
         }
         with ProxyServer(config) as proxy:
             made = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 1.0}).json()
-            r = httpx.post(f"{proxy.url}/v1/chat/completions", headers={"Authorization": f"Bearer {made['key']}"},
-                           json={"model": "a", "messages": ONE_WORD, "max_tokens": 5}, timeout=30)  # fmt: skip
+            r = httpx.post(
+                f"{proxy.url}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {made['key']}"},
+                json={"model": "a", "messages": ONE_WORD, "max_tokens": 5},
+                timeout=30,
+            )
             assert r.status_code == 200
             store = proxy.store
             deadline = time.monotonic() + 10

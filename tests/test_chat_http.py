@@ -498,8 +498,11 @@ def test_env_keys_only_go_to_their_providers_host(oai: OpenAICompatUpstream, mon
 
 
 def test_legacy_function_call_results_and_misuse(hf: HFRouterUpstream) -> None:
-    legacy = _chat(model="huggingface/Qwen/Qwen3-8B", messages=USER,
-                   functions=[{"name": "lookup", "parameters": {"type": "object"}}])  # fmt: skip
+    legacy = _chat(
+        model="huggingface/Qwen/Qwen3-8B",
+        messages=USER,
+        functions=[{"name": "lookup", "parameters": {"type": "object"}}],
+    )
     assert legacy.choices[0].finish_reason == "function_call"
     with pytest.raises(errors.InvalidRequestArgumentError, match="function_call= needs functions"):
         completion(model="huggingface/Qwen/Qwen3-8B", messages=USER, function_call="auto")

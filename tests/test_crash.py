@@ -58,10 +58,22 @@ class Proxy:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "serve", "--config", str(self.path), "--port", str(self.port),
-                 "--shutdown-timeout", "5"],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "router.cli",
+                    "serve",
+                    "--config",
+                    str(self.path),
+                    "--port",
+                    str(self.port),
+                    "--shutdown-timeout",
+                    "5",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -93,19 +105,27 @@ class Proxy:
             self.proc = None
 
     def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        return httpx.request(method, self.url + path, headers={"Authorization": f"Bearer {MASTER}"}, timeout=10,
-                             **kw)  # fmt: skip
+        return httpx.request(method, self.url + path, headers={"Authorization": f"Bearer {MASTER}"}, timeout=10, **kw)
 
 
 def _config(upstream: OpenAICompatUpstream, database_url: str, **general: Any) -> dict[str, Any]:
     return {
-        "model_list": [{"model_name": "chat", "params": {"model": "openai/m", "api_base": upstream.url + "/v1",
-                                                         "api_key": "sk-up-crash-1111"}}],
+        "model_list": [
+            {
+                "model_name": "chat",
+                "params": {"model": "openai/m", "api_base": upstream.url + "/v1", "api_key": "sk-up-crash-1111"},
+            }
+        ],
         "router_settings": {"num_retries": 0},
         "pricing": [{"model": "openai/m", "input_per_million": 100, "output_per_million": 100}],
-        "general_settings": {"master_key": MASTER, "database_url": database_url, "sweep_interval": 0.5,
-                             "lease_seconds": 2, **general},
-    }  # fmt: skip
+        "general_settings": {
+            "master_key": MASTER,
+            "database_url": database_url,
+            "sweep_interval": 0.5,
+            "lease_seconds": 2,
+            **general,
+        },
+    }
 
 
 def _chats(server: OpenAICompatUpstream) -> int:
@@ -117,8 +137,11 @@ def _post(urls: list[str], key: str, n: int) -> list[int]:
 
     async def one(http: httpx.AsyncClient, url: str) -> int:
         try:
-            reply = await http.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                                    json={"model": "chat", "messages": USER, "max_tokens": 20})  # fmt: skip
+            reply = await http.post(
+                url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "chat", "messages": USER, "max_tokens": 20},
+            )
         except httpx.HTTPError:
             return 0
         return reply.status_code

@@ -167,9 +167,21 @@ def test_mapping_cache_is_per_token(hf: HFRouterUpstream, hub: HubUpstream) -> N
 
 
 def test_cancelling_the_first_caller_does_not_cancel_the_others(hf: HFRouterUpstream, hub: HubUpstream) -> None:
-    hub.enqueue(Reply(json={"id": "Qwen/Qwen3-Embedding-8B", "inferenceProviderMapping": {
-        "nebius": {"status": "live", "providerId": "Qwen/Qwen3-Embedding-8B-nebius", "task": "feature-extraction"}}},
-        delay=0.4))  # fmt: skip
+    hub.enqueue(
+        Reply(
+            json={
+                "id": "Qwen/Qwen3-Embedding-8B",
+                "inferenceProviderMapping": {
+                    "nebius": {
+                        "status": "live",
+                        "providerId": "Qwen/Qwen3-Embedding-8B-nebius",
+                        "task": "feature-extraction",
+                    }
+                },
+            },
+            delay=0.4,
+        )
+    )
 
     async def main() -> None:
         first = asyncio.create_task(aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="a"))

@@ -55,8 +55,10 @@ def test_keys_and_spend_round_trip(schema: str) -> None:
         2.5,
     )
     assert store.update_key(row.id, revoked_at=123.0).revoked_at == 123.0  # type: ignore[union-attr]
-    records = [SpendRecord(time.time(), row.id, "chat", "together", "m", 10, 5, 9 * 10**15, "config", 12.5, 200)
-               for _ in range(3)]  # fmt: skip
+    records = [
+        SpendRecord(time.time(), row.id, "chat", "together", "m", 10, 5, 9 * 10**15, "config", 12.5, 200)
+        for _ in range(3)
+    ]
     store.add_spend(records)
     (report,) = store.spend_report("key", None)
     assert report["requests"] == 3 and report["cost_usd"] == pytest.approx(27_000.0)  # 64-bit money
@@ -72,8 +74,10 @@ def test_two_replicas_migrating_at_once(schema: str) -> None:
         from router.proxy.store import PostgresStore
         print(PostgresStore({URL!r}, schema={schema!r}).migrate())
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]  # fmt: skip
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outs
     store = PostgresStore(URL, schema=schema)

@@ -35,18 +35,32 @@ def _chat(**kw: object) -> ChatCompletion:
 
 
 def test_parse_hf_router_realistic_payload() -> None:
-    payload = {"object": "list", "data": [
-        {"id": "deepseek-ai/DeepSeek-R1", "providers": [
-            {"provider": "novita", "status": "live", "context_length": 163840, "pricing": {"input": 0.7, "output": 2.5},
-             "supports_tools": True, "supports_structured_output": False, "throughput": 24.7,
-             "first_token_latency_ms": 1490, "is_model_author": False},
-            {"provider": "featherless-ai", "status": "error", "is_model_author": False},
-            {"provider": "hf-inference", "status": "live", "is_free": True},
-            {"provider": "broken", "status": "live", "pricing": {"input": "n/a", "output": 1}},
-            "garbage",
-        ]},
-        {"no-id": True},
-    ]}  # fmt: skip
+    payload = {
+        "object": "list",
+        "data": [
+            {
+                "id": "deepseek-ai/DeepSeek-R1",
+                "providers": [
+                    {
+                        "provider": "novita",
+                        "status": "live",
+                        "context_length": 163840,
+                        "pricing": {"input": 0.7, "output": 2.5},
+                        "supports_tools": True,
+                        "supports_structured_output": False,
+                        "throughput": 24.7,
+                        "first_token_latency_ms": 1490,
+                        "is_model_author": False,
+                    },
+                    {"provider": "featherless-ai", "status": "error", "is_model_author": False},
+                    {"provider": "hf-inference", "status": "live", "is_free": True},
+                    {"provider": "broken", "status": "live", "pricing": {"input": "n/a", "output": 1}},
+                    "garbage",
+                ],
+            },
+            {"no-id": True},
+        ],
+    }
     offers = {o.provider: o for o in parse_hf_router(payload, "u", 1.0)}
     novita = offers["novita"]
     assert novita.price == Price(Decimal("0.7"), Decimal("2.5"), "u", 1.0)
@@ -60,10 +74,16 @@ def test_parse_hf_router_realistic_payload() -> None:
 
 def test_parse_deepinfra_with_null_metadata_and_cache_price() -> None:
     payload = [
-        {"id": "openai/gpt-oss-120b", "metadata": {"context_length": 131072, "max_tokens": 65536,
-         "pricing": {"input_tokens": 0.05, "output_tokens": 0.45, "cache_read_tokens": 0.005}}},
+        {
+            "id": "openai/gpt-oss-120b",
+            "metadata": {
+                "context_length": 131072,
+                "max_tokens": 65536,
+                "pricing": {"input_tokens": 0.05, "output_tokens": 0.45, "cache_read_tokens": 0.005},
+            },
+        },
         {"id": "BAAI/bge-m3", "metadata": None},
-    ]  # fmt: skip
+    ]
     offers = {o.model: o for o in parse_deepinfra(payload, "u", 2.0)}
     gpt = offers["openai/gpt-oss-120b"]
     assert gpt.price is not None and gpt.price.cache_read_per_m == Decimal("0.005")
@@ -148,8 +168,14 @@ def test_estimated_usage_marks_the_cost_estimated(oai: OpenAICompatUpstream) -> 
     catalog.set_price("openai/m", input_per_million=1, output_per_million=2)
     oai.usage_mode = "none"
     try:
-        stream = completion(model="openai/m", api_base=oai.url + "/v1", api_key="sk-1234567", messages=USER,
-                            stream=True, catalog=catalog)  # fmt: skip
+        stream = completion(
+            model="openai/m",
+            api_base=oai.url + "/v1",
+            api_key="sk-1234567",
+            messages=USER,
+            stream=True,
+            catalog=catalog,
+        )
         list(stream)  # type: ignore[arg-type]
     finally:
         oai.usage_mode = "separate"
@@ -174,10 +200,12 @@ def test_concurrent_first_calls_make_one_fetch(hf: HFRouterUpstream) -> None:
     catalog = Catalog(cache_dir=False)
 
     async def main() -> list[object]:
-        return await asyncio.gather(*[
-            acompletion(model="huggingface/together/deepseek-ai/DeepSeek-R1", messages=USER, catalog=catalog)
-            for _ in range(100)
-        ])  # fmt: skip
+        return await asyncio.gather(
+            *[
+                acompletion(model="huggingface/together/deepseek-ai/DeepSeek-R1", messages=USER, catalog=catalog)
+                for _ in range(100)
+            ]
+        )
 
     results = asyncio.run(main())
     assert all(isinstance(r, ChatCompletion) and r.meta.cost_usd for r in results)
@@ -236,8 +264,14 @@ def test_offline_falls_back_to_disk_then_snapshot(monkeypatch: pytest.MonkeyPatc
     assert data.origin == "snapshot" and data.error and "APIConnectionError" in data.error
     # a disk copy from an earlier run is preferred to the snapshot, and says when it was fetched
     url = "http://127.0.0.1:9/v1/models"
-    payload = {"data": [{"id": "deepseek-ai/DeepSeek-R1", "providers": [
-        {"provider": "together", "status": "live", "pricing": {"input": 9, "output": 9}}]}]}  # fmt: skip
+    payload = {
+        "data": [
+            {
+                "id": "deepseek-ai/DeepSeek-R1",
+                "providers": [{"provider": "together", "status": "live", "pricing": {"input": 9, "output": 9}}],
+            }
+        ]
+    }
     offline._write_disk(url, payload, 1234.0)
     again = Catalog(cache_dir=tmp_path)
     old = again.lookup(target, "together").price
@@ -326,24 +360,47 @@ def test_models_cli_table_and_json(hf: HFRouterUpstream, deepinfra: DeepInfraUps
     import subprocess
     import sys
 
-    env = {"HF_ROUTER_URL": hf.url, "DEEPINFRA_API_BASE": deepinfra.url + "/v1/openai", "PATH": "/usr/bin:/bin",
-           "DEEPINFRA_API_KEY": "di-test-key-abcdef", "POLYROUTE_CACHE_DIR": str(tmp_path / "live")}  # fmt: skip
-    table = subprocess.run([sys.executable, "-m", "router.cli", "models", "--model", "deepseek-r1", "--refresh"],
-                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    env = {
+        "HF_ROUTER_URL": hf.url,
+        "DEEPINFRA_API_BASE": deepinfra.url + "/v1/openai",
+        "PATH": "/usr/bin:/bin",
+        "DEEPINFRA_API_KEY": "di-test-key-abcdef",
+        "POLYROUTE_CACHE_DIR": str(tmp_path / "live"),
+    }
+    table = subprocess.run(
+        [sys.executable, "-m", "router.cli", "models", "--model", "deepseek-r1", "--refresh"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert table.returncode == 0, table.stderr
     assert f"huggingface: {hf.url}/v1/models, fetched 0 s ago (live)" in table.stdout
     lines = [line for line in table.stdout.splitlines() if line.startswith("deepseek-ai/DeepSeek-R1 ")]
     assert any("together" in line and "3" in line and "163840" in line for line in lines)
     assert any("featherless-ai" in line and "error" in line for line in lines)
-    out = subprocess.run([sys.executable, "-m", "router.cli", "models", "--provider", "together", "--json"],
-                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "router.cli", "models", "--provider", "together", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     data = json.loads(out.stdout)
     assert {m["provider"] for m in data["models"]} == {"together"}
     assert {s["family"] for s in data["sources"]} == {"huggingface", "deepinfra"}
     together = next(m for m in data["models"] if m["model"] == "deepseek-ai/DeepSeek-R1")
     assert (together["input_per_million"], together["output_per_million"]) == (3.0, 7.0)
-    offline = subprocess.run([sys.executable, "-m", "router.cli", "models", "--model", "gpt-oss-120b"],
-                             capture_output=True, text=True, timeout=60,
-                             env=env | {"HF_ROUTER_URL": "http://127.0.0.1:9", "DEEPINFRA_API_BASE": "http://127.0.0.1:9",
-                                        "POLYROUTE_CACHE_DIR": str(tmp_path / "offline")})  # fmt: skip
+    offline = subprocess.run(
+        [sys.executable, "-m", "router.cli", "models", "--model", "gpt-oss-120b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env
+        | {
+            "HF_ROUTER_URL": "http://127.0.0.1:9",
+            "DEEPINFRA_API_BASE": "http://127.0.0.1:9",
+            "POLYROUTE_CACHE_DIR": str(tmp_path / "offline"),
+        },
+    )
     assert offline.returncode == 0 and "bundled snapshot" in offline.stdout and "live fetch failed" in offline.stdout

@@ -73,15 +73,20 @@ class ProxyServer:
 def _config(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream, **general: object) -> dict:
     return {
         "model_list": [
-            {"model_name": "r1", "litellm_params": {"model": "huggingface/together/deepseek-ai/DeepSeek-R1",
-                                                    "api_key": "os.environ/HF_TOKEN"}},
+            {
+                "model_name": "r1",
+                "litellm_params": {
+                    "model": "huggingface/together/deepseek-ai/DeepSeek-R1",
+                    "api_key": "os.environ/HF_TOKEN",
+                },
+            },
             {"model_name": "chat", "params": {"model": "deepinfra/openai/gpt-oss-120b"}},
             {"model_name": "local", "params": {"model": "huggingface/tgi", "api_base": tgi.url}},
             {"model_name": "embed", "params": {"model": "huggingface/intfloat/multilingual-e5-large"}},
         ],
         "router_settings": {"num_retries": 0},
         "general_settings": {"master_key": MASTER, **general},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture
@@ -110,8 +115,12 @@ def test_chat_through_the_openai_sdk(client: openai.OpenAI, hf: HFRouterUpstream
 
 
 def test_streaming_and_usage(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(model="chat", messages=USER, stream=True,  # type: ignore[arg-type]
-                                            stream_options={"include_usage": True})  # fmt: skip
+    stream = client.chat.completions.create(
+        model="chat",
+        messages=USER,
+        stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Echo: hello proxy" and chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
@@ -141,8 +150,11 @@ def test_every_error_is_openai_json(client: openai.OpenAI, proxy: ProxyServer, h
     with pytest.raises(openai.NotFoundError, match="use one of: chat, embed, local, r1"):
         client.chat.completions.create(model="gpt-4", messages=USER)  # type: ignore[arg-type]
     with pytest.raises(openai.BadRequestError, match="cannot be set by clients"):
-        client.chat.completions.create(model="r1", messages=USER,  # type: ignore[arg-type]
-                                       extra_body={"api_base": "http://evil.example"})  # fmt: skip
+        client.chat.completions.create(
+            model="r1",
+            messages=USER,  # type: ignore[arg-type]
+            extra_body={"api_base": "http://evil.example"},
+        )
     assert not any(q.path == "/v1/chat/completions" for q in hf.requests)
     hf.enqueue(Reply(status=429, json={"error": "slow down"}, headers={"Retry-After": "0"}), "/v1/chat/completions")
     with pytest.raises(openai.RateLimitError):
@@ -169,8 +181,12 @@ def test_upstream_rejecting_the_proxys_key_is_a_502(client: openai.OpenAI, hf: H
 def test_a_stream_that_fails_after_it_started_ends_with_an_error_event(proxy: ProxyServer, tgi: TGIUpstream) -> None:
     tgi.stream_error_after = 1
     try:
-        with httpx.stream("POST", proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                          json={"model": "local", "messages": USER, "stream": True}) as response:  # fmt: skip
+        with httpx.stream(
+            "POST",
+            proxy.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {MASTER}"},
+            json={"model": "local", "messages": USER, "stream": True},
+        ) as response:
             lines = [line for line in response.iter_lines() if line]
     finally:
         tgi.stream_error_after = None
@@ -228,8 +244,13 @@ def test_config_mistakes_name_file_and_key(tmp_path: Path, monkeypatch: pytest.M
 def test_serve_refuses_to_start_without_a_master_key(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("model_list:\n  - model_name: a\n    params: {model: openai/m, api_base: http://127.0.0.1:9/v1}\n")
-    out = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--config", str(path)], capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "PATH": os.environ.get("PATH", "")})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "router.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": os.environ.get("PATH", "")},
+    )
     assert out.returncode == 2 and "master_key" in out.stderr and "--dev" in out.stderr
 
 
@@ -264,7 +285,8 @@ def test_virtual_keys_lifecycle(proxy: ProxyServer) -> None:
         team.chat.completions.create(model="chat", messages=USER)  # type: ignore[arg-type]
     with pytest.raises(openai.AuthenticationError):  # a virtual key is not the master key
         openai.OpenAI(base_url=proxy.url, api_key=key, max_retries=0).with_options().post(
-            "/admin/keys", body={}, cast_to=object)  # fmt: skip
+            "/admin/keys", body={}, cast_to=object
+        )
     key_id = created.json()["id"]
     assert _admin(proxy, "PATCH", f"/admin/keys/{key_id}", json={"models": None}).json()["models"] is None
     assert team.chat.completions.create(model="chat", messages=USER).choices  # type: ignore[arg-type]
@@ -306,8 +328,11 @@ def assert_budget_holds(proxy: ProxyServer, tgi: TGIUpstream, limit: float) -> N
         async with httpx.AsyncClient(timeout=30) as http:
 
             async def one() -> int:
-                r = await http.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                                    json={"model": "local", "messages": USER, "max_tokens": 100})  # fmt: skip
+                r = await http.post(
+                    proxy.url + "/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": "local", "messages": USER, "max_tokens": 100},
+                )
                 if r.status_code == 429:
                     assert r.json()["error"]["code"] == "budget_exceeded"
                 return r.status_code
@@ -348,11 +373,22 @@ def test_sigterm_lets_requests_finish_and_loses_no_record(tmp_path: Path) -> Non
     with OpenAICompatUpstream() as upstream:
         upstream.require_auth = False
         for _ in range(5):
-            upstream.enqueue(Reply(json={"id": "x", "object": "chat.completion", "created": 1, "model": "m",
-                                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                                                      "finish_reason": "stop"}],
-                                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}},
-                                   delay=1.5), "/v1/chat/completions")  # fmt: skip
+            upstream.enqueue(
+                Reply(
+                    json={
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 1,
+                        "model": "m",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                    },
+                    delay=1.5,
+                ),
+                "/v1/chat/completions",
+            )
         db = tmp_path / "spend.db"
         config = tmp_path / "proxy.yaml"
         config.write_text(
@@ -360,8 +396,12 @@ def test_sigterm_lets_requests_finish_and_loses_no_record(tmp_path: Path) -> Non
             f"general_settings: {{master_key: {MASTER}, database_url: 'sqlite:///{db}'}}\n"
         )
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--port",
-                                   str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.time() + 30
@@ -375,8 +415,14 @@ def test_sigterm_lets_requests_finish_and_loses_no_record(tmp_path: Path) -> Non
 
             async def main() -> list[int]:
                 async with httpx.AsyncClient(timeout=30) as http:
-                    calls = [http.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                                       json={"model": "slow", "messages": USER}) for _ in range(5)]  # fmt: skip
+                    calls = [
+                        http.post(
+                            url + "/v1/chat/completions",
+                            headers={"Authorization": f"Bearer {MASTER}"},
+                            json={"model": "slow", "messages": USER},
+                        )
+                        for _ in range(5)
+                    ]
                     tasks = [asyncio.ensure_future(c) for c in calls]
                     await asyncio.sleep(0.5)  # all five are in flight upstream
                     server.send_signal(signal.SIGTERM)
@@ -416,8 +462,9 @@ def test_metrics(proxy: ProxyServer, client: openai.OpenAI, hf: HFRouterUpstream
 
 
 def test_embeddings_spend_from_the_key_budget(proxy: ProxyServer, deepinfra: DeepInfraUpstream) -> None:
-    catalog_price = [{"model": "huggingface/intfloat/multilingual-e5-large", "input_per_million": 1000,
-                      "output_per_million": 0}]  # fmt: skip
+    catalog_price = [
+        {"model": "huggingface/intfloat/multilingual-e5-large", "input_per_million": 1000, "output_per_million": 0}
+    ]
     proxy.router.catalog.load_overrides(catalog_price)
     # $1000 per 1M input tokens: each call reserves ~$0.009 and really costs ~$0.005; $0.03 covers a few.
     key = _admin(proxy, "POST", "/admin/keys", json={"max_budget_usd": 0.03}).json()["key"]
@@ -433,12 +480,16 @@ def test_embeddings_spend_from_the_key_budget(proxy: ProxyServer, deepinfra: Dee
 
 
 def test_auth_comes_before_the_body(proxy: ProxyServer) -> None:
-    anonymous = httpx.post(proxy.url + "/v1/chat/completions", json={"model": "nope", "messages": USER,
-                                                                     "api_base": "http://x"})  # fmt: skip
+    anonymous = httpx.post(
+        proxy.url + "/v1/chat/completions", json={"model": "nope", "messages": USER, "api_base": "http://x"}
+    )
     assert anonymous.status_code == 401 and "nope" not in anonymous.text
     key = _admin(proxy, "POST", "/admin/keys", json={"models": ["r1"]}).json()["key"]
-    hidden = httpx.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                        json={"model": "nope", "messages": USER})  # fmt: skip
+    hidden = httpx.post(
+        proxy.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "nope", "messages": USER},
+    )
     assert hidden.status_code == 404 and hidden.json()["error"]["message"].endswith("use one of: r1")
 
 
@@ -460,14 +511,18 @@ def test_bad_bodies_are_openai_json(proxy: ProxyServer, body: dict, status: int)
     assert weird.status_code == 401
 
 
-def test_upstream_addresses_never_reach_clients(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream,
-                                                tgi: TGIUpstream) -> None:  # fmt: skip
+def test_upstream_addresses_never_reach_clients(
+    hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream
+) -> None:
     config = _config(hf, deepinfra, tgi)
     dead = {"model": "huggingface/tgi", "api_base": "http://127.0.0.1:9/internal"}
     config["model_list"].append({"model_name": "dead", "params": dead})
     with ProxyServer(config) as proxy:
-        r = httpx.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                       json={"model": "dead", "messages": USER})  # fmt: skip
+        r = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {MASTER}"},
+            json={"model": "dead", "messages": USER},
+        )
     assert r.status_code == 502 and "127.0.0.1" not in r.text and "internal" not in r.text
 
 

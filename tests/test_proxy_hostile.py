@@ -39,8 +39,12 @@ def _key(proxy: ProxyServer, **fields: Any) -> str:
 
 def _post(proxy: ProxyServer, key: str, body: Any, path: str = "/v1/chat/completions") -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(proxy.url + path, content=content, timeout=30,
-                      headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
+    return httpx.post(
+        proxy.url + path,
+        content=content,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
 
 
 def _assert_openai_error(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -80,8 +84,12 @@ sys.addaudithook(_audit)
 
 
 def _image(url: Any) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
-                                         {"type": "image_url", "image_url": {"url": url}}]}]  # fmt: skip
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": url}}],
+        }
+    ]
 
 
 def test_local_paths_and_file_urls_are_refused_without_reading_anything(
@@ -94,8 +102,15 @@ def test_local_paths_and_file_urls_are_refused_without_reading_anything(
     _WATCHED.append(str(tmp_path))
     try:
         messages = {}
-        for url in (str(image), f"file://{image}", str(missing), f"file://{missing}", "~/secret.png",
-                    f"FILE://{image}", f"HTTP://{image}"):  # fmt: skip
+        for url in (
+            str(image),
+            f"file://{image}",
+            str(missing),
+            f"file://{missing}",
+            "~/secret.png",
+            f"FILE://{image}",
+            f"HTTP://{image}",
+        ):
             error = _assert_openai_error(_post(proxy, key, {"model": "local", "messages": _image(url)}), 400)
             assert error["param"] == "messages[0].content[1].image_url.url"
             messages[url] = error["message"]
@@ -103,8 +118,10 @@ def test_local_paths_and_file_urls_are_refused_without_reading_anything(
         assert len(set(messages.values())) == 1, messages
         assert "does not read local files" in messages[str(image)]
         assert _OPENED == []
-        for part in ({"type": "input_audio", "input_audio": {"data": f"file://{image}", "format": "wav"}},
-                     {"type": "file", "file": {"file_data": f"file:{image}"}}):  # fmt: skip
+        for part in (
+            {"type": "input_audio", "input_audio": {"data": f"file://{image}", "format": "wav"}},
+            {"type": "file", "file": {"file_data": f"file:{image}"}},
+        ):
             body = {"model": "local", "messages": [{"role": "user", "content": [part]}]}
             assert "does not read local files" in _assert_openai_error(_post(proxy, key, body), 400)["message"]
         assert _OPENED == []
@@ -132,11 +149,10 @@ def test_local_paths_and_file_urls_are_refused_without_reading_anything(
         ({"top_k": 3, "extra_body": {"top_k": 4}}, "extra_body.top_k"),
         ({"webhook_url": "http://127.0.0.1:9/hook"}, "webhook_url"),
         ({"extra_body": {"custom_headers": {"x-api-key": "k"}}}, "extra_body.custom_headers"),
-        ({"stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}},
-         "stream_options"),
+        ({"stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}, "stream_options"),
         ({"input": "not a chat field"}, "input"),
     ],
-)  # fmt: skip
+)
 def test_extra_body_and_unknown_fields_cannot_override_what_the_proxy_owns(
     proxy: ProxyServer, tgi: TGIUpstream, deepinfra: DeepInfraUpstream, extra: dict[str, Any], param: str
 ) -> None:
@@ -151,8 +167,10 @@ def test_extra_body_fields_are_checked_like_named_ones_and_still_reach_the_upstr
     proxy: ProxyServer, tgi: TGIUpstream
 ) -> None:
     key = _key(proxy, models=["local"])
-    cases = (({"extra_body": {"max_tokens": "lots"}}, "max_tokens"),
-             ({"max_tokens": 10, "extra_body": {"max_tokens": 5000}}, "extra_body.max_tokens"))  # fmt: skip
+    cases = (
+        ({"extra_body": {"max_tokens": "lots"}}, "max_tokens"),
+        ({"max_tokens": 10, "extra_body": {"max_tokens": 5000}}, "extra_body.max_tokens"),
+    )
     for extra, param in cases:
         error = _assert_openai_error(_post(proxy, key, {"model": "local", "messages": USER, **extra}), 400)
         assert error["param"] == param and "max_tokens" in error["message"]
@@ -187,9 +205,12 @@ def test_embedding_fields_are_fenced(
 
 def test_library_extra_body_never_silently_overrides_a_named_argument(tgi: TGIUpstream) -> None:
     base = {"model": "huggingface/tgi", "api_base": tgi.url, "messages": USER}
-    for extra, needle in (({"max_tokens": 500}, "already sets as the max_tokens= argument"),
-                          ({"model": "other"}, "cannot set 'model'"), ({"stream": True}, "cannot set 'stream'"),
-                          ({"messages": []}, "cannot set 'messages'")):  # fmt: skip
+    for extra, needle in (
+        ({"max_tokens": 500}, "already sets as the max_tokens= argument"),
+        ({"model": "other"}, "cannot set 'model'"),
+        ({"stream": True}, "cannot set 'stream'"),
+        ({"messages": []}, "cannot set 'messages'"),
+    ):
         with pytest.raises(InvalidRequestArgumentError, match=needle):
             completion(**base, max_tokens=5, extra_body=extra)
     with pytest.raises(InvalidRequestArgumentError, match="cannot set 'model'"):
@@ -228,19 +249,25 @@ def _msg(**fields: Any) -> list[dict[str, Any]]:
     ("body", "param"),
     [
         ({"messages": USER, "user": _deep(300)}, None),
-        ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f", "parameters": _deep(300)}}]},
-         None),
+        (
+            {"messages": USER, "tools": [{"type": "function", "function": {"name": "f", "parameters": _deep(300)}}]},
+            None,
+        ),
         ({"messages": [{"role": "assistant", "content": None, "tool_calls": 5}]}, "messages[0].tool_calls"),
-        ({"messages": [{"role": "assistant", "content": "x", "tool_calls": [{"function": 5}]}]},
-         "messages[0].tool_calls[0]"),
+        (
+            {"messages": [{"role": "assistant", "content": "x", "tool_calls": [{"function": 5}]}]},
+            "messages[0].tool_calls[0]",
+        ),
         ({"messages": _msg(name=5)}, "messages[0].name"),
         ({"messages": _msg(tool_call_id=["x"])}, "messages[0].tool_call_id"),
         ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0]"),
         ({"messages": [{"role": "user", "content": [5]}]}, "messages[0].content[0]"),
         ({"messages": [{"role": "user", "content": [{"type": 5}]}]}, "messages[0].content[0]"),
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages[0].content[0].text"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]},
-         "messages[0].content[0].image_url"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]},
+            "messages[0].content[0].image_url",
+        ),
         ({"messages": USER, "logit_bias": 5}, "logit_bias"),
         ({"messages": USER, "logit_bias": {"50256": "ban"}}, "logit_bias"),
         ({"messages": USER, "user": {"id": 1}}, "user"),
@@ -251,7 +278,7 @@ def _msg(**fields: Any) -> list[dict[str, Any]]:
         ({"messages": USER, "functions": [{"name": 5}]}, "functions"),
         ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f", "parameters": 5}}]}, "tools[0]"),
     ],
-)  # fmt: skip
+)
 def test_wrong_shapes_are_400s_not_500s(
     proxy: ProxyServer, tgi: TGIUpstream, body: dict[str, Any], param: str | None
 ) -> None:
@@ -290,42 +317,82 @@ def test_admin_values_out_of_range_are_400s_naming_the_field(
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
-)  # fmt: skip
+)
 _PART = st.fixed_dictionaries(
     {"type": st.sampled_from(["text", "image_url", "input_audio", "file", "refusal"]) | _JSON},
-    optional={"text": st.text(max_size=10) | _JSON, "image_url": st.fixed_dictionaries({"url": st.sampled_from(
-        ["https://x.test/a.png", "/etc/hosts", "file:///etc/hosts", "data:image/png;base64,AA=="]) | _JSON}) | _JSON},
-)  # fmt: skip
+    optional={
+        "text": st.text(max_size=10) | _JSON,
+        "image_url": st.fixed_dictionaries(
+            {
+                "url": st.sampled_from(
+                    ["https://x.test/a.png", "/etc/hosts", "file:///etc/hosts", "data:image/png;base64,AA=="]
+                )
+                | _JSON
+            }
+        )
+        | _JSON,
+    },
+)
 _ROLE = st.sampled_from(["user", "assistant", "system", "tool", "developer"])
 _MESSAGE = st.fixed_dictionaries(
     {"role": _ROLE | _ROLE | _JSON, "content": st.text(max_size=10) | st.lists(_PART, max_size=3) | _JSON},
     optional={
         "name": st.text(max_size=5) | _JSON,
-        "tool_calls": st.lists(st.fixed_dictionaries({"id": st.text(max_size=4) | _JSON, "type": _JSON,
-                                                      "function": _JSON}), max_size=2) | _JSON,
+        "tool_calls": st.lists(
+            st.fixed_dictionaries({"id": st.text(max_size=4) | _JSON, "type": _JSON, "function": _JSON}), max_size=2
+        )
+        | _JSON,
         "tool_call_id": _JSON,
         "function_call": _JSON,
     },
-)  # fmt: skip
-_FIELDS = ["max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop", "tools", "tool_choice",
-           "logit_bias", "user", "parallel_tool_calls", "response_format", "seed", "functions", "function_call",
-           "logprobs", "top_logprobs", "stream_options", "dimensions", "encoding_format", "top_k",
-           "metadata"]  # fmt: skip
+)
+_FIELDS = [
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "tools",
+    "tool_choice",
+    "logit_bias",
+    "user",
+    "parallel_tool_calls",
+    "response_format",
+    "seed",
+    "functions",
+    "function_call",
+    "logprobs",
+    "top_logprobs",
+    "stream_options",
+    "dimensions",
+    "encoding_format",
+    "top_k",
+    "metadata",
+]
 _BODY = st.fixed_dictionaries(
-    {"model": st.sampled_from(["local", "local", "local", "embed", "chat", "nope"]) | _JSON,
-     "messages": st.lists(_MESSAGE, min_size=1, max_size=3) | _JSON,
-     "input": st.text(max_size=10) | st.lists(st.text(max_size=5), max_size=3) | _JSON},
+    {
+        "model": st.sampled_from(["local", "local", "local", "embed", "chat", "nope"]) | _JSON,
+        "messages": st.lists(_MESSAGE, min_size=1, max_size=3) | _JSON,
+        "input": st.text(max_size=10) | st.lists(st.text(max_size=5), max_size=3) | _JSON,
+    },
     optional={
         "stream": st.booleans() | _JSON,
         "extra_body": st.dictionaries(st.sampled_from([*_FIELDS, "model", "stream", "messages"]), _JSON, max_size=3)
         | _JSON,
     },
-).flatmap(lambda body: st.dictionaries(st.sampled_from(_FIELDS) | st.text(max_size=6), _JSON, max_size=3).map(
-    lambda more: {**more, **body}))  # fmt: skip
+).flatmap(
+    lambda body: st.dictionaries(st.sampled_from(_FIELDS) | st.text(max_size=6), _JSON, max_size=3).map(
+        lambda more: {**more, **body}
+    )
+)
 
 
 @pytest.fixture
@@ -371,8 +438,10 @@ def _raw(port: int, head: bytes, timeout: float = 5.0) -> socket.socket:
 
 def _head(length: int | None, path: str = "/v1/chat/completions") -> bytes:
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
-    return (f"POST {path} HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {MASTER}\r\n"
-            f"Content-Type: application/json\r\n{framing}\r\n\r\n").encode()  # fmt: skip
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {MASTER}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\n\r\n"
+    ).encode()
 
 
 def _answer(sock: socket.socket, *, closed: bool = False) -> tuple[int, bytes]:
@@ -380,8 +449,10 @@ def _answer(sock: socket.socket, *, closed: bool = False) -> tuple[int, bytes]:
     data = b""
     while True:
         head, sep, body = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                       if line.startswith(b"content-length:")), None)  # fmt: skip
+        length = next(
+            (int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")),
+            None,
+        )
         if sep and length is not None and len(body) >= length and not closed:
             break
         try:
@@ -397,8 +468,9 @@ def _answer(sock: socket.socket, *, closed: bool = False) -> tuple[int, bytes]:
 def test_slow_bodies_are_dropped_and_pending_body_memory_is_capped(
     hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream
 ) -> None:
-    config = _config(hf, deepinfra, tgi, request_body_timeout=0.5, max_request_bytes=100_000,
-                     max_pending_body_bytes=150_000)  # fmt: skip
+    config = _config(
+        hf, deepinfra, tgi, request_body_timeout=0.5, max_request_bytes=100_000, max_pending_body_bytes=150_000
+    )
     with ProxyServer(config) as proxy:
         port = int(proxy.url.rsplit(":", 1)[1])
         started = time.monotonic()
@@ -418,8 +490,11 @@ def test_slow_bodies_are_dropped_and_pending_body_memory_is_capped(
         assert time.monotonic() - started < 0.4  # before the holder's timeout
         assert _answer(holding, closed=True)[0] == 408
         # Freed again: a complete request goes through.
-        ok = httpx.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                        json={"model": "local", "messages": USER})  # fmt: skip
+        ok = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {MASTER}"},
+            json={"model": "local", "messages": USER},
+        )
         assert ok.status_code == 200
         for sock in (slow, chunked, holding, refused):
             sock.close()
@@ -447,17 +522,29 @@ def test_a_client_leaving_a_stream_is_a_debug_line_without_traceback(
     tgi.stream_delay = 0.05
     words = " ".join(f"w{i}" for i in range(100))
     for _ in range(2):
-        with httpx.stream("POST", proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                          json={"model": "local", "stream": True, "max_tokens": 500,
-                                "messages": [{"role": "user", "content": words}]}) as r:  # fmt: skip
+        with httpx.stream(
+            "POST",
+            proxy.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {MASTER}"},
+            json={
+                "model": "local",
+                "stream": True,
+                "max_tokens": 500,
+                "messages": [{"role": "user", "content": words}],
+            },
+        ) as r:
             assert next(line for line in r.iter_lines() if line.startswith("data:"))
         assert tgi.wait_for_disconnect(5)
     deadline = time.time() + 5
     while sum("client left a stream" in r.getMessage() for r in caplog.records) < 2:
         assert time.time() < deadline, [r.getMessage() for r in caplog.records]
         time.sleep(0.05)
-    loud = [r for r in caplog.records if (r.levelno >= logging.WARNING or r.exc_info)
-            and r.name.startswith(("polyroute", "aiohttp", "router", "providers"))]  # fmt: skip
+    loud = [
+        r
+        for r in caplog.records
+        if (r.levelno >= logging.WARNING or r.exc_info)
+        and r.name.startswith(("polyroute", "aiohttp", "router", "providers"))
+    ]
     assert loud == [], [(r.levelname, r.getMessage()) for r in loud]
 
 
@@ -470,8 +557,12 @@ def served(tmp_path: Path, tgi: TGIUpstream) -> Iterator[tuple[str, subprocess.P
         f"general_settings: {{master_key: {MASTER}, database_url: 'sqlite:///{tmp_path / 'p.db'}'}}\n"
     )
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--port",
-                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30
@@ -494,17 +585,28 @@ def test_serve_answers_malformed_http_with_openai_json_and_logs_no_traceback(
 ) -> None:
     url, server = served
     port = int(url.rsplit(":", 1)[1])
-    for request in (b"GET /health HTTP/1.1\r\nHost: x\r\nno colon in this header\r\n\r\n",
-                    b"HELLO?\r\n\r\n", b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"):  # fmt: skip
+    for request in (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nno colon in this header\r\n\r\n",
+        b"HELLO?\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    ):
         with _raw(port, request) as sock:
             status, data = _answer(sock, closed=True)
         head, _, body = data.partition(b"\r\n\r\n")
         assert status == 400 and b"application/json" in head.lower(), data
         assert json.loads(body)["error"]["code"] == "bad_http"
     tgi.stream_delay = 0.05
-    with httpx.stream("POST", url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                      json={"model": "local", "stream": True, "max_tokens": 500,
-                            "messages": [{"role": "user", "content": "go on " * 50}]}) as r:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {MASTER}"},
+        json={
+            "model": "local",
+            "stream": True,
+            "max_tokens": 500,
+            "messages": [{"role": "user", "content": "go on " * 50}],
+        },
+    ) as r:
         assert next(line for line in r.iter_lines() if line.startswith("data:"))
     assert tgi.wait_for_disconnect(5)
     time.sleep(0.3)
@@ -519,8 +621,16 @@ def test_serve_answers_malformed_http_with_openai_json_and_logs_no_traceback(
 def test_errors_for_virtual_keys_do_not_name_deployments_or_hosts(
     proxy: ProxyServer, tgi: TGIUpstream, deepinfra: DeepInfraUpstream
 ) -> None:
-    secrets = ("huggingface/tgi", "deepinfra/", "openai/gpt-oss-120b", "127.0.0.1", str(tgi.port),
-               str(deepinfra.port), "local[0]", "chat[0]")  # fmt: skip
+    secrets = (
+        "huggingface/tgi",
+        "deepinfra/",
+        "openai/gpt-oss-120b",
+        "127.0.0.1",
+        str(tgi.port),
+        str(deepinfra.port),
+        "local[0]",
+        "chat[0]",
+    )
     poor = _key(proxy, max_budget_usd=0.000001)
     refused = _post(proxy, poor, {"model": "local", "messages": USER, "max_tokens": 100})
     assert _assert_openai_error(refused, 429)["code"] == "budget_exceeded"
@@ -542,8 +652,9 @@ def test_errors_for_virtual_keys_do_not_name_deployments_or_hosts(
     ok = _post(proxy, key, {"model": "local", "messages": USER})  # success headers still say who served
     assert ok.status_code == 200 and ok.headers["x-polyroute-provider"] and ok.headers["x-polyroute-model"]
     # The master key (the operator) reads upstream errors whole.
-    deepinfra.enqueue(Reply(status=400, json={"error": {"message": "openai/gpt-oss-120b said no"}}),
-                      "/v1/openai/chat/completions")  # fmt: skip
+    deepinfra.enqueue(
+        Reply(status=400, json={"error": {"message": "openai/gpt-oss-120b said no"}}), "/v1/openai/chat/completions"
+    )
     response = _post(proxy, MASTER, {"model": "chat", "messages": USER})
     assert "openai/gpt-oss-120b said no" in _assert_openai_error(response, 400)["message"]
 

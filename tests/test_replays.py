@@ -263,9 +263,12 @@ def _error_frames(upstream: FakeUpstream, frames: list[bytes]) -> errors.Polyrou
     upstream.reset()
     upstream.enqueue(Reply(sse=frames))
     stream = completion(
-        model="openai/m", api_base=upstream.url + "/v1", api_key=KEY, messages=[{"role": "user", "content": "hi"}],
+        model="openai/m",
+        api_base=upstream.url + "/v1",
+        api_key=KEY,
+        messages=[{"role": "user", "content": "hi"}],
         stream=True,
-    )  # fmt: skip
+    )
     with pytest.raises(errors.PolyrouteError) as info:
         list(stream)
     return info.value
@@ -307,9 +310,12 @@ def test_an_event_type_without_data_does_not_mark_the_next_event(upstream: FakeU
     done = b'data: {"id":"c1","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
     upstream.enqueue(Reply(sse=[b"event: error\n\n", CHUNK, done, b"data: [DONE]\n\n"]))
     stream = completion(
-        model="openai/m", api_base=upstream.url + "/v1", api_key=KEY, messages=[{"role": "user", "content": "hi"}],
+        model="openai/m",
+        api_base=upstream.url + "/v1",
+        api_key=KEY,
+        messages=[{"role": "user", "content": "hi"}],
         stream=True,
-    )  # fmt: skip
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "par"
     assert chunks[-1].choices[0].finish_reason == "stop"

@@ -54,16 +54,25 @@ def _config(upstreams: list[OpenAICompatUpstream], database: str, redis_url: str
     a, b = upstreams
     return {
         "model_list": [
-            {"model_name": "chat", "params": {"model": "openai/m", "api_base": a.url + "/v1", "api_key": "sk-up-1111",
-                                              "weight": 1000}},
-            {"model_name": "chat", "params": {"model": "openai/m", "api_base": b.url + "/v1", "api_key": "sk-up-2222",
-                                              "weight": 0.001}},
+            {
+                "model_name": "chat",
+                "params": {"model": "openai/m", "api_base": a.url + "/v1", "api_key": "sk-up-1111", "weight": 1000},
+            },
+            {
+                "model_name": "chat",
+                "params": {"model": "openai/m", "api_base": b.url + "/v1", "api_key": "sk-up-2222", "weight": 0.001},
+            },
         ],
         "router_settings": {"num_retries": 1, "allowed_fails": 2, "cooldown_time": 60},
         "pricing": [{"model": "openai/m", "input_per_million": 100, "output_per_million": 100}],
-        "general_settings": {"master_key": MASTER, "database_url": database, "redis_url": redis_url,
-                             "redis_prefix": prefix, "redis_sync_interval": 0.05},
-    }  # fmt: skip
+        "general_settings": {
+            "master_key": MASTER,
+            "database_url": database,
+            "redis_url": redis_url,
+            "redis_prefix": prefix,
+            "redis_sync_interval": 0.05,
+        },
+    }
 
 
 def _chat_requests(server: OpenAICompatUpstream) -> int:
@@ -79,11 +88,16 @@ def _alternating(urls: list[str], key: str, n: int, **body: Any) -> list[httpx.R
 
     async def main() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as http:
-            return await asyncio.gather(*[
-                http.post(urls[i % len(urls)] + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                          json={"model": "chat", "messages": USER, **body})
-                for i in range(n)
-            ])  # fmt: skip
+            return await asyncio.gather(
+                *[
+                    http.post(
+                        urls[i % len(urls)] + "/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "chat", "messages": USER, **body},
+                    )
+                    for i in range(n)
+                ]
+            )
 
     return asyncio.run(main())
 

@@ -45,8 +45,10 @@ def c(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
 
 
 def dep(group: str, server: OpenAICompatUpstream, name: str = "m", **params: Any) -> dict[str, Any]:
-    return {"model_name": group, "params": {"model": f"openai/{name}", "api_base": server.url + "/v1",
-                                            "api_key": "sk-router-1234", **params}}  # fmt: skip
+    return {
+        "model_name": group,
+        "params": {"model": f"openai/{name}", "api_base": server.url + "/v1", "api_key": "sk-router-1234", **params},
+    }
 
 
 def calls(server: OpenAICompatUpstream) -> int:
@@ -141,8 +143,9 @@ def test_fallbacks_in_order(a: OpenAICompatUpstream, b: OpenAICompatUpstream, c:
     for server in (a, b):
         for _ in range(3):
             server.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
-    router = Router([dep("chat", a), dep("first", b), dep("second", c)], num_retries=0,
-                    fallbacks=[{"chat": ["first", "second"]}])  # fmt: skip
+    router = Router(
+        [dep("chat", a), dep("first", b), dep("second", c)], num_retries=0, fallbacks=[{"chat": ["first", "second"]}]
+    )
     r = chat(router)
     assert [x.deployment for x in r.meta.attempts] == ["chat[0]:openai/m", "first[0]:openai/m", "second[0]:openai/m"]
     assert (calls(a), calls(b), calls(c)) == (1, 1, 1)
@@ -150,8 +153,10 @@ def test_fallbacks_in_order(a: OpenAICompatUpstream, b: OpenAICompatUpstream, c:
 
 def test_context_window_fallback_chosen_before_the_call(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     long_prompt = [{"role": "user", "content": "word " * 300}]
-    router = Router([dep("chat", a, context_length=100), dep("long", b, context_length=100_000)],
-                    context_window_fallbacks=[{"chat": ["long"]}])  # fmt: skip
+    router = Router(
+        [dep("chat", a, context_length=100), dep("long", b, context_length=100_000)],
+        context_window_fallbacks=[{"chat": ["long"]}],
+    )
     r = chat(router, messages=long_prompt)
     assert calls(a) == 0 and calls(b) == 1 and r.meta.attempts[0].deployment == "long[0]:openai/m"
     short = chat(router)
@@ -163,20 +168,40 @@ def test_context_window_fallback_chosen_before_the_call(a: OpenAICompatUpstream,
 
 
 def test_context_window_error_after_the_call_falls_back(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
-    a.enqueue(Reply(status=400, json={"error": {"message": "This model's maximum context length is 8192 tokens",
-                                                "code": "context_length_exceeded"}}), CHAT)  # fmt: skip
+    a.enqueue(
+        Reply(
+            status=400,
+            json={
+                "error": {
+                    "message": "This model's maximum context length is 8192 tokens",
+                    "code": "context_length_exceeded",
+                }
+            },
+        ),
+        CHAT,
+    )
     router = Router([dep("chat", a), dep("long", b)], context_window_fallbacks=[{"chat": ["long"]}])
     r = chat(router)
     assert [x.error for x in r.meta.attempts] == ["ContextWindowExceededError", None]
 
 
 def test_content_policy_fallback(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
-    a.enqueue(Reply(status=400, json={"error": {"message": "flagged by our content management policy",
-                                                "code": "content_policy_violation"}}), CHAT)  # fmt: skip
+    a.enqueue(
+        Reply(
+            status=400,
+            json={"error": {"message": "flagged by our content management policy", "code": "content_policy_violation"}},
+        ),
+        CHAT,
+    )
     router = Router([dep("chat", a), dep("lenient", b)], content_policy_fallbacks=[{"chat": ["lenient"]}])
     assert [x.error for x in chat(router).meta.attempts] == ["ContentPolicyViolationError", None]
-    a.enqueue(Reply(status=400, json={"error": {"message": "flagged by our content management policy",
-                                                "code": "content_policy_violation"}}), CHAT)  # fmt: skip
+    a.enqueue(
+        Reply(
+            status=400,
+            json={"error": {"message": "flagged by our content management policy", "code": "content_policy_violation"}},
+        ),
+        CHAT,
+    )
     with pytest.raises(errors.ContentPolicyViolationError):
         chat(Router([dep("chat", a)]))
 
@@ -186,8 +211,14 @@ def test_content_policy_fallback(a: OpenAICompatUpstream, b: OpenAICompatUpstrea
 
 def test_cooldown_entry_probe_and_recovery(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     # A long backoff: the retry goes to b at once however slow the machine (a later retry could go back to a).
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=1, allowed_fails=2,
-                    cooldown_seconds=0.6, backoff_base=30, seed=3)  # fmt: skip
+    router = Router(
+        [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)],
+        num_retries=1,
+        allowed_fails=2,
+        cooldown_seconds=0.6,
+        backoff_base=30,
+        seed=3,
+    )
     for _ in range(2):
         a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
         chat(router)  # a fails, b answers
@@ -201,8 +232,14 @@ def test_cooldown_entry_probe_and_recovery(a: OpenAICompatUpstream, b: OpenAICom
 
 
 def test_failed_probe_goes_straight_back_to_cooldown(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=1, allowed_fails=1,
-                    cooldown_seconds=0.4, backoff_base=0.001, seed=3)  # fmt: skip
+    router = Router(
+        [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)],
+        num_retries=1,
+        allowed_fails=1,
+        cooldown_seconds=0.4,
+        backoff_base=0.001,
+        seed=3,
+    )
     a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
     chat(router)
     time.sleep(0.5)
@@ -308,8 +345,9 @@ def test_cheapest_hf_policy_fails_over_to_the_next_provider(hf: HFRouterUpstream
     assert sent == ["deepseek-ai/DeepSeek-R1:novita", "deepseek-ai/DeepSeek-R1:together"]
     assert r.meta.provider == "together" and r.usage is not None
     assert r.meta.cost_pico == r.usage.prompt_tokens * 3_000_000 + r.usage.completion_tokens * 7_000_000
-    fastest = chat(Router([{"model_name": "f", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:fastest"}}]),
-                   model="f")  # fmt: skip
+    fastest = chat(
+        Router([{"model_name": "f", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:fastest"}}]), model="f"
+    )
     assert fastest.meta.provider == "together"  # 45.4 tok/s beats novita's 24.7
 
 
@@ -321,20 +359,27 @@ def test_hf_policy_skips_providers_the_catalog_says_lack_a_feature(hf: HFRouterU
     structured = chat(router, model="llama", response_format=schema)
     # novita is cheapest but does not support structured output: nebius, the next cheapest, gets that call.
     assert (plain.meta.provider, structured.meta.provider) == ("novita", "nebius")
-    router = Router([
-        {"model_name": "novita-only", "params": {"model": "huggingface/novita/meta-llama/Llama-3.1-8B-Instruct"}},
-        {"model_name": "qwen", "params": {"model": "huggingface/Qwen/Qwen3-8B:cheapest"}},
-    ], fallbacks=[{"novita-only": ["qwen"]}])  # fmt: skip
+    router = Router(
+        [
+            {"model_name": "novita-only", "params": {"model": "huggingface/novita/meta-llama/Llama-3.1-8B-Instruct"}},
+            {"model_name": "qwen", "params": {"model": "huggingface/Qwen/Qwen3-8B:cheapest"}},
+        ],
+        fallbacks=[{"novita-only": ["qwen"]}],
+    )
     r = chat(router, model="novita-only", response_format=schema)
     assert r.meta.provider == "nscale" and [q.json["model"] for q in hf.requests if q.path == CHAT][-1].endswith(
         ":nscale"
     )
-    alone = Router([{"model_name": "novita-only",
-                     "params": {"model": "huggingface/novita/meta-llama/Llama-3.1-8B-Instruct"}}])  # fmt: skip
+    alone = Router(
+        [{"model_name": "novita-only", "params": {"model": "huggingface/novita/meta-llama/Llama-3.1-8B-Instruct"}}]
+    )
     with pytest.raises(errors.BadRequestError, match=r"structured_output.*novita-only"):
         chat(alone, model="novita-only", response_format=schema)
-    assert not [q for q in hf.requests if q.path == CHAT and q.json["model"].endswith(":novita") and
-                q.json.get("response_format")]  # never sent to a provider that cannot do it
+    assert not [
+        q
+        for q in hf.requests
+        if q.path == CHAT and q.json["model"].endswith(":novita") and q.json.get("response_format")
+    ]  # never sent to a provider that cannot do it
 
 
 def test_hf_policy_sends_a_long_prompt_only_to_providers_with_room(hf: HFRouterUpstream) -> None:
@@ -399,8 +444,13 @@ def test_budget_across_fallbacks_one_reservation_per_attempt(a: OpenAICompatUpst
     catalog.set_price("openai/m", input_per_million=1, output_per_million=1)
     a.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
     budget = Budget(1.0)
-    router = Router([dep("chat", a), dep("backup", b)], fallbacks=[{"chat": ["backup"]}], num_retries=0,
-                    catalog=catalog, budget=budget)  # fmt: skip
+    router = Router(
+        [dep("chat", a), dep("backup", b)],
+        fallbacks=[{"chat": ["backup"]}],
+        num_retries=0,
+        catalog=catalog,
+        budget=budget,
+    )
     r = chat(router, max_tokens=50)
     assert budget.reserved_usd == 0 and budget.spent_usd == pytest.approx(r.meta.cost_usd)
 
@@ -417,8 +467,13 @@ def test_hooks_receive_every_attempt(a: OpenAICompatUpstream, b: OpenAICompatUps
     def on_success(rec: Any, err: BaseException | None) -> None:
         seen.append((rec.deployment, rec.error))
 
-    router = Router([dep("chat", a), dep("backup", b)], fallbacks=[{"chat": ["backup"]}], num_retries=0,
-                    on_success=on_success, on_failure=on_failure)  # fmt: skip
+    router = Router(
+        [dep("chat", a), dep("backup", b)],
+        fallbacks=[{"chat": ["backup"]}],
+        num_retries=0,
+        on_success=on_success,
+        on_failure=on_failure,
+    )
     chat(router)
     assert seen == [("backup[0]:openai/m", None)] and async_seen == ["ServiceUnavailableError"]
 
@@ -426,15 +481,22 @@ def test_hooks_receive_every_attempt(a: OpenAICompatUpstream, b: OpenAICompatUps
 def test_completion_with_fallbacks_and_num_retries(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     for _ in range(2):
         a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
-    r = completion(model="openai/m", api_base=a.url + "/v1", api_key="sk-1234567", messages=USER, num_retries=1,
-                   fallbacks=[{"model": "openai/m2", "api_base": b.url + "/v1", "api_key": "sk-7654321"}])  # fmt: skip
+    r = completion(
+        model="openai/m",
+        api_base=a.url + "/v1",
+        api_key="sk-1234567",
+        messages=USER,
+        num_retries=1,
+        fallbacks=[{"model": "openai/m2", "api_base": b.url + "/v1", "api_key": "sk-7654321"}],
+    )
     assert isinstance(r, ChatCompletion)
     assert [(x.deployment, x.error) for x in r.meta.attempts][-1] == ("openai/m2[0]:openai/m2", None)
     assert calls(a) == 2 and b.requests[-1].json["model"] == "m2"
 
     async def main() -> Any:
-        return await acompletion(model="openai/m", api_base=a.url + "/v1", api_key="sk-1234567", messages=USER,
-                                 num_retries=0)  # fmt: skip
+        return await acompletion(
+            model="openai/m", api_base=a.url + "/v1", api_key="sk-1234567", messages=USER, num_retries=0
+        )
 
     assert isinstance(asyncio.run(main()), ChatCompletion)
 
@@ -475,9 +537,14 @@ def test_unknown_group_is_a_clear_error(a: OpenAICompatUpstream) -> None:
 
 
 def _answer() -> dict[str, Any]:
-    return {"id": "chatcmpl-r", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}  # fmt: skip
+    return {
+        "id": "chatcmpl-r",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
 
 
 def test_async_stream_through_the_router_fails_over(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
@@ -485,8 +552,9 @@ def test_async_stream_through_the_router_fails_over(a: OpenAICompatUpstream, b: 
     router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], seed=1)
 
     async def main() -> tuple[str, list[str | None]]:
-        stream = await router.acompletion(model="chat", messages=USER, stream=True,
-                                          stream_options={"include_usage": True})  # fmt: skip
+        stream = await router.acompletion(
+            model="chat", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
         text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
         assert stream.usage is not None and stream.meta.time_to_first_token_ms is not None
         return text, [x.error for x in stream.meta.attempts]
@@ -501,8 +569,11 @@ def test_async_stream_through_the_router_fails_over(a: OpenAICompatUpstream, b: 
 def test_cheapest_compares_catalog_and_configured_prices_in_one_unit(deepinfra: Any, a: OpenAICompatUpstream) -> None:
     catalog = Catalog(cache_dir=False)
     catalog.set_price("openai/m", input_per_million="0.01", output_per_million="0.01")
-    router = Router([{"model_name": "chat", "params": {"model": "deepinfra/openai/gpt-oss-120b"}}, dep("chat", a)],
-                    strategy="cheapest", catalog=catalog)  # fmt: skip
+    router = Router(
+        [{"model_name": "chat", "params": {"model": "deepinfra/openai/gpt-oss-120b"}}, dep("chat", a)],
+        strategy="cheapest",
+        catalog=catalog,
+    )
     chat(router, max_tokens=20)
     assert calls(a) == 1  # $0.01/M beats the catalog's $0.05/$0.45
     catalog.set_price("openai/m", input_per_million=50, output_per_million=50)
@@ -524,8 +595,9 @@ def test_moving_on_is_not_a_retry(a: OpenAICompatUpstream, b: OpenAICompatUpstre
     router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=0, seed=1)
     assert [x.error for x in chat(router).meta.attempts] == ["AuthenticationError", None]
     hf.enqueue(Reply(status=503, json={"error": "overloaded"}), CHAT)
-    r1 = Router([{"model_name": "r1", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:cheapest"}}],
-                num_retries=0)  # fmt: skip
+    r1 = Router(
+        [{"model_name": "r1", "params": {"model": "huggingface/deepseek-ai/DeepSeek-R1:cheapest"}}], num_retries=0
+    )
     assert chat(r1, model="r1").meta.provider == "together"
 
 

@@ -284,8 +284,9 @@ def test_a_success_between_failures_resets_the_fleet_wide_count(
     prefix: str, a: OpenAICompatUpstream, b: OpenAICompatUpstream
 ) -> None:
     model_list = [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)]
-    router = _replica(prefix, model_list, num_retries=1, allowed_fails=3, cooldown_seconds=30, backoff_base=0.001,
-                      seed=3)  # fmt: skip
+    router = _replica(
+        prefix, model_list, num_retries=1, allowed_fails=3, cooldown_seconds=30, backoff_base=0.001, seed=3
+    )
     try:
         assert router.shared is not None
         for outcome in ("fail", "fail", "ok", "fail"):  # never 3 failures in a row: no cooldown
@@ -347,9 +348,13 @@ def test_in_flight_and_latency_are_seen_by_the_other_replica(
     model_list = [dep("chat", a), dep("chat", b)]
     one = _replica(prefix, model_list, strategy="least-in-flight", seed=1)
     two = _replica(prefix, model_list, strategy="least-in-flight", seed=1)
-    slow_answer = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "slow"},
-                                "finish_reason": "stop"}]}  # fmt: skip
+    slow_answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "slow"}, "finish_reason": "stop"}],
+    }
     for server in (a, b):
         for _ in range(2):
             server.enqueue(Reply(json=slow_answer, delay=1.0), CHAT)
@@ -414,5 +419,7 @@ def test_bad_shared_state_settings_name_the_key(general: dict[str, Any], needle:
     from router.proxy.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError, match=needle):
-        parse_config({"model_list": [{"model_name": "m", "params": {"model": "openai/m"}}],
-                      "general_settings": general}, "p.yaml")  # fmt: skip
+        parse_config(
+            {"model_list": [{"model_name": "m", "params": {"model": "openai/m"}}], "general_settings": general},
+            "p.yaml",
+        )

@@ -253,10 +253,13 @@ def test_json_document_instead_of_a_stream(oai: OpenAICompatUpstream) -> None:
     with pytest.raises(errors.PolyrouteError, match="Model is overloaded"):
         list(_stream(**kw))
     completion_body = {
-        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole answer"}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-    }  # fmt: skip
+    }
     oai.enqueue(Reply(json=completion_body))
     stream = _stream(stream_options={"include_usage": True}, **kw)
     chunks = list(stream)
@@ -267,20 +270,42 @@ def test_json_document_instead_of_a_stream(oai: OpenAICompatUpstream) -> None:
 def test_usage_estimates_agree_everywhere(oai: OpenAICompatUpstream) -> None:
     messages = [{"role": "user", "content": "estimate me"}]
     kw = {"model": "openai/m", "api_base": oai.url + "/v1", "api_key": "sk-1234567", "messages": messages}
-    message = {"role": "assistant", "content": "Sure, here it is.", "reasoning_content": "thinking hard",
-               "tool_calls": [{"id": "call_1", "type": "function",
-                               "function": {"name": "lookup", "arguments": '{"q": "x"}'}}]}  # fmt: skip
-    oai.enqueue(Reply(json={"id": "x", "object": "chat.completion", "created": 1, "model": "m",
-                            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}))  # fmt: skip
+    message = {
+        "role": "assistant",
+        "content": "Sure, here it is.",
+        "reasoning_content": "thinking hard",
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}],
+    }
+    oai.enqueue(
+        Reply(
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            }
+        )
+    )
     plain = completion(**kw)
     frames = [
         {"role": "assistant", "reasoning_content": "thinking hard"},
         {"content": "Sure, here it is."},
-        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                         "function": {"name": "lookup", "arguments": '{"q": "x"}'}}]},
-    ]  # fmt: skip
-    sse = [f"data: {json.dumps({'id': 'x', 'created': 1, 'model': 'm', 'choices': [{'index': 0, 'delta': d}]})}\n\n"
-           for d in frames]  # fmt: skip
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": '{"q": "x"}'},
+                }
+            ]
+        },
+    ]
+    sse = [
+        f"data: {json.dumps({'id': 'x', 'created': 1, 'model': 'm', 'choices': [{'index': 0, 'delta': d}]})}\n\n"
+        for d in frames
+    ]
     end = [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]
     finish = {"id": "x", "created": 1, "model": "m", "choices": end}
     sse += [f"data: {json.dumps(finish)}\n\n", "data: [DONE]\n\n"]

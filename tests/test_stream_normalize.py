@@ -260,8 +260,10 @@ def test_chunks_in_the_same_read_as_an_error_frame_are_delivered_first() -> None
         headers = {"content-type": "text/event-stream"}
 
         def iter_bytes(self) -> Any:
-            yield (b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"part"}}]}\n\n'
-                   b'data: {"error": {"message": "boom", "http_status_code": 500}}\n\n')  # fmt: skip
+            yield (
+                b'data: {"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"part"}}]}\n\n'
+                b'data: {"error": {"message": "boom", "http_status_code": 500}}\n\n'
+            )
 
         def read(self) -> bytes:
             return b""
@@ -271,8 +273,14 @@ def test_chunks_in_the_same_read_as_an_error_frame_are_delivered_first() -> None
 
     from router.pricing import Catalog
 
-    stream = Stream(OneRead(), ChunkNormalizer(target_for("openai"), include_usage=False, messages=MESSAGES),  # type: ignore[arg-type]
-                    started=0.0, model_string="openai/m", attempts=[], catalog=Catalog(cache_dir=False))  # fmt: skip
+    stream = Stream(
+        OneRead(),
+        ChunkNormalizer(target_for("openai"), include_usage=False, messages=MESSAGES),  # type: ignore[arg-type]
+        started=0.0,
+        model_string="openai/m",
+        attempts=[],
+        catalog=Catalog(cache_dir=False),
+    )
     assert next(stream).choices[0].delta.content == "part"
     with pytest.raises(PolyrouteError, match="boom"):
         next(stream)

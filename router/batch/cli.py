@@ -35,8 +35,11 @@ def add_parser(sub: Any) -> None:
     source.add_argument("--config", "-c", help="batch YAML: candidates, defaults, router settings")
     source.add_argument("--model", "-m", help="one candidate model string instead of a config file")
     run.add_argument("--output", "-o", help="results JSONL (default: <input>.results.jsonl)")
-    run.add_argument("--budget-usd", type=float, help="hard cap on the whole job's spend (all runs); a resumed job "
-                     "keeps the one it has unless this changes it")  # fmt: skip
+    run.add_argument(
+        "--budget-usd",
+        type=float,
+        help="hard cap on the whole job's spend (all runs); a resumed job keeps the one it has unless this changes it",
+    )
     run.add_argument("--concurrency", type=int, help="rows in flight (default: the config's, else 32)")
     run.add_argument("--dry-run", action="store_true", help="estimate the cost and spend nothing")
     run.add_argument("--resume", action="store_true", help="continue the job already in --output")
@@ -55,10 +58,15 @@ def add_parser(sub: Any) -> None:
     run.add_argument(
         "--redis-url", help="--engine ray: the Redis of the job's shared budget (default: the config's redis_url)"
     )
-    run.add_argument("--ray-workers", type=int, help="--engine ray: worker actors (default 2); --concurrency is "
-                     "shared among them")  # fmt: skip
-    run.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto",
-                     help="live bar on a terminal, a plain line every 10 s otherwise (auto)")  # fmt: skip
+    run.add_argument(
+        "--ray-workers", type=int, help="--engine ray: worker actors (default 2); --concurrency is shared among them"
+    )
+    run.add_argument(
+        "--progress",
+        choices=("auto", "live", "plain", "none"),
+        default="auto",
+        help="live bar on a terminal, a plain line every 10 s otherwise (auto)",
+    )
     run.set_defaults(func=_run)
     status = commands.add_parser("status", help="progress, spend and failures of a job (running or finished)")
     status.add_argument("output", help="the job's results JSONL")
@@ -76,8 +84,11 @@ def _run(args: argparse.Namespace) -> int:
     from .journal import JobWriteError
 
     try:
-        ray_only = [f"--{k.replace('_', '-')}" for k in ("ray_address", "redis_url", "ray_workers")
-                    if getattr(args, k) is not None]  # fmt: skip
+        ray_only = [
+            f"--{k.replace('_', '-')}"
+            for k in ("ray_address", "redis_url", "ray_workers")
+            if getattr(args, k) is not None
+        ]
         if ray_only and args.engine != "ray":
             raise InvalidRequestArgumentError(f"{', '.join(ray_only)} only apply with --engine ray")
         config = _config(args)
@@ -139,8 +150,7 @@ async def _arun_job(args: argparse.Namespace, config: Any, output: Path, progres
         nonlocal signals
         signals += 1
         if signals == 1:
-            print("\npolyroute batch: stopping — rows in flight finish (signal again to stop at once)",
-                  file=sys.stderr)  # fmt: skip
+            print("\npolyroute batch: stopping — rows in flight finish (signal again to stop at once)", file=sys.stderr)
             stop.set()
         elif main is not None:
             main.cancel()
@@ -151,36 +161,63 @@ async def _arun_job(args: argparse.Namespace, config: Any, output: Path, progres
     def notice(text: str) -> None:
         print(f"polyroute batch: {text}", file=sys.stderr)
 
-    common: dict[str, Any] = {"budget_usd": args.budget_usd, "concurrency": args.concurrency, "resume": args.resume,
-                              "retry_failed": args.retry_failed, "progress": progress, "stop": stop,
-                              "notice": notice}  # fmt: skip
+    common: dict[str, Any] = {
+        "budget_usd": args.budget_usd,
+        "concurrency": args.concurrency,
+        "resume": args.resume,
+        "retry_failed": args.retry_failed,
+        "progress": progress,
+        "stop": stop,
+        "notice": notice,
+    }
     result: BatchResult
     try:
         if args.engine == "ray":
             from .ray_engine import DEFAULT_WORKERS, arun_batch_ray
 
             workers = DEFAULT_WORKERS if args.ray_workers is None else args.ray_workers
-            result = await arun_batch_ray(args.input, output, config, ray_address=args.ray_address,
-                                          redis_url=args.redis_url, workers=workers, **common)  # fmt: skip
+            result = await arun_batch_ray(
+                args.input,
+                output,
+                config,
+                ray_address=args.ray_address,
+                redis_url=args.redis_url,
+                workers=workers,
+                **common,
+            )
         else:
             result = await arun_batch(args.input, output, config, **common)
     except asyncio.CancelledError:
-        print("polyroute batch: stopped; rows in flight were not recorded and will be sent on --resume (which keeps "
-              "the job's budget)", file=sys.stderr)  # fmt: skip
+        print(
+            "polyroute batch: stopped; rows in flight were not recorded and will be sent on --resume (which keeps "
+            "the job's budget)",
+            file=sys.stderr,
+        )
         return 130
     state = result.state
     print(summary_table(state), file=sys.stderr)
     pending = state.rows_total - state.ok - state.failed
     invalid = f" ({state.invalid:,} of them invalid input lines)" if state.invalid else ""
     cap = f" of the job's {usd(result.budget_pico)}" if result.budget_pico is not None else ""
-    print(f"\n{state.ok:,} rows done, {state.failed:,} failed{invalid}, {pending:,} pending · spent "
-          f"${result.spent_usd:.6f}{cap} · output {output}", file=sys.stderr)  # fmt: skip
+    print(
+        f"\n{state.ok:,} rows done, {state.failed:,} failed{invalid}, {pending:,} pending · spent "
+        f"${result.spent_usd:.6f}{cap} · output {output}",
+        file=sys.stderr,
+    )
     if result.unknown_models:
         names = ", ".join(f"{m!r} ({n})" for m, n in sorted(result.unknown_models.items()))
         print(f"note: rows name models that are not candidates; they were routed by cost: {names}", file=sys.stderr)
     if result.reason == "budget":
-        print(budget_hint(state, result.rows_left, result.budget_pico, pico(result.needed_expected_usd),
-                          pico(result.needed_max_usd)), file=sys.stderr)  # fmt: skip
+        print(
+            budget_hint(
+                state,
+                result.rows_left,
+                result.budget_pico,
+                pico(result.needed_expected_usd),
+                pico(result.needed_max_usd),
+            ),
+            file=sys.stderr,
+        )
     elif result.reason == "interrupted":
         why = ""
         if getattr(result, "redis_lost", False):
@@ -227,9 +264,10 @@ def budget_hint(state: Any, rows_left: int, cap: int | None, need_expected: int,
 
     suggestion = suggested_budget(state.spent_pico, need_max, cap)
     kept = f"plain --resume keeps the job's {usd(cap)} and stops again" if cap is not None else ""
-    return (f"budget reached: {rows_left:,} rows left are expected to need {usd(need_expected)} more (at most "
-            f"{usd(need_max)}). Continue with: --resume --budget-usd {suggestion}"
-            + (f" ({kept})" if kept else ""))  # fmt: skip
+    return (
+        f"budget reached: {rows_left:,} rows left are expected to need {usd(need_expected)} more (at most "
+        f"{usd(need_max)}). Continue with: --resume --budget-usd {suggestion}" + (f" ({kept})" if kept else "")
+    )
 
 
 def failed_hints(state: Any) -> list[str]:
@@ -238,14 +276,21 @@ def failed_hints(state: Any) -> list[str]:
     retry = state.retryable
     if retry:
         no_candidate = state.errors.get("no_candidate", 0)
-        extra = (f"; {no_candidate:,} of them no candidate can take: add one that fits them to the config first"
-                 if no_candidate else "")  # fmt: skip
-        lines.append(f"{retry:,} rows failed (their output lines carry the error); send them again with --resume "
-                     f"--retry-failed{extra}")  # fmt: skip
+        extra = (
+            f"; {no_candidate:,} of them no candidate can take: add one that fits them to the config first"
+            if no_candidate
+            else ""
+        )
+        lines.append(
+            f"{retry:,} rows failed (their output lines carry the error); send them again with --resume "
+            f"--retry-failed{extra}"
+        )
     if state.invalid:
-        lines.append(f"{state.invalid:,} input lines are not valid requests (their output lines say what is wrong); "
-                     "they cannot succeed and --retry-failed does not send them again: fix those lines and run them "
-                     "as a new job (another --output)")  # fmt: skip
+        lines.append(
+            f"{state.invalid:,} input lines are not valid requests (their output lines say what is wrong); "
+            "they cannot succeed and --retry-failed does not send them again: fix those lines and run them "
+            "as a new job (another --output)"
+        )
     return lines
 
 
@@ -284,8 +329,15 @@ def _status(args: argparse.Namespace) -> int:
     print(spend)
     end = state.last_end
     if not running and end is not None and end.get("reason") == "budget":
-        print(budget_hint(state, end.get("rows_left") or pending, budget, end.get("needed_expected_pico") or 0,
-                          end.get("needed_max_pico") or 0))  # fmt: skip
+        print(
+            budget_hint(
+                state,
+                end.get("rows_left") or pending,
+                budget,
+                end.get("needed_expected_pico") or 0,
+                end.get("needed_max_pico") or 0,
+            )
+        )
     if not running:
         for line in failed_hints(state):
             print(line)

@@ -34,9 +34,21 @@ from ..proxy.config import ConfigError, ProxyConfig, parse_config, redis_prefix_
 from .rows import ENDPOINTS
 
 _TOP = {
-    "candidates", "model_list", "router_settings", "litellm_settings", "providers", "hf_providers", "pricing",
-    "defaults", "expected_output_tokens", "concurrency", "budget_usd", "allow_unpriced", "redis_url", "redis_prefix",
-}  # fmt: skip
+    "candidates",
+    "model_list",
+    "router_settings",
+    "litellm_settings",
+    "providers",
+    "hf_providers",
+    "pricing",
+    "defaults",
+    "expected_output_tokens",
+    "concurrency",
+    "budget_usd",
+    "allow_unpriced",
+    "redis_url",
+    "redis_prefix",
+}
 _CANDIDATE = {"name", "model", "group", "params", "fallback_only", "endpoint", "expected_output_tokens"}
 _ENDPOINTS = {"chat": "chat", "embeddings": "embeddings", **ENDPOINTS}
 
@@ -123,8 +135,10 @@ def parse_batch_config(data: dict[str, Any], source: str = "<config>") -> BatchC
             raise ConfigError(f"{where}.params: expected a mapping of call parameters")
         if group is not None:
             if not isinstance(group, str) or group not in groups:
-                raise ConfigError(f"{where}.group: {group!r} is not a model_name of model_list "
-                                  f"(known: {', '.join(sorted(g for g in groups if g)) or 'none'})")  # fmt: skip
+                raise ConfigError(
+                    f"{where}.group: {group!r} is not a model_name of model_list "
+                    f"(known: {', '.join(sorted(g for g in groups if g)) or 'none'})"
+                )
             if params:
                 raise ConfigError(f"{where}.params: set params on the model_list entries of group {group!r}")
         else:
@@ -149,8 +163,9 @@ def parse_batch_config(data: dict[str, Any], source: str = "<config>") -> BatchC
         )
     if all(c.fallback_only for c in candidates):
         raise ConfigError(f"{source}: candidates: every candidate is fallback_only; at least one must take rows")
-    proxy_data = {k: data[k] for k in ("router_settings", "litellm_settings", "providers", "hf_providers", "pricing")
-                  if k in data} | {"model_list": model_list}  # fmt: skip
+    proxy_data = {
+        k: data[k] for k in ("router_settings", "litellm_settings", "providers", "hf_providers", "pricing") if k in data
+    } | {"model_list": model_list}
     proxy = parse_config(proxy_data, source)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):

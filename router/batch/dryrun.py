@@ -121,33 +121,67 @@ def nothing_to_send(report: DryRunReport) -> str | None:
     if not report.rows or report.bad_count + report.unplannable_count < report.rows:
         return None
     if not report.unplannable_count:
-        return (f"none of the {report.rows:,} lines is a valid request (e.g. {report.bad_lines[0]}); fix the input "
-                "before running the job")  # fmt: skip
+        return (
+            f"none of the {report.rows:,} lines is a valid request (e.g. {report.bad_lines[0]}); fix the input "
+            "before running the job"
+        )
     bad = f" ({report.bad_count:,} more lines are not valid requests)" if report.bad_count else ""
-    return (f"no candidate can take any of the {report.unplannable_count:,} rows{bad}, so the job would send "
-            f"nothing (e.g. {report.unplannable[0]}); add a candidate that fits them (context window, tools, "
-            "structured output, max_tokens) to the config, or shorten the rows")  # fmt: skip
+    return (
+        f"no candidate can take any of the {report.unplannable_count:,} rows{bad}, so the job would send "
+        f"nothing (e.g. {report.unplannable[0]}); add a candidate that fits them (context window, tools, "
+        "structured output, max_tokens) to the config, or shorten the rows"
+    )
 
 
 def format_dry_run(report: DryRunReport) -> str:
-    header = ("candidate", "fits rows", "if all went here: expected … max USD", "planned rows", "prompt tok",
-              "planned min USD", "expected USD", "max USD")  # fmt: skip
+    header = (
+        "candidate",
+        "fits rows",
+        "if all went here: expected … max USD",
+        "planned rows",
+        "prompt tok",
+        "planned min USD",
+        "expected USD",
+        "max USD",
+    )
     rows = []
     for name, c in report.candidates.items():
         span = f"{pico_to_usd(c.all_expected_pico):.6f} … {pico_to_usd(c.all_max_pico):.6f}"
         if c.unpriced:
             span += f" (+{c.unpriced} unpriced)"
-        rows.append((name, f"{c.fits:,}", span, f"{c.planned:,}", f"{c.prompt_tokens:,}",
-                     f"{pico_to_usd(c.planned_min_pico):.6f}", f"{pico_to_usd(c.planned_expected_pico):.6f}",
-                     f"{pico_to_usd(c.planned_max_pico):.6f}"))  # fmt: skip
+        rows.append(
+            (
+                name,
+                f"{c.fits:,}",
+                span,
+                f"{c.planned:,}",
+                f"{c.prompt_tokens:,}",
+                f"{pico_to_usd(c.planned_min_pico):.6f}",
+                f"{pico_to_usd(c.planned_expected_pico):.6f}",
+                f"{pico_to_usd(c.planned_max_pico):.6f}",
+            )
+        )
     planned = sum(c.planned for c in report.candidates.values())
-    rows.append(("plan", "", "", f"{planned:,}", f"{sum(c.prompt_tokens for c in report.candidates.values()):,}",
-                 f"{report.min_usd:.6f}", f"{report.expected_usd:.6f}", f"{report.max_usd:.6f}"))  # fmt: skip
+    rows.append(
+        (
+            "plan",
+            "",
+            "",
+            f"{planned:,}",
+            f"{sum(c.prompt_tokens for c in report.candidates.values()):,}",
+            f"{report.min_usd:.6f}",
+            f"{report.expected_usd:.6f}",
+            f"{report.max_usd:.6f}",
+        )
+    )
     lines = [f"dry run: {report.rows:,} rows read, nothing sent", "", render_table(header, rows), ""]
     outputs = {n: c.assumed_output for n, c in report.candidates.items() if c.assumed_output}
     if outputs:
-        lines.append("expected answer length per row: " + ", ".join(f"{n} {v} tokens" for n, v in outputs.items())
-                     + " (set expected_output_tokens in the config to change it)")  # fmt: skip
+        lines.append(
+            "expected answer length per row: "
+            + ", ".join(f"{n} {v} tokens" for n, v in outputs.items())
+            + " (set expected_output_tokens in the config to change it)"
+        )
     unbounded = sum(c.unbounded for c in report.candidates.values())
     most = (
         f"at most ${report.max_usd:.4f}"

@@ -85,10 +85,15 @@ def resolve_budget(state: JobState, given_usd: float | None, config_usd: float |
         if recorded is None:
             if known:
                 return JobBudget(None)
-            return JobBudget(None, note="the journal records no budget (an older polyroute started this job): it "
-                             "runs without one; pass --budget-usd to cap it")  # fmt: skip
-        note = (f"the job keeps its budget of {usd(recorded)} (for all runs; {usd(spent)} spent so far); pass "
-                "--budget-usd to change it")  # fmt: skip
+            return JobBudget(
+                None,
+                note="the journal records no budget (an older polyroute started this job): it "
+                "runs without one; pass --budget-usd to cap it",
+            )
+        note = (
+            f"the job keeps its budget of {usd(recorded)} (for all runs; {usd(spent)} spent so far); pass "
+            "--budget-usd to change it"
+        )
         config = usd_to_pico(config_usd)
         if config is not None and config != recorded:
             note += f" (the config's budget_usd, {usd(config)}, applies to new jobs)"
@@ -105,8 +110,10 @@ def resolve_budget(state: JobState, given_usd: float | None, config_usd: float |
     elif given > recorded:
         note = f"budget raised from {usd(recorded)} to {usd(given)} ({spent_text})"
     elif given < recorded:
-        note = (f"budget lowered from {usd(recorded)} to {usd(given)} ({spent_text}; the budget caps the whole job, "
-                "all runs together)")  # fmt: skip
+        note = (
+            f"budget lowered from {usd(recorded)} to {usd(given)} ({spent_text}; the budget caps the whole job, "
+            "all runs together)"
+        )
     else:
         note = f"the job keeps its budget of {usd(recorded)} (for all runs; {spent_text})"
     return JobBudget(given, recorded, note)
@@ -124,9 +131,14 @@ def suggested_budget(spent_pico: int, needed_max_pico: int, cap_pico: int | None
 
 
 async def open_job(
-    input_path: Path, output: Path, *, budget_usd: float | None, config_budget_usd: float | None, resume: bool,
+    input_path: Path,
+    output: Path,
+    *,
+    budget_usd: float | None,
+    config_budget_usd: float | None,
+    resume: bool,
     retry_failed: bool,
-) -> tuple[Journal, JobBudget]:  # fmt: skip
+) -> tuple[Journal, JobBudget]:
     """Scan the input and create or open the job's journal (see :meth:`Journal.open`); the run's budget.
 
     A new job's budget (``budget_usd``, else the config's) goes into its journal's header; a resumed one
@@ -140,9 +152,14 @@ async def open_job(
         decided.append(resolve_budget(state, budget_usd, config_budget_usd))
 
     journal = await asyncio.to_thread(
-        Journal.open, output, facts, resume=resume or retry_failed, retry_failed=retry_failed,
-        header={"budget_pico": new_cap}, check=check,
-    )  # fmt: skip
+        Journal.open,
+        output,
+        facts,
+        resume=resume or retry_failed,
+        retry_failed=retry_failed,
+        header={"budget_pico": new_cap},
+        check=check,
+    )
     return journal, decided[-1] if decided else JobBudget(new_cap)
 
 

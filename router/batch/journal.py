@@ -215,9 +215,15 @@ class Journal:
     # ---------------------------------------------------------------- opening
     @classmethod
     def open(
-        cls, output: str | Path, facts: InputFacts, *, resume: bool, retry_failed: bool = False,
-        header: dict[str, Any] | None = None, check: Callable[[JobState], None] | None = None,
-    ) -> Journal:  # fmt: skip
+        cls,
+        output: str | Path,
+        facts: InputFacts,
+        *,
+        resume: bool,
+        retry_failed: bool = False,
+        header: dict[str, Any] | None = None,
+        check: Callable[[JobState], None] | None = None,
+    ) -> Journal:
         """Create the job's journal (with ``header``'s fields in its header), or open it to resume.
 
         ``check(state)`` sees a resumed job's state before anything is changed (a ``--retry-failed``
@@ -290,9 +296,16 @@ class Journal:
             os.close(fd)
             raise
         header = {
-            "polyroute_batch": FORMAT, "input": facts.path, "input_bytes": facts.size, "input_sha256": facts.sha256,
-            "rows": facts.rows, "output": str(output.resolve()), "created": time.time(), "gen": 0, **extra,
-        }  # fmt: skip
+            "polyroute_batch": FORMAT,
+            "input": facts.path,
+            "input_bytes": facts.size,
+            "input_sha256": facts.sha256,
+            "rows": facts.rows,
+            "output": str(output.resolve()),
+            "created": time.time(),
+            "gen": 0,
+            **extra,
+        }
         _write_all(fd, orjson.dumps(header) + b"\n")
         out_fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         return cls(output, out_fd, fd, JobState(header))

@@ -96,8 +96,9 @@ class Planner:
         self.observed_output = observed_output or {}
         self.ways = {c.name: self._ways(router, c.group) for c in config.candidates}
         # The router's own fallbacks of a candidate's group may serve the row too: their prices bound it.
-        self.chain_ways = {c.name: [w for g in _chain(router, c.group) for w in self._ways(router, g)]
-                           for c in config.candidates}  # fmt: skip
+        self.chain_ways = {
+            c.name: [w for g in _chain(router, c.group) for w in self._ways(router, g)] for c in config.candidates
+        }
         self.server_picks = {c.name: any(_server_picks(d) for d in router.groups[c.group]) for c in config.candidates}
         self.lowest_wins = {c.name: self._lowest_wins(router, c, self.ways[c.name]) for c in config.candidates}
         self.unknown_models: dict[str, int] = {}  # row "model" values that name no candidate: count
@@ -117,11 +118,17 @@ class Planner:
                 offer = lookup.offer
                 context = d.context_length or (offer.context_length if offer else None)
                 served = offer.provider if len(lookups) > 1 and offer else target.adapter.served_by(target, {})
-                ways.append(Way(
-                    lookup.price, context, offer.max_output_tokens if offer else None,
-                    offer.supports_tools if offer else None, offer.supports_structured_output if offer else None,
-                    lookup.reason, PromptCounts.key_of(d.target, served),
-                ))  # fmt: skip
+                ways.append(
+                    Way(
+                        lookup.price,
+                        context,
+                        offer.max_output_tokens if offer else None,
+                        offer.supports_tools if offer else None,
+                        offer.supports_structured_output if offer else None,
+                        lookup.reason,
+                        PromptCounts.key_of(d.target, served),
+                    )
+                )
         return ways
 
     @staticmethod
@@ -215,8 +222,10 @@ class Planner:
             return None, f"the catalog says it does not support {' and '.join(sorted(needs))}"
         priced = [w for w in fitting if w.price is not None]
         if self.strict_prices and self.server_picks[candidate.name] and any(w.price is None for w in ways):
-            return None, ("the HF router picks its provider and some have no price, so the bill is unknown; "
-                          "pin a provider (huggingface/<provider>/...) or use :cheapest")  # fmt: skip
+            return None, (
+                "the HF router picks its provider and some have no price, so the bill is unknown; "
+                "pin a provider (huggingface/<provider>/...) or use :cheapest"
+            )
         if self.strict_prices and not priced and fitting:  # unpriced ways are skipped (the router is told so)
             reason = next(w.unpriced_reason for w in fitting if w.price is None) or "no price"
             return None, f"unpriced ({reason}); set a price under pricing: or allow_unpriced: true"

@@ -100,14 +100,29 @@ def summary_table(state: JobState) -> str:
     rows = []
     for (candidate, provider), t in sorted(state.by_route.items(), key=lambda kv: -kv[1].cost_pico):
         cost = f"{pico_to_usd(t.cost_pico):.6f}" + (f" (+{t.unpriced} unpriced)" if t.unpriced else "")
-        rows.append((candidate, provider, f"{t.rows:,}", f"{t.failed:,}", f"{t.prompt_tokens:,}",
-                     f"{t.completion_tokens:,}", cost))  # fmt: skip
+        rows.append(
+            (
+                candidate,
+                provider,
+                f"{t.rows:,}",
+                f"{t.failed:,}",
+                f"{t.prompt_tokens:,}",
+                f"{t.completion_tokens:,}",
+                cost,
+            )
+        )
     totals = list(state.by_route.values())
-    rows.append((
-        "total", "", f"{sum(t.rows for t in totals):,}", f"{sum(t.failed for t in totals):,}",
-        f"{sum(t.prompt_tokens for t in totals):,}", f"{sum(t.completion_tokens for t in totals):,}",
-        f"{pico_to_usd(state.spent_pico):.6f}",
-    ))  # fmt: skip
+    rows.append(
+        (
+            "total",
+            "",
+            f"{sum(t.rows for t in totals):,}",
+            f"{sum(t.failed for t in totals):,}",
+            f"{sum(t.prompt_tokens for t in totals):,}",
+            f"{sum(t.completion_tokens for t in totals):,}",
+            f"{pico_to_usd(state.spent_pico):.6f}",
+        )
+    )
     return render_table(header, rows)
 
 

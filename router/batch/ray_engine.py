@@ -133,8 +133,7 @@ def connect_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     try:
-        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False)  # fmt: skip
+        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as err:  # ConnectionError, ValueError, RuntimeError, ... all mean the same here
         message = f"{type(err).__name__}: {err}".splitlines()[0]
         if address and "@" in address:  # an address with credentials is never shown
@@ -153,8 +152,9 @@ def check_cpus(ray: ModuleType, workers: int, *, local: bool) -> None:
     message = f"--ray-workers {workers} needs {workers} CPUs (one per worker) but the Ray cluster has {cpus}"
     if local:
         raise InvalidRequestArgumentError(f"{message}: pass a smaller --ray-workers")
-    log.warning("%s now; the job waits up to %d s for more (an autoscaling cluster adds nodes)", message,
-                ACTORS_START_S)  # fmt: skip
+    log.warning(
+        "%s now; the job waits up to %d s for more (an autoscaling cluster adds nodes)", message, ACTORS_START_S
+    )
 
 
 # ---------------------------------------------------------------- the run's keys in Redis
@@ -266,9 +266,15 @@ class _Driver:
         done = self.journal.state.is_done
         finished: list[tuple[int, bytes, dict[str, Any]]] = []
         for line, kind, out, raw, expected, most, unknown in zip(
-            columns["line"], columns["kind"], columns["out"], columns["rec"], columns["need_expected"],
-            columns["need_max"], columns["unknown"], strict=True,
-        ):  # fmt: skip
+            columns["line"],
+            columns["kind"],
+            columns["out"],
+            columns["rec"],
+            columns["need_expected"],
+            columns["need_max"],
+            columns["unknown"],
+            strict=True,
+        ):
             if done(line):
                 continue  # a row Ray ran twice (a block retried after a lost worker) is recorded once
             if unknown:
@@ -347,8 +353,9 @@ def _dataset(ray: ModuleType, refs: list[Any], spec: Any, workers: int) -> Any:
     from .ray_worker import RowWorker
 
     try:
-        strategy = ray.data.ActorPoolStrategy(size=workers, max_concurrent_calls_per_actor=CALLS_PER_WORKER,
-                                              enable_true_multi_threading=True)  # fmt: skip
+        strategy = ray.data.ActorPoolStrategy(
+            size=workers, max_concurrent_calls_per_actor=CALLS_PER_WORKER, enable_true_multi_threading=True
+        )
     except TypeError:  # an older Ray: one block at a time per worker
         strategy = ray.data.ActorPoolStrategy(size=workers)
     # Ray Data restarts dead actors and retries their blocks without end by default: a row that kills
@@ -357,9 +364,16 @@ def _dataset(ray: ModuleType, refs: list[Any], spec: Any, workers: int) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         return ray.data.from_arrow_refs(refs).map_batches(
-            RowWorker, fn_constructor_args=(spec,), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
-            compute=strategy, num_cpus=1, max_restarts=0, max_task_retries=0,
-        )  # fmt: skip
+            RowWorker,
+            fn_constructor_args=(spec,),
+            batch_size=None,
+            batch_format="pyarrow",
+            zero_copy_batch=True,
+            compute=strategy,
+            num_cpus=1,
+            max_restarts=0,
+            max_task_retries=0,
+        )
 
 
 async def _stream(ds: Any, driver: _Driver, stop: asyncio.Event | None) -> str | None:
@@ -468,12 +482,18 @@ async def arun_batch_ray(
     journal: Journal | None = None
     try:
         check_cpus(ray, workers, local=ray_address is None)
-        journal, budget = await open_job(input_path, output, budget_usd=budget_usd,
-                                         config_budget_usd=config.budget_usd, resume=resume,
-                                         retry_failed=retry_failed)  # fmt: skip
+        journal, budget = await open_job(
+            input_path,
+            output,
+            budget_usd=budget_usd,
+            config_budget_usd=config.budget_usd,
+            resume=resume,
+            retry_failed=retry_failed,
+        )
         tell(budget, notice)
-        return await _run(ray, journal, link, input_path, output, config, budget, concurrency, workers,
-                          progress, stop, WorkerSpec)  # fmt: skip
+        return await _run(
+            ray, journal, link, input_path, output, config, budget, concurrency, workers, progress, stop, WorkerSpec
+        )
     finally:
         if journal is not None:
             journal.close()
@@ -483,10 +503,19 @@ async def arun_batch_ray(
 
 
 async def _run(
-    ray: ModuleType, journal: Journal, link: RedisLink, input_path: Path, output: Path, config: BatchConfig,
-    budget: JobBudget, concurrency: int, workers: int, progress: Progress | None, stop: asyncio.Event | None,
+    ray: ModuleType,
+    journal: Journal,
+    link: RedisLink,
+    input_path: Path,
+    output: Path,
+    config: BatchConfig,
+    budget: JobBudget,
+    concurrency: int,
+    workers: int,
+    progress: Progress | None,
+    stop: asyncio.Event | None,
     spec_class: Any,
-) -> RayBatchResult:  # fmt: skip
+) -> RayBatchResult:
     state = journal.state
     budget_pico = budget.cap_pico
     limit = budget.limit_pico(state.spent_pico)  # this run's share of the job's cap
@@ -496,12 +525,21 @@ async def _run(
     try:
         keys.begin(limit)
     except SharedStateUnavailable as down:  # names no password
-        raise InvalidRequestArgumentError(f"{down}; --engine ray keeps the job's budget there: try again once it is "
-                                          "back") from None  # fmt: skip
+        raise InvalidRequestArgumentError(
+            f"{down}; --engine ray keeps the job's budget there: try again once it is back"
+        ) from None
     driver = _Driver(journal, keys, progress)
     runs = len([r for r in state.runs if "run" in r]) + 1
-    journal.note({"run": runs, "t": round(time.time(), 3), "budget_pico": budget_pico, "concurrency": concurrency,
-                  "engine": "ray", "workers": workers})  # fmt: skip
+    journal.note(
+        {
+            "run": runs,
+            "t": round(time.time(), 3),
+            "budget_pico": budget_pico,
+            "concurrency": concurrency,
+            "engine": "ray",
+            "workers": workers,
+        }
+    )
     if progress is not None:
         progress.begin(state, budget_pico)
     drawing = asyncio.create_task(progress.run()) if progress is not None else None
@@ -514,9 +552,18 @@ async def _run(
         refs = await asyncio.to_thread(_pending_blocks, ray, input_path, state, block_rows, bad)
         driver.record(bad)
         if refs and driver.write_error is None and not (stop is not None and stop.is_set()):
-            spec = spec_class(config=config, redis_url=link.url, redis_prefix=config.redis_prefix, run=keys.run,
-                              ledger_id=keys.ledger_id, stop_key=keys.stop, fence_key=keys.fence, limit_pico=limit,
-                              concurrency=per_worker, observed_output=state.observed_output())  # fmt: skip
+            spec = spec_class(
+                config=config,
+                redis_url=link.url,
+                redis_prefix=config.redis_prefix,
+                run=keys.run,
+                ledger_id=keys.ledger_id,
+                stop_key=keys.stop,
+                fence_key=keys.fence,
+                limit_pico=limit,
+                concurrency=per_worker,
+                observed_output=state.observed_output(),
+            )
             with _quiet_ray_data(ray):
                 ds = _dataset(ray, refs, spec, workers)
                 started = True
@@ -552,17 +599,28 @@ async def _run(
         code, reason = EXIT_DONE, "done"
     end: dict[str, Any] = {"end": runs, "t": round(time.time(), 3), "reason": reason}
     if reason == "budget":
-        end |= {"needed_expected_pico": driver.needed_expected, "needed_max_pico": driver.needed_max,
-                "rows_left": driver.rows_left}  # fmt: skip
+        end |= {
+            "needed_expected_pico": driver.needed_expected,
+            "needed_max_pico": driver.needed_max,
+            "rows_left": driver.rows_left,
+        }
     journal.note(end)
     budget_stop = reason == "budget"
     return RayBatchResult(
-        code, reason, state, output,
+        code,
+        reason,
+        state,
+        output,
         needed_expected_usd=pico_to_usd(driver.needed_expected) if budget_stop else None,
         needed_max_usd=pico_to_usd(driver.needed_max) if budget_stop else None,
-        rows_left=driver.rows_left, unknown_models=dict(driver.unknown_models), workers=dict(driver.workers),
-        redis_lost=driver.redis_lost, worker_error=worker_error, budget_pico=budget_pico, budget_note=budget.note,
-    )  # fmt: skip
+        rows_left=driver.rows_left,
+        unknown_models=dict(driver.unknown_models),
+        workers=dict(driver.workers),
+        redis_lost=driver.redis_lost,
+        worker_error=worker_error,
+        budget_pico=budget_pico,
+        budget_note=budget.note,
+    )
 
 
 def run_batch_ray(input_path: str | Path, output: str | Path, config: BatchConfig, **kwargs: Any) -> RayBatchResult:

@@ -48,10 +48,17 @@ log = logging.getLogger("polyroute.batch")
 # budget (with what the row would cost), for another reason (interrupted, write error, superseded),
 # or because Redis could not be reached (nothing may be reserved).
 RECORDED, LEFT_BUDGET, LEFT_STOPPED, LEFT_REDIS = 0, 1, 2, 3
-RESULT_SCHEMA = pa.schema([
-    ("line", pa.int64()), ("kind", pa.int8()), ("out", pa.binary()), ("rec", pa.binary()),
-    ("need_expected", pa.int64()), ("need_max", pa.int64()), ("unknown", pa.string()),
-])  # fmt: skip
+RESULT_SCHEMA = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("kind", pa.int8()),
+        ("out", pa.binary()),
+        ("rec", pa.binary()),
+        ("need_expected", pa.int64()),
+        ("need_max", pa.int64()),
+        ("unknown", pa.string()),
+    ]
+)
 ABANDONED = "abandoned"  # the stop flag of a run its driver gave up (it reads no more results)
 ORPHAN_CHECK_S = 1.0
 FLAGS_FRESH_S = 0.02  # a stop flag set by another worker is seen within this (plus a Redis round trip)
@@ -102,8 +109,9 @@ class RowWorker:
         spec = self.spec
         self.router = build_router(spec.config)
         await load_facts(self.router)
-        self.planner = Planner(spec.config, self.router, budgeted=spec.limit_pico is not None,
-                               observed_output=spec.observed_output)  # fmt: skip
+        self.planner = Planner(
+            spec.config, self.router, budgeted=spec.limit_pico is not None, observed_output=spec.observed_output
+        )
         self.link = RedisLink(spec.redis_url, prefix=spec.redis_prefix)
         self.link.bind_loop()  # this loop lives as long as the actor: scripts go over an async client
         self.ledger = RedisLedger(self.link, on_unavailable="refuse")
@@ -289,17 +297,26 @@ class RowWorker:
             result: Any
             if row.endpoint == "chat":
                 params = {k: v for k, v in body.items() if k not in ("model", "messages")}
-                result = await self.router.acompletion(chosen.group, body["messages"], fallbacks=fallbacks,
-                                                       **params, **extra)  # fmt: skip
+                result = await self.router.acompletion(
+                    chosen.group, body["messages"], fallbacks=fallbacks, **params, **extra
+                )
             else:
                 params = {k: v for k, v in body.items() if k not in ("model", "input")}
-                result = await self.router.aembedding(chosen.group, body["input"], fallbacks=fallbacks,
-                                                      **params, **extra)  # fmt: skip
+                result = await self.router.aembedding(
+                    chosen.group, body["input"], fallbacks=fallbacks, **params, **extra
+                )
         except PolyrouteError as err:
             await self._release(rid)
             served = _candidate_of(getattr(err, "attempts", None), order) or chosen.name
-            out, rec = results.failure(row.line, row.custom_id, served, results.error_code(err), err.message, err,
-                                       (time.perf_counter() - started) * 1000)  # fmt: skip
+            out, rec = results.failure(
+                row.line,
+                row.custom_id,
+                served,
+                results.error_code(err),
+                err.message,
+                err,
+                (time.perf_counter() - started) * 1000,
+            )
             return self._recorded(row.line, out, rec)
         except Exception as err:  # a bug must not take the other rows down; it is recorded and logged
             await self._release(rid)
@@ -326,8 +343,9 @@ class RowWorker:
         chosen = plan.chosen if plan is not None else None
         if plan is None or chosen is None:
             return _Result(line, LEFT_BUDGET, unknown=unknown)
-        return _Result(line, LEFT_BUDGET, need_expected=chosen.expected_pico or 0, need_max=plan.reserve_pico,
-                       unknown=unknown)  # fmt: skip
+        return _Result(
+            line, LEFT_BUDGET, need_expected=chosen.expected_pico or 0, need_max=plan.reserve_pico, unknown=unknown
+        )
 
     def _recorded(self, line: int, out: bytes, rec: dict[str, Any]) -> _Result:
         rec["w"] = self.name  # which worker ran the row (journal readers ignore keys they do not know)
@@ -361,5 +379,12 @@ def _candidate_of(attempts: list[Any] | None, order: list[Quote]) -> str | None:
 
 
 def _as_dict(r: _Result) -> dict[str, Any]:
-    return {"line": r.line, "kind": r.kind, "out": r.out, "rec": r.rec, "need_expected": r.need_expected,
-            "need_max": r.need_max, "unknown": r.unknown}  # fmt: skip
+    return {
+        "line": r.line,
+        "kind": r.kind,
+        "out": r.out,
+        "rec": r.rec,
+        "need_expected": r.need_expected,
+        "need_max": r.need_max,
+        "unknown": r.unknown,
+    }

@@ -127,9 +127,14 @@ def _duration(s: float) -> str:
 
 
 def _chart(
-    title: str, xmax: float, ymax: float, ylabel: str, body: Callable[[Scale, Scale], str],
-    resumes: list[tuple[float, float]], unit: str = "",
-) -> str:  # fmt: skip
+    title: str,
+    xmax: float,
+    ymax: float,
+    ylabel: str,
+    body: Callable[[Scale, Scale], str],
+    resumes: list[tuple[float, float]],
+    unit: str = "",
+) -> str:
     """An SVG chart frame (axes, ticks, titles) around ``body(sx, sy)``, which draws in data units."""
     ymax = ymax if ymax > 0 else 1.0
     pw, ph = W - ML - MR, H - MT - MB
@@ -145,21 +150,29 @@ def _chart(
     places = max(0, -math.floor(math.log10(ystep)))
     for i in range(int(ymax / ystep + 1e-9) + 1):
         y, label = sy(i * ystep), f"{unit}{i * ystep:,.{places}f}"
-        out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y}" y2="{y}" stroke="#eee"/>'
-                   f'<text x="{ML - 6}" y="{y + 4}" text-anchor="end">{label}</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{ML}" x2="{W - MR}" y1="{y}" y2="{y}" stroke="#eee"/>'
+            f'<text x="{ML - 6}" y="{y + 4}" text-anchor="end">{label}</text>'
+        )
     xstep = _step(xmax / 8, True)
     for i in range(int(xmax / xstep + 1e-9) + 1):
         x = sx(i * xstep)
-        out.append(f'<line x1="{x}" x2="{x}" y1="{MT + ph}" y2="{MT + ph + 4}" stroke="#888"/>'
-                   f'<text x="{x}" y="{MT + ph + 16}" text-anchor="middle">{_duration(i * xstep)}</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{x}" x2="{x}" y1="{MT + ph}" y2="{MT + ph + 4}" stroke="#888"/>'
+            f'<text x="{x}" y="{MT + ph + 16}" text-anchor="middle">{_duration(i * xstep)}</text>'
+        )
     for x, idle in resumes:
-        out.append(f'<line x1="{sx(x)}" x2="{sx(x)}" y1="{MT}" y2="{MT + ph}" stroke="#999" stroke-dasharray="2 3"/>'
-                   f'<text x="{sx(x) + 3}" y="{MT + 10}">resumed after {_duration(idle)} idle</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{sx(x)}" x2="{sx(x)}" y1="{MT}" y2="{MT + ph}" stroke="#999" stroke-dasharray="2 3"/>'
+            f'<text x="{sx(x) + 3}" y="{MT + 10}">resumed after {_duration(idle)} idle</text>'
+        )
     out.append(body(sx, sy))
-    out.append(f'<path d="M{ML} {MT}V{MT + ph}H{W - MR}" fill="none" stroke="#888"/>'
-               f'<text x="{ML + pw / 2}" y="{H - 4}" text-anchor="middle">working time since the first row '
-               f'finished (idle gaps between runs cut out)</text><text transform="translate(14 {MT + ph / 2}) '
-               f'rotate(-90)" text-anchor="middle">{escape(ylabel)}</text></svg>')  # fmt: skip
+    out.append(
+        f'<path d="M{ML} {MT}V{MT + ph}H{W - MR}" fill="none" stroke="#888"/>'
+        f'<text x="{ML + pw / 2}" y="{H - 4}" text-anchor="middle">working time since the first row '
+        f'finished (idle gaps between runs cut out)</text><text transform="translate(14 {MT + ph / 2}) '
+        f'rotate(-90)" text-anchor="middle">{escape(ylabel)}</text></svg>'
+    )
     return f"<h3>{escape(title)}</h3>" + "".join(out)
 
 
@@ -185,9 +198,12 @@ def _charts(bins: _Bins, resumes: list[tuple[float, float]], budgets: list[int])
 
     def spend(sx: Scale, sy: Scale) -> str:
         pts = [(sx(i * spend_w), sy(pico_to_usd(c))) for i, c in enumerate(cum)]
-        marks = "".join(f'<line class="budget" x1="{ML}" x2="{W - MR}" y1="{sy(b)}" y2="{sy(b)}" stroke="#c00" '
-                        f'stroke-dasharray="6 4"/><text x="{ML + 4}" y="{sy(b) - 4}" '
-                        f'fill="#c00">budget ${b:,.6f}</text>' for b in shown)  # fmt: skip
+        marks = "".join(
+            f'<line class="budget" x1="{ML}" x2="{W - MR}" y1="{sy(b)}" y2="{sy(b)}" stroke="#c00" '
+            f'stroke-dasharray="6 4"/><text x="{ML + 4}" y="{sy(b) - 4}" '
+            f'fill="#c00">budget ${b:,.6f}</text>'
+            for b in shown
+        )
         return _line(pts, "#1f77b4") + marks
 
     p50 = [(i, _pct(s, 0.5), _pct(s, 0.95)) for i, s in enumerate(bins.samples) if s]
@@ -195,8 +211,9 @@ def _charts(bins: _Bins, resumes: list[tuple[float, float]], budgets: list[int])
 
     def latency(sx: Scale, sy: Scale) -> str:
         mid = [(i + 0.5) * bw for i, _, _ in p50]
-        return (_line([(sx(x), sy(p[1])) for x, p in zip(mid, p50, strict=True)], "#1f77b4", True)
-                + _line([(sx(x), sy(p[2])) for x, p in zip(mid, p50, strict=True)], "#ff7f0e", True))  # fmt: skip
+        return _line([(sx(x), sy(p[1])) for x, p in zip(mid, p50, strict=True)], "#1f77b4", True) + _line(
+            [(sx(x), sy(p[2])) for x, p in zip(mid, p50, strict=True)], "#ff7f0e", True
+        )
 
     rates = [((o + f) / bw, f / bw) for o, f in zip(bins.ok, bins.failed, strict=True)]
 
@@ -205,22 +222,35 @@ def _charts(bins: _Bins, resumes: list[tuple[float, float]], budgets: list[int])
         for i, (both, failed) in enumerate(rates):
             x, w = sx(i * bw) + 0.5, max(sx((i + 1) * bw) - sx(i * bw) - 1, 0.5)
             if both:
-                out.append(f'<rect x="{x}" y="{sy(both)}" width="{w}" height="{sy(failed) - sy(both)}" '
-                           'fill="#2ca02c"/>')  # fmt: skip
+                out.append(
+                    f'<rect x="{x}" y="{sy(both)}" width="{w}" height="{sy(failed) - sy(both)}" fill="#2ca02c"/>'
+                )
             if failed:
-                out.append(f'<rect class="failed" x="{x}" y="{sy(failed)}" width="{w}" height="{sy(0) - sy(failed)}" '
-                           'fill="#d62728"/>')  # fmt: skip
+                out.append(
+                    f'<rect class="failed" x="{x}" y="{sy(failed)}" width="{w}" height="{sy(0) - sy(failed)}" '
+                    'fill="#d62728"/>'
+                )
         return "".join(out)
 
     note = f'<p class="note">Budget off scale: {", ".join(off_scale)}.</p>' if off_scale else ""
-    legend = ('<p class="note"><span style="color:#1f77b4">■ p50</span> <span style="color:#ff7f0e">■ p95</span>'
-              f" latency per bucket ({_duration(bw)} each; rows with a latency)</p>")  # fmt: skip
-    rate_legend = ('<p class="note"><span style="color:#2ca02c">■ ok</span> <span style="color:#d62728">■ failed'
-                   "</span> rows finished per second</p>")  # fmt: skip
-    return (_chart("Cumulative spend", bins.span, max([top, *shown]) * 1.05, "spend (USD)", spend, resumes, "$") + note
-            + _chart("Latency", bins.span, lat_top, "latency (ms)", latency, resumes) + legend
-            + _chart("Throughput", bins.span, max((r[0] for r in rates), default=1.0) * 1.1, "rows / s", throughput,
-                     resumes) + rate_legend)  # fmt: skip
+    legend = (
+        '<p class="note"><span style="color:#1f77b4">■ p50</span> <span style="color:#ff7f0e">■ p95</span>'
+        f" latency per bucket ({_duration(bw)} each; rows with a latency)</p>"
+    )
+    rate_legend = (
+        '<p class="note"><span style="color:#2ca02c">■ ok</span> <span style="color:#d62728">■ failed'
+        "</span> rows finished per second</p>"
+    )
+    return (
+        _chart("Cumulative spend", bins.span, max([top, *shown]) * 1.05, "spend (USD)", spend, resumes, "$")
+        + note
+        + _chart("Latency", bins.span, lat_top, "latency (ms)", latency, resumes)
+        + legend
+        + _chart(
+            "Throughput", bins.span, max((r[0] for r in rates), default=1.0) * 1.1, "rows / s", throughput, resumes
+        )
+        + rate_legend
+    )
 
 
 def _iso(t: Any) -> str:
@@ -231,8 +261,13 @@ def _iso(t: Any) -> str:
 
 def _table(header: list[str], rows: list[list[str]], total: list[str] | None = None, text: int = 1) -> str:
     def tr(cells: list[str], tag: str = "td", cls: str = "") -> str:
-        return f"<tr{cls}>" + "".join(f'<{tag} class="n">{c}</{tag}>' if i >= text else f"<{tag}>{c}</{tag}>"
-                                      for i, c in enumerate(cells)) + "</tr>"  # fmt: skip
+        return (
+            f"<tr{cls}>"
+            + "".join(
+                f'<{tag} class="n">{c}</{tag}>' if i >= text else f"<{tag}>{c}</{tag}>" for i, c in enumerate(cells)
+            )
+            + "</tr>"
+        )
 
     body = "".join(tr(r) for r in rows) + (tr(total, cls=' class="total"') if total else "")
     return f"<table><thead>{tr(header, 'th')}</thead><tbody>{body}</tbody></table>"
@@ -245,10 +280,15 @@ def _runs(state: JobState) -> str:
         budget = r.get("budget_pico")
         budget_s = "no budget" if budget is None else f"budget ${pico_to_usd(budget):,.6f}"
         end = ends.get(r["run"])
-        ended = (f"ended {_iso(end.get('t'))}: {escape(str(end.get('reason')))}" if end
-                 else "no end record (killed, or still running)")  # fmt: skip
-        items.append(f"<li>run {escape(str(r['run']))}: started {_iso(r.get('t'))}, {budget_s}, "
-                     f"concurrency {escape(str(r.get('concurrency')))}; {ended}</li>")  # fmt: skip
+        ended = (
+            f"ended {_iso(end.get('t'))}: {escape(str(end.get('reason')))}"
+            if end
+            else "no end record (killed, or still running)"
+        )
+        items.append(
+            f"<li>run {escape(str(r['run']))}: started {_iso(r.get('t'))}, {budget_s}, "
+            f"concurrency {escape(str(r.get('concurrency')))}; {ended}</li>"
+        )
     return f"<ul>{''.join(items)}</ul>" if items else "<p>No runs recorded.</p>"
 
 
@@ -261,15 +301,22 @@ def render_report(journal: str | Path) -> str:
     spent = f"${pico_to_usd(state.spent_pico):.6f}"
     unpriced = sum(t.unpriced for t in state.by_route.values())
     facts = [
-        ("input", escape(str(h.get("input")))), ("output", escape(str(h.get("output")))),
-        ("created", _iso(h.get("created"))), ("rows total", f"{state.rows_total:,}"), ("done ok", f"{state.ok:,}"),
-        ("failed", f"{state.failed:,}"), ("pending", f"{max(state.rows_total - done, 0):,}"),
+        ("input", escape(str(h.get("input")))),
+        ("output", escape(str(h.get("output")))),
+        ("created", _iso(h.get("created"))),
+        ("rows total", f"{state.rows_total:,}"),
+        ("done ok", f"{state.ok:,}"),
+        ("failed", f"{state.failed:,}"),
+        ("pending", f"{max(state.rows_total - done, 0):,}"),
         ("total spend", spent + (f" (+{unpriced:,} unpriced rows)" if unpriced else "")),
-    ]  # fmt: skip
-    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>polyroute batch report: "
-             f"{escape(path.name)}</title><style>{_CSS}</style></head><body><h1>Batch job report</h1><dl>"
-             + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl><h2>Runs</h2>"
-             + _runs(state)]  # fmt: skip
+    ]
+    parts = [
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>polyroute batch report: "
+        f"{escape(path.name)}</title><style>{_CSS}</style></head><body><h1>Batch job report</h1><dl>"
+        + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+        + "</dl><h2>Runs</h2>"
+        + _runs(state)
+    ]
     if state.torn_bytes:
         parts.append(f'<p class="note">The journal ends in a torn line ({state.torn_bytes} bytes, ignored).</p>')
     if not done:
@@ -277,19 +324,56 @@ def render_report(journal: str | Path) -> str:
         return "".join(parts)
     bins, resumes, models, errors = _scan(path, done)
     routes = sorted(state.by_route.items(), key=lambda kv: (-kv[1].cost_pico, -kv[1].rows, str(kv[0])))
-    rows = [[escape(str(k)), escape(str(p)), escape(", ".join(sorted(models.get((k, p), ())))), f"{t.rows:,}",
-             f"{t.failed:,}", f"{t.prompt_tokens:,}", f"{t.completion_tokens:,}", f"{pico_to_usd(t.cost_pico):.6f}",
-             f"{t.unpriced:,}"] for (k, p), t in routes]  # fmt: skip
+    rows = [
+        [
+            escape(str(k)),
+            escape(str(p)),
+            escape(", ".join(sorted(models.get((k, p), ())))),
+            f"{t.rows:,}",
+            f"{t.failed:,}",
+            f"{t.prompt_tokens:,}",
+            f"{t.completion_tokens:,}",
+            f"{pico_to_usd(t.cost_pico):.6f}",
+            f"{t.unpriced:,}",
+        ]
+        for (k, p), t in routes
+    ]
     tot = list(state.by_route.values())
-    total = ["total", "", "", f"{sum(t.rows for t in tot):,}", f"{state.failed:,}",
-             f"{sum(t.prompt_tokens for t in tot):,}", f"{sum(t.completion_tokens for t in tot):,}",
-             f"{pico_to_usd(state.spent_pico):.6f}", f"{unpriced:,}"]  # fmt: skip
-    parts.append("<h2>By candidate and provider</h2>" + _table(
-        ["candidate", "provider", "models", "rows", "failed", "prompt tokens", "output tokens", "cost USD", "unpriced"],
-        rows, total, 3))  # fmt: skip
+    total = [
+        "total",
+        "",
+        "",
+        f"{sum(t.rows for t in tot):,}",
+        f"{state.failed:,}",
+        f"{sum(t.prompt_tokens for t in tot):,}",
+        f"{sum(t.completion_tokens for t in tot):,}",
+        f"{pico_to_usd(state.spent_pico):.6f}",
+        f"{unpriced:,}",
+    ]
+    parts.append(
+        "<h2>By candidate and provider</h2>"
+        + _table(
+            [
+                "candidate",
+                "provider",
+                "models",
+                "rows",
+                "failed",
+                "prompt tokens",
+                "output tokens",
+                "cost USD",
+                "unpriced",
+            ],
+            rows,
+            total,
+            3,
+        )
+    )
     if errors:
-        parts.append("<h2>Failures by error code</h2>" + _table(
-            ["error", "rows"], [[escape(e), f"{n:,}"] for e, n in errors.most_common()]))  # fmt: skip
+        parts.append(
+            "<h2>Failures by error code</h2>"
+            + _table(["error", "rows"], [[escape(e), f"{n:,}"] for e, n in errors.most_common()])
+        )
     budgets = sorted({r["budget_pico"] for r in state.runs if "run" in r and isinstance(r.get("budget_pico"), int)})
     parts.append("<h2>Over time</h2>" + _charts(bins, resumes, budgets) + "</body></html>")
     return "".join(parts)

@@ -59,9 +59,17 @@ def success(
     if meta.cost_estimated:
         out["cost_estimated"] = True
     rec = {
-        "ok": True, "t": round(time.time(), 3), "c": meta.cost_pico, "k": candidate, "p": meta.provider,
-        "m": meta.model, "pt": prompt, "ct": completion, "ms": round(meta.latency_ms, 1), "a": len(meta.attempts) or 1,
-    }  # fmt: skip
+        "ok": True,
+        "t": round(time.time(), 3),
+        "c": meta.cost_pico,
+        "k": candidate,
+        "p": meta.provider,
+        "m": meta.model,
+        "pt": prompt,
+        "ct": completion,
+        "ms": round(meta.latency_ms, 1),
+        "a": len(meta.attempts) or 1,
+    }
     return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE), rec
 
 
@@ -82,12 +90,27 @@ def failure(
         response = {"status_code": status, "request_id": None, "body": body}
     attempts = getattr(err, "attempts", None) or []
     out = {
-        "id": _id(), "custom_id": custom_id, "response": response, "error": {"code": code, "message": message},
-        "cost_usd": None, "provider": attempts[-1].provider if attempts else None, "model": None,
-        "price_source": None, "candidate": candidate, "line": line,
-    }  # fmt: skip
-    rec = {"ok": False, "t": round(time.time(), 3), "c": None, "k": candidate, "p": out["provider"], "e": code,
-           "ms": None if latency_ms is None else round(latency_ms, 1), "a": len(attempts)}  # fmt: skip
+        "id": _id(),
+        "custom_id": custom_id,
+        "response": response,
+        "error": {"code": code, "message": message},
+        "cost_usd": None,
+        "provider": attempts[-1].provider if attempts else None,
+        "model": None,
+        "price_source": None,
+        "candidate": candidate,
+        "line": line,
+    }
+    rec = {
+        "ok": False,
+        "t": round(time.time(), 3),
+        "c": None,
+        "k": candidate,
+        "p": out["provider"],
+        "e": code,
+        "ms": None if latency_ms is None else round(latency_ms, 1),
+        "a": len(attempts),
+    }
     return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE), rec
 
 

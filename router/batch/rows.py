@@ -28,8 +28,18 @@ ENDPOINTS = {
     "/embeddings": "embeddings",
 }
 # Call settings that belong to the job's config, not to a row (they would bypass its limits or keys).
-CALL_LEVEL = ("api_key", "api_base", "base_url", "timeout", "extra_headers", "fallbacks", "priced_only", "client",
-              "budget", "num_retries")  # fmt: skip
+CALL_LEVEL = (
+    "api_key",
+    "api_base",
+    "base_url",
+    "timeout",
+    "extra_headers",
+    "fallbacks",
+    "priced_only",
+    "client",
+    "budget",
+    "num_retries",
+)
 _CALL_LEVEL = frozenset(CALL_LEVEL)
 # A batch row is answered whole: streaming flags do not apply to it; OpenAI-platform-only fields
 # (stored completions, tiers) mean nothing to other providers.
@@ -136,10 +146,12 @@ def parse_row(raw: bytes, line: int) -> Row | BadRow:
     endpoint = _endpoint_of_body(obj)
     if endpoint is None:
         return BadRow(
-            line, custom_id, "chat",
+            line,
+            custom_id,
+            "chat",
             f"line {line}: neither an OpenAI Batch request ({{custom_id, method, url, body}}) nor a request body "
             "(chat bodies have 'messages', embedding bodies have 'input')",
-        )  # fmt: skip
+        )
     return _checked(Row(line, custom_id, endpoint, obj))
 
 
@@ -170,9 +182,11 @@ def _batch_request(obj: dict[str, Any], line: int) -> Row | BadRow:
         endpoint = ENDPOINTS[url]
     else:
         return BadRow(
-            line, custom_id, "chat",
+            line,
+            custom_id,
+            "chat",
             f"line {line}: url {url!r} is not supported; use /v1/chat/completions or /v1/embeddings",
-        )  # fmt: skip
+        )
     return _checked(Row(line, custom_id, endpoint, body))
 
 
@@ -181,8 +195,12 @@ def _checked(row: Row) -> Row | BadRow:
     if row.endpoint == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            return BadRow(row.line, row.custom_id, row.endpoint,
-                          f"line {row.line}: 'messages' must be a non-empty list of message objects")  # fmt: skip
+            return BadRow(
+                row.line,
+                row.custom_id,
+                row.endpoint,
+                f"line {row.line}: 'messages' must be a non-empty list of message objects",
+            )
     else:
         value = body.get("input")
         if not (isinstance(value, str) and value) and not (
@@ -193,13 +211,21 @@ def _checked(row: Row) -> Row | BadRow:
     for key in ("max_tokens", "max_completion_tokens", "n"):
         value = body.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            return BadRow(row.line, row.custom_id, row.endpoint,
-                          f"line {row.line}: {key} must be a positive integer, got {value!r}")  # fmt: skip
+            return BadRow(
+                row.line,
+                row.custom_id,
+                row.endpoint,
+                f"line {row.line}: {key} must be a positive integer, got {value!r}",
+            )
     if not _CALL_LEVEL.isdisjoint(body):
         set_here = [k for k in CALL_LEVEL if k in body]
-        return BadRow(row.line, row.custom_id, row.endpoint,
-                      f"line {row.line}: {', '.join(set_here)} cannot be set per row; set it on the candidate "
-                      "(params:) or in router_settings")  # fmt: skip
+        return BadRow(
+            row.line,
+            row.custom_id,
+            row.endpoint,
+            f"line {row.line}: {', '.join(set_here)} cannot be set per row; set it on the candidate "
+            "(params:) or in router_settings",
+        )
     if not _DROPPED_SET.isdisjoint(body):
         for key in _DROPPED:
             body.pop(key, None)

@@ -142,9 +142,18 @@ class LoopLedger:
 
 class _Job:
     def __init__(
-        self, config: BatchConfig, router: Router, journal: Journal, planner: Planner, *, budget_pico: int | None,
-        concurrency: int, progress: Progress | None, client: Any, ledger: Ledger,
-    ) -> None:  # fmt: skip
+        self,
+        config: BatchConfig,
+        router: Router,
+        journal: Journal,
+        planner: Planner,
+        *,
+        budget_pico: int | None,
+        concurrency: int,
+        progress: Progress | None,
+        client: Any,
+        ledger: Ledger,
+    ) -> None:
         self.config, self.router, self.journal, self.planner = config, router, journal, planner
         self.concurrency = concurrency
         self.progress = progress
@@ -301,8 +310,15 @@ class _Job:
         except PolyrouteError as err:
             self._release(rid)
             served = _candidate_of(getattr(err, "attempts", None), plan) or chosen.name
-            out, rec = results.failure(row.line, row.custom_id, served, results.error_code(err), err.message, err,
-                                       (time.perf_counter() - started) * 1000)  # fmt: skip
+            out, rec = results.failure(
+                row.line,
+                row.custom_id,
+                served,
+                results.error_code(err),
+                err.message,
+                err,
+                (time.perf_counter() - started) * 1000,
+            )
             self._record(row.line, out, rec)
             return
         except Exception as err:  # a bug must not take the other rows down; it is recorded and logged
@@ -356,17 +372,39 @@ async def arun_batch(
     check_job_args(input_path, budget_usd, concurrency)
     router = router or build_router(config)  # every config mistake surfaces before the job exists
     await load_facts(router)
-    journal, budget = await open_job(input_path, output, budget_usd=budget_usd, config_budget_usd=config.budget_usd,
-                                     resume=resume, retry_failed=retry_failed)  # fmt: skip
+    journal, budget = await open_job(
+        input_path,
+        output,
+        budget_usd=budget_usd,
+        config_budget_usd=config.budget_usd,
+        resume=resume,
+        retry_failed=retry_failed,
+    )
     budget_pico = budget.cap_pico
     try:
         tell(budget, notice)
-        planner = Planner(config, router, budgeted=budget_pico is not None,
-                          observed_output=journal.state.observed_output())  # fmt: skip
-        job = _Job(config, router, journal, planner, budget_pico=budget_pico, concurrency=concurrency,
-                   progress=progress, client=client, ledger=LoopLedger())  # fmt: skip
-        journal.note({"run": len([r for r in journal.state.runs if "run" in r]) + 1, "t": round(time.time(), 3),
-                      "budget_pico": budget_pico, "concurrency": concurrency})  # fmt: skip
+        planner = Planner(
+            config, router, budgeted=budget_pico is not None, observed_output=journal.state.observed_output()
+        )
+        job = _Job(
+            config,
+            router,
+            journal,
+            planner,
+            budget_pico=budget_pico,
+            concurrency=concurrency,
+            progress=progress,
+            client=client,
+            ledger=LoopLedger(),
+        )
+        journal.note(
+            {
+                "run": len([r for r in journal.state.runs if "run" in r]) + 1,
+                "t": round(time.time(), 3),
+                "budget_pico": budget_pico,
+                "concurrency": concurrency,
+            }
+        )
         if progress is not None:
             progress.begin(journal.state, budget_pico)
         drawing = asyncio.create_task(progress.run()) if progress is not None else None
@@ -401,19 +439,30 @@ async def arun_batch(
             code, reason = EXIT_FAILED_ROWS, "failed_rows"
         else:
             code, reason = EXIT_DONE, "done"
-        end: dict[str, Any] = {"end": len([r for r in state.runs if "run" in r]), "t": round(time.time(), 3),
-                               "reason": reason}  # fmt: skip
+        end: dict[str, Any] = {
+            "end": len([r for r in state.runs if "run" in r]),
+            "t": round(time.time(), 3),
+            "reason": reason,
+        }
         if reason == "budget":
-            end |= {"needed_expected_pico": job.needed_expected, "needed_max_pico": job.needed_max,
-                    "rows_left": job.rows_left}  # fmt: skip
+            end |= {
+                "needed_expected_pico": job.needed_expected,
+                "needed_max_pico": job.needed_max,
+                "rows_left": job.rows_left,
+            }
         journal.note(end)
         return BatchResult(
-            code, reason, state, output,
+            code,
+            reason,
+            state,
+            output,
             needed_expected_usd=pico_to_usd(job.needed_expected) if reason == "budget" else None,
             needed_max_usd=pico_to_usd(job.needed_max) if reason == "budget" else None,
-            rows_left=job.rows_left, unknown_models=planner.unknown_models, budget_pico=budget_pico,
+            rows_left=job.rows_left,
+            unknown_models=planner.unknown_models,
+            budget_pico=budget_pico,
             budget_note=budget.note,
-        )  # fmt: skip
+        )
     finally:
         journal.close()
 

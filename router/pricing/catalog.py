@@ -41,10 +41,16 @@ _FETCH_TIMEOUTS = Timeouts(total=20.0, connect=5.0)
 RETRY_AFTER_FAILURE = 60.0  # seconds before a failed catalog fetch is tried again
 _OVERRIDE_KEYS = frozenset(
     {
-        "model", "input_per_million", "output_per_million", "input_cost_per_token", "output_cost_per_token",
-        "cache_read_per_million", "context_length", "max_output_tokens",
+        "model",
+        "input_per_million",
+        "output_per_million",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "cache_read_per_million",
+        "context_length",
+        "max_output_tokens",
     }
-)  # fmt: skip
+)
 SNAPSHOT_PATH = Path(__file__).with_name("snapshot.json")
 
 Parser = Callable[[Any, str, float], list[Offer]]

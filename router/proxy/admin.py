@@ -73,8 +73,9 @@ def key_fields(body: Any, *, creating: bool) -> dict[str, Any]:
     allowed = set(_EDITABLE) | ({"duration_seconds"} if creating else set())
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise AdminError(f"unknown field {_shown(unknown[0])}; settable: {', '.join(sorted(allowed))}",
-                         param=unknown[0][:_MAX_TEXT])  # fmt: skip
+        raise AdminError(
+            f"unknown field {_shown(unknown[0])}; settable: {', '.join(sorted(allowed))}", param=unknown[0][:_MAX_TEXT]
+        )
     fields: dict[str, Any] = {}
     value: Any
     for name, value in body.items():
@@ -86,8 +87,9 @@ def key_fields(body: Any, *, creating: bool) -> dict[str, Any]:
             continue
         kind = _EDITABLE[name]
         if value is not None and (isinstance(value, bool) or not _is(value, kind)):
-            raise AdminError(f"{name} must be {getattr(kind, '__name__', 'a number')} or null, got {_shown(value)}",
-                             param=name)  # fmt: skip
+            raise AdminError(
+                f"{name} must be {getattr(kind, '__name__', 'a number')} or null, got {_shown(value)}", param=name
+            )
         if name in ("max_budget_usd", "rpm", "tpm") and value is not None:
             if value <= 0:
                 raise AdminError(f"{name} must be > 0 (or null for no limit)", param=name)
@@ -164,7 +166,10 @@ async def spend(request: web.Request, store: Any, access: Any) -> web.Response:
     if outcome is not None and outcome not in OUTCOMES:
         raise AdminError(f"outcome must be one of {', '.join(OUTCOMES)}, got {_shown(outcome)}", param="outcome")
     data = await asyncio.to_thread(store.spend_report, group_by, since, outcome)
-    in_doubt = {"requests": sum(r["in_doubt_requests"] for r in data),
-                "cost_usd": sum(r["in_doubt_cost_usd"] for r in data)}  # fmt: skip
-    return json_response({"object": "list", "group_by": group_by, "outcome": outcome, "in_doubt": in_doubt,
-                          "data": data})  # fmt: skip
+    in_doubt = {
+        "requests": sum(r["in_doubt_requests"] for r in data),
+        "cost_usd": sum(r["in_doubt_cost_usd"] for r in data),
+    }
+    return json_response(
+        {"object": "list", "group_by": group_by, "outcome": outcome, "in_doubt": in_doubt, "data": data}
+    )

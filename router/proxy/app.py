@@ -63,8 +63,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("polyroute.proxy")
 
 
-def error_response(status: int, message: str, *, type_: str | None = None, code: str | None = None,
-                   param: str | None = None) -> web.Response:  # fmt: skip
+def error_response(
+    status: int, message: str, *, type_: str | None = None, code: str | None = None, param: str | None = None
+) -> web.Response:
     """OpenAI's error JSON."""
     type_ = type_ or _error_type(status)
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -132,11 +133,16 @@ def _from_error(err: PolyrouteError, shown: Callable[[str], str] | None = None, 
         return error_response(429, message, type_="insufficient_quota", code="budget_exceeded")
     if isinstance(err, MissingCredentialsError):  # the proxy's config lacks a key: not the client's mistake
         log.error("no upstream credentials for model %r: %s", alias, err.message)
-        return error_response(502, "the proxy has no upstream credentials for this model (logged)",
-                              code="upstream_auth")  # fmt: skip
+        return error_response(
+            502, "the proxy has no upstream credentials for this model (logged)", code="upstream_auth"
+        )
     if isinstance(err, UnpricedCallError) and shown is not None:
-        return error_response(400, f"model {alias!r} has no price, so it cannot be used under this key's budget; "
-                                   "ask the proxy's operator to set one", code="unpriced")  # fmt: skip
+        return error_response(
+            400,
+            f"model {alias!r} has no price, so it cannot be used under this key's budget; "
+            "ask the proxy's operator to set one",
+            code="unpriced",
+        )
     if isinstance(err, InvalidRequestArgumentError):
         return error_response(400, message, code="invalid_request")
     if isinstance(err, AuthenticationError | PermissionDeniedError | PaymentRequiredError):
@@ -212,8 +218,16 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal error in the proxy (logged)", code="internal_error")
 
 
-def _record(request: web.Request, caller: Caller, alias: str, started: float, status: int, meta: Any = None,
-            usage: Any = None, error: PolyrouteError | None = None) -> None:  # fmt: skip
+def _record(
+    request: web.Request,
+    caller: Caller,
+    alias: str,
+    started: float,
+    status: int,
+    meta: Any = None,
+    usage: Any = None,
+    error: PolyrouteError | None = None,
+) -> None:
     """Queue the spend record of one request (success or failure) and count its tokens; the record goes to
     the request's flight journal first, so it survives the process dying before it reaches the store.
     Failed attempts the budget was charged for (an answer cut short) add to the record's cost."""
@@ -225,22 +239,35 @@ def _record(request: web.Request, caller: Caller, alias: str, started: float, st
     if charged:
         cost = (cost or 0) + charged
     record = SpendRecord(
-        ts=time.time(), key_id=caller.key_id, alias=alias, provider=getattr(meta, "provider", None),
-        model=getattr(meta, "model", None), prompt_tokens=prompt, completion_tokens=completion,
-        cost_pico=cost, price_source=getattr(meta, "price_source", None),
-        latency_ms=(time.perf_counter() - started) * 1000, status=status,
-    )  # fmt: skip
+        ts=time.time(),
+        key_id=caller.key_id,
+        alias=alias,
+        provider=getattr(meta, "provider", None),
+        model=getattr(meta, "model", None),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_pico=cost,
+        price_source=getattr(meta, "price_source", None),
+        latency_ms=(time.perf_counter() - started) * 1000,
+        status=status,
+    )
     flight = request.get(_FLIGHT)
     if flight is not None:
         flight.journal.end(flight, record)
     request.app[_SPEND].add(record)
-    request.app[_ACCESS].used_tokens(caller.key_id, prompt + completion,
-                                     shared=caller.key is not None and caller.key.tpm is not None)  # fmt: skip
+    request.app[_ACCESS].used_tokens(
+        caller.key_id, prompt + completion, shared=caller.key is not None and caller.key.tpm is not None
+    )
     request.app[_METRICS].observe(
-        model=alias, provider=getattr(meta, "provider", None), key=caller.key_id, status=status,
-        latency_s=time.perf_counter() - started, prompt_tokens=prompt, completion_tokens=completion,
+        model=alias,
+        provider=getattr(meta, "provider", None),
+        key=caller.key_id,
+        status=status,
+        latency_s=time.perf_counter() - started,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         cost_usd=getattr(meta, "cost_usd", None),
-    )  # fmt: skip
+    )
 
 
 _BIG_BODY = 256_000  # bytes: parsing and checking a body this large runs in a worker thread, not on the loop
@@ -257,8 +284,12 @@ async def _checked(request: web.Request, caller: Caller, check: Callable[[dict[s
     if model not in router.groups:
         names = ", ".join(n for n in sorted(router.groups) if mine is None or n in mine)
         shown = model if len(model) <= 100 else model[:97] + "..."
-        raise ClientError(f"model {shown!r} is not served here; use one of: {names}", param="model",
-                          code="model_not_found", status=404)  # fmt: skip
+        raise ClientError(
+            f"model {shown!r} is not served here; use one of: {names}",
+            param="model",
+            code="model_not_found",
+            status=404,
+        )
     request.app[_ACCESS].allow(caller, model)
     return await asyncio.to_thread(check, body) if big else check(body)
 
@@ -276,8 +307,9 @@ async def _end_unended(request: web.Request, response: web.StreamResponse) -> No
     """A handler that failed unexpectedly (a 500 from the middleware) still ends its flight with a record."""
     flight = request.get(_FLIGHT)
     if flight is not None and not flight.ended and type(response) is web.Response:
-        record = SpendRecord(time.time(), flight.key_id, flight.alias, None, None, 0, 0, None, None, 0.0,
-                             response.status)  # fmt: skip
+        record = SpendRecord(
+            time.time(), flight.key_id, flight.alias, None, None, 0, 0, None, None, 0.0, response.status
+        )
         flight.journal.end(flight, record)
         request.app[_SPEND].add(record)
 
@@ -297,8 +329,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     stream, alias = checked.stream, checked.model
     budget = _begin(request, caller, alias)
     try:
-        result = await router.acompletion(alias, checked.payload, stream=stream, **checked.named,
-                                          extra_body=checked.extra or None, budget=budget)  # fmt: skip
+        result = await router.acompletion(
+            alias, checked.payload, stream=stream, **checked.named, extra_body=checked.extra or None, budget=budget
+        )
     except PolyrouteError as err:
         response = _from_error(err, _shown_for(request, caller), alias)
         _record(request, caller, alias, started, response.status, error=err)
@@ -308,18 +341,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise
     if not stream:
         _record(request, caller, alias, started, 200, result.meta, result.usage)
-        return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
-                            headers=_headers(result.meta))  # fmt: skip
+        return web.Response(
+            body=result.model_dump_json().encode(), content_type="application/json", headers=_headers(result.meta)
+        )
     return await _stream_out(request, result, caller, alias, started)
 
 
 async def _stream_out(
     request: web.Request, stream: Any, caller: Caller, alias: str, started: float
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers={
-        "content-type": "text/event-stream", "cache-control": "no-cache",
-        "x-polyroute-provider": stream.provider, "x-polyroute-model": stream.model,
-    })  # fmt: skip
+    response = web.StreamResponse(
+        headers={
+            "content-type": "text/event-stream",
+            "cache-control": "no-cache",
+            "x-polyroute-provider": stream.provider,
+            "x-polyroute-model": stream.model,
+        }
+    )
     status = 200
     try:
         await response.prepare(request)
@@ -356,23 +394,31 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     budget = _begin(request, caller, alias)
     try:
         result = await request.app[_ROUTER].aembedding(
-            alias, checked.payload, **checked.named, extra_body=checked.extra or None, budget=budget,
-        )  # fmt: skip
+            alias,
+            checked.payload,
+            **checked.named,
+            extra_body=checked.extra or None,
+            budget=budget,
+        )
     except PolyrouteError as err:
         response = _from_error(err, _shown_for(request, caller), alias)
         _record(request, caller, alias, started, response.status, error=err)
         return response
     _record(request, caller, alias, started, 200, result.meta, result.usage)
-    return web.Response(body=result.model_dump_json().encode(), content_type="application/json",
-                        headers=_headers(result.meta))  # fmt: skip
+    return web.Response(
+        body=result.model_dump_json().encode(), content_type="application/json", headers=_headers(result.meta)
+    )
 
 
 async def models(request: web.Request) -> web.Response:
     caller = await request.app[_ACCESS].authenticate(_key_of(request))
     created = int(request.app[_STARTED])
     allowed = caller.key.models if caller.key is not None else None
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "polyroute"}
-            for name in sorted(request.app[_ROUTER].groups) if allowed is None or name in allowed]  # fmt: skip
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "polyroute"}
+        for name in sorted(request.app[_ROUTER].groups)
+        if allowed is None or name in allowed
+    ]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
@@ -434,8 +480,10 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     try:
         journal = app[_JOURNAL] = FlightJournal(folder, store.identity())
     except OSError as e:
-        raise ConfigError(f"{config.source}: general_settings.journal_dir: cannot write the flight journal in "
-                          f"{folder}: {e.strerror or e}") from None  # fmt: skip
+        raise ConfigError(
+            f"{config.source}: general_settings.journal_dir: cannot write the flight journal in "
+            f"{folder}: {e.strerror or e}"
+        ) from None
     recovery = app[_RECOVERY] = Recovery(journal, store, app[_ACCESS].ledger, lease_seconds=config.lease_seconds)
     ledger_now: Any = app[_ACCESS].ledger
     redis_lease = router.shared is not None and isinstance(ledger_now, RedisLedger)
@@ -452,10 +500,14 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
         try:  # before serving: this process's lease, then what dead processes left
             await asyncio.to_thread(recovery.start)
         except Exception as e:  # the store or ledger away: the periodic sweep tries again
-            log.warning("crash recovery at start failed (%s); retried every %.0f s", type(e).__name__,
-                        config.sweep_interval)  # fmt: skip
-        sweeps.append(asyncio.get_running_loop().create_task(
-            recovery.run(sweep_interval=config.sweep_interval, heartbeat=not redis_lease)))  # fmt: skip
+            log.warning(
+                "crash recovery at start failed (%s); retried every %.0f s", type(e).__name__, config.sweep_interval
+            )
+        sweeps.append(
+            asyncio.get_running_loop().create_task(
+                recovery.run(sweep_interval=config.sweep_interval, heartbeat=not redis_lease)
+            )
+        )
 
     async def flush_spend(_app: web.Application) -> None:
         recovery.stop()

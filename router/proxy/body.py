@@ -31,9 +31,11 @@ class BodyLimits:
 
     def too_large(self) -> ClientError:
         return ClientError(
-            f"request body larger than the proxy's limit of {self.max_bytes} bytes", code="too_large", status=413,
+            f"request body larger than the proxy's limit of {self.max_bytes} bytes",
+            code="too_large",
+            status=413,
             close=True,
-        )  # fmt: skip
+        )
 
     async def read(self, request: web.Request) -> bytes:
         """The whole body of ``request``, within the limits."""
@@ -54,9 +56,11 @@ class BodyLimits:
             return await asyncio.wait_for(self._chunks(request, held), self.timeout)
         except asyncio.TimeoutError:
             raise ClientError(
-                f"the request body did not arrive within {self.timeout:g} seconds; send it at once", code="timeout",
-                status=408, drop=True,
-            ) from None  # fmt: skip
+                f"the request body did not arrive within {self.timeout:g} seconds; send it at once",
+                code="timeout",
+                status=408,
+                drop=True,
+            ) from None
         finally:
             self.pending -= held
 
@@ -85,9 +89,12 @@ class BodyLimits:
 
     def _busy(self) -> ClientError:
         return ClientError(
-            "the proxy is receiving too many request bodies at once; retry in a moment", code="server_busy",
-            status=503, close=True, retry_after=1,
-        )  # fmt: skip
+            "the proxy is receiving too many request bodies at once; retry in a moment",
+            code="server_busy",
+            status=503,
+            close=True,
+            retry_after=1,
+        )
 
 
 BODY_LIMITS = web.AppKey("body_limits", BodyLimits)

@@ -21,19 +21,49 @@ from providers.config import read_yaml_mapping
 from providers.errors import InvalidRequestArgumentError
 
 _ROUTER_SETTINGS = {
-    "routing_strategy": "strategy", "strategy": "strategy", "num_retries": "num_retries", "fallbacks": "fallbacks",
-    "context_window_fallbacks": "context_window_fallbacks", "content_policy_fallbacks": "content_policy_fallbacks",
-    "allowed_fails": "allowed_fails", "cooldown_time": "cooldown_seconds", "cooldown_seconds": "cooldown_seconds",
-    "cooldown_window": "cooldown_window", "timeout": "timeout", "request_timeout": "timeout", "on_limit": "on_limit",
-}  # fmt: skip
+    "routing_strategy": "strategy",
+    "strategy": "strategy",
+    "num_retries": "num_retries",
+    "fallbacks": "fallbacks",
+    "context_window_fallbacks": "context_window_fallbacks",
+    "content_policy_fallbacks": "content_policy_fallbacks",
+    "allowed_fails": "allowed_fails",
+    "cooldown_time": "cooldown_seconds",
+    "cooldown_seconds": "cooldown_seconds",
+    "cooldown_window": "cooldown_window",
+    "timeout": "timeout",
+    "request_timeout": "timeout",
+    "on_limit": "on_limit",
+}
 # LiteLLM puts some router settings under litellm_settings; the same names are read from there.
-_LITELLM_SETTINGS = {k: v for k, v in _ROUTER_SETTINGS.items() if k in (
-    "num_retries", "request_timeout", "allowed_fails", "fallbacks", "context_window_fallbacks",
-    "content_policy_fallbacks", "cooldown_time")}  # fmt: skip
+_LITELLM_SETTINGS = {
+    k: v
+    for k, v in _ROUTER_SETTINGS.items()
+    if k
+    in (
+        "num_retries",
+        "request_timeout",
+        "allowed_fails",
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "cooldown_time",
+    )
+}
 _LITELLM_IGNORED = {"drop_params", "set_verbose", "json_logs"}  # accepted: they change nothing here
-_GENERAL = {"master_key", "database_url", "redis_url", "max_request_bytes", "max_request_size_mb",
-            "client_upstream_fields", "on_redis_unavailable", "redis_prefix", "redis_sync_interval",
-            "request_body_timeout", "max_pending_body_bytes"}  # fmt: skip
+_GENERAL = {
+    "master_key",
+    "database_url",
+    "redis_url",
+    "max_request_bytes",
+    "max_request_size_mb",
+    "client_upstream_fields",
+    "on_redis_unavailable",
+    "redis_prefix",
+    "redis_sync_interval",
+    "request_body_timeout",
+    "max_pending_body_bytes",
+}
 _GENERAL |= {"journal_dir", "lease_seconds", "sweep_interval"}  # crash recovery (router/proxy/flight.py)
 _MODEL_ENTRY = {"model_name", "params", "litellm_params", "model_info"}
 _TOP = {"model_list", "router_settings", "general_settings", "litellm_settings", "providers", "pricing", "hf_providers"}
@@ -139,21 +169,25 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
     for name in ("master_key", "database_url", "redis_url"):
         value = general.get(name)
         if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{source}: general_settings.{name}: expected a non-empty string (quote it), "
-                              f"got {type(value).__name__}")  # fmt: skip
+            raise ConfigError(
+                f"{source}: general_settings.{name}: expected a non-empty string (quote it), got {type(value).__name__}"
+            )
     config.master_key = general.get("master_key") or None
     config.database_url = general.get("database_url")
     config.redis_url = redis_url_setting(general.get("redis_url"), source, "general_settings.redis_url")
     mode = general.get("on_redis_unavailable", "refuse")
     if mode not in ("refuse", "local"):
-        raise ConfigError(f"{source}: general_settings.on_redis_unavailable: expected 'refuse' (fail safe: no new "
-                          f"spend without the shared ledger) or 'local', got {mode!r}")  # fmt: skip
+        raise ConfigError(
+            f"{source}: general_settings.on_redis_unavailable: expected 'refuse' (fail safe: no new "
+            f"spend without the shared ledger) or 'local', got {mode!r}"
+        )
     config.on_redis_unavailable = mode
     config.redis_prefix = redis_prefix_setting(general.get("redis_prefix"), source, "general_settings.redis_prefix")
     interval = general.get("redis_sync_interval", 0.1)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 10:
-        raise ConfigError(f"{source}: general_settings.redis_sync_interval: expected seconds between 0.01 and 10, "
-                          f"got {interval!r}")  # fmt: skip
+        raise ConfigError(
+            f"{source}: general_settings.redis_sync_interval: expected seconds between 0.01 and 10, got {interval!r}"
+        )
     config.redis_sync_interval = float(interval)
     journal = general.get("journal_dir")
     if journal is not None and (not isinstance(journal, str) or not journal):
@@ -162,12 +196,15 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
     for name, low, high in (("lease_seconds", 1.0, 3600.0), ("sweep_interval", 0.1, 3600.0)):
         value = general.get(name, getattr(config, name))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ConfigError(f"{source}: general_settings.{name}: expected seconds between {low:g} and {high:g}, "
-                              f"got {value!r}")  # fmt: skip
+            raise ConfigError(
+                f"{source}: general_settings.{name}: expected seconds between {low:g} and {high:g}, got {value!r}"
+            )
         setattr(config, name, float(value))
     if config.lease_seconds < 5 * config.redis_sync_interval:
-        raise ConfigError(f"{source}: general_settings.lease_seconds: must be at least 5 redis_sync_interval "
-                          f"({5 * config.redis_sync_interval:g} s): the lease is renewed at each sync")  # fmt: skip
+        raise ConfigError(
+            f"{source}: general_settings.lease_seconds: must be at least 5 redis_sync_interval "
+            f"({5 * config.redis_sync_interval:g} s): the lease is renewed at each sync"
+        )
     for name, scale in (("max_request_size_mb", 1_000_000), ("max_request_bytes", 1)):
         if name in general:
             value = general[name]
@@ -177,8 +214,9 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
     config.max_pending_body_bytes = max(config.max_pending_body_bytes, 4 * config.max_request_bytes)
     timeout = general.get("request_body_timeout", 30.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.01 <= timeout <= 3600:
-        raise ConfigError(f"{source}: general_settings.request_body_timeout: expected seconds between 0.01 and "
-                          f"3600, got {timeout!r}")  # fmt: skip
+        raise ConfigError(
+            f"{source}: general_settings.request_body_timeout: expected seconds between 0.01 and 3600, got {timeout!r}"
+        )
     config.request_body_timeout = float(timeout)
     if "max_pending_body_bytes" in general:
         pending = general["max_pending_body_bytes"]

@@ -59,8 +59,16 @@ FORMAT = 1
 SEGMENT_BYTES = 4 << 20  # rotate a segment past this size
 IDLE_ROTATE_BYTES = 4 << 10  # ... or past this one when nothing in it is pending
 _NL = orjson.OPT_APPEND_NEWLINE
-_LEASE_METHODS = ("start_lease", "heartbeat", "end_lease", "expired_owners", "open_of", "close_open",
-                  "forget_owner", "expire_owner")  # fmt: skip
+_LEASE_METHODS = (
+    "start_lease",
+    "heartbeat",
+    "end_lease",
+    "expired_owners",
+    "open_of",
+    "close_open",
+    "forget_owner",
+    "expire_owner",
+)
 
 
 def journal_dir(store: SqlStore, configured: str | None) -> Path:
@@ -97,8 +105,15 @@ class Flight:
 
     __slots__ = ("alias", "budget_id", "ended", "id", "journal", "key_id", "segment")
 
-    def __init__(self, journal: FlightJournal, segment: Segment, request_id: str, key_id: str | None, alias: str,
-                 budget_id: str | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        journal: FlightJournal,
+        segment: Segment,
+        request_id: str,
+        key_id: str | None,
+        alias: str,
+        budget_id: str | None,
+    ) -> None:
         self.journal = journal
         self.segment = segment
         self.id = request_id
@@ -117,8 +132,9 @@ class Flight:
 class FlightJournal:
     """This process's journal (see the module docstring). Used from the event loop's thread only."""
 
-    def __init__(self, directory: str | Path, store_id: str, *, segment_bytes: int = SEGMENT_BYTES,
-                 fsync: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, directory: str | Path, store_id: str, *, segment_bytes: int = SEGMENT_BYTES, fsync: bool = False
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.store_id = store_id
@@ -131,8 +147,10 @@ class FlightJournal:
         self.lock_path = self.directory / f"{self.owner}.lock"
         self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process ends
-        os.write(self._lock_fd, orjson.dumps({"owner": self.owner, "pid": os.getpid(), "store": store_id,
-                                              "started": time.time()}))  # fmt: skip
+        os.write(
+            self._lock_fd,
+            orjson.dumps({"owner": self.owner, "pid": os.getpid(), "store": store_id, "started": time.time()}),
+        )
         self._seq = itertools.count(1)
         self._segments: list[Segment] = []
         self._unstored: dict[str, Segment] = {}
@@ -164,8 +182,12 @@ class FlightJournal:
             now = time.monotonic()
             if now - self._error_logged_at > 60:
                 self._error_logged_at = now
-                log.error("flight journal %s: write failed (%s); records of requests in flight may be lost "
-                          "if this process dies", self.directory, errno.errorcode.get(e.errno or 0, e))  # fmt: skip
+                log.error(
+                    "flight journal %s: write failed (%s); records of requests in flight may be lost "
+                    "if this process dies",
+                    self.directory,
+                    errno.errorcode.get(e.errno or 0, e),
+                )
             return
         segment.size += len(line)
 
@@ -234,8 +256,12 @@ class FlightJournal:
             else:
                 self._retire(segment)
         if pending:
-            log.error("flight journal: %d requests not in the store at shutdown; they are recovered at the next "
-                      "start from %s", pending, self.directory)  # fmt: skip
+            log.error(
+                "flight journal: %d requests not in the store at shutdown; they are recovered at the next "
+                "start from %s",
+                pending,
+                self.directory,
+            )
         else:
             with contextlib.suppress(FileNotFoundError):
                 self.lock_path.unlink()
@@ -409,8 +435,12 @@ class Recovery:
             log.warning(
                 "recovered %d dead process(es): %d ended request(s) re-recorded, %d in doubt ($%.6f charged at their "
                 "reservations), %d reservation(s) closed",
-                report.owners, report.ended, report.in_doubt, report.in_doubt_pico / 1e12, report.reservations_closed,
-            )  # fmt: skip
+                report.owners,
+                report.ended,
+                report.in_doubt,
+                report.in_doubt_pico / 1e12,
+                report.reservations_closed,
+            )
         return report
 
     def _resolve(self, owner: str, flights: dict[str, JournalFlight] | None, report: RecoveryReport) -> None:
@@ -434,8 +464,9 @@ class Recovery:
                 report.ended += 1
                 records.append(flight.record)
                 cost = flight.record.cost_pico
-                closes += [(r.budget_id, r.reservation_id, cost if i == len(mine) - 1 else None)
-                           for i, r in enumerate(mine)]  # fmt: skip
+                closes += [
+                    (r.budget_id, r.reservation_id, cost if i == len(mine) - 1 else None) for i, r in enumerate(mine)
+                ]
                 if leased_ledger is None and flight.reservations:
                     last_id, _, budget = flight.reservations[-1]
                     closes += [(b or "", i, None) for i, _, b in flight.reservations[:-1]]
@@ -497,8 +528,7 @@ class Recovery:
                 raise
             except Exception as e:  # the store or ledger away: the next pass tries again
                 detail = redact(str(e).splitlines()[0]) if str(e) else ""
-                log.warning("flight recovery: %s: %s (tried again in %.0f s)", type(e).__name__, detail,
-                            sweep_interval)  # fmt: skip
+                log.warning("flight recovery: %s: %s (tried again in %.0f s)", type(e).__name__, detail, sweep_interval)
 
     def stop(self) -> None:
         """End :meth:`run` after the pass in progress (await its task)."""

@@ -103,8 +103,11 @@ class Access:
         """Raise 403 when the caller's key may not use ``model``."""
         row = caller.key
         if row is not None and row.models is not None and model not in row.models:
-            raise Refused(403, f"this key may not use model {model!r}; allowed: {', '.join(row.models) or 'none'}",
-                          "model_not_allowed")  # fmt: skip
+            raise Refused(
+                403,
+                f"this key may not use model {model!r}; allowed: {', '.join(row.models) or 'none'}",
+                "model_not_allowed",
+            )
 
     async def caller(self, key: str | None, model: str | None) -> Caller:
         """:meth:`authenticate` then :meth:`allow` (``model`` None: any)."""
@@ -128,10 +131,18 @@ class Access:
         else:
             used_requests, _ = await asyncio.to_thread(self.windows.used, f"key:{row.id}")
             if row.rpm is not None and used_requests >= row.rpm:
-                raise Refused(429, f"this key's limit of {row.rpm} requests per minute is reached (across all "
-                                   f"replicas); retry in {max(1, round(wait))}s", "rpm_limit")  # fmt: skip
-            raise Refused(429, f"this key's limit of {row.tpm} tokens per minute is reached (across all replicas); "
-                               f"retry in {max(1, round(wait))}s", "tpm_limit")  # fmt: skip
+                raise Refused(
+                    429,
+                    f"this key's limit of {row.rpm} requests per minute is reached (across all "
+                    f"replicas); retry in {max(1, round(wait))}s",
+                    "rpm_limit",
+                )
+            raise Refused(
+                429,
+                f"this key's limit of {row.tpm} tokens per minute is reached (across all replicas); "
+                f"retry in {max(1, round(wait))}s",
+                "tpm_limit",
+            )
 
     def _trim(self, key_id: str, now: float) -> None:
         horizon = now - 60.0
@@ -145,8 +156,11 @@ class Access:
         self._trim(row.id, now)
         requests = self._requests[row.id]
         if row.rpm is not None and len(requests) >= row.rpm:
-            raise Refused(429, f"this key's limit of {row.rpm} requests per minute is reached; retry in "
-                               f"{requests[0] + 60 - now:.0f}s", "rpm_limit")  # fmt: skip
+            raise Refused(
+                429,
+                f"this key's limit of {row.rpm} requests per minute is reached; retry in {requests[0] + 60 - now:.0f}s",
+                "rpm_limit",
+            )
         if row.tpm is not None and self._token_totals[row.id] >= row.tpm:
             raise Refused(429, f"this key's limit of {row.tpm} tokens per minute is reached", "tpm_limit")
         requests.append(now)

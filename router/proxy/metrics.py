@@ -28,8 +28,18 @@ class Metrics:
         self.latency: dict[Labels, list[int]] = {}
         self.latency_sum: dict[Labels, float] = defaultdict(float)
 
-    def observe(self, *, model: str, provider: str | None, key: str | None, status: int, latency_s: float,
-                prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> None:  # fmt: skip
+    def observe(
+        self,
+        *,
+        model: str,
+        provider: str | None,
+        key: str | None,
+        status: int,
+        latency_s: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float | None,
+    ) -> None:
         who = (("model", model), ("provider", provider or "none"), ("key", key or "master"))
         self.counters["polyroute_requests_total"][(*who, ("status", str(status)))] += 1
         if status >= 400:
@@ -54,8 +64,10 @@ class Metrics:
         for name, series in self.counters.items():
             lines += [f"# HELP {name} {helps.get(name, name)}", f"# TYPE {name} counter"]
             lines += [f"{name}{_fmt(labels)} {value:.10g}" for labels, value in sorted(series.items())]
-        lines += ["# HELP polyroute_request_latency_seconds Request latency.",
-                  "# TYPE polyroute_request_latency_seconds histogram"]  # fmt: skip
+        lines += [
+            "# HELP polyroute_request_latency_seconds Request latency.",
+            "# TYPE polyroute_request_latency_seconds histogram",
+        ]
         for labels, counts in sorted(self.latency.items()):
             cumulative = 0
             for bound, count in zip((*BUCKETS, float("inf")), counts, strict=True):

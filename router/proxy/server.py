@@ -45,8 +45,9 @@ def build_router(config: ProxyConfig) -> Router:
         link = RedisLink(config.redis_url, prefix=config.redis_prefix)
         shared = SharedRouterState(link, interval=config.redis_sync_interval)
     try:
-        return Router(config.model_list, registry=registry, catalog=catalog, shared_state=shared,
-                      **config.router_kwargs)  # fmt: skip
+        return Router(
+            config.model_list, registry=registry, catalog=catalog, shared_state=shared, **config.router_kwargs
+        )
     except TypeError as e:
         raise ConfigError(f"{config.source}: router_settings: {e}") from None
     except ConfigError:
@@ -74,8 +75,10 @@ def open_store(config: ProxyConfig) -> SqlStore:
             ) from None
         except Exception as e:
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"{config.source}: general_settings.database_url: cannot use the database: "
-                              f"{type(e).__name__}: {redact(detail)}") from None  # fmt: skip
+            raise ConfigError(
+                f"{config.source}: general_settings.database_url: cannot use the database: "
+                f"{type(e).__name__}: {redact(detail)}"
+            ) from None
     raise ConfigError(
         f"{config.source}: general_settings.database_url: expected sqlite:///path.db or postgresql://..., "
         f"got a {url.split(':', 1)[0]!r} URL"
@@ -113,9 +116,12 @@ class ProxyRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
         return _JsonErrorServer(
-            made.request_handler, request_factory=made.request_factory, handler_cancellation=made.handler_cancellation,
-            loop=made._loop, **made._kwargs,
-        )  # fmt: skip
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
 
 
 def run(app: web.Application, host: str, port: int, shutdown_timeout: float, loop: asyncio.AbstractEventLoop) -> None:

@@ -120,17 +120,53 @@ class SpendRecord:
 
     def row(self) -> tuple[Any, ...]:
         outcome = self.outcome or ("ok" if self.status is not None and self.status < 400 else "failed")
-        return (self.ts, self.key_id, self.alias, self.provider, self.model, self.prompt_tokens,
-                self.completion_tokens, self.cost_pico, self.price_source, self.latency_ms, self.status,
-                self.request_id, outcome)  # fmt: skip
+        return (
+            self.ts,
+            self.key_id,
+            self.alias,
+            self.provider,
+            self.model,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cost_pico,
+            self.price_source,
+            self.latency_ms,
+            self.status,
+            self.request_id,
+            outcome,
+        )
 
 
-SPEND_FIELDS = ("ts", "key_id", "alias", "provider", "model", "prompt_tokens", "completion_tokens", "cost_pico",
-                "price_source", "latency_ms", "status", "request_id", "outcome")  # fmt: skip
+SPEND_FIELDS = (
+    "ts",
+    "key_id",
+    "alias",
+    "provider",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_pico",
+    "price_source",
+    "latency_ms",
+    "status",
+    "request_id",
+    "outcome",
+)
 
 
-_KEY_FIELDS = ("id", "key_hash", "key_hint", "alias", "max_budget_usd", "rpm", "tpm", "models", "expires_at",
-               "created_at", "revoked_at")  # fmt: skip
+_KEY_FIELDS = (
+    "id",
+    "key_hash",
+    "key_hint",
+    "alias",
+    "max_budget_usd",
+    "rpm",
+    "tpm",
+    "models",
+    "expires_at",
+    "created_at",
+    "revoked_at",
+)
 
 
 class SqlStore:

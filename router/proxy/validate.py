@@ -45,9 +45,16 @@ class ClientError(Exception):
     connection is closed right after the answer (a client too slow to send its body gets no more time)."""
 
     def __init__(
-        self, message: str, *, param: str | None = None, code: str = "invalid_request", status: int = 400,
-        close: bool = False, drop: bool = False, retry_after: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str = "invalid_request",
+        status: int = 400,
+        close: bool = False,
+        drop: bool = False,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message, self.param, self.code, self.status = message, param, code, status
         self.close, self.drop, self.retry_after = close or drop, drop, retry_after
@@ -150,8 +157,10 @@ def model_of(body: dict[str, Any], *, drop_upstream: bool) -> str:
     if upstream and not drop_upstream:
         raise ClientError(
             f"{', '.join(upstream)} cannot be set by clients: the proxy's config chooses upstreams, URLs, "
-            "credentials and headers", param=upstream[0], code="forbidden_field",
-        )  # fmt: skip
+            "credentials and headers",
+            param=upstream[0],
+            code="forbidden_field",
+        )
     for name in upstream:
         if name.startswith("extra_body."):
             body["extra_body"].pop(name[len("extra_body.") :])
@@ -159,8 +168,9 @@ def model_of(body: dict[str, Any], *, drop_upstream: bool) -> str:
             body.pop(name)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise ClientError("the body needs a 'model' string (one of GET /v1/models)", param="model",
-                          code="missing_model")  # fmt: skip
+        raise ClientError(
+            "the body needs a 'model' string (one of GET /v1/models)", param="model", code="missing_model"
+        )
     return model
 
 
@@ -190,9 +200,10 @@ def _split(body: dict[str, Any], payload: str, named_fields: frozenset[str], own
         where = f"extra_body.{name}"
         if name in owned:
             raise ClientError(
-                f"{where} cannot be set: the proxy owns {name!r} (set it as the request's own field)", param=where,
+                f"{where} cannot be set: the proxy owns {name!r} (set it as the request's own field)",
+                param=where,
                 code="forbidden_field",
-            )  # fmt: skip
+            )
         if name in named or name in extra:
             raise ClientError(f"{name!r} is set both in extra_body and as a request field; set it once", param=where)
         if name in named_fields:
@@ -218,9 +229,15 @@ def chat_request(body: dict[str, Any]) -> Checked:
     params = {k: v for k, v in checked.named.items() if k in BODY_PARAMS}
     try:
         build_chat_body(
-            messages, params, stream=checked.stream, stream_options=options, functions=checked.named.get("functions"),
-            function_call=checked.named.get("function_call"), extra_body=checked.extra, local_files=False,
-        )  # fmt: skip
+            messages,
+            params,
+            stream=checked.stream,
+            stream_options=options,
+            functions=checked.named.get("functions"),
+            function_call=checked.named.get("function_call"),
+            extra_body=checked.extra,
+            local_files=False,
+        )
     except InvalidRequestArgumentError as err:
         raise from_library(err) from None
     return checked
@@ -234,8 +251,9 @@ def embedding_request(body: dict[str, Any]) -> Checked:
     checked.payload = body.get("input")
     named = checked.named
     try:
-        check_embedding_request(checked.payload, named.get("dimensions"), named.get("encoding_format"),
-                                named.get("user"), checked.extra)  # fmt: skip
+        check_embedding_request(
+            checked.payload, named.get("dimensions"), named.get("encoding_format"), named.get("user"), checked.extra
+        )
     except InvalidRequestArgumentError as err:
         raise from_library(err) from None
     return checked

@@ -34,8 +34,9 @@ CALL_PARAMS = frozenset(
     }
 )
 ROUTING_PARAMS = frozenset({"model", "weight", "rpm", "tpm", "context_length"})
-IGNORED_PARAMS = frozenset({"max_retries", "stream_timeout", "custom_llm_provider", "input_cost_per_token",
-                            "output_cost_per_token"})  # fmt: skip
+IGNORED_PARAMS = frozenset(
+    {"max_retries", "stream_timeout", "custom_llm_provider", "input_cost_per_token", "output_cost_per_token"}
+)
 
 
 @dataclass

@@ -236,8 +236,11 @@ class Router:
             providers = [o.provider for o in sorted(self._offers(d), key=lambda o: -(o.throughput or 0.0))]
         lacking = self._lacking(d, request.needs) if request.needs else set()
         if request.prompt_tokens is not None and not d.context_length:  # too small a window for this prompt
-            lacking |= {o.provider for o in self._offers(d) if (o.context_length or 0) and
-                        request.prompt_tokens > o.context_length}  # fmt: skip
+            lacking |= {
+                o.provider
+                for o in self._offers(d)
+                if (o.context_length or 0) and request.prompt_tokens > o.context_length
+            }
         if lacking:
             providers = [p for p in providers if p not in lacking]
         t = now()
@@ -407,13 +410,25 @@ class Router:
 
     def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> EmbeddingCall:
         merged = _merged({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
-        params = _params(merged.pop("dimensions", None), merged.pop("encoding_format", None), merged.pop("user", None),
-                         merged.pop("extra_body", None))  # fmt: skip
+        params = _params(
+            merged.pop("dimensions", None),
+            merged.pop("encoding_format", None),
+            merged.pop("user", None),
+            merged.pop("extra_body", None),
+        )
         return EmbeddingCall(
-            choice.deployment.model, input, params, merged.pop("api_key", None), merged.pop("api_base", None),
-            merged.pop("timeout", None), merged.pop("extra_headers", None), merged.pop("bill_to", None),
-            self.registry, self.catalog, choice.target,
-        )  # fmt: skip
+            choice.deployment.model,
+            input,
+            params,
+            merged.pop("api_key", None),
+            merged.pop("api_base", None),
+            merged.pop("timeout", None),
+            merged.pop("extra_headers", None),
+            merged.pop("bill_to", None),
+            self.registry,
+            self.catalog,
+            choice.target,
+        )
 
     def embedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
         """Embeddings through the group ``model``."""
@@ -530,9 +545,11 @@ class Router:
                 if not session.failed(choice, err, (now() - choice.started) * 1000):
                     raise
         for trying in tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((NotYet, _TryAgain)), wait=self._wait, reraise=True,
+            retry=tenacity.retry_if_exception_type((NotYet, _TryAgain)),
+            wait=self._wait,
+            reraise=True,
             sleep=time.sleep,
-        ):  # fmt: skip
+        ):
             with trying:
                 choice = self._choose(session)
                 try:
@@ -555,9 +572,11 @@ class Router:
                 if not session.failed(choice, err, (now() - choice.started) * 1000):
                     raise
         async for trying in tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type((NotYet, _TryAgain)), wait=self._wait, reraise=True,
+            retry=tenacity.retry_if_exception_type((NotYet, _TryAgain)),
+            wait=self._wait,
+            reraise=True,
             sleep=asyncio.sleep,
-        ):  # fmt: skip
+        ):
             with trying:
                 choice = await self._achoose(session)
                 try:
@@ -571,9 +590,16 @@ class Router:
 
 _BODY_KEYS = frozenset(BODY_PARAMS)
 _CALL_KEYS = (
-    "api_key", "api_base", "timeout", "stream_options", "functions", "function_call", "extra_headers", "extra_body",
+    "api_key",
+    "api_base",
+    "timeout",
+    "stream_options",
+    "functions",
+    "function_call",
+    "extra_headers",
+    "extra_body",
     "bill_to",
-)  # fmt: skip
+)
 
 
 def _tokens(session: Session) -> int:

@@ -144,8 +144,9 @@ class RedisLedger:
         return rid if int(reply[0]) else None
 
     # ---------------------------------------------------------------- Ledger protocol
-    def _reserve_call(self, budget_id: str, amount: int, limit: int, rid: str, tag: str | None
-                      ) -> tuple[list[str], list[Any]]:  # fmt: skip
+    def _reserve_call(
+        self, budget_id: str, amount: int, limit: int, rid: str, tag: str | None
+    ) -> tuple[list[str], list[Any]]:
         keys, args = self._keys(budget_id)[:3], [amount, limit, rid, f"{time.time():.3f}"]
         if self.owner is not None:  # the owner goes with the reservation: no extra round trip
             keys += self._owner_keys
@@ -312,8 +313,9 @@ class RedisLedger:
                 for rid, value in entries.items():
                     parts = value.decode().split(":")
                     if len(parts) >= 4 and parts[2] == owner:
-                        found.append(OpenReservation(budget_id, rid.decode(), int(parts[0]), parts[3] or None,
-                                                     float(parts[1])))  # fmt: skip
+                        found.append(
+                            OpenReservation(budget_id, rid.decode(), int(parts[0]), parts[3] or None, float(parts[1]))
+                        )
             return sorted(found, key=lambda r: r.created_at)
 
         return self.link.run(go)

@@ -46,8 +46,16 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     memory, read-only after a failover, loading, busy or without its master."""
     import redis.exceptions as e
 
-    return (e.ConnectionError, e.TimeoutError, OSError, e.OutOfMemoryError, e.ReadOnlyError, e.BusyLoadingError,
-            e.MasterDownError, e.TryAgainError)  # fmt: skip
+    return (
+        e.ConnectionError,
+        e.TimeoutError,
+        OSError,
+        e.OutOfMemoryError,
+        e.ReadOnlyError,
+        e.BusyLoadingError,
+        e.MasterDownError,
+        e.TryAgainError,
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -120,8 +128,11 @@ class RedisLink:
             self.errors += 1
             if self.up:
                 self.down_since = time.time()
-                log.warning("shared state: Redis at %s unreachable (%s); serving with local state", self.where,
-                            type(err).__name__)  # fmt: skip
+                log.warning(
+                    "shared state: Redis at %s unreachable (%s); serving with local state",
+                    self.where,
+                    type(err).__name__,
+                )
             self.up = False
             self.last_error = redact(f"{type(err).__name__}: {err}".splitlines()[0], (self.url, *self._secrets))
             self._retry_at = time.monotonic() + self.retry_seconds

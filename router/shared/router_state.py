@@ -174,8 +174,14 @@ class SharedRouterState:
             d = event[1]
             keys = self._dep_keys(d)
             if event[0] == "fail":
-                args = [event[2], router.cooldown_window, router.allowed_fails, router.cooldown_seconds, event[4],
-                        "1" if event[3] else "0"]  # fmt: skip
+                args = [
+                    event[2],
+                    router.cooldown_window,
+                    router.allowed_fails,
+                    router.cooldown_seconds,
+                    event[4],
+                    "1" if event[3] else "0",
+                ]
                 fail(keys=keys, args=args, client=pipe)
                 fails.append(d)
             elif event[0] == "ok":

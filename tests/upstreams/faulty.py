@@ -162,12 +162,20 @@ class FaultyUpstream(OpenAICompatUpstream):
 
     def _fault_response(self, status: int) -> web.Response:
         if status == 429:
-            error = {"message": "Rate limit reached for requests", "type": "requests", "param": None,
-                     "code": "rate_limit_exceeded"}  # fmt: skip
+            error = {
+                "message": "Rate limit reached for requests",
+                "type": "requests",
+                "param": None,
+                "code": "rate_limit_exceeded",
+            }
             retry = self.retry_after_429
         else:
-            error = {"message": "The server had an error while processing your request", "type": "server_error",
-                     "param": None, "code": None}  # fmt: skip
+            error = {
+                "message": "The server had an error while processing your request",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
             retry = self.retry_after_5xx
         return self.respond(
             {"error": error}, status=status, headers={"retry-after": retry} if retry is not None else None
