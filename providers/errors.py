@@ -104,15 +104,15 @@ class PolyrouteError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep errors picklable (multiprocessing, Ray) with their keyword-only fields and attempts.
-        return (_rebuild_error, (type(self), self.message, self.__dict__))
+        return (rebuild_error, (type(self), self.message, self.__dict__))
 
     def copy(self) -> PolyrouteError:
         """A new instance with the same fields and its own ``attempts`` list, without a traceback (to raise
         a remembered failure again without growing one object's traceback)."""
-        return _rebuild_error(type(self), self.message, {**self.__dict__, "attempts": list(self.attempts)})
+        return rebuild_error(type(self), self.message, {**self.__dict__, "attempts": list(self.attempts)})
 
 
-def _rebuild_error(cls: type[PolyrouteError], message: str, state: dict[str, Any]) -> PolyrouteError:
+def rebuild_error(cls: type[PolyrouteError], message: str, state: dict[str, Any]) -> PolyrouteError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.attempts = []  # an error pickled before attempts was declared has none

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .errors import NotFoundError, PolyrouteError, UnprocessableResponseError, _rebuild_error, error_from_response
+from .errors import NotFoundError, PolyrouteError, UnprocessableResponseError, error_from_response, rebuild_error
 from .transport import AsyncTransport, HttpRequest, HttpResponse, SyncTransport, Timeouts
 
 DEFAULT_HUB = "https://huggingface.co"
@@ -37,7 +37,7 @@ def _token_key(token: str | None) -> str:
 def _fresh(err: PolyrouteError) -> PolyrouteError:
     # A cached failure is re-raised as a new instance: re-raising one object grows its traceback
     # and keeps every frame it passed through alive.
-    return _rebuild_error(type(err), err.message, dict(err.__dict__))
+    return rebuild_error(type(err), err.message, dict(err.__dict__))
 
 
 class HubMappingCache:

@@ -58,7 +58,7 @@ class Target:
     """Where one call goes: adapter, provider, upstream model id and base URL.
 
     ``provider`` is the upstream family ("huggingface", "deepinfra", "tgi", ...);
-    ``hf_provider`` / ``hf_policy`` are set for HF router calls pinned to a provider or policy.
+    ``subprovider`` / ``policy`` are set for HF router calls pinned to a provider or policy.
     """
 
     model_string: str
@@ -67,10 +67,10 @@ class Target:
     model: str
     api_base: str
     provider: str
-    hf_provider: str | None = None
-    hf_policy: str | None = None
+    subprovider: str | None = None
+    policy: str | None = None
 
     @property
     def label(self) -> str:
         """``provider`` plus the pinned HF provider, for messages: ``huggingface:together``."""
-        return f"{self.provider}:{self.hf_provider}" if self.hf_provider else self.provider
+        return f"{self.provider}:{self.subprovider}" if self.subprovider else self.provider

@@ -37,7 +37,7 @@ def completion_cost(completion_response: Any, model: str | None = None, *, catal
         raise UnpricedCallError("the result has no usage to price")
     catalog = catalog or default_catalog()
     target = catalog.resolve(model)
-    info = cost_of(catalog.lookup(target, target.hf_provider), usage, estimated=False)
+    info = cost_of(catalog.lookup(target, target.subprovider), usage, estimated=False)
     if info.cost_usd is None:
         raise UnpricedCallError(f"no price for {model!r}: {info.unpriced_reason}")
     return info.cost_usd

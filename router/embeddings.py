@@ -128,7 +128,7 @@ class EmbeddingCall:
         return Call(self.target, request, self.timeouts, secrets, self.started, [], False, False, self.catalog)
 
     def provider_model_id(self, mapping: dict[str, Any]) -> str:
-        return HubMappingCache.pick(mapping, self.target.model, self.target.hf_provider or "")
+        return HubMappingCache.pick(mapping, self.target.model, self.target.subprovider or "")
 
     def parse(self, call: Call, response: HttpResponse) -> dict[str, Any]:
         raise_for_status(call, response)
@@ -136,7 +136,7 @@ class EmbeddingCall:
 
     def served(self, response: HttpResponse) -> str:
         target = self.target
-        if target.provider == "huggingface" and target.hf_provider is None:
+        if target.provider == "huggingface" and target.subprovider is None:
             return "hf-inference"  # unpinned HF embeddings go to hf-inference's pipeline
         return target.adapter.served_by(target, response.headers)
 

@@ -93,7 +93,7 @@ class LeasedLedger(Protocol):
         """Drop what is kept about an expired owner (its reservations were closed)."""
 
 
-def _new_id() -> str:
+def new_id() -> str:
     return os.urandom(12).hex()
 
 
@@ -110,7 +110,7 @@ class InMemoryLedger:
             reservations = self._open.setdefault(budget_id, {})
             if self._spent.get(budget_id, 0) + sum(reservations.values()) + amount > limit:
                 return None
-            rid = _new_id()
+            rid = new_id()
             reservations[rid] = amount
             return rid
 
@@ -211,7 +211,7 @@ class SqliteLedger(ThreadedAsyncLedger, SqlLeases):
             if spent + reserved + amount > limit:
                 conn.execute("ROLLBACK")
                 return None
-            rid = _new_id()
+            rid = new_id()
             conn.execute(
                 "INSERT INTO budget_reservations (id, budget_id, amount, created_at, owner, tag) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

@@ -33,7 +33,7 @@ def test_configured_provider_serves_a_call(oai: OpenAICompatUpstream, tmp_path: 
 
 def test_hf_provider_names_from_config() -> None:
     reg = apply_config({"hf_providers": ["brand-new"]}, Registry())
-    assert reg.resolve("huggingface/brand-new/org/model").hf_provider == "brand-new"
+    assert reg.resolve("huggingface/brand-new/org/model").subprovider == "brand-new"
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ def reg(monkeypatch: pytest.MonkeyPatch) -> Registry:
 
 def test_hf_org_model_uses_router_default_policy(reg: Registry) -> None:
     t = reg.resolve("huggingface/Qwen/Qwen3-8B")
-    assert (t.provider, t.model, t.hf_provider, t.hf_policy) == ("huggingface", "Qwen/Qwen3-8B", None, None)
+    assert (t.provider, t.model, t.subprovider, t.policy) == ("huggingface", "Qwen/Qwen3-8B", None, None)
     assert t.api_base == "https://router.huggingface.co"
     assert t.adapter.chat_model(t) == "Qwen/Qwen3-8B"  # type: ignore[attr-defined]
 
@@ -25,7 +25,7 @@ def test_hf_org_model_uses_router_default_policy(reg: Registry) -> None:
 @pytest.mark.parametrize("suffix", ["fastest", "cheapest", "preferred"])
 def test_hf_policy_suffix(reg: Registry, suffix: str) -> None:
     t = reg.resolve(f"huggingface/deepseek-ai/DeepSeek-R1:{suffix}")
-    assert (t.model, t.hf_policy, t.hf_provider) == ("deepseek-ai/DeepSeek-R1", suffix, None)
+    assert (t.model, t.policy, t.subprovider) == ("deepseek-ai/DeepSeek-R1", suffix, None)
     assert t.adapter.chat_model(t) == f"deepseek-ai/DeepSeek-R1:{suffix}"  # type: ignore[attr-defined]
 
 
@@ -33,13 +33,13 @@ def test_pinned_provider_both_forms_send_the_same_model(reg: Registry) -> None:
     litellm_form = reg.resolve("huggingface/together/deepseek-ai/DeepSeek-R1")
     hf_form = reg.resolve("huggingface/deepseek-ai/DeepSeek-R1:together")
     for t in (litellm_form, hf_form):
-        assert t.hf_provider == "together"
+        assert t.subprovider == "together"
         assert t.adapter.chat_model(t) == "deepseek-ai/DeepSeek-R1:together"  # type: ignore[attr-defined]
 
 
 def test_provider_is_recognised_by_name_not_slashes(reg: Registry) -> None:
-    assert reg.resolve("huggingface/Qwen/Qwen3-8B").hf_provider is None
-    assert reg.resolve("huggingface/together/Qwen/Qwen3-8B").hf_provider == "together"
+    assert reg.resolve("huggingface/Qwen/Qwen3-8B").subprovider is None
+    assert reg.resolve("huggingface/together/Qwen/Qwen3-8B").subprovider == "together"
 
 
 def test_env_overrides_router_and_deepinfra(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,21 +26,21 @@ class HFRouterAdapter(OpenAICompatAdapter):
         return target.api_base + "/v1/chat/completions"
 
     def chat_model(self, target: Target) -> str:
-        suffix = target.hf_provider or target.hf_policy
+        suffix = target.subprovider or target.policy
         return f"{target.model}:{suffix}" if suffix else target.model
 
     def served_by(self, target: Target, headers: Mapping[str, str]) -> str:
         # The router says which provider answered; a pinned call is served by the pinned one.
-        return headers.get("x-inference-provider") or target.hf_provider or target.provider
+        return headers.get("x-inference-provider") or target.subprovider or target.provider
 
     # --- embeddings
     def _embedding_provider(self, target: Target) -> str:
-        if target.hf_policy:
+        if target.policy:
             raise InvalidRequestArgumentError(
-                f"embedding() cannot use the HF routing policy ':{target.hf_policy}' in {target.model_string!r}; "
+                f"embedding() cannot use the HF routing policy ':{target.policy}' in {target.model_string!r}; "
                 "pin a provider instead, e.g. 'huggingface/nebius/<org>/<model>', or omit it for hf-inference"
             )
-        provider = target.hf_provider or "hf-inference"
+        provider = target.subprovider or "hf-inference"
         if HF_PROVIDER_EMBEDDING_ROUTES.get(provider) is None:
             able = sorted(p for p, route in HF_PROVIDER_EMBEDDING_ROUTES.items() if route)
             raise InvalidRequestArgumentError(

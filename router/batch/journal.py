@@ -155,7 +155,7 @@ def recorded_budget(state: JobState) -> tuple[bool, int | None]:
     return False, None
 
 
-def _records(path: Path) -> Iterator[tuple[int, bytes]]:
+def journal_records(path: Path) -> Iterator[tuple[int, bytes]]:
     """(offset just past the line, line) of every complete line."""
     offset = 0
     with open(path, "rb") as f:
@@ -171,7 +171,7 @@ def read_state(path: str | Path) -> JobState:
     path = Path(path)
     state: JobState | None = None
     end = 0
-    for end, raw in _records(path):
+    for end, raw in journal_records(path):
         try:
             rec = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -440,7 +440,7 @@ def _compact(output: Path, state: JobState) -> None:
     with open(output, "rb") as old_out, open(new_output, "wb") as out, open(new_journal, "wb") as journal:
         journal.write(orjson.dumps(header) + b"\n")
         first = True
-        for _, raw in _records(jpath):
+        for _, raw in journal_records(jpath):
             if first:
                 first = False
                 continue

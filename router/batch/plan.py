@@ -112,7 +112,7 @@ class Planner:
         ways = []
         catalog = router.catalog
         for d in router.groups[group]:
-            target = d.target if d.target.hf_policy is None else dataclasses.replace(d.target, hf_policy=None)
+            target = d.target if d.target.policy is None else dataclasses.replace(d.target, policy=None)
             lookups = catalog.candidates_in(catalog.loaded(d.target), target)
             for lookup in lookups:
                 offer = lookup.offer
@@ -136,7 +136,7 @@ class Planner:
         """Whether the router will serve at the candidate's cheapest way (else expect the dearest)."""
         members = router.groups[candidate.group]
         if len(members) == 1:
-            return members[0].target.hf_policy == "cheapest" or len(ways) == 1
+            return members[0].target.policy == "cheapest" or len(ways) == 1
         return router.strategy == "cheapest"
 
     def typical_output(self, candidate: Candidate, max_out: int | None) -> int:
@@ -279,7 +279,7 @@ def _plain_int(value: Any) -> bool:
 
 def _chain(router: Router, group: str) -> list[str]:
     """Groups the router may move a request for ``group`` to by itself (fallbacks, context-window fallbacks)."""
-    chain = [g for g in router._groups_for(group) if g != group]
+    chain = [g for g in router.groups_for(group) if g != group]
     for g in [group, *chain]:
         chain += [f for f in router.context_window_fallbacks.get(g, []) if f not in chain and f != group]
     return chain
@@ -288,7 +288,7 @@ def _chain(router: Router, group: str) -> list[str]:
 def _server_picks(d: Any) -> bool:
     """True when the HF router, not we, chooses which provider serves (and so what it costs)."""
     t = d.target
-    return bool(t.provider == "huggingface" and t.hf_provider is None and t.hf_policy is None)
+    return bool(t.provider == "huggingface" and t.subprovider is None and t.policy is None)
 
 
 def learn_prompt(counts: PromptCounts, row: Row, result: Any, prompt_tokens: int) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from ..pricing.prices import pico_to_usd
-from .journal import JobState, _records, read_state
+from .journal import JobState, journal_records, read_state
 
 SPEND_BINS = 500  # the spend chart has at most SPEND_BINS + 1 points
 MAX_SAMPLES = 1000  # latency samples kept per bucket (reservoir)
@@ -45,7 +45,7 @@ svg text{font:11px system-ui,sans-serif;fill:#444}.note{color:#666}"""
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(run count so far, record) of each finished-row record; a torn last line is skipped."""
     run = 0
-    for n, (_, raw) in enumerate(_records(path)):
+    for n, (_, raw) in enumerate(journal_records(path)):
         rec = orjson.loads(raw)
         if n and isinstance(rec, dict):
             if "run" in rec:

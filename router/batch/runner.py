@@ -475,7 +475,7 @@ async def _watch(stop: asyncio.Event, job: _Job) -> None:
 async def load_facts(router: Router) -> None:
     """Catalogs and the tokenizer, once, before the first row (rows are planned from them)."""
     await aload_encoding()
-    for family in sorted(router._families):
+    for family in sorted(router.catalog_families):
         await router.catalog.asource(family)
 
 

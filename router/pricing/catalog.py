@@ -174,7 +174,7 @@ class Catalog:
         per_m_in = _per_million(model, "input", input_per_million, input_cost_per_token)
         per_m_out = _per_million(model, "output", output_per_million, output_cost_per_token)
         target = self.resolve(model)
-        key = (target.provider, target.hf_provider, target.model)
+        key = (target.provider, target.subprovider, target.model)
         cache_read = to_decimal(cache_read_per_million)
         self._overrides[key] = _Override(
             Price(per_m_in, per_m_out, "config", None, cache_read), context_length, max_output_tokens
@@ -403,12 +403,12 @@ class Catalog:
 
     def candidates_in(self, data: SourceData | None, target: Target) -> list[PriceLookup]:
         """Every price the call could be charged at (one unless the HF router picks the provider)."""
-        override = self._override(target, target.hf_provider)
+        override = self._override(target, target.subprovider)
         if override is not None:
             offer = Offer(target.label, target.model, target.provider, override.price)
             offer.context_length, offer.max_output_tokens = override.context_length, override.max_output_tokens
             return [PriceLookup(override.price, offer)]
-        if target.provider == "huggingface" and target.hf_provider is None and data is not None:
+        if target.provider == "huggingface" and target.subprovider is None and data is not None:
             live = [o for o in data.by_model(target.model) if o.status == "live"]
             if live:
                 out = []
@@ -420,17 +420,17 @@ class Catalog:
                     out.append(PriceLookup(price, o, reason))
                 return out
             return [PriceLookup(None, reason=f"no live provider of {target.model!r} in the catalog ({data.url})")]
-        return [self.lookup_in(data, target, target.hf_provider)]
+        return [self.lookup_in(data, target, target.subprovider)]
 
     def candidates(self, target: Target) -> list[PriceLookup]:
         """:meth:`candidates_in` with the catalog loaded on first need."""
         family = self.family_of(target)
-        needs_data = family is not None and self._override(target, target.hf_provider) is None
+        needs_data = family is not None and self._override(target, target.subprovider) is None
         return self.candidates_in(self.source(family) if needs_data and family else None, target)
 
     async def acandidates(self, target: Target) -> list[PriceLookup]:
         family = self.family_of(target)
-        needs_data = family is not None and self._override(target, target.hf_provider) is None
+        needs_data = family is not None and self._override(target, target.subprovider) is None
         return self.candidates_in(await self.asource(family) if needs_data and family else None, target)
 
     def lookup(self, target: Target, served: str | None = None) -> PriceLookup:

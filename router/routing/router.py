@@ -146,7 +146,10 @@ class Router:
         self.lock = threading.Lock()  # picks and rate-window bookkeeping are one atomic step
         self.provider_not_before: dict[tuple[int, str], float] = {}  # (deployment, HF provider) Retry-After
         self._counts_tpm = any(d.tpm for ds in self.groups.values() for d in ds)
-        self._families = {d.target.provider for ds in self.groups.values() for d in ds} & {"huggingface", "deepinfra"}
+        self.catalog_families = {d.target.provider for ds in self.groups.values() for d in ds} & {
+            "huggingface",
+            "deepinfra",
+        }
         if redis_url is not None and shared_state is None:
             shared_state = _shared_state(redis_url, sync_interval)
         self.shared = shared_state  # cooldowns, rpm/tpm, in-flight and latency shared with other replicas
@@ -165,8 +168,8 @@ class Router:
             return []
         if d.target.provider == "huggingface":
             offers = [o for o in data.by_model(d.target.model) if o.status == "live"]
-            if d.target.hf_provider:
-                offers = [o for o in offers if o.provider == d.target.hf_provider]
+            if d.target.subprovider:
+                offers = [o for o in offers if o.provider == d.target.subprovider]
             return offers
         offer = data.offers.get((d.target.provider, d.target.model))
         return [offer] if offer else []
@@ -195,7 +198,7 @@ class Router:
         offers = self._offers(d)
         room = [o.context_length is None or prompt <= o.context_length for o in offers]
         t = d.target
-        if t.provider == "huggingface" and t.hf_provider is None and t.hf_policy is None:
+        if t.provider == "huggingface" and t.subprovider is None and t.policy is None:
             return all(room)  # the HF router picks the provider: every one must have room
         return not offers or any(room)
 
@@ -211,7 +214,7 @@ class Router:
         """(expected cost in pico-USD, price lookup) for every way the deployment may be charged,
         overrides included, in one unit."""
         prompt, out_tokens = request.prompt_tokens or 0, request.max_tokens or 256
-        target = d.target if d.target.hf_policy is None else dataclasses.replace(d.target, hf_policy=None)
+        target = d.target if d.target.policy is None else dataclasses.replace(d.target, policy=None)
         return [
             (c.price.cost_pico(prompt, out_tokens), c)
             for c in self.catalog.candidates_in(self.catalog.loaded(d.target), target)
@@ -228,7 +231,7 @@ class Router:
 
         Providers that asked this deployment to wait (Retry-After) go last until their wait is over.
         """
-        if d.target.hf_policy == "cheapest":
+        if d.target.policy == "cheapest":
             ranked = sorted(self._priced(d, request), key=lambda pair: pair[0])
             providers = [c.offer.provider for _, c in ranked if c.offer is not None]
             providers += [o.provider for o in self._offers(d) if o.provider not in providers]  # unpriced last
@@ -261,24 +264,26 @@ class Router:
     def _context_matters(self, groups: list[str]) -> bool:
         """Whether a context window is known for some deployment (then the prompt is counted)."""
         members = [d for g in groups for d in self.groups[g]]
-        if not self._families and not any(d.context_length for d in members):
+        if not self.catalog_families and not any(d.context_length for d in members):
             return False
         return any(self.context_length(d) for d in members)
 
     def _needs_catalog(self, groups: list[str]) -> bool:
-        return bool(self._families) and (
+        return bool(self.catalog_families) and (
             self.strategy == "cheapest"
-            or any(d.target.hf_policy or d.target.provider in self._families for g in groups for d in self.groups[g])
+            or any(
+                d.target.policy or d.target.provider in self.catalog_families for g in groups for d in self.groups[g]
+            )
         )
 
-    def _groups_for(self, model: str, extra: Any = None) -> list[str]:
+    def groups_for(self, model: str, extra: Any = None) -> list[str]:
         if extra is not None:  # per-call fallbacks, after the group's own chain
-            chain = self._groups_for(model)
+            chain = self.groups_for(model)
             extra = [extra] if isinstance(extra, str) else extra
             if not isinstance(extra, (list, tuple)):
                 raise InvalidRequestArgumentError(f"fallbacks must be a list of model group names, got {extra!r}")
             for group in extra:
-                chain.extend(g for g in self._groups_for(group) if g not in chain)
+                chain.extend(g for g in self.groups_for(group) if g not in chain)
             return chain
         cached = self._chains.get(model)
         if cached is not None:
@@ -304,7 +309,7 @@ class Router:
     ) -> Session:
         fallbacks = kwargs.pop("fallbacks", None)
         if groups is None:
-            groups = self._groups_for(model, fallbacks)
+            groups = self.groups_for(model, fallbacks)
         timeout = kwargs.get("timeout") or self.timeout or _DEFAULT_TIMEOUT
         if prompt is None and messages is not None and self._counts_prompt(groups):
             from ..tokens import count_messages
@@ -314,8 +319,8 @@ class Router:
         if any(isinstance(c, bool) or not isinstance(c, int) for c in caps):
             check_params({k: kwargs[k] for k in ("max_tokens", "max_completion_tokens") if k in kwargs})  # raises
         max_tokens = max(caps, default=None)  # upstreams honour either: the larger bounds the answer
-        needs = needs_of(kwargs) if self._families else frozenset()
-        if kwargs.pop("priced_only", False) and self._families:  # e.g. a budgeted batch: never an unknown bill
+        needs = needs_of(kwargs) if self.catalog_families else frozenset()
+        if kwargs.pop("priced_only", False) and self.catalog_families:  # e.g. a budgeted batch: never an unknown bill
             needs |= {"priced"}
         info = RequestInfo(prompt, max_tokens, stream, needs)
         return Session(self, groups, info, now() + float(timeout), self.rng)
@@ -363,9 +368,9 @@ class Router:
 
     def completion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
         """Chat completion through the group ``model`` (a ``model_name``); ``stream=True`` returns a stream."""
-        groups = self._groups_for(model, kwargs.get("fallbacks"))
+        groups = self.groups_for(model, kwargs.get("fallbacks"))
         if self._needs_catalog(groups):  # before the session: context limits, :cheapest
-            for family in self._families:
+            for family in self.catalog_families:
                 self.catalog.source(family)
         session = self._session(model, messages, kwargs, bool(stream), groups)
         budget = kwargs.pop("budget", self.budget)
@@ -383,9 +388,9 @@ class Router:
 
     async def acompletion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
         """Async :meth:`completion`."""
-        groups = self._groups_for(model, kwargs.get("fallbacks"))
+        groups = self.groups_for(model, kwargs.get("fallbacks"))
         if self._needs_catalog(groups):
-            for family in self._families:
+            for family in self.catalog_families:
                 await self.catalog.asource(family)
         prompt = None
         if messages is not None and self._counts_prompt(groups):

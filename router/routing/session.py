@@ -191,7 +191,7 @@ class Session:
         return max(d.state.not_before, self.backoff_until.get(id(d), 0.0))
 
     def _target(self, d: Deployment) -> Target:
-        policy = d.target.hf_policy
+        policy = d.target.policy
         if policy not in ("cheapest", "fastest"):
             return d.target
         order = self.providers.get(id(d))
@@ -199,7 +199,7 @@ class Session:
             order = self.providers[id(d)] = self.router.policy_order(d, self.request)
         if not order:  # the catalog knows no live provider: let the HF router decide
             return d.target
-        return dataclasses.replace(d.target, hf_provider=order[0], hf_policy=None)
+        return dataclasses.replace(d.target, subprovider=order[0], policy=None)
 
     def _note_context(self, members: list[Deployment]) -> None:
         if self.last_error is None:
@@ -320,7 +320,7 @@ class Session:
             return False
         retry_after = getattr(err, "retry_after", None)
         order = self.providers.get(id(deployment))
-        if order and choice.target.hf_provider == order[0] and len(order) > 1:
+        if order and choice.target.subprovider == order[0] and len(order) > 1:
             if retry_after is not None:  # remembered for later requests: that provider goes last
                 self.router.provider_not_before[(id(deployment), order[0])] = t + retry_after
             order.pop(0)  # :cheapest / :fastest: the next provider in the same order, at once

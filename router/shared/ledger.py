@@ -31,7 +31,7 @@ from typing import Any
 
 from providers.errors import BudgetUnavailableError
 
-from ..ledger import InMemoryLedger, OpenReservation, _new_id
+from ..ledger import InMemoryLedger, OpenReservation, new_id
 from ..pricing.prices import pico_to_usd
 from . import scripts
 from .link import RedisLink, SharedStateUnavailable
@@ -154,7 +154,7 @@ class RedisLedger:
         return keys, args
 
     def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
-        rid = _new_id()
+        rid = new_id()
         keys, args = self._reserve_call(budget_id, amount, limit, rid, tag)
         try:
             reply = self.link.eval("reserve", scripts.RESERVE, keys, args)
@@ -169,7 +169,7 @@ class RedisLedger:
         return self._reserved(budget_id, rid, reply)
 
     async def areserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
-        rid = _new_id()
+        rid = new_id()
         keys, args = self._reserve_call(budget_id, amount, limit, rid, tag)
         try:
             reply = await self.link.aeval("reserve", scripts.RESERVE, keys, args)
