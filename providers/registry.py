@@ -32,6 +32,8 @@ HUGGINGFACE = ProviderSpec(
     key_env=HF_TOKEN_ENV,
     adapter="huggingface",
     description="Hugging Face Inference Providers through the HF router",
+    gateway=True,
+    bills_to_org=True,
 )
 TGI = ProviderSpec(
     name="tgi",
@@ -39,6 +41,7 @@ TGI = ProviderSpec(
     key_env=HF_TOKEN_ENV,
     adapter="tgi",
     key_required=False,  # a local TGI needs no token; an HF endpoint gets one when it is set
+    bills_to_org=True,
     description="a TGI server or HF Inference Endpoint (huggingface/tgi + api_base)",
 )
 

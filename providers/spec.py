@@ -31,6 +31,12 @@ class ProviderSpec:
     aliases: tuple[str, ...] = ()
     key_required: bool = True
     description: str = ""
+    # A gateway routes each call to one of several sub-providers: a call may pin one
+    # (``Target.subprovider``) or name a routing policy (``Target.policy``); its catalog lists
+    # offers per sub-provider. The HF router is one.
+    gateway: bool = False
+    # Takes an organization to bill in the X-HF-Bill-To header (``bill_to=``).
+    bills_to_org: bool = False
 
     def resolved_base_url(self, api_base: str | None = None) -> str:
         """Per-call ``api_base`` wins, then the provider's env var, then the default."""
@@ -58,7 +64,8 @@ class Target:
     """Where one call goes: adapter, provider, upstream model id and base URL.
 
     ``provider`` is the upstream family ("huggingface", "deepinfra", "tgi", ...);
-    ``subprovider`` / ``policy`` are set for HF router calls pinned to a provider or policy.
+    ``subprovider`` / ``policy`` are set for gateway calls (the HF router) pinned to a
+    sub-provider or a routing policy.
     """
 
     model_string: str
@@ -69,6 +76,11 @@ class Target:
     provider: str
     subprovider: str | None = None
     policy: str | None = None
+
+    @property
+    def gateway_chooses(self) -> bool:
+        """True when a gateway picks the sub-provider itself (neither pinned nor a policy we resolve)."""
+        return self.spec.gateway and self.subprovider is None and self.policy is None
 
     @property
     def label(self) -> str:

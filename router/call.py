@@ -73,7 +73,7 @@ def request_headers(target: Target, extra_headers: Any, bill_to: Any) -> dict[st
     if bill_to is not None:
         if not isinstance(bill_to, str) or not bill_to:
             raise InvalidRequestArgumentError("bill_to must be the name of an HF organization, e.g. bill_to='my-org'")
-        if target.provider not in ("huggingface", "tgi"):
+        if not target.spec.bills_to_org:
             raise InvalidRequestArgumentError(
                 f"bill_to applies to Hugging Face calls only, not {target.provider!r} ({target.model_string!r})"
             )

@@ -130,7 +130,7 @@ def finish_chat(
         usage_estimated=usage_estimated,
         lookup=lookup,
     )
-    object.__setattr__(result, "_meta", meta)  # a plain slot (see _WithMeta): no pydantic __setattr__
+    object.__setattr__(result, "_meta", meta)  # a plain slot (see WithMeta): no pydantic __setattr__
     return result
 
 

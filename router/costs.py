@@ -19,11 +19,12 @@ from providers.errors import UnpricedCallError
 from .pricing.catalog import Catalog, default_catalog
 from .pricing.cost import cost_of
 from .pricing.prices import pico_to_usd
+from .types import WithMeta, meta_of
 
 
 def completion_cost(completion_response: Any, model: str | None = None, *, catalog: Catalog | None = None) -> float:
     """USD cost of a result: its ``meta.cost_usd``, or priced now from ``model`` and its usage."""
-    meta = getattr(completion_response, "_meta", None)
+    meta = meta_of(completion_response) if isinstance(completion_response, WithMeta) else None
     if meta is not None and model is None:
         if meta.cost_usd is None:
             raise UnpricedCallError(f"no cost for this result: {meta.unpriced_reason}")

@@ -115,7 +115,7 @@ class CompletionUsage(_OpenAIModel):
     prompt_tokens_details: Any = None
 
 
-class _WithMeta(_OpenAIModel):
+class WithMeta(_OpenAIModel):
     # ``_meta`` is a plain slot, not a pydantic private attribute: pydantic reads those through its
     # ``__getattr__`` (~2.5 us a read) and sets them up on every validation (~4 us); a slot costs
     # neither. Copies, pickles and ``==`` carry it as they did the private attribute.
@@ -126,23 +126,23 @@ class _WithMeta(_OpenAIModel):
     @property
     def meta(self) -> ResponseMeta:
         """Who served the call, latency, attempts (not part of the JSON)."""
-        meta = _meta_of(self)
+        meta = meta_of(self)
         if meta is None:
             raise AttributeError("this result was not produced by a polyroute call and has no meta")
         return meta
 
     def __copy__(self) -> Self:
         clone = super().__copy__()
-        object.__setattr__(clone, "_meta", _meta_of(self))
+        object.__setattr__(clone, "_meta", meta_of(self))
         return clone
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
         clone = super().__deepcopy__(memo)
-        object.__setattr__(clone, "_meta", copy.deepcopy(_meta_of(self), memo))
+        object.__setattr__(clone, "_meta", copy.deepcopy(meta_of(self), memo))
         return clone
 
     def __getstate__(self) -> dict[Any, Any]:
-        return {**super().__getstate__(), "_meta": _meta_of(self)}
+        return {**super().__getstate__(), "_meta": meta_of(self)}
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
@@ -151,12 +151,17 @@ class _WithMeta(_OpenAIModel):
 
     def __eq__(self, other: object) -> bool:
         equal = super().__eq__(other)
-        if equal is True and isinstance(other, _WithMeta):
-            return _meta_of(self) == _meta_of(other)
+        if equal is True and isinstance(other, WithMeta):
+            return meta_of(self) == meta_of(other)
         return equal
 
 
-def _meta_of(result: _WithMeta) -> ResponseMeta | None:
+def attach_meta(result: WithMeta, meta: ResponseMeta) -> None:
+    """Give a result its ``.meta`` (a plain slot, see WithMeta: no pydantic ``__setattr__``)."""
+    object.__setattr__(result, "_meta", meta)
+
+
+def meta_of(result: WithMeta) -> ResponseMeta | None:
     """The result's meta (None when it was not made by a polyroute call); read without pydantic's hooks."""
     try:
         return result._meta
@@ -164,7 +169,7 @@ def _meta_of(result: _WithMeta) -> ResponseMeta | None:
         return None
 
 
-class ChatCompletion(_WithMeta):
+class ChatCompletion(WithMeta):
     id: str
     choices: list[Choice]
     created: int
@@ -229,7 +234,7 @@ class EmbeddingUsage(_OpenAIModel):
     total_tokens: int = 0
 
 
-class EmbeddingResponse(_WithMeta):
+class EmbeddingResponse(WithMeta):
     data: list[Embedding]
     model: str
     object: str = "list"

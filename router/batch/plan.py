@@ -287,8 +287,7 @@ def _chain(router: Router, group: str) -> list[str]:
 
 def _server_picks(d: Any) -> bool:
     """True when the HF router, not we, chooses which provider serves (and so what it costs)."""
-    t = d.target
-    return bool(t.provider == "huggingface" and t.subprovider is None and t.policy is None)
+    return bool(d.target.gateway_chooses)
 
 
 def learn_prompt(counts: PromptCounts, row: Row, result: Any, prompt_tokens: int) -> None:

@@ -166,7 +166,7 @@ class Router:
         data = self.catalog.loaded(d.target)
         if data is None:
             return []
-        if d.target.provider == "huggingface":
+        if d.target.spec.gateway:
             offers = [o for o in data.by_model(d.target.model) if o.status == "live"]
             if d.target.subprovider:
                 offers = [o for o in offers if o.provider == d.target.subprovider]
@@ -198,8 +198,8 @@ class Router:
         offers = self._offers(d)
         room = [o.context_length is None or prompt <= o.context_length for o in offers]
         t = d.target
-        if t.provider == "huggingface" and t.subprovider is None and t.policy is None:
-            return all(room)  # the HF router picks the provider: every one must have room
+        if t.gateway_chooses:
+            return all(room)  # the gateway (HF router) picks the provider: every one must have room
         return not offers or any(room)
 
     def context_length(self, d: Deployment) -> int | None:
