@@ -42,6 +42,7 @@ TGI = ProviderSpec(
     adapter="tgi",
     key_required=False,  # a local TGI needs no token; an HF endpoint gets one when it is set
     bills_to_org=True,
+    self_hosted=True,
     description="a TGI server or HF Inference Endpoint (huggingface/tgi + api_base)",
 )
 

@@ -37,6 +37,9 @@ class ProviderSpec:
     gateway: bool = False
     # Takes an organization to bill in the X-HF-Bill-To header (``bill_to=``).
     bills_to_org: bool = False
+    # Runs on the caller's own hardware (a TGI server): no catalog prices it, so a call costs 0
+    # unless a price is configured.
+    self_hosted: bool = False
 
     def resolved_base_url(self, api_base: str | None = None) -> str:
         """Per-call ``api_base`` wins, then the provider's env var, then the default."""
