@@ -54,12 +54,10 @@ def cost_per_token(
     prices = {(c.price.input_per_m, c.price.output_per_m) for c in candidates if c.price is not None}
     if len(prices) != 1 or any(c.price is None for c in candidates):
         reason = next((c.reason for c in candidates if c.price is None), None)
-        raise UnpricedCallError(
-            f"no single price for {model!r}: "
-            + (
-                reason
-                or "its HF providers charge different prices; pin one, e.g. 'huggingface/<provider>/<org>/<model>'"
-            )
+        differ = (
+            f"the sub-providers of {target.provider!r} charge different prices; "
+            f"pin one, e.g. '{target.provider}/<provider>/<org>/<model>'"
         )
+        raise UnpricedCallError(f"no single price for {model!r}: {reason or differ}")
     price = next(c.price for c in candidates if c.price is not None)
     return pico_to_usd(price.cost_pico(prompt_tokens, 0)), pico_to_usd(price.cost_pico(0, completion_tokens))

@@ -1,4 +1,7 @@
-"""``polyroute models``: models x providers with prices, limits and speed, and where the data came from."""
+"""``polyroute models``: models x providers with prices, limits and speed, and where the data came from.
+
+The families listed are those with a registered catalog source (:mod:`providers.catalogs`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ import time
 from typing import Any
 
 from .pricing.catalog import Catalog, SourceData, default_catalog
-
-FAMILIES = ("huggingface", "deepinfra")
 
 
 def _age(seconds: float) -> str:
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace, catalog: Catalog | None = None) -> int:
     now = catalog.clock()
     sources: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    for family in FAMILIES:
+    gateways = {family for family in catalog.families() if catalog.registry.get(family).gateway}
+    for family in catalog.families():
         data = catalog.refresh(family) if args.refresh else catalog.source(family)
         sources.append(
             {
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace, catalog: Catalog | None = None) -> int:
         (
             r["model"],
             r["provider"],
-            "HF router" if r["family"] == "huggingface" else "direct",
+            f"{r['family']} gateway" if r["family"] in gateways else "direct",
             _cell(r["input_per_million"], "{:g}"),
             _cell(r["output_per_million"], "{:g}"),
             _cell(r["context_length"]),

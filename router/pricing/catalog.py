@@ -6,6 +6,10 @@ still served while a background refresh runs. When a source cannot be reached, t
 is used, then the bundled snapshot — and the record says so (``price_source="snapshot"``, old
 ``price_fetched_at``). User overrides (Python or YAML) always win.
 
+Which families have a catalog, where it is and how to read it is the provider layer's knowledge
+(:mod:`providers.catalogs`); this module iterates the registered sources and tests the provider
+spec's capabilities (``gateway``, ``self_hosted``), never a family's name.
+
 Example::
 
     catalog = Catalog(ttl=3600)
@@ -20,7 +24,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from providers.catalogs import CATALOG_SOURCES, CatalogSource
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
 from providers.registry import Registry, default_registry
 from providers.spec import Target
@@ -35,7 +40,6 @@ from providers.transport import HttpRequest, SyncTransport, Timeouts
 
 from ..calibration import PromptCounts, counts_file
 from .prices import Offer, Price, to_decimal
-from .sources import parse_deepinfra, parse_hf_router
 
 _FETCH_TIMEOUTS = Timeouts(total=20.0, connect=5.0)
 RETRY_AFTER_FAILURE = 60.0  # seconds before a failed catalog fetch is tried again
@@ -52,9 +56,7 @@ _OVERRIDE_KEYS = frozenset(
     }
 )
 SNAPSHOT_PATH = Path(__file__).with_name("snapshot.json")
-
-Parser = Callable[[Any, str, float], list[Offer]]
-_PARSERS: dict[str, Parser] = {"huggingface": parse_hf_router, "deepinfra": parse_deepinfra}
+_PLACEHOLDER_BASE = "http://pricing.invalid"  # for model strings that need an api_base to resolve
 
 
 def default_cache_dir() -> Path:
@@ -66,13 +68,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "polyroute"
 
 
-def source_url(family: str, registry: Registry) -> str:
-    """The catalog URL of a family, following the same base-URL overrides as calls do."""
-    if family == "huggingface":
-        return registry.get("huggingface").resolved_base_url().removesuffix("/v1") + "/v1/models"
-    if family == "deepinfra":
-        return registry.get("deepinfra").resolved_base_url() + "/models?filter=with_meta"
-    raise KeyError(family)
+def source_url(family: str, registry: Registry, sources: Mapping[str, CatalogSource] = CATALOG_SOURCES) -> str:
+    """The catalog URL of a family, following the same base-URL overrides as calls do.
+
+    Raises KeyError when the family has no registered catalog source.
+    """
+    return sources[family].url(registry.get(family))
 
 
 @dataclass(slots=True)
@@ -126,6 +127,8 @@ class Catalog:
 
     ``transport`` (sync) is used for fetches; by default the process-wide pool. ``cache_dir=False``
     keeps nothing on disk. ``snapshot`` is the offline fallback file (the bundled one by default).
+    ``sources`` maps families to their catalogs: by default the provider layer's registry
+    (:data:`providers.catalogs.CATALOG_SOURCES`), read at each use so later registrations count.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class Catalog:
         transport: SyncTransport | None = None,
         registry: Registry | None = None,
         clock: Callable[[], float] = time.time,
+        sources: Mapping[str, CatalogSource] | None = None,
     ) -> None:
         self.ttl = ttl
         self.cache_dir: Path | None = (
@@ -146,6 +150,7 @@ class Catalog:
         self._transport = transport
         self.registry = registry or default_registry()
         self.clock = clock
+        self.sources: Mapping[str, CatalogSource] = CATALOG_SOURCES if sources is None else sources
         self._states: dict[str, _State] = {}
         self._states_lock = threading.Lock()
         self._overrides: dict[tuple[str, str | None, str], _Override] = {}
@@ -168,8 +173,9 @@ class Catalog:
     ) -> None:
         """Set the price of a model string (wins over every catalog). Per million or per token.
 
-        ``huggingface/<org>/<model>`` prices every HF provider of that model;
-        ``huggingface/<provider>/<org>/<model>`` one provider; ``huggingface/tgi`` every TGI server.
+        A gateway model without a sub-provider (``huggingface/<org>/<model>``) prices every
+        sub-provider of that model; with one (``huggingface/<provider>/<org>/<model>``) that one;
+        a self-hosted family's model string (``huggingface/tgi``) every server of that family.
         """
         per_m_in = _per_million(model, "input", input_per_million, input_cost_per_token)
         per_m_out = _per_million(model, "output", output_per_million, output_cost_per_token)
@@ -234,13 +240,13 @@ class Catalog:
             self.fetch_count += 1
             headers = {"accept": "application/json"}
             key = self.registry.get(family).find_api_key(None)
-            if key:  # works without a key, but a key can see more (HF: gated providers)
+            if key:  # works without a key, but a key can see more (a gateway's gated providers)
                 headers["authorization"] = f"Bearer {key}"
             response = transport.send(HttpRequest("GET", url, headers), _FETCH_TIMEOUTS)
             if response.status >= 400:
                 raise RuntimeError(f"HTTP {response.status}")
             payload = orjson.loads(response.content)
-            offers = _PARSERS[family](payload, url, now)
+            offers = self.sources[family].parse(payload, url, now)
             if not offers:
                 raise RuntimeError("the catalog lists no models")
         except (PolyrouteError, RuntimeError, orjson.JSONDecodeError) as e:
@@ -272,7 +278,7 @@ class Catalog:
         try:
             saved = orjson.loads(path.read_bytes())
             fetched_at = float(saved["fetched_at"])
-            offers = _PARSERS[family](saved["payload"], url, fetched_at)
+            offers = self.sources[family].parse(saved["payload"], url, fetched_at)
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
         return SourceData(url, fetched_at, "disk", {(o.provider, o.model): o for o in offers}) if offers else None
@@ -282,10 +288,10 @@ class Catalog:
         if disk is not None:
             disk.error = error
             return disk
-        if self.snapshot is not None and self.snapshot.is_file():
-            saved = json.loads(self.snapshot.read_text())
+        saved = json.loads(self.snapshot.read_text()) if self.snapshot is not None and self.snapshot.is_file() else {}
+        if family in saved:  # the snapshot is keyed by family; a family registered later has no entry
             fetched_at = float(saved.get("fetched_at", 0))
-            offers = _PARSERS[family](saved.get(family), "snapshot", fetched_at)
+            offers = self.sources[family].parse(saved[family], "snapshot", fetched_at)
             return SourceData(url, fetched_at, "snapshot", {(o.provider, o.model): o for o in offers}, error)
         return SourceData(url, self.clock(), "none", {}, error)
 
@@ -294,7 +300,7 @@ class Catalog:
 
     def source(self, family: str) -> SourceData:
         """A family's catalog (fetching it on first need; stale data is served while it refreshes)."""
-        url = source_url(family, self.registry)
+        url = source_url(family, self.registry, self.sources)
         state = self._state(url)
         data = state.data
         if data is None:
@@ -317,7 +323,7 @@ class Catalog:
 
     async def asource(self, family: str) -> SourceData:
         """:meth:`source` without blocking the event loop; concurrent first callers share one fetch."""
-        url = source_url(family, self.registry)
+        url = source_url(family, self.registry, self.sources)
         state = self._state(url)
         data = state.data
         if data is not None:
@@ -347,7 +353,7 @@ class Catalog:
 
     def refresh(self, family: str) -> SourceData:
         """Fetch a family's catalog now (``polyroute models --refresh``)."""
-        url = source_url(family, self.registry)
+        url = source_url(family, self.registry, self.sources)
         state = self._state(url)
         with state.lock:
             state.data = self._fetch_into(family, url, state)
@@ -363,25 +369,29 @@ class Catalog:
                 return found
         return None
 
+    def families(self) -> list[str]:
+        """The families with a registered catalog source (``polyroute models`` lists these)."""
+        return list(self.sources)
+
     def family_of(self, target: Target) -> str | None:
         """The catalog family that prices a target, or None when only config can."""
-        return target.provider if target.provider in _PARSERS else None
+        return target.provider if target.provider in self.sources else None
 
     def lookup_in(self, data: SourceData | None, target: Target, served: str | None) -> PriceLookup:
         """The price of ``target`` as served by ``served``, from already-loaded catalog data."""
         override = self._override(target, served)
         if override is not None:
             return PriceLookup(override.price)
-        if target.provider == "tgi":
-            return PriceLookup(Price(Decimal(0), Decimal(0), "config"))  # self-hosted: 0 unless configured
+        if target.spec.self_hosted:
+            return PriceLookup(Price(Decimal(0), Decimal(0), "config"))  # the caller's hardware: 0 unless configured
         if data is None:
             return PriceLookup(
                 None,
                 reason=f"no catalog prices {target.provider!r} models; set one with "
                 f"Catalog.set_price({target.model_string!r}, input_per_million=..., output_per_million=...)",
             )
-        if target.provider == "huggingface":
-            provider = served if served not in (None, "huggingface") else None
+        if target.spec.gateway:  # the offer of the sub-provider that served, when the gateway said
+            provider = served if served not in (None, target.provider) else None
         else:
             provider = target.provider
         if provider is None:
@@ -391,7 +401,8 @@ class Catalog:
                 return PriceLookup(offers[0].price, offers[0])
             return PriceLookup(
                 None,
-                reason="the HF router did not say which provider served this call and its providers' prices differ",
+                reason=f"the gateway {target.provider!r} did not say which provider served this call "
+                "and its providers' prices differ",
             )
         offer = data.offers.get((provider, target.model))
         if offer is None:
@@ -402,13 +413,13 @@ class Catalog:
         return PriceLookup(offer.price, offer)
 
     def candidates_in(self, data: SourceData | None, target: Target) -> list[PriceLookup]:
-        """Every price the call could be charged at (one unless the HF router picks the provider)."""
+        """Every price the call could be charged at (one unless a gateway picks the sub-provider)."""
         override = self._override(target, target.subprovider)
         if override is not None:
             offer = Offer(target.label, target.model, target.provider, override.price)
             offer.context_length, offer.max_output_tokens = override.context_length, override.max_output_tokens
             return [PriceLookup(override.price, offer)]
-        if target.provider == "huggingface" and target.subprovider is None and data is not None:
+        if target.spec.gateway and target.subprovider is None and data is not None:
             live = [o for o in data.by_model(target.model) if o.status == "live"]
             if live:
                 out = []
@@ -435,19 +446,28 @@ class Catalog:
 
     def lookup(self, target: Target, served: str | None = None) -> PriceLookup:
         """Price for one call (sync; may fetch the catalog on first need)."""
-        if self._override(target, served) is not None or target.provider == "tgi":
-            return self.lookup_in(None, target, served)
         family = self.family_of(target)
-        return self.lookup_in(self.source(family) if family else None, target, served)
+        if family is None or self._override(target, served) is not None:
+            return self.lookup_in(None, target, served)
+        return self.lookup_in(self.source(family), target, served)
 
     def resolve(self, model: str) -> Target:
-        """The target of a model string named only to price it (``huggingface/tgi`` needs no URL here)."""
-        return self.registry.resolve(model, "http://pricing.invalid" if model.startswith("huggingface/tgi") else None)
+        """The target of a model string named only to price it (one that needs an ``api_base`` gets a placeholder).
+
+        Example: ``catalog.resolve("huggingface/tgi").spec.self_hosted  # True``
+        """
+        try:
+            return self.registry.resolve(model)
+        except InvalidRequestArgumentError as first:
+            try:
+                return self.registry.resolve(model, _PLACEHOLDER_BASE)
+            except InvalidRequestArgumentError:
+                raise first from None
 
     def loaded(self, target: Target) -> SourceData | None:
         """The catalog data already in memory for this target's family; never fetches."""
         family = self.family_of(target)
-        state = self._states.get(source_url(family, self.registry)) if family else None
+        state = self._states.get(source_url(family, self.registry, self.sources)) if family else None
         return state.data if state is not None else None
 
     def lookup_cached(self, target: Target, served: str | None = None) -> PriceLookup:
@@ -460,10 +480,8 @@ class Catalog:
 
     async def alookup(self, target: Target, served: str | None = None) -> PriceLookup:
         """Price for one call, fetching off the event loop on first need."""
-        if self._override(target, served) is not None or target.provider == "tgi":
-            return self.lookup_in(None, target, served)
         family = self.family_of(target)
-        if family is None:
+        if family is None or self._override(target, served) is not None:
             return self.lookup_in(None, target, served)
         data = self.loaded(target)
         return self.lookup_in(data if self._fresh(data) else await self.asource(family), target, served)
