@@ -37,6 +37,11 @@ def body(**extra: Any) -> dict[str, Any]:
     return {"model": UPSTREAM_MODEL, "messages": MSGS, "max_tokens": MAX_TOKENS, **extra}
 
 
+def call_kwargs(url: str) -> dict[str, Any]:
+    """The keyword arguments of a polyroute / LiteLLM call of the fake upstream at ``url``."""
+    return {"model": MODEL, "api_base": f"{url}/v1", "api_key": API_KEY, "messages": MSGS, "max_tokens": MAX_TOKENS}
+
+
 def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a ~20 s smoke run with fewer repetitions")
@@ -142,6 +147,25 @@ def percentile(values: Sequence[float], q: float) -> float:
 # ------------------------------------------------------------------ printing
 
 
+def latency_table(samples: Mapping[str, Sequence[float]], base_name: str, headers: Sequence[str]) -> float:
+    """Print a row per variant: samples, median ms, p90 ms, median minus the base variant's (ms), and the
+    ratio of the medians; return the base variant's median (seconds)."""
+    base = median(samples[base_name])
+    rows = [
+        [
+            name,
+            len(s),
+            f"{median(s) * 1e3:.3f}",
+            f"{percentile(s, 0.9) * 1e3:.3f}",
+            f"{(median(s) - base) * 1e3:+.3f}",
+            f"{median(s) / base:.2f}x",
+        ]
+        for name, s in samples.items()
+    ]
+    table(headers, rows)
+    return base
+
+
 def heading(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -163,6 +187,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
 
 def verdict(ok: bool, target: str, measured: str) -> str:
     return f"{'PASS' if ok else 'FAIL'} target {target}: measured {measured}"
+
+
+def print_verdicts(verdicts: Sequence[str]) -> None:
+    heading("verdicts")
+    for line in verdicts:
+        print(line)
+
+
+def run(main: Callable[[], None]) -> None:
+    """A benchmark's entry point: Ctrl-C (or SIGTERM) ends it with a short message."""
+    try:
+        main()
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("interrupted")
 
 
 def environment_line(loop_name: str | None = None) -> str:

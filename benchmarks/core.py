@@ -19,27 +19,7 @@ import aiohttp
 import httpx
 import openai
 
-from ._harness import (
-    API_KEY,
-    HEADERS,
-    MAX_TOKENS,
-    MODEL,
-    MSGS,
-    REPO,
-    UPSTREAM_MODEL,
-    body,
-    environment_line,
-    event_loop_runner,
-    heading,
-    import_litellm,
-    interleave,
-    median,
-    parse_args,
-    percentile,
-    table,
-    upstream,
-    verdict,
-)
+from . import _harness as h
 
 EXPECTED = "Echo: Say hi"  # what the fake upstream answers to MSGS
 CONCURRENCY = 64
@@ -54,31 +34,23 @@ def _check(name: str, content: Any) -> None:
 
 
 def sync_latency(url: str, litellm: Any, quick: bool) -> list[str]:
-    heading("2. sync per-call latency (one call at a time, pooled clients)")
+    h.heading("2. sync per-call latency (one call at a time, pooled clients)")
     endpoint = f"{url}/v1/chat/completions"
     raw = httpx.Client()
-    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0)
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=h.API_KEY, max_retries=0)
     from router import completion
 
     calls: dict[str, Callable[[], Any]] = {
-        "raw httpx": lambda: json.loads(raw.post(endpoint, json=body(), headers=HEADERS).content)["choices"][0][
+        "raw httpx": lambda: json.loads(raw.post(endpoint, json=h.body(), headers=h.HEADERS).content)["choices"][0][
             "message"
         ]["content"],
-        "polyroute": lambda: (
-            completion(model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS)
-            .choices[0]
-            .message.content
-        ),
+        "polyroute": lambda: completion(**h.call_kwargs(url)).choices[0].message.content,
         "openai SDK": lambda: (
-            sdk.chat.completions.create(model=UPSTREAM_MODEL, messages=MSGS, max_tokens=MAX_TOKENS)
+            sdk.chat.completions.create(model=h.UPSTREAM_MODEL, messages=h.MSGS, max_tokens=h.MAX_TOKENS)
             .choices[0]
             .message.content
         ),
-        "litellm": lambda: (
-            litellm.completion(model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS)
-            .choices[0]
-            .message.content
-        ),
+        "litellm": lambda: litellm.completion(**h.call_kwargs(url)).choices[0].message.content,
     }
     for name, call in calls.items():  # warm-up: connections, lazy imports, caches
         for _ in range(20):
@@ -96,29 +68,19 @@ def sync_latency(url: str, litellm: Any, quick: bool) -> list[str]:
         return run
 
     rounds = 10 if quick else 40
-    samples = interleave({name: batch(call) for name, call in calls.items()}, rounds)
+    samples = h.interleave({name: batch(call) for name, call in calls.items()}, rounds)
     raw.close()
     sdk.close()
 
-    base = median(samples["raw httpx"])
-    rows = [
-        [
-            name,
-            len(s),
-            f"{median(s) * 1e3:.3f}",
-            f"{percentile(s, 0.9) * 1e3:.3f}",
-            f"{median(s) * 1e3 - base * 1e3:+.3f}",
-            f"{median(s) / base:.2f}x",
-        ]
-        for name, s in samples.items()
-    ]
-    table(["variant", "calls", "median ms", "p90 ms", "vs raw ms", "ratio vs raw httpx"], rows)
-    ratio = median(samples["polyroute"]) / base
+    base = h.latency_table(
+        samples, "raw httpx", ["variant", "calls", "median ms", "p90 ms", "vs raw ms", "ratio vs raw httpx"]
+    )
+    ratio = h.median(samples["polyroute"]) / base
     return [
-        verdict(ratio <= 1.3, "sync latency polyroute <= 1.3x raw httpx", f"{ratio:.2f}x"),
-        f"INFO openai SDK {median(samples['openai SDK']) / base:.2f}x raw httpx, "
-        f"litellm {median(samples['litellm']) / base:.2f}x raw httpx "
-        f"(litellm / polyroute: {median(samples['litellm']) / median(samples['polyroute']):.1f}x)",
+        h.verdict(ratio <= 1.3, "sync latency polyroute <= 1.3x raw httpx", f"{ratio:.2f}x"),
+        f"INFO openai SDK {h.median(samples['openai SDK']) / base:.2f}x raw httpx, "
+        f"litellm {h.median(samples['litellm']) / base:.2f}x raw httpx "
+        f"(litellm / polyroute: {h.median(samples['litellm']) / h.median(samples['polyroute']):.1f}x)",
     ]
 
 
@@ -142,8 +104,8 @@ async def _drive(call: Callable[[], Awaitable[Any]], requests: int) -> float:
 
 def async_throughput(url: str, litellm: Any, quick: bool) -> list[str]:
     total, rounds = (600, 2) if quick else (3000, 5)
-    runner, loop_name = event_loop_runner()
-    heading(
+    runner, loop_name = h.event_loop_runner()
+    h.heading(
         f"3. async throughput: {total} requests per variant, {CONCURRENCY} concurrent tasks, "
         f"{rounds} interleaved rounds ({loop_name})"
     )
@@ -153,7 +115,7 @@ def async_throughput(url: str, litellm: Any, quick: bool) -> list[str]:
     with runner:
         # httpx's default keeps only 20 idle connections; give it as many as the others keep.
         hx = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
-        sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0)
+        sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=h.API_KEY, max_retries=0)
 
         async def new_session() -> aiohttp.ClientSession:
             return aiohttp.ClientSession()
@@ -161,27 +123,23 @@ def async_throughput(url: str, litellm: Any, quick: bool) -> list[str]:
         session = runner.run(new_session())
 
         async def raw_httpx() -> Any:
-            resp = await hx.post(endpoint, json=body(), headers=HEADERS)
+            resp = await hx.post(endpoint, json=h.body(), headers=h.HEADERS)
             return json.loads(resp.content)["choices"][0]["message"]["content"]
 
         async def raw_aiohttp() -> Any:
-            async with session.post(endpoint, json=body(), headers=HEADERS) as resp:
+            async with session.post(endpoint, json=h.body(), headers=h.HEADERS) as resp:
                 return json.loads(await resp.read())["choices"][0]["message"]["content"]
 
         async def polyroute() -> Any:
-            r = await acompletion(
-                model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS
-            )
+            r = await acompletion(**h.call_kwargs(url))
             return r.choices[0].message.content
 
         async def openai_sdk() -> Any:
-            r = await sdk.chat.completions.create(model=UPSTREAM_MODEL, messages=MSGS, max_tokens=MAX_TOKENS)
+            r = await sdk.chat.completions.create(model=h.UPSTREAM_MODEL, messages=h.MSGS, max_tokens=h.MAX_TOKENS)
             return r.choices[0].message.content
 
         async def lite() -> Any:
-            r = await litellm.acompletion(
-                model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS
-            )
+            r = await litellm.acompletion(**h.call_kwargs(url))
             return r.choices[0].message.content
 
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -204,11 +162,11 @@ def async_throughput(url: str, litellm: Any, quick: bool) -> list[str]:
             for name, call in calls.items():  # warm-up: open CONCURRENCY connections, check the answer
                 _check(name, runner.run(call()))
                 runner.run(_drive(call, 2 * CONCURRENCY))
-            samples = interleave({name: one_round(call) for name, call in calls.items()}, rounds)
+            samples = h.interleave({name: one_round(call) for name, call in calls.items()}, rounds)
         finally:
             runner.run(close())
 
-    rate = {name: median(s) for name, s in samples.items()}
+    rate = {name: h.median(s) for name, s in samples.items()}
     rows = [
         [
             name,
@@ -219,10 +177,10 @@ def async_throughput(url: str, litellm: Any, quick: bool) -> list[str]:
         ]
         for name, s in samples.items()
     ]
-    table(["variant", "median req/s", "range over rounds", "vs raw aiohttp", "vs litellm"], rows)
+    h.table(["variant", "median req/s", "range over rounds", "vs raw aiohttp", "vs litellm"], rows)
     ratio = rate["polyroute"] / rate["litellm"]
     return [
-        verdict(ratio >= 10, "async throughput polyroute >= 10x litellm", f"{ratio:.1f}x"),
+        h.verdict(ratio >= 10, "async throughput polyroute >= 10x litellm", f"{ratio:.1f}x"),
         f"INFO polyroute {rate['polyroute'] / rate['raw aiohttp']:.2f}x raw aiohttp, "
         f"{rate['polyroute'] / rate['raw httpx']:.1f}x raw httpx, "
         f"{rate['polyroute'] / rate['openai SDK']:.1f}x openai SDK",
@@ -242,7 +200,7 @@ def _child(code: str) -> tuple[float, float]:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", code + _PEAK_RSS], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code + _PEAK_RSS], cwd=h.REPO, env=env, capture_output=True, text=True, check=True
     ).stdout
     wall = time.perf_counter() - start
     return wall, int(out.split()[-1]) / 1024  # VmHWM is in kB
@@ -250,7 +208,7 @@ def _child(code: str) -> tuple[float, float]:
 
 def import_cost(quick: bool) -> list[str]:
     rounds = 3 if quick else 7
-    heading(f"1. import cost: fresh `python -c ...` subprocesses, {rounds} interleaved rounds")
+    h.heading(f"1. import cost: fresh `python -c ...` subprocesses, {rounds} interleaved rounds")
     codes = {
         "pass": "pass",
         "import router": "import router",
@@ -272,52 +230,47 @@ def import_cost(quick: bool) -> list[str]:
 
     # One import of litellm takes seconds: a smoke run times it once, outside the rounds.
     skip = {"import litellm"} if quick else set()
-    walls = interleave({name: sample(name) for name in codes if name not in skip}, rounds)
+    walls = h.interleave({name: sample(name) for name in codes if name not in skip}, rounds)
     for name in skip:
         walls[name] = sample(name)()
-    base_wall, base_rss = median(walls["pass"]), median(rss["pass"])
+    base_wall, base_rss = h.median(walls["pass"]), h.median(rss["pass"])
     rows = [
         [
             f"python -c {code!r}",
             len(walls[name]),
-            f"{median(walls[name]):.3f}",
-            f"{median(walls[name]) - base_wall:.3f}",
-            f"{median(rss[name]):.1f}",
-            f"{median(rss[name]) - base_rss:+.1f}",
+            f"{h.median(walls[name]):.3f}",
+            f"{h.median(walls[name]) - base_wall:.3f}",
+            f"{h.median(rss[name]):.1f}",
+            f"{h.median(rss[name]) - base_rss:+.1f}",
         ]
         for name, code in codes.items()
     ]
-    table(["command", "runs", "wall s", "minus `pass` s", "peak RSS MB", "vs `pass` MB"], rows)
-    imp = median(walls["import router"]) - base_wall
-    mem = median(rss["import router"])
-    first = median(walls["from router import completion"]) - base_wall
-    lite = median(walls["import litellm"]) - base_wall
+    h.table(["command", "runs", "wall s", "minus `pass` s", "peak RSS MB", "vs `pass` MB"], rows)
+    imp = h.median(walls["import router"]) - base_wall
+    mem = h.median(rss["import router"])
+    first = h.median(walls["from router import completion"]) - base_wall
+    lite = h.median(walls["import litellm"]) - base_wall
     return [
-        verdict(imp <= 0.3, "`import router` <= 0.3 s (minus bare python)", f"{imp:.3f} s"),
-        verdict(mem <= 50, "`import router` peak RSS <= 50 MB", f"{mem:.1f} MB"),
+        h.verdict(imp <= 0.3, "`import router` <= 0.3 s (minus bare python)", f"{imp:.3f} s"),
+        h.verdict(mem <= 50, "`import router` peak RSS <= 50 MB", f"{mem:.1f} MB"),
         f"INFO `from router import completion` (first real use, no target): {first:.3f} s, "
-        f"{median(rss['from router import completion']):.1f} MB; "
-        f"`import litellm`: {lite:.3f} s, {median(rss['import litellm']):.1f} MB",
+        f"{h.median(rss['from router import completion']):.1f} MB; "
+        f"`import litellm`: {lite:.3f} s, {h.median(rss['import litellm']):.1f} MB",
     ]
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    print(f"polyroute core benchmarks{' (--quick)' if args.quick else ''}: {environment_line()}")
+    args = h.parse_args(__doc__ or "")
+    print(f"polyroute core benchmarks{' (--quick)' if args.quick else ''}: {h.environment_line()}")
     verdicts = import_cost(args.quick)
     start = time.perf_counter()
-    litellm = import_litellm()
+    litellm = h.import_litellm()
     print(f"\n(litellm imported in-process in {time.perf_counter() - start:.1f} s)")
-    with upstream() as url:
+    with h.upstream() as url:
         verdicts += sync_latency(url, litellm, args.quick)
         verdicts += async_throughput(url, litellm, args.quick)
-    heading("verdicts")
-    for line in verdicts:
-        print(line)
+    h.print_verdicts(verdicts)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    h.run(main)

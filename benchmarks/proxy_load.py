@@ -36,24 +36,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from ._harness import (
-    API_KEY,
-    MAX_TOKENS,
-    MODEL,
-    MSGS,
-    REPO,
-    UPSTREAM_MODEL,
-    environment_line,
-    event_loop_runner,
-    heading,
-    interleave,
-    median,
-    parse_args,
-    percentile,
-    table,
-    upstream,
-    verdict,
-)
+from . import _harness as h
 
 CONCURRENCY = 32
 ALIAS = "bench"  # the model alias polyroute and LiteLLM serve
@@ -192,20 +175,22 @@ class Server:
 def polyroute_server(url: str, tmp: Path, name: str) -> Server:
     slug = name.split()[-1].strip("()") if "(" in name else "main"
     config = {  # JSON is YAML
-        "model_list": [{"model_name": ALIAS, "params": {"model": MODEL, "api_base": f"{url}/v1", "api_key": API_KEY}}],
+        "model_list": [
+            {"model_name": ALIAS, "params": {"model": h.MODEL, "api_base": f"{url}/v1", "api_key": h.API_KEY}}
+        ],
         "general_settings": {"master_key": MASTER_KEY, "database_url": f"sqlite:///{tmp}/bench-{slug}.db"},
     }
     path = tmp / f"polyroute-{slug}.yaml"
     path.write_text(json.dumps(config, indent=2))
     port = free_port()
     argv = [sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port", str(port)]
-    return Server(name, argv, port=port, health="/health", log_dir=tmp, cwd=REPO)
+    return Server(name, argv, port=port, health="/health", log_dir=tmp, cwd=h.REPO)
 
 
 def passthrough_server(url: str, tmp: Path) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks._passthrough", "--upstream", url, "--port", str(port)]
-    return Server(PASS, argv, port=port, health="/health", log_dir=tmp, cwd=REPO)
+    return Server(PASS, argv, port=port, health="/health", log_dir=tmp, cwd=h.REPO)
 
 
 def litellm_missing() -> str | None:
@@ -219,7 +204,7 @@ def litellm_missing() -> str | None:
 def litellm_server(url: str, tmp: Path) -> Server:
     config = {
         "model_list": [
-            {"model_name": ALIAS, "litellm_params": {"model": MODEL, "api_base": f"{url}/v1", "api_key": API_KEY}}
+            {"model_name": ALIAS, "litellm_params": {"model": h.MODEL, "api_base": f"{url}/v1", "api_key": h.API_KEY}}
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -287,8 +272,8 @@ class Target:
 
 def make_target(name: str, base: str, pid: int | None) -> Target:
     behind_router = name in (POLY, LITE)  # they serve the alias; the others forward the body as it is
-    body = {"model": ALIAS if behind_router else UPSTREAM_MODEL, "messages": MSGS, "max_tokens": MAX_TOKENS}
-    key = MASTER_KEY if behind_router else API_KEY
+    body = {"model": ALIAS if behind_router else h.UPSTREAM_MODEL, "messages": h.MSGS, "max_tokens": h.MAX_TOKENS}
+    key = MASTER_KEY if behind_router else h.API_KEY
     headers = {"content-type": "application/json", "accept": "application/json", "authorization": f"Bearer {key}"}
     return Target(name, f"{base}/v1/chat/completions", json.dumps(body).encode(), headers, pid)
 
@@ -350,7 +335,7 @@ async def sequential(session: aiohttp.ClientSession, target: Target, requests: i
 
 def throughput(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes) -> tuple[list[str], dict[str, Any]]:
     counts = {name: sizes.lite_per_round if name == LITE else sizes.per_round for name in targets}
-    heading(
+    h.heading(
         f"1. requests/s at {CONCURRENCY} concurrent connections: {sizes.rounds} interleaved rounds of "
         f"{sizes.per_round} requests per server ({counts.get(LITE, sizes.lite_per_round)} for LiteLLM)"
     )
@@ -371,12 +356,12 @@ def throughput(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes)
 
             return run
 
-        rates = interleave({name: one_round(name) for name in targets}, sizes.rounds)
+        rates = h.interleave({name: one_round(name) for name in targets}, sizes.rounds)
     finally:
         for session in sessions.values():
             runner.run(session.close())
 
-    rate = {name: median(r) for name, r in rates.items()}
+    rate = {name: h.median(r) for name, r in rates.items()}
     lite = rate.get(LITE)
     rows = [
         [
@@ -389,11 +374,11 @@ def throughput(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes)
         ]
         for name, r in rates.items()
     ]
-    table(["server", "requests", "median req/s", "range over rounds", "vs pass-through", "vs litellm"], rows)
+    h.table(["server", "requests", "median req/s", "range over rounds", "vs pass-through", "vs litellm"], rows)
 
     poly = rate[POLY]
     lines = [
-        verdict(
+        h.verdict(
             poly >= 0.5 * rate[PASS],
             f"polyroute req/s at {CONCURRENCY} connections >= 50% of the pass-through",
             f"{poly / rate[PASS]:.0%} ({poly:.0f} vs {rate[PASS]:.0f} req/s)",
@@ -401,7 +386,7 @@ def throughput(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes)
     ]
     if lite:
         lines.append(
-            verdict(
+            h.verdict(
                 poly >= 20 * lite,
                 f"polyroute req/s at {CONCURRENCY} connections >= 20x LiteLLM's proxy",
                 f"{poly / lite:.1f}x ({poly:.0f} vs {lite:.0f} req/s)",
@@ -415,7 +400,7 @@ def throughput(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes)
 
 
 def memory(targets: dict[str, Target], seen: dict[str, Any]) -> list[str]:
-    heading(f"3. RSS of the server processes (/proc/<pid>/status) around the {CONCURRENCY}-connection load")
+    h.heading(f"3. RSS of the server processes (/proc/<pid>/status) around the {CONCURRENCY}-connection load")
     rows, hwm = [], {}
     for name, target in targets.items():
         if target.pid is None:
@@ -431,11 +416,13 @@ def memory(targets: dict[str, Target], seen: dict[str, Any]) -> list[str]:
                 f"{hwm[name]:.1f}",
             ]
         )
-    table(["server", "RSS started MB", "after warm-up MB", "max under load MB", "RSS now MB", "peak (VmHWM) MB"], rows)
+    h.table(
+        ["server", "RSS started MB", "after warm-up MB", "max under load MB", "RSS now MB", "peak (VmHWM) MB"], rows
+    )
     peak = max(hwm[POLY], max(seen["peaks"][POLY]))
     other = f"; LiteLLM's proxy {hwm[LITE]:.1f} MB" if LITE in hwm else ""
     return [
-        verdict(
+        h.verdict(
             peak <= 120,
             "polyroute proxy RSS under load <= 120 MB",
             f"{peak:.1f} MB peak (VmHWM){other}; the pass-through {hwm[PASS]:.1f} MB",
@@ -448,7 +435,7 @@ def memory(targets: dict[str, Target], seen: dict[str, Any]) -> list[str]:
 
 def latency(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes) -> list[str]:
     n = sizes.lat_rounds * sizes.lat_batch
-    heading(
+    h.heading(
         f"2. latency at 1 connection: {n} sequential requests per server in {sizes.lat_rounds} interleaved "
         f"rounds of {sizes.lat_batch}; added = p50 minus p50 straight to the upstream"
     )
@@ -460,30 +447,30 @@ def latency(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes) ->
         def batch(name: str) -> Callable[[], list[float]]:
             return lambda: runner.run(sequential(sessions[name], targets[name], sizes.lat_batch))
 
-        samples = interleave({name: batch(name) for name in targets}, sizes.lat_rounds)
+        samples = h.interleave({name: batch(name) for name in targets}, sizes.lat_rounds)
     finally:
         for session in sessions.values():
             runner.run(session.close())
 
-    p50 = {name: median(s) * 1e3 for name, s in samples.items()}
+    p50 = {name: h.median(s) * 1e3 for name, s in samples.items()}
     base = p50[DIRECT]
     rows = [
         [
             name,
             len(s),
             f"{p50[name]:.3f}",
-            f"{percentile(s, 0.9) * 1e3:.3f}",
-            f"{percentile(s, 0.99) * 1e3:.3f}",
+            f"{h.percentile(s, 0.9) * 1e3:.3f}",
+            f"{h.percentile(s, 0.99) * 1e3:.3f}",
             f"{p50[name] - base:+.3f}",
         ]
         for name, s in samples.items()
     ]
-    table(["server", "samples", "p50 ms", "p90 ms", "p99 ms", "added p50 ms"], rows)
+    h.table(["server", "samples", "p50 ms", "p90 ms", "p99 ms", "added p50 ms"], rows)
     added = p50[POLY] - base
     others = f"pass-through {p50[PASS] - base:+.3f} ms"
     if LITE in p50:
         others += f", LiteLLM {p50[LITE] - base:+.3f} ms"
-    return [verdict(added <= 1.0, "polyroute adds <= 1 ms p50 at 1 connection", f"{added:+.3f} ms ({others})")]
+    return [h.verdict(added <= 1.0, "polyroute adds <= 1 ms p50 at 1 connection", f"{added:+.3f} ms ({others})")]
 
 
 # ------------------------------------------------------------------ 4. leak check
@@ -492,7 +479,7 @@ def latency(runner: asyncio.Runner, targets: dict[str, Target], sizes: Sizes) ->
 def leak_check(runner: asyncio.Runner, target: Target, sizes: Sizes, quick: bool) -> list[str]:
     assert target.pid is not None
     first, total = sizes.leak_step, sizes.leak_step * sizes.leak_steps
-    heading(
+    h.heading(
         f"4. leak check: a fresh polyroute process driven by {CONCURRENCY} connections, VmRSS after every "
         f"{first:,} requests up to {total:,}{' (--quick: 2k vs 20k instead of 10k vs 100k)' if quick else ''}"
     )
@@ -514,13 +501,13 @@ def leak_check(runner: asyncio.Runner, target: Target, sizes: Sizes, quick: bool
             )
     finally:
         runner.run(session.close())
-    table(["requests served", "VmRSS MB", "vs first MB", "vs first %", "req/s"], rows)
+    h.table(["requests served", "VmRSS MB", "vs first MB", "vs first %", "req/s"], rows)
     growth = (rss[-1] - rss[0]) / rss[0]
     hwm = memory_mb(target.pid)[1]
     label = f"{total // 1000}k" if quick else f"{total:,}"
     base = f"{first // 1000}k" if quick else f"{first:,}"
     return [
-        verdict(
+        h.verdict(
             abs(growth) <= 0.10,
             f"polyroute RSS after {label} requests within 10% of RSS after {base}",
             f"{rss[0]:.1f} -> {rss[-1]:.1f} MB ({growth:+.1%}); peak {hwm:.1f} MB",
@@ -532,16 +519,16 @@ def leak_check(runner: asyncio.Runner, target: Target, sizes: Sizes, quick: bool
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
+    args = h.parse_args(__doc__ or "")
     sizes = QUICK if args.quick else FULL
-    runner, loop_name = event_loop_runner()
-    print(f"polyroute proxy load benchmark{' (--quick)' if args.quick else ''}: {environment_line(loop_name)}")
+    runner, loop_name = h.event_loop_runner()
+    print(f"polyroute proxy load benchmark{' (--quick)' if args.quick else ''}: {h.environment_line(loop_name)}")
     began = time.monotonic()
     verdicts: list[str] = []
     lite_missing = litellm_missing()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="polyroute-bench-")))
-        url = stack.enter_context(upstream())
+        url = stack.enter_context(h.upstream())
         stack.enter_context(sigterm_stops())
 
         def started(server: Server) -> Server:
@@ -586,14 +573,9 @@ def main() -> None:
             verdicts += leak_check(runner, make_target(POLY, leaky.base, leaky.pid), sizes, args.quick)
     if lite_missing is not None:
         verdicts.append(f"INFO no verdict against LiteLLM's proxy: {lite_missing}")
-    heading("verdicts")
-    for line in verdicts:
-        print(line)
+    h.print_verdicts(verdicts)
     print(f"\n(total {time.monotonic() - began:.0f} s)")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
-        sys.exit("interrupted")
+    h.run(main)

@@ -32,21 +32,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ._harness import (
-    API_KEY,
-    MAX_TOKENS,
-    MODEL,
-    MSGS,
-    REPO,
-    environment_line,
-    event_loop_runner,
-    heading,
-    interleave,
-    median,
-    parse_args,
-    table,
-    upstream,
-)
+from . import _harness as h
 from .proxy_load import CONCURRENCY, EXPECTED, MASTER_KEY, Server, free_port
 
 ALIAS = "bench"
@@ -56,8 +42,10 @@ REDIS = os.environ.get("POLYROUTE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 def _config(url: str, general: dict[str, object]) -> dict[str, object]:
     return {
-        "model_list": [{"model_name": ALIAS, "params": {"model": MODEL, "api_base": f"{url}/v1", "api_key": API_KEY}}],
-        "pricing": [{"model": MODEL, "input_per_million": 0.1, "output_per_million": 0.1}],
+        "model_list": [
+            {"model_name": ALIAS, "params": {"model": h.MODEL, "api_base": f"{url}/v1", "api_key": h.API_KEY}}
+        ],
+        "pricing": [{"model": h.MODEL, "input_per_million": 0.1, "output_per_million": 0.1}],
         "general_settings": {"master_key": MASTER_KEY, **general},
     }
 
@@ -67,7 +55,7 @@ def _replica(name: str, config: dict[str, object], tmp: Path) -> Server:
     path.write_text(json.dumps(config))
     port = free_port()
     argv = [sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port", str(port)]
-    return Server(name, argv, port=port, health="/health", log_dir=tmp, cwd=REPO)
+    return Server(name, argv, port=port, health="/health", log_dir=tmp, cwd=h.REPO)
 
 
 async def _new_key(session: aiohttp.ClientSession, base: str) -> str:
@@ -80,7 +68,7 @@ async def _new_key(session: aiohttp.ClientSession, base: str) -> str:
 
 
 async def _load(session: aiohttp.ClientSession, bases: list[str], key: str, requests: int) -> float:
-    body = json.dumps({"model": ALIAS, "messages": MSGS, "max_tokens": MAX_TOKENS}).encode()
+    body = json.dumps({"model": ALIAS, "messages": h.MSGS, "max_tokens": h.MAX_TOKENS}).encode()
     headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
     left = requests
     turn = 0
@@ -103,10 +91,10 @@ async def _load(session: aiohttp.ClientSession, bases: list[str], key: str, requ
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
+    args = h.parse_args(__doc__ or "")
     rounds, per_round = (3, 600) if args.quick else (5, 3000)
-    runner, loop_name = event_loop_runner()
-    print(environment_line(loop_name))
+    runner, loop_name = h.event_loop_runner()
+    print(h.environment_line(loop_name))
     import psycopg
 
     schema = f"polyroute_bench_{uuid.uuid4().hex[:8]}"
@@ -116,7 +104,7 @@ def main() -> None:
     prefix = f"polyroute-bench-{uuid.uuid4().hex[:8]}"
     servers: list[Server] = []
     try:
-        with upstream() as url, tempfile.TemporaryDirectory() as tmp_name:
+        with h.upstream() as url, tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
             shared = {"database_url": database, "redis_url": REDIS, "redis_prefix": prefix}
             standalone = _replica("standalone", _config(url, {"database_url": f"sqlite:///{tmp}/alone.db"}), tmp)
@@ -137,18 +125,18 @@ def main() -> None:
             }
             for bases, key in variants.values():  # warm up: connections, catalogs, caches
                 runner.run(_load(session, bases, key, 200))
-            heading(f"requests/s at {CONCURRENCY} connections, {rounds} interleaved rounds of {per_round} requests")
-            results = interleave(
+            h.heading(f"requests/s at {CONCURRENCY} connections, {rounds} interleaved rounds of {per_round} requests")
+            results = h.interleave(
                 {
                     name: (lambda b=bases, k=key: [runner.run(_load(session, b, k, per_round))])
                     for name, (bases, key) in variants.items()
                 },
                 rounds,
             )
-            base = median(results["standalone (SQLite, local state)"])
-            table(
+            base = h.median(results["standalone (SQLite, local state)"])
+            h.table(
                 ["variant", "req/s (median)", "vs standalone"],
-                [[name, f"{median(v):,.0f}", f"{median(v) / base:.2f}x"] for name, v in results.items()],
+                [[name, f"{h.median(v):,.0f}", f"{h.median(v) / base:.2f}x"] for name, v in results.items()],
             )
             runner.run(session.close())
     finally:

@@ -20,21 +20,7 @@ import orjson
 
 from providers.transport import HttpRequest, HttpResponse, Timeouts
 
-from ._harness import (
-    API_KEY,
-    MAX_TOKENS,
-    MODEL,
-    MSGS,
-    environment_line,
-    event_loop_runner,
-    heading,
-    interleave,
-    median,
-    parse_args,
-    table,
-    upstream,
-    verdict,
-)
+from . import _harness as h
 
 _ANSWER = orjson.dumps(
     {
@@ -59,23 +45,22 @@ class InstantTransport:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
+    args = h.parse_args(__doc__ or "")
     calls, rounds, total = (200, 5, 600) if args.quick else (400, 12, 3000)
     from router import Router, acompletion
 
-    runner, loop_name = event_loop_runner()
-    print(environment_line(loop_name))
-    with upstream() as url, runner:
-        deployment = {"model": MODEL, "api_base": f"{url}/v1", "api_key": API_KEY}
+    runner, loop_name = h.event_loop_runner()
+    print(h.environment_line(loop_name))
+    with h.upstream() as url, runner:
+        deployment = {"model": h.MODEL, "api_base": f"{url}/v1", "api_key": h.API_KEY}
         router = Router([{"model_name": "chat", "params": deployment}])
+        bare_kw = h.call_kwargs(url)  # built once, as the routed calls' arguments are
 
         async def bare() -> Any:
-            return await acompletion(
-                model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS
-            )
+            return await acompletion(**bare_kw)
 
         async def routed() -> Any:
-            return await router.acompletion(model="chat", messages=MSGS, max_tokens=MAX_TOKENS)
+            return await router.acompletion(model="chat", messages=h.MSGS, max_tokens=h.MAX_TOKENS)
 
         async def latencies(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
             out = []
@@ -99,64 +84,62 @@ def main() -> None:
         instant = InstantTransport()
 
         async def bare_cpu() -> Any:
-            return await acompletion(
-                model=MODEL, api_base=f"{url}/v1", api_key=API_KEY, messages=MSGS, max_tokens=MAX_TOKENS, client=instant
-            )
+            return await acompletion(**bare_kw, client=instant)
 
         async def routed_cpu() -> Any:
-            return await router.acompletion(model="chat", messages=MSGS, max_tokens=MAX_TOKENS, client=instant)
+            return await router.acompletion(model="chat", messages=h.MSGS, max_tokens=h.MAX_TOKENS, client=instant)
 
         for fn in (bare, routed, bare_cpu, routed_cpu):  # warm up: connections, catalogs, code paths
             runner.run(latencies(fn, 50))
 
-        cpu = interleave(
+        cpu = h.interleave(
             {
                 "bare acompletion": lambda: runner.run(latencies(bare_cpu, 1000)),
                 "Router.acompletion": lambda: runner.run(latencies(routed_cpu, 1000)),
             },
             rounds,
         )
-        heading(f"0. per-call cost with an instant in-process transport, {1000 * rounds} calls each")
-        cpu_base = median(cpu["bare acompletion"])
-        table(
+        h.heading(f"0. per-call cost with an instant in-process transport, {1000 * rounds} calls each")
+        cpu_base = h.median(cpu["bare acompletion"])
+        h.table(
             ("variant", "calls", "median us", "vs bare us"),
-            [(n, len(v), f"{median(v):.1f}", f"{median(v) - cpu_base:+.1f}") for n, v in cpu.items()],
+            [(n, len(v), f"{h.median(v):.1f}", f"{h.median(v) - cpu_base:+.1f}") for n, v in cpu.items()],
         )
 
         per = calls // rounds
-        lat = interleave(
+        lat = h.interleave(
             {
                 "bare acompletion": lambda: runner.run(latencies(bare, per)),
                 "Router.acompletion": lambda: runner.run(latencies(routed, per)),
             },
             rounds,
         )
-        heading(f"1. sequential latency, {per * rounds} calls each, {rounds} interleaved rounds ({loop_name})")
-        base = median(lat["bare acompletion"])
-        rows = [(name, len(v), f"{median(v):.1f}", f"{median(v) - base:+.1f}") for name, v in lat.items()]
-        table(("variant", "calls", "median us", "vs bare us"), rows)
+        h.heading(f"1. sequential latency, {per * rounds} calls each, {rounds} interleaved rounds ({loop_name})")
+        base = h.median(lat["bare acompletion"])
+        rows = [(name, len(v), f"{h.median(v):.1f}", f"{h.median(v) - base:+.1f}") for name, v in lat.items()]
+        h.table(("variant", "calls", "median us", "vs bare us"), rows)
 
-        thr = interleave(
+        thr = h.interleave(
             {
                 "bare acompletion": lambda: runner.run(throughput(bare, total // 5)),
                 "Router.acompletion": lambda: runner.run(throughput(routed, total // 5)),
             },
             5,
         )
-        heading(f"2. throughput at 64 concurrent, {total // 5} requests x 5 interleaved rounds")
-        bare_rps = median(thr["bare acompletion"])
-        table(
+        h.heading(f"2. throughput at 64 concurrent, {total // 5} requests x 5 interleaved rounds")
+        bare_rps = h.median(thr["bare acompletion"])
+        h.table(
             ("variant", "median req/s", "vs bare"),
-            [(name, f"{median(v):.0f}", f"{median(v) / bare_rps:.2f}x") for name, v in thr.items()],
+            [(name, f"{h.median(v):.0f}", f"{h.median(v) / bare_rps:.2f}x") for name, v in thr.items()],
         )
 
-    overhead = median(cpu["Router.acompletion"]) - cpu_base
-    loopback = median(lat["Router.acompletion"]) - base
-    share = median(thr["Router.acompletion"]) / bare_rps
-    heading("verdicts")
-    print(verdict(overhead <= 50, "Router.acompletion adds <= 50 us per call", f"{overhead:+.1f} us"))
+    overhead = h.median(cpu["Router.acompletion"]) - cpu_base
+    loopback = h.median(lat["Router.acompletion"]) - base
+    share = h.median(thr["Router.acompletion"]) / bare_rps
+    h.heading("verdicts")
+    print(h.verdict(overhead <= 50, "Router.acompletion adds <= 50 us per call", f"{overhead:+.1f} us"))
     print(f"INFO over loopback the same difference measured {loopback:+.1f} us (noise: see the table)")
-    print(verdict(share >= 0.9, "64 concurrent through the router keep >= 90% of bare throughput", f"{share:.0%}"))
+    print(h.verdict(share >= 0.9, "64 concurrent through the router keep >= 90% of bare throughput", f"{share:.0%}"))
 
 
 if __name__ == "__main__":

@@ -6,36 +6,17 @@ All figures are ratios against baselines measured in the same run; see benchmark
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
 import httpx
 import openai
 
-from ._harness import (
-    API_KEY,
-    HEADERS,
-    MAX_TOKENS,
-    MODEL,
-    MSGS,
-    UPSTREAM_MODEL,
-    body,
-    environment_line,
-    event_loop_runner,
-    heading,
-    import_litellm,
-    interleave,
-    median,
-    parse_args,
-    percentile,
-    table,
-    upstream,
-    verdict,
-)
+from . import _harness as h
 
 
 def _count(chunks: Any) -> int:
@@ -51,69 +32,11 @@ def _raw_contents(lines: Iterator[str]) -> Iterator[str | None]:
                 yield choice["delta"].get("content")
 
 
-class Clients:
-    """One pooled client per variant, reused for every call; ``open(name, n)`` starts an n-chunk stream."""
-
-    def __init__(self, url: str, litellm: Any) -> None:
-        from router import completion
-
-        self.url = url
-        self.endpoint = f"{url}/v1/chat/completions"
-        self.raw = httpx.Client()
-        self.sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0)
-        self.completion = completion
-        self.litellm = litellm
-
-    def polyroute(self, n: int) -> Any:
-        return self.completion(
-            model=MODEL,
-            api_base=f"{self.url}/v1",
-            api_key=API_KEY,
-            messages=MSGS,
-            max_tokens=MAX_TOKENS,
-            stream=True,
-            extra_body={"fake_chunks": n},
-        )
-
-    def openai_sdk(self, n: int) -> Any:
-        return self.sdk.chat.completions.create(
-            model=UPSTREAM_MODEL, messages=MSGS, max_tokens=MAX_TOKENS, stream=True, extra_body={"fake_chunks": n}
-        )
-
-    def lite(self, n: int) -> Any:
-        return self.litellm.completion(
-            model=MODEL,
-            api_base=f"{self.url}/v1",
-            api_key=API_KEY,
-            messages=MSGS,
-            max_tokens=MAX_TOKENS,
-            stream=True,
-            extra_body={"fake_chunks": n},
-        )
-
-    def raw_httpx(self, n: int) -> Iterator[str | None]:
-        with self.raw.stream("POST", self.endpoint, json=body(stream=True, fake_chunks=n), headers=HEADERS) as resp:
-            yield from _raw_contents(resp.iter_lines())
-
-    def close(self) -> None:
-        self.raw.close()
-        self.sdk.close()
-
-
-# ------------------------------------------------------------------ 1. chunks/s, sync
-
-
-def sync_throughput(clients: Clients, quick: bool) -> list[str]:
-    n, rounds = (1000, 2) if quick else (5000, 5)
-    heading(f"1. consuming a {n}-chunk stream, sync, {rounds} interleaved repetitions")
-    counters: dict[str, Callable[[int], int]] = {
-        "raw httpx": lambda k: sum(1 for c in clients.raw_httpx(k) if c),
-        "polyroute": lambda k: _count(clients.polyroute(k)),
-        "openai SDK": lambda k: _count(clients.openai_sdk(k)),
-        "litellm": lambda k: _count(clients.lite(k)),
-    }
-    for count in counters.values():  # warm-up
-        count(50)
+def _rates(
+    counters: Mapping[str, Callable[[int], int]], n: int, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Interleaved repetitions of reading an n-chunk stream with each counter: the chunks/s of every
+    repetition, and the chunk counts got, per variant."""
     received: dict[str, list[int]] = {name: [] for name in counters}
 
     def rep(name: str) -> Callable[[], list[float]]:
@@ -126,29 +49,91 @@ def sync_throughput(clients: Clients, quick: bool) -> list[str]:
 
         return run
 
-    rates = interleave({name: rep(name) for name in counters}, rounds)
-    rate = {name: median(s) for name, s in rates.items()}
+    return h.interleave({name: rep(name) for name in counters}, rounds), received
+
+
+def _rate_cells(name: str, rates: Mapping[str, list[float]], received: Mapping[str, list[int]]) -> list[str]:
+    """A throughput row's first cells: variant, the chunk counts got, median chunks/s, range."""
+    s = rates[name]
+    return [
+        name,
+        "/".join(sorted({str(c) for c in received[name]})),
+        f"{h.median(s):,.0f}",
+        f"{min(s):,.0f}-{max(s):,.0f}",
+    ]
+
+
+def _blocking(runner: asyncio.Runner, count: Callable[[int], Awaitable[int]]) -> Callable[[int], int]:
+    return lambda k: runner.run(count(k))
+
+
+class Clients:
+    """One pooled client per variant, reused for every call; ``open(name, n)`` starts an n-chunk stream."""
+
+    def __init__(self, url: str, litellm: Any) -> None:
+        from router import completion
+
+        self.url = url
+        self.endpoint = f"{url}/v1/chat/completions"
+        self.raw = httpx.Client()
+        self.sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=h.API_KEY, max_retries=0)
+        self.completion = completion
+        self.litellm = litellm
+
+    def polyroute(self, n: int) -> Any:
+        return self.completion(**h.call_kwargs(self.url), stream=True, extra_body={"fake_chunks": n})
+
+    def openai_sdk(self, n: int) -> Any:
+        return self.sdk.chat.completions.create(
+            model=h.UPSTREAM_MODEL, messages=h.MSGS, max_tokens=h.MAX_TOKENS, stream=True, extra_body={"fake_chunks": n}
+        )
+
+    def lite(self, n: int) -> Any:
+        return self.litellm.completion(**h.call_kwargs(self.url), stream=True, extra_body={"fake_chunks": n})
+
+    def raw_httpx(self, n: int) -> Iterator[str | None]:
+        with self.raw.stream("POST", self.endpoint, json=h.body(stream=True, fake_chunks=n), headers=h.HEADERS) as resp:
+            yield from _raw_contents(resp.iter_lines())
+
+    def close(self) -> None:
+        self.raw.close()
+        self.sdk.close()
+
+
+# ------------------------------------------------------------------ 1. chunks/s, sync
+
+
+def sync_throughput(clients: Clients, quick: bool) -> list[str]:
+    n, rounds = (1000, 2) if quick else (5000, 5)
+    h.heading(f"1. consuming a {n}-chunk stream, sync, {rounds} interleaved repetitions")
+    counters: dict[str, Callable[[int], int]] = {
+        "raw httpx": lambda k: sum(1 for c in clients.raw_httpx(k) if c),
+        "polyroute": lambda k: _count(clients.polyroute(k)),
+        "openai SDK": lambda k: _count(clients.openai_sdk(k)),
+        "litellm": lambda k: _count(clients.lite(k)),
+    }
+    for count in counters.values():  # warm-up
+        count(50)
+    rates, received = _rates(counters, n, rounds)
+    rate = {name: h.median(s) for name, s in rates.items()}
     rows = [
         [
-            name,
-            "/".join(sorted({str(c) for c in received[name]})),
-            f"{rate[name]:,.0f}",
-            f"{min(s):,.0f}-{max(s):,.0f}",
+            *_rate_cells(name, rates, received),
             f"{n / rate[name] * 1e3:.0f}",
             f"{rate[name] / rate['raw httpx']:.2f}x",
             f"{rate['polyroute'] / rate[name]:.1f}x",
         ]
-        for name, s in rates.items()
+        for name in rates
     ]
-    table(
+    h.table(
         ["variant", "chunks got", "median chunks/s", "range", "ms/stream", "vs raw httpx", "polyroute speed-up"], rows
     )
     short = [name for name, got in received.items() if any(abs(g - n) > n // 100 for g in got)]
     vs_lite = rate["polyroute"] / rate["litellm"]
     vs_sdk = rate["polyroute"] / rate["openai SDK"]
     out = [
-        verdict(vs_lite >= 40, "stream chunks/s polyroute >= 40x litellm", f"{vs_lite:.1f}x"),
-        verdict(vs_sdk >= 2, "stream chunks/s polyroute >= 2x openai SDK", f"{vs_sdk:.1f}x"),
+        h.verdict(vs_lite >= 40, "stream chunks/s polyroute >= 40x litellm", f"{vs_lite:.1f}x"),
+        h.verdict(vs_sdk >= 2, "stream chunks/s polyroute >= 2x openai SDK", f"{vs_sdk:.1f}x"),
     ]
     if short:
         out.append(f"WARNING chunk counts off by more than 1% for: {', '.join(short)} (ratios not comparable)")
@@ -160,7 +145,7 @@ def sync_throughput(clients: Clients, quick: bool) -> list[str]:
 
 def first_chunk(clients: Clients, quick: bool) -> list[str]:
     rounds, per_round = (5, 10) if quick else (20, 10)
-    heading(f"2. time to first content chunk of a 1-chunk stream, {rounds * per_round} samples each, interleaved")
+    h.heading(f"2. time to first content chunk of a 1-chunk stream, {rounds * per_round} samples each, interleaved")
 
     def polyroute() -> Iterator[Any]:
         return (c.choices[0].delta.content if c.choices else None for c in clients.polyroute(1))
@@ -186,22 +171,12 @@ def first_chunk(clients: Clients, quick: bool) -> list[str]:
 
     for open_stream in openers.values():  # warm-up
         batch(open_stream)()
-    samples = interleave({name: batch(fn) for name, fn in openers.items()}, rounds)
-    base = median(samples["raw httpx"])
-    rows = [
-        [
-            name,
-            len(s),
-            f"{median(s) * 1e3:.3f}",
-            f"{percentile(s, 0.9) * 1e3:.3f}",
-            f"{(median(s) - base) * 1e3:+.3f}",
-            f"{median(s) / base:.2f}x",
-        ]
-        for name, s in samples.items()
-    ]
-    table(["variant", "samples", "median ms", "p90 ms", "added ms", "vs raw httpx"], rows)
-    added = (median(samples["polyroute"]) - base) * 1e3
-    return [verdict(added <= 1.0, "time to first chunk: polyroute adds <= 1 ms over raw httpx", f"{added:+.3f} ms")]
+    samples = h.interleave({name: batch(fn) for name, fn in openers.items()}, rounds)
+    base = h.latency_table(
+        samples, "raw httpx", ["variant", "samples", "median ms", "p90 ms", "added ms", "vs raw httpx"]
+    )
+    added = (h.median(samples["polyroute"]) - base) * 1e3
+    return [h.verdict(added <= 1.0, "time to first chunk: polyroute adds <= 1 ms over raw httpx", f"{added:+.3f} ms")]
 
 
 # ------------------------------------------------------------------ 3. chunks/s, async
@@ -209,8 +184,8 @@ def first_chunk(clients: Clients, quick: bool) -> list[str]:
 
 def async_throughput(url: str, quick: bool) -> list[str]:
     n, rounds = (1000, 2) if quick else (5000, 5)
-    runner, loop_name = event_loop_runner()
-    heading(f"3. consuming a {n}-chunk stream, async ({loop_name}), {rounds} interleaved repetitions")
+    runner, loop_name = h.event_loop_runner()
+    h.heading(f"3. consuming a {n}-chunk stream, async ({loop_name}), {rounds} interleaved repetitions")
     endpoint = f"{url}/v1/chat/completions"
     from router import acompletion
 
@@ -223,79 +198,45 @@ def async_throughput(url: str, quick: bool) -> list[str]:
 
         async def raw_aiohttp(k: int) -> int:
             got = 0
-            payload = body(stream=True, fake_chunks=k)
-            async with session.post(endpoint, json=payload, headers=HEADERS) as resp:
+            payload = h.body(stream=True, fake_chunks=k)
+            async with session.post(endpoint, json=payload, headers=h.HEADERS) as resp:
                 async for line in resp.content:  # one line per iteration
                     if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
                         got += sum(1 for c in json.loads(line[6:])["choices"] if c["delta"].get("content"))
             return got
 
         async def polyroute(k: int) -> int:
-            stream = await acompletion(
-                model=MODEL,
-                api_base=f"{url}/v1",
-                api_key=API_KEY,
-                messages=MSGS,
-                max_tokens=MAX_TOKENS,
-                stream=True,
-                extra_body={"fake_chunks": k},
-            )
+            stream = await acompletion(**h.call_kwargs(url), stream=True, extra_body={"fake_chunks": k})
             return sum([1 async for c in stream if c.choices and c.choices[0].delta.content])
 
         counters = {"raw aiohttp": raw_aiohttp, "polyroute": polyroute}
-        received: dict[str, list[int]] = {name: [] for name in counters}
-
-        def rep(name: str) -> Callable[[], list[float]]:
-            def run() -> list[float]:
-                start = time.perf_counter()
-                got = runner.run(counters[name](n))
-                elapsed = time.perf_counter() - start
-                received[name].append(got)
-                return [got / elapsed]
-
-            return run
-
         try:
             for count in counters.values():  # warm-up
                 runner.run(count(50))
-            rates = interleave({name: rep(name) for name in counters}, rounds)
+            rates, received = _rates({name: _blocking(runner, fn) for name, fn in counters.items()}, n, rounds)
         finally:
             runner.run(session.close())
 
-    rate = {name: median(s) for name, s in rates.items()}
-    rows = [
-        [
-            name,
-            "/".join(sorted({str(c) for c in received[name]})),
-            f"{rate[name]:,.0f}",
-            f"{min(s):,.0f}-{max(s):,.0f}",
-            f"{rate[name] / rate['raw aiohttp']:.2f}x",
-        ]
-        for name, s in rates.items()
-    ]
-    table(["variant", "chunks got", "median chunks/s", "range", "vs raw aiohttp"], rows)
+    rate = {name: h.median(s) for name, s in rates.items()}
+    rows = [[*_rate_cells(name, rates, received), f"{rate[name] / rate['raw aiohttp']:.2f}x"] for name in rates]
+    h.table(["variant", "chunks got", "median chunks/s", "range", "vs raw aiohttp"], rows)
     ratio = rate["polyroute"] / rate["raw aiohttp"]
     return [f"INFO async stream chunks/s: polyroute {ratio:.2f}x raw aiohttp line reading (no target)"]
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    print(f"polyroute stream benchmarks{' (--quick)' if args.quick else ''}: {environment_line()}")
-    litellm = import_litellm()
-    with upstream() as url:
+    args = h.parse_args(__doc__ or "")
+    print(f"polyroute stream benchmarks{' (--quick)' if args.quick else ''}: {h.environment_line()}")
+    litellm = h.import_litellm()
+    with h.upstream() as url:
         clients = Clients(url, litellm)
         try:
             verdicts = sync_throughput(clients, args.quick) + first_chunk(clients, args.quick)
         finally:
             clients.close()
         verdicts += async_throughput(url, args.quick)
-    heading("verdicts")
-    for line in verdicts:
-        print(line)
+    h.print_verdicts(verdicts)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    h.run(main)
