@@ -67,135 +67,121 @@ def _c(
     return (role, content, reasoning, tools, finish)
 
 
+def _stream(*frames: bytes) -> bytes:
+    return b"".join(frames)
+
+
+def _data(
+    delta: dict[str, Any], finish: str | None = None, *, space: bool = True, spaced_json: bool = False, **chunk: Any
+) -> bytes:
+    """One ``data:`` frame holding one chunk with one choice."""
+    return _frame(_chunk(delta, finish, **chunk), space=space, spaced_json=spaced_json)
+
+
+def _usage_only(usage: dict[str, Any], **chunk: Any) -> bytes:
+    """A ``data:`` frame holding a chunk with no choices, only the usage."""
+    return _frame(_chunk({}, usage=usage, **chunk) | {"choices": [], "usage": usage})
+
+
+def _tool(index: int, call_id: str, name: str | None, arguments: str) -> dict[str, Any]:
+    return {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _tgi2(delta: dict[str, Any], finish: str | None = None, **chunk: Any) -> bytes:
+    """A frame as TGI 2.x sends it: no space after ``data:``, no id, object ``text_completion``."""
+    return _data(delta, finish, space=False, cid="", obj="text_completion", **chunk)
+
+
 OPENAI_SEPARATE_USAGE = StreamCase(
     "openai-separate-usage",
-    b"".join(
-        [
-            _frame(_chunk({"role": "assistant", "content": ""})),
-            _frame(_chunk({"content": "Hello"})),
-            _frame(_chunk({"content": " world"})),
-            _frame(_chunk({}, "stop")),
-            _frame(
-                {
-                    "id": "chatcmpl-1",
-                    "object": "chat.completion.chunk",
-                    "created": 1737000000,
-                    "model": "m",
-                    "choices": [],
-                    "usage": _usage(10, 2),
-                }
-            ),
-            DONE,
-        ]
+    _stream(
+        _data({"role": "assistant", "content": ""}),
+        _data({"content": "Hello"}),
+        _data({"content": " world"}),
+        _data({}, "stop"),
+        _usage_only(_usage(10, 2)),
+        DONE,
     ),
     "openai",
     [_c("assistant", ""), _c(content="Hello"), _c(content=" world"), _c(finish="stop")],
-    {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+    _usage(10, 2),
 )
 
+TGI_MODEL = {"cid": "", "model": "tgi-org/tgi-model"}
 TGI3 = StreamCase(
     "tgi-3.x",
-    b"".join(
-        [
-            _frame(
-                _chunk({"role": "assistant", "content": "Hi"}, cid="", model="tgi-org/tgi-model")
-                | {"system_fingerprint": "3.2.1-native"}
-            ),
-            _frame(_chunk({"role": "assistant", "content": " there"}, cid="", model="tgi-org/tgi-model")),
-            _frame(_chunk({"role": "assistant", "content": ""}, "stop", cid="", model="tgi-org/tgi-model")),
-            _frame(
-                {
-                    "id": "",
-                    "object": "chat.completion.chunk",
-                    "created": 1737000000,
-                    "model": "tgi-org/tgi-model",
-                    "choices": [],
-                    "usage": _usage(5, 2),
-                }
-            ),
-            DONE,
-        ]
+    _stream(
+        _frame(_chunk({"role": "assistant", "content": "Hi"}, **TGI_MODEL) | {"system_fingerprint": "3.2.1-native"}),
+        _data({"role": "assistant", "content": " there"}, **TGI_MODEL),
+        _data({"role": "assistant", "content": ""}, "stop", **TGI_MODEL),
+        _usage_only(_usage(5, 2), **TGI_MODEL),
+        DONE,
     ),
     "tgi",
     [_c("assistant", "Hi"), _c(content=" there"), _c(content="", finish="stop")],
-    {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    _usage(5, 2),
 )
 
 TGI2 = StreamCase(
     "tgi-2.x",
-    b"".join(
-        [
-            _frame(_chunk({"role": "assistant", "content": "Old"}, cid="", obj="text_completion"), space=False),
-            _frame(_chunk({"role": "assistant", "content": " server"}, cid="", obj="text_completion"), space=False),
-            _frame(
-                _chunk(
-                    {"role": "assistant", "content": ""}, "eos_token", cid="", obj="text_completion", usage=_usage(4, 2)
-                ),
-                space=False,
-            ),
-        ]
-    ),  # no [DONE]: the stream just closes
+    _stream(  # no [DONE]: the stream just closes
+        _tgi2({"role": "assistant", "content": "Old"}),
+        _tgi2({"role": "assistant", "content": " server"}),
+        _tgi2({"role": "assistant", "content": ""}, "eos_token", usage=_usage(4, 2)),
+    ),
     "tgi",
     [_c("assistant", "Old"), _c(content=" server"), _c(content="", finish="stop")],
-    {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
+    _usage(4, 2),
 )
 
 DEEPINFRA = StreamCase(
     "deepinfra",
-    b"".join(
-        [
-            _frame(_chunk({"role": "assistant", "content": ""}, usage=None), spaced_json=True),
-            _frame(_chunk({"content": "Deep"}, usage=None), spaced_json=True),
-            _frame(_chunk({"content": " infra"}, usage=None), spaced_json=True),
-            _frame(_chunk({"content": ""}, "stop", usage=_usage(7, 2, estimated_cost=9.68e-05)), spaced_json=True),
-            DONE,
-        ]
+    _stream(
+        _data({"role": "assistant", "content": ""}, usage=None, spaced_json=True),
+        _data({"content": "Deep"}, usage=None, spaced_json=True),
+        _data({"content": " infra"}, usage=None, spaced_json=True),
+        _data({"content": ""}, "stop", usage=_usage(7, 2, estimated_cost=9.68e-05), spaced_json=True),
+        DONE,
     ),
     "openai",
     [_c("assistant", ""), _c(content="Deep"), _c(content=" infra"), _c(content="", finish="stop")],
-    {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+    _usage(7, 2),
 )
 
 TOGETHER = StreamCase(
     "together-eos",
-    b"".join(
-        [
-            _frame(_chunk({"role": "assistant", "content": "To"})),
-            _frame(_chunk({"content": "gether"})),
-            _frame(_chunk({"content": ""}, "eos", usage=_usage(3, 2))),
-            DONE,
-        ]
+    _stream(
+        _data({"role": "assistant", "content": "To"}),
+        _data({"content": "gether"}),
+        _data({"content": ""}, "eos", usage=_usage(3, 2)),
+        DONE,
     ),
     "openai",
     [_c("assistant", "To"), _c(content="gether"), _c(content="", finish="stop")],
-    {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    _usage(3, 2),
 )
 
 NOVITA_CUMULATIVE = StreamCase(
     "novita-cumulative-usage",
-    b"".join(
-        [
-            _frame(_chunk({"role": "assistant", "content": "a"}, usage=_usage(6, 1))),
-            _frame(_chunk({"content": "b"}, usage=_usage(6, 2))),
-            _frame(_chunk({"content": "c"}, "stop", usage=_usage(6, 3))),
-            DONE,
-        ]
+    _stream(
+        _data({"role": "assistant", "content": "a"}, usage=_usage(6, 1)),
+        _data({"content": "b"}, usage=_usage(6, 2)),
+        _data({"content": "c"}, "stop", usage=_usage(6, 3)),
+        DONE,
     ),
     "openai",
     [_c("assistant", "a"), _c(content="b"), _c(content="c", finish="stop")],
-    {"prompt_tokens": 6, "completion_tokens": 3, "total_tokens": 9},
+    _usage(6, 3),
 )
 
 VLLM_NO_USAGE = StreamCase(
     "vllm-no-usage-reasoning-field",
-    b"".join(
-        [
-            _frame(_chunk({"role": "assistant", "reasoning": "Let me"})),
-            _frame(_chunk({"reasoning": " think."})),
-            _frame(_chunk({"content": "Done."})),
-            _frame(_chunk({}, "stop")),
-            DONE,
-        ]
+    _stream(
+        _data({"role": "assistant", "reasoning": "Let me"}),
+        _data({"reasoning": " think."}),
+        _data({"content": "Done."}),
+        _data({}, "stop"),
+        DONE,
     ),
     "openai",
     [_c("assistant", None, "Let me"), _c(reasoning=" think."), _c(content="Done."), _c(finish="stop")],
@@ -204,62 +190,30 @@ VLLM_NO_USAGE = StreamCase(
 
 DEEPSEEK_REASONING = StreamCase(
     "deepseek-reasoning-content-with-keepalive-and-crlf",
-    b"".join(
-        [
-            b": keep-alive\r\n\r\n",
-            _frame(_chunk({"role": "assistant", "reasoning_content": "Hmm", "content": None})).replace(b"\n", b"\r\n"),
-            b": OPENROUTER PROCESSING\n\n",
-            _frame(_chunk({"reasoning_content": " ok", "content": None})),
-            _frame(_chunk({"content": "Three."})),
-            _frame(_chunk({"content": ""}, "stop", usage=_usage(9, 4))),
-            DONE,
-        ]
+    _stream(
+        b": keep-alive\r\n\r\n",
+        _data({"role": "assistant", "reasoning_content": "Hmm", "content": None}).replace(b"\n", b"\r\n"),
+        b": OPENROUTER PROCESSING\n\n",
+        _data({"reasoning_content": " ok", "content": None}),
+        _data({"content": "Three."}),
+        _data({"content": ""}, "stop", usage=_usage(9, 4)),
+        DONE,
     ),
     "openai",
     [_c("assistant", None, "Hmm"), _c(reasoning=" ok"), _c(content="Three."), _c(content="", finish="stop")],
-    {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
+    _usage(9, 4),
 )
 
 PARALLEL_TOOLS = StreamCase(
     "openai-parallel-tool-calls",
-    b"".join(
-        [
-            _frame(
-                _chunk(
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": "call_a",
-                                "type": "function",
-                                "function": {"name": "get_weather", "arguments": ""},
-                            }
-                        ],
-                    }
-                )
-            ),
-            _frame(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]})),
-            _frame(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]})),
-            _frame(
-                _chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 1,
-                                "id": "call_b",
-                                "type": "function",
-                                "function": {"name": "get_time", "arguments": ""},
-                            }
-                        ]
-                    }
-                )
-            ),
-            _frame(_chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"tz": "CET"}'}}]})),
-            _frame(_chunk({}, "tool_calls")),
-            DONE,
-        ]
+    _stream(
+        _data({"role": "assistant", "content": None, "tool_calls": [_tool(0, "call_a", "get_weather", "")]}),
+        _data({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+        _data({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+        _data({"tool_calls": [_tool(1, "call_b", "get_time", "")]}),
+        _data({"tool_calls": [{"index": 1, "function": {"arguments": '{"tz": "CET"}'}}]}),
+        _data({}, "tool_calls"),
+        DONE,
     ),
     "openai",
     [
@@ -275,47 +229,10 @@ PARALLEL_TOOLS = StreamCase(
 
 TGI2_TOOLS = StreamCase(
     "tgi-2.x-tool-call-object",
-    b"".join(
-        [
-            _frame(
-                _chunk(
-                    {
-                        "role": "assistant",
-                        "tool_calls": {
-                            "index": 0,
-                            "id": "0",
-                            "type": "function",
-                            "function": {"name": "search", "arguments": '{"q'},
-                        },
-                    },
-                    cid="",
-                    obj="text_completion",
-                ),
-                space=False,
-            ),
-            _frame(
-                _chunk(
-                    {
-                        "role": "assistant",
-                        "tool_calls": {
-                            "index": 0,
-                            "id": "0",
-                            "type": "function",
-                            "function": {"name": None, "arguments": '": "x"}'},
-                        },
-                    },
-                    cid="",
-                    obj="text_completion",
-                ),
-                space=False,
-            ),
-            _frame(
-                _chunk(
-                    {"role": "assistant", "content": ""}, "eos_token", cid="", obj="text_completion", usage=_usage(8, 5)
-                ),
-                space=False,
-            ),
-        ]
+    _stream(
+        _tgi2({"role": "assistant", "tool_calls": _tool(0, "0", "search", '{"q')}),
+        _tgi2({"role": "assistant", "tool_calls": _tool(0, "0", None, '": "x"}')}),
+        _tgi2({"role": "assistant", "content": ""}, "eos_token", usage=_usage(8, 5)),
     ),
     "tgi",
     [
@@ -323,19 +240,20 @@ TGI2_TOOLS = StreamCase(
         _c(tools=((0, False, None, '": "x"}'),)),
         _c(content="", finish="tool_calls"),
     ],
-    {"prompt_tokens": 8, "completion_tokens": 5, "total_tokens": 13},
+    _usage(8, 5),
 )
 
 IDENTICAL_CHUNKS = StreamCase(
     "identical-chunks-pass-through",
-    b"".join(
-        [_frame(_chunk({"role": "assistant", "content": "na"}))]
-        + [_frame(_chunk({"content": "na"})) for _ in range(60)]
-        + [_frame(_chunk({}, "stop", usage=_usage(2, 61))), DONE]
+    _stream(
+        _data({"role": "assistant", "content": "na"}),
+        *[_data({"content": "na"}) for _ in range(60)],
+        _data({}, "stop", usage=_usage(2, 61)),
+        DONE,
     ),
     "openai",
     [_c("assistant", "na")] + [_c(content="na")] * 60 + [_c(finish="stop")],
-    {"prompt_tokens": 2, "completion_tokens": 61, "total_tokens": 63},
+    _usage(2, 61),
 )
 
 ALL_CASES = [
