@@ -5,25 +5,28 @@ fields the proxy owns.
 - The body is a JSON object nested at most ``MAX_DEPTH`` levels.
 - Fields naming an upstream, a URL, a key or a header (``api_base``, ``extra_headers``, ``webhook_url``,
   any spelling) are refused (or dropped with ``client_upstream_fields: ignore``).
-- ``model``, ``stream``, ``stream_options``, ``messages`` and ``input`` come from the named fields only:
-  ``extra_body`` cannot set them. Other fields of ``extra_body`` are checked like the named ones (its
-  ``max_tokens`` is the request's ``max_tokens``); a field set both in ``extra_body`` and beside it is a 400.
+- ``model``, ``stream``, ``stream_options`` and an endpoint's input fields (``messages``, ``input``) come
+  from the named fields only: ``extra_body`` cannot set them, and another endpoint's input is a 400.
+  Other fields of ``extra_body`` are checked like the named ones (its ``max_tokens`` is the request's
+  ``max_tokens``); a field set both in ``extra_body`` and beside it is a 400.
   Unknown top-level fields go upstream as extra body fields, under the same rules.
 - Field types and ranges are the library's own checks (``router.params`` / ``router.embeddings``), run
   with local files refused: an image given as a path or ``file:`` URL is a 400 that reads nothing.
 
 Example::
 
+    rules = BodyRules("chat", ("messages",), CHAT_FIELDS, PROXY_OWNED | {"input"}, streams=True, check=check_chat)
     body = parse_body(raw)
     model = model_of(body, drop_upstream=False)
-    request = chat_request(body)      # raises ClientError
-    router.acompletion(request.model, request.payload, stream=request.stream, **request.named,
+    request = rules.checked(body)      # raises ClientError
+    router.acompletion(request.model, *request.inputs, stream=request.stream, **request.named,
                        extra_body=request.extra or None)
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,11 +92,11 @@ _UPSTREAM_SQUASHED = frozenset(_squash(n) for n in UPSTREAM_FIELDS)
 # ... and any name containing one of these (webhook_url, x_headers, secret_key, endpoint_id...).
 _UPSTREAM_PARTS = ("url", "header", "endpoint", "apikey", "apibase", "secret", "password", "credential", "authoriz")
 
-CHAT_NAMED = frozenset(BODY_PARAMS) | {"stream_options", "functions", "function_call"}
-EMBED_NAMED = frozenset({"dimensions", "encoding_format", "user"})
-# Set by the proxy from the named fields only; extra_body may not set them.
-_CHAT_OWNED = frozenset({"model", "messages", "stream", "stream_options", "extra_body", "input"})
-_EMBED_OWNED = frozenset({"model", "input", "stream", "stream_options", "extra_body", "messages"})
+CHAT_FIELDS = frozenset(BODY_PARAMS) | {"stream_options", "functions", "function_call"}
+EMBEDDING_FIELDS = frozenset({"dimensions", "encoding_format", "user"})
+# Set by the proxy (or from its inputs' own fields) only: extra_body may not set them, and an endpoint
+# whose inputs they are not refuses them (the endpoint table adds every endpoint's input fields).
+PROXY_OWNED = frozenset({"model", "stream", "stream_options", "extra_body"})
 
 
 def is_upstream_field(name: str) -> bool:
@@ -107,10 +110,41 @@ class Checked:
     """A checked request: what to pass to the Router."""
 
     model: str
-    payload: Any  # messages (chat) or input (embeddings)
+    inputs: tuple[Any, ...] = ()  # the endpoint's input fields (messages, input...), in its order
     stream: bool = False
     named: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the call
     extra: dict[str, Any] = field(default_factory=dict)  # other body fields, sent upstream as they are
+
+
+@dataclass(frozen=True)
+class BodyRules:
+    """What one endpoint's JSON body may hold.
+
+    ``inputs``: the fields carrying the task's input, passed to the router in this order after the model;
+    ``fields``: the named fields a client may set, passed by name; ``streams``: whether ``stream: true``
+    is allowed; ``owned``: fields only the proxy sets (refused here unless they are this endpoint's
+    inputs); ``check``: the library's own check of the request (raises :class:`InvalidRequestArgumentError`
+    or :class:`ClientError`)."""
+
+    task: str
+    inputs: tuple[str, ...]
+    fields: frozenset[str]
+    owned: frozenset[str]
+    streams: bool = False
+    check: Callable[[Checked], None] | None = None
+
+    def checked(self, body: dict[str, Any]) -> Checked:
+        """The request in ``body`` (after :func:`model_of`) checked under these rules."""
+        checked = _split(body, self.inputs, self.fields, self.owned - set(self.inputs))
+        if checked.stream and not self.streams:
+            raise ClientError(f"{self.task} cannot be streamed: omit 'stream'", param="stream")
+        checked.inputs = tuple(body.get(name) for name in self.inputs)
+        if self.check is not None:
+            try:
+                self.check(checked)
+            except InvalidRequestArgumentError as err:
+                raise from_library(err, self.fields | set(self.inputs)) from None
+        return checked
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -180,7 +214,9 @@ def _kind(value: Any) -> str:
     )
 
 
-def _split(body: dict[str, Any], payload: str, named_fields: frozenset[str], owned: frozenset[str]) -> Checked:
+def _split(
+    body: dict[str, Any], inputs: tuple[str, ...], named_fields: frozenset[str], owned: frozenset[str]
+) -> Checked:
     """Named fields, and the rest (unknown top-level fields + ``extra_body``) with the fence applied."""
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
@@ -188,7 +224,7 @@ def _split(body: dict[str, Any], payload: str, named_fields: frozenset[str], own
     named: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in body.items():
-        if name in ("model", "stream", "extra_body", payload):
+        if name in ("model", "stream", "extra_body") or name in inputs:
             continue
         if name in named_fields:
             named[name] = value
@@ -198,7 +234,7 @@ def _split(body: dict[str, Any], payload: str, named_fields: frozenset[str], own
             extra[name] = value
     for name, value in (body.get("extra_body") or {}).items():
         where = f"extra_body.{name}"
-        if name in owned:
+        if name in owned or name in inputs:
             raise ClientError(
                 f"{where} cannot be set: the proxy owns {name!r} (set it as the request's own field)",
                 param=where,
@@ -210,13 +246,11 @@ def _split(body: dict[str, Any], payload: str, named_fields: frozenset[str], own
             named[name] = value  # checked like the named field it is
         else:
             extra[name] = value
-    return Checked(body["model"], None, bool(stream), named, extra)
+    return Checked(body["model"], (), bool(stream), named, extra)
 
 
-def chat_request(body: dict[str, Any]) -> Checked:
-    """A checked chat completion request (see the module doc)."""
-    checked = _split(body, "messages", CHAT_NAMED, _CHAT_OWNED)
-    checked.payload = messages = body.get("messages")
+def check_chat(checked: Checked) -> None:
+    """The library's checks of a chat completion request (see the module doc)."""
     options = checked.named.get("stream_options")
     if options is not None and not (
         isinstance(options, dict)
@@ -226,45 +260,33 @@ def chat_request(body: dict[str, Any]) -> Checked:
         raise ClientError(
             'stream_options may only be {"include_usage": true} or {"include_usage": false}', param="stream_options"
         )
-    params = {k: v for k, v in checked.named.items() if k in BODY_PARAMS}
-    try:
-        build_chat_body(
-            messages,
-            params,
-            stream=checked.stream,
-            stream_options=options,
-            functions=checked.named.get("functions"),
-            function_call=checked.named.get("function_call"),
-            extra_body=checked.extra,
-            local_files=False,
-        )
-    except InvalidRequestArgumentError as err:
-        raise from_library(err) from None
-    return checked
+    (messages,) = checked.inputs
+    build_chat_body(
+        messages,
+        {k: v for k, v in checked.named.items() if k in BODY_PARAMS},
+        stream=checked.stream,
+        stream_options=options,
+        functions=checked.named.get("functions"),
+        function_call=checked.named.get("function_call"),
+        extra_body=checked.extra,
+        local_files=False,
+    )
 
 
-def embedding_request(body: dict[str, Any]) -> Checked:
-    """A checked embeddings request (see the module doc)."""
-    checked = _split(body, "input", EMBED_NAMED, _EMBED_OWNED)
-    if checked.stream:
-        raise ClientError("embeddings cannot be streamed: omit 'stream'", param="stream")
-    checked.payload = body.get("input")
+def check_embedding(checked: Checked) -> None:
+    """The library's checks of an embeddings request."""
     named = checked.named
-    try:
-        check_embedding_request(
-            checked.payload, named.get("dimensions"), named.get("encoding_format"), named.get("user"), checked.extra
-        )
-    except InvalidRequestArgumentError as err:
-        raise from_library(err) from None
-    return checked
+    (payload,) = checked.inputs
+    check_embedding_request(
+        payload, named.get("dimensions"), named.get("encoding_format"), named.get("user"), checked.extra
+    )
 
 
 _PARAM = re.compile(r"(?:extra_body sets |extra_body cannot set )?'?([A-Za-z_]\w*)((?:\[\d+\]|\.[A-Za-z_]\w*)*)")
-_FIELDS = CHAT_NAMED | EMBED_NAMED | {"messages", "input"}
 
 
-def from_library(err: InvalidRequestArgumentError) -> ClientError:
-    """The library's own check, as a 400 naming the field its message starts with."""
+def from_library(err: InvalidRequestArgumentError, fields: frozenset[str] | set[str]) -> ClientError:
+    """The library's own check, as a 400 naming the field its message starts with (one of ``fields``)."""
     match = _PARAM.match(err.message)
-    param = match.group(1) + match.group(2) if match and match.group(1) in _FIELDS else None
+    param = match.group(1) + match.group(2) if match and match.group(1) in fields else None
     return ClientError(err.message, param=param)
