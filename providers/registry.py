@@ -18,10 +18,10 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from .adapters import ADAPTERS
 from .errors import InvalidRequestArgumentError
 from .hf_names import HF_POLICIES, HF_PROVIDERS
 from .spec import ProviderSpec, Target
+from .tasks import PROVIDERS
 
 HF_TOKEN_ENV = ("HUGGINGFACE_HUB_TOKEN", "HF_TOKEN", "HUGGINGFACE_API_KEY")
 
@@ -34,6 +34,7 @@ HUGGINGFACE = ProviderSpec(
     description="Hugging Face Inference Providers through the HF router",
     gateway=True,
     bills_to_org=True,
+    key_follows_api_base=True,
 )
 TGI = ProviderSpec(
     name="tgi",
@@ -42,6 +43,7 @@ TGI = ProviderSpec(
     adapter="tgi",
     key_required=False,  # a local TGI needs no token; an HF endpoint gets one when it is set
     bills_to_org=True,
+    key_follows_api_base=True,
     self_hosted=True,
     description="a TGI server or HF Inference Endpoint (huggingface/tgi + api_base)",
 )
@@ -112,9 +114,9 @@ class Registry:
     # --- registration
     def add(self, spec: ProviderSpec) -> ProviderSpec:
         """Register (or replace) a provider spec; its name and aliases become model prefixes."""
-        if spec.adapter not in ADAPTERS:
+        if spec.adapter not in PROVIDERS:
             raise InvalidRequestArgumentError(
-                f"provider {spec.name!r}: unknown adapter {spec.adapter!r}; known: {', '.join(sorted(ADAPTERS))}"
+                f"provider {spec.name!r}: unknown adapter {spec.adapter!r}; known: {', '.join(sorted(PROVIDERS))}"
             )
         if not spec.name or "/" in spec.name or ":" in spec.name:
             raise InvalidRequestArgumentError(f"provider name {spec.name!r} must be non-empty without '/' or ':'")
@@ -236,7 +238,7 @@ class Registry:
             raise InvalidRequestArgumentError(
                 f"model {model!r} names no model after '{prefix}/'; write e.g. '{prefix}/<org>/<model>'"
             )
-        return Target(model, spec, ADAPTERS[spec.adapter], rest, spec.resolved_base_url(api_base), spec.name)
+        return Target(model, spec, rest, spec.resolved_base_url(api_base), spec.name)
 
     def _resolve_hf(self, model: str, rest: str, api_base: str | None) -> Target:
         spec = self._specs["huggingface"]
@@ -246,7 +248,7 @@ class Registry:
                     f"model {model!r} needs api_base=... with your TGI server or Inference Endpoint URL, "
                     "e.g. api_base='https://xyz.us-east-1.aws.endpoints.huggingface.cloud'"
                 )
-            return Target(model, TGI, ADAPTERS["tgi"], "tgi", api_base.rstrip("/"), "tgi")
+            return Target(model, TGI, "tgi", api_base.rstrip("/"), "tgi")
         parts = rest.split("/")
         if any(not p for p in parts) or len(parts) < 2:
             raise InvalidRequestArgumentError(
@@ -255,7 +257,7 @@ class Registry:
             )
         if api_base and (urlsplit(api_base).hostname or "").endswith(_ENDPOINT_HOST_SUFFIX):
             # An HF Inference Endpoint URL with a model id: it is a TGI server.
-            return Target(model, TGI, ADAPTERS["tgi"], "tgi", api_base.rstrip("/"), "tgi")
+            return Target(model, TGI, "tgi", api_base.rstrip("/"), "tgi")
         pinned: str | None = None
         if len(parts) > 2:
             if parts[0] not in self._hf_providers:
@@ -295,7 +297,7 @@ class Registry:
         router = (api_base or spec.resolved_base_url()).rstrip("/")
         if router.endswith("/v1"):
             router = router[: -len("/v1")]
-        return Target(model, spec, ADAPTERS["huggingface"], model_id, router, "huggingface", pinned, policy)
+        return Target(model, spec, model_id, router, "huggingface", pinned, policy)
 
 
 _default: Registry | None = None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .adapters.base import Adapter
+    from .tasks.base import ChatHelper
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +30,26 @@ class ProviderSpec:
     models_path: str = "/models"
     aliases: tuple[str, ...] = ()
     key_required: bool = True
+    # Path per task under the base URL where it differs from the task's OpenAI default
+    # (``chat_path``/``embeddings_path`` fill "chat"/"embeddings").
+    paths: dict[str, str] = field(default_factory=dict, hash=False)
     description: str = ""
     # A gateway routes each call to one of several sub-providers: a call may pin one
     # (``Target.subprovider``) or name a routing policy (``Target.policy``); its catalog lists
     # offers per sub-provider. The HF router is one.
     gateway: bool = False
+    # The env key also goes to a per-call api_base on another host (an HF router mirror or Inference
+    # Endpoint takes the HF token); otherwise a foreign api_base gets only an explicit api_key=.
+    key_follows_api_base: bool = False
     # Takes an organization to bill in the X-HF-Bill-To header (``bill_to=``).
     bills_to_org: bool = False
     # Runs on the caller's own hardware (a TGI server): no catalog prices it, so a call costs 0
     # unless a price is configured.
     self_hosted: bool = False
+
+    def __post_init__(self) -> None:
+        paths = {"chat": self.chat_path, "embeddings": self.embeddings_path, **self.paths}
+        object.__setattr__(self, "paths", paths)
 
     def resolved_base_url(self, api_base: str | None = None) -> str:
         """Per-call ``api_base`` wins, then the provider's env var, then the default."""
@@ -64,7 +74,8 @@ class ProviderSpec:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where one call goes: adapter, provider, upstream model id and base URL.
+    """Where one call goes: provider family, upstream model id and base URL (the helper per task is
+    ``providers.tasks.helper_for(target, task)``).
 
     ``provider`` is the upstream family ("huggingface", "deepinfra", "tgi", ...);
     ``subprovider`` / ``policy`` are set for gateway calls (the HF router) pinned to a
@@ -73,12 +84,18 @@ class Target:
 
     model_string: str
     spec: ProviderSpec
-    adapter: Adapter = field(repr=False)
     model: str
     api_base: str
     provider: str
     subprovider: str | None = None
     policy: str | None = None
+
+    @property
+    def adapter(self) -> ChatHelper:
+        """The family's chat helper (kept while callers move to ``providers.tasks.chat_helper``)."""
+        from .tasks import chat_helper
+
+        return chat_helper(self)
 
     @property
     def gateway_chooses(self) -> bool:

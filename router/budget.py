@@ -21,19 +21,20 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from providers.errors import BudgetExceededError, InvalidRequestArgumentError, UnpricedCallError
+from providers.errors import BudgetExceededError, InvalidRequestArgumentError, PolyrouteError, UnpricedCallError
 from providers.spec import Target
+from providers.tasks import chat_helper
 
 from .calibration import PromptCounts, with_margin
 from .ledger import InMemoryLedger, Ledger
 from .pricing.catalog import PriceLookup
 from .pricing.prices import PICO_PER_USD, pico_to_usd, to_decimal
-from .tokens import count_messages, count_text, long_prompt
+from .tokens import count_messages, count_text
 
 _ORPHANS: set[asyncio.Future[None]] = set()
 log = logging.getLogger("polyroute.budget")
@@ -280,7 +281,61 @@ class Budget:
         _ORPHANS.add(orphan)
         orphan.add_done_callback(_ORPHANS.discard)
 
-    # ---------------------------------------------------------------- worst case of a chat call
+    # ---------------------------------------------------------------- reserving one call
+    def reserve_worst(
+        self, target: Target, worst: Callable[[], WorstCase], counts: PromptCounts | None = None
+    ) -> Reservation:
+        """Reserve a call's worst case. A deployment that has not reported usage yet takes one budgeted
+        call at a time: the next one waits for its usage and is then bounded by it."""
+        found = worst()
+        gate = None
+        if counts is not None and not found.calibrated:
+            gate = counts.sync_gate(counts.gate_of(target))
+            if gate.acquire(timeout=GATE_WAIT_S):
+                found = worst()  # learned meanwhile?
+            else:
+                gate = None
+        try:
+            reservation = self.reserve(found.amount_pico, repr(target.model_string))
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
+        return _admitted(reservation, gate, self, target, found, counts)
+
+    async def areserve_worst(
+        self, target: Target, worst: Callable[[], Awaitable[WorstCase]], counts: PromptCounts | None = None
+    ) -> Reservation:
+        """Async :meth:`reserve_worst`."""
+        found = await worst()
+        gate = None
+        if counts is not None and not found.calibrated:
+            gate = counts.async_gate(counts.gate_of(target))
+            try:
+                await asyncio.wait_for(gate.acquire(), GATE_WAIT_S)
+                found = await worst()
+            except asyncio.TimeoutError:
+                gate = None
+        try:
+            reservation = await self.areserve(found.amount_pico, repr(target.model_string))
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
+        return _admitted(reservation, gate, self, target, found, counts)
+
+    # ---------------------------------------------------------------- worst cases
+    def priced(self, target: Target, candidates: list[PriceLookup], what: str = "call") -> list[PriceLookup]:
+        """The candidates with a price; refuses the call when one has none (unless ``allow_unpriced``)."""
+        priced = [c for c in candidates if c.price is not None]
+        if len(priced) < len(candidates) and not self.allow_unpriced:
+            reason = next((c.reason for c in candidates if c.price is None), None) or "no price"
+            raise UnpricedCallError(
+                f"{what} to {target.model_string!r} refused under budget {self.name!r}: {reason}. Set a price "
+                "(Catalog.set_price) or use Budget(..., allow_unpriced=True)"
+            )
+        return priced
+
     def worst_case(
         self,
         target: Target,
@@ -293,13 +348,7 @@ class Budget:
 
         The prompt is bounded per candidate deployment: our count with the budget's margin, plus the
         overhead ``counts`` learned for it (a generous first-call overhead while it has reported none)."""
-        priced = [c for c in candidates if c.price is not None]
-        if len(priced) < len(candidates) and not self.allow_unpriced:
-            reason = next((c.reason for c in candidates if c.price is None), None) or "no price"
-            raise UnpricedCallError(
-                f"call to {target.model_string!r} refused under budget {self.name!r}: {reason}. Set a price "
-                "(Catalog.set_price) or use Budget(..., allow_unpriced=True)"
-            )
+        priced = self.priced(target, candidates)
         local = count_request(body, messages)
         n = body.get("n") or 1
         worst = 0
@@ -311,7 +360,9 @@ class Budget:
             if counts is not None:
                 served = candidate.offer.provider if len(candidates) > 1 and candidate.offer else None
                 bound, learned = counts.bound(
-                    counts.key_of(target, served or target.adapter.served_by(target, {})), local, self.prompt_margin
+                    counts.key_of(target, served or chat_helper(target).served_by(target, {})),
+                    local,
+                    self.prompt_margin,
                 )
                 prompt, known = max(prompt, bound), known and learned
                 prompt_max = max(prompt_max, prompt)
@@ -373,61 +424,71 @@ def _admitted(
     return reservation
 
 
-def reserve_call(
-    budget: Budget,
-    target: Target,
-    body: dict[str, Any],
-    messages: list[dict[str, Any]],
-    candidates: list[PriceLookup],
-    counts: PromptCounts | None,
-) -> Reservation:
-    """Reserve one chat call's worst case. A deployment that has not reported usage yet takes one
-    budgeted call at a time: the next one waits for its usage and is then bounded by it."""
-    worst = budget.worst_case(target, body, messages, candidates, counts)
-    gate = None
-    if counts is not None and not worst.calibrated:
-        gate = counts.sync_gate(counts.gate_of(target))
-        if gate.acquire(timeout=GATE_WAIT_S):
-            worst = budget.worst_case(target, body, messages, candidates, counts)  # learned meanwhile?
+class Hold:
+    """One call's reservation as a context: settled on success, released on error — unless the upstream
+    had answered (or its response had started), when it may bill the call: then the reserved worst case
+    is settled, in doubt, and the error says so (``charged_pico``).
+
+    Example::
+
+        with Hold(budget.reserve(amount)) as hold:
+            response = send(...)
+            hold.answered = True
+            hold.settle(cost_pico, usage, served)
+    """
+
+    __slots__ = ("answered", "reservation")
+
+    def __init__(self, reservation: Reservation | None) -> None:
+        self.reservation = reservation
+        self.answered = False
+
+    def hand_over(self) -> Reservation | None:
+        """Give the reservation to what settles it later (a stream); the hold lets it be."""
+        reservation, self.reservation = self.reservation, None
+        return reservation
+
+    def settle(self, actual_pico: int | None, usage: Any = None, served: str | None = None) -> None:
+        if self.reservation is not None:
+            self.reservation.settle(actual_pico, usage, served)
+
+    async def asettle(self, actual_pico: int | None, usage: Any = None, served: str | None = None) -> None:
+        if self.reservation is not None:
+            await self.reservation.asettle(actual_pico, usage, served)
+
+    def _in_doubt(self, err: BaseException | None) -> bool:
+        return err is not None and (self.answered or bool(getattr(err, "response_started", False)))
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> None:
+        reservation = self.reservation
+        if reservation is None or reservation.closed:
+            return
+        if self._in_doubt(err):
+            reservation.settle(None)
+            charged(err, reservation.amount)
         else:
-            gate = None
-    try:
-        reservation = budget.reserve(worst.amount_pico, repr(target.model_string))
-    except BaseException:
-        if gate is not None:
-            gate.release()
-        raise
-    return _admitted(reservation, gate, budget, target, worst, counts)
+            reservation.release()
+
+    async def __aenter__(self) -> Hold:
+        return self
+
+    async def __aexit__(self, kind: Any, err: BaseException | None, tb: Any) -> None:
+        reservation = self.reservation
+        if reservation is None or reservation.closed:
+            return
+        if self._in_doubt(err):
+            await reservation.asettle(None)
+            charged(err, reservation.amount)
+        else:
+            await reservation.arelease()
 
 
-async def areserve_call(
-    budget: Budget,
-    target: Target,
-    body: dict[str, Any],
-    messages: list[dict[str, Any]],
-    candidates: list[PriceLookup],
-    counts: PromptCounts | None,
-) -> Reservation:
-    """Async :func:`reserve_call`; a long prompt is counted in a worker thread, off the event loop."""
-
-    async def worst_now() -> WorstCase:
-        if long_prompt(messages):
-            return await asyncio.to_thread(budget.worst_case, target, body, messages, candidates, counts)
-        return budget.worst_case(target, body, messages, candidates, counts)
-
-    worst = await worst_now()
-    gate = None
-    if counts is not None and not worst.calibrated:
-        gate = counts.async_gate(counts.gate_of(target))
-        try:
-            await asyncio.wait_for(gate.acquire(), GATE_WAIT_S)
-            worst = await worst_now()
-        except asyncio.TimeoutError:
-            gate = None
-    try:
-        reservation = await budget.areserve(worst.amount_pico, repr(target.model_string))
-    except BaseException:
-        if gate is not None:
-            gate.release()
-        raise
-    return _admitted(reservation, gate, budget, target, worst, counts)
+def charged(err: BaseException | None, amount: int) -> None:
+    """Say on the error (and so on its attempt) what the budget was charged for it; spend records add it."""
+    if isinstance(err, PolyrouteError):
+        err.charged_pico = amount
+        if err.attempts:
+            err.attempts[-1].charged_pico = amount

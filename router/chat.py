@@ -1,37 +1,84 @@
-"""Chat calls: prepare the request, run it (sync or async, with a budget), build the result.
+"""Chat calls: the chat :class:`~router.pipeline.Task`, preparing a call, and opening streams.
 
 ``completion()`` / ``acompletion()`` and the Router go through :func:`prepare_chat` and
-:func:`run_chat` / :func:`arun_chat`; only the I/O differs between the two.
+:func:`run_chat` / :func:`arun_chat`; a non-streamed call runs the shared pipeline
+(:func:`router.pipeline.run`), a streamed one reserves, opens the upstream stream and hands the
+reservation to the stream, which settles it when it ends.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from providers.clients import async_transport_for, sync_transport_for
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
 from providers.registry import Registry, default_registry
 from providers.spec import Target
-from providers.transport import HttpResponse, Timeouts
+from providers.transport import HttpResponse
 
 from . import mock
-from .budget import Budget, Reservation, areserve_call, reserve_call
-from .call import (
+from .budget import Budget, WorstCase
+from .calibration import PromptCounts
+from .params import build_chat_body
+from .pipeline import (
     Call,
-    api_key_for,
+    abuild,
+    areserve,
+    arun,
     attempt,
+    build_sync,
     check_unknown,
     connection_failed,
+    finish,
+    parse,
+    prepare,
     raise_for_status,
-    request_headers,
-    success_meta,
+    reserve,
+    run,
 )
-from .params import build_chat_body
-from .pricing.catalog import Catalog, PriceLookup, default_catalog
+from .pricing.catalog import Catalog, PriceLookup
 from .streaming import AsyncStream, ChunkNormalizer, Stream
-from .tokens import aload_encoding
+from .tokens import long_prompt
 from .types import ChatCompletion
+
+
+class ChatTask:
+    """Chat completions on the router's side: a worst case from prompt and output caps, learned
+    prompt overheads, local counts for answers without usage, ``ChatCompletion`` results."""
+
+    name = "chat"
+
+    def worst_case(self, call: Call, budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
+        return budget.worst_case(call.target, call.params, call.inputs, candidates, call.catalog.prompt_counts)
+
+    def prompt_counts(self, call: Call) -> PromptCounts | None:
+        return call.catalog.prompt_counts
+
+    def long_input(self, call: Call) -> bool:
+        return long_prompt(call.inputs)
+
+    def local_usage(self, call: Call, data: dict[str, Any]) -> dict[str, Any]:
+        from .tokens import count_completion, count_messages
+
+        prompt = count_messages(call.inputs)
+        completion_tokens = sum(count_completion(c.get("message") or {}) for c in data["choices"])
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+        }
+
+    def result(self, call: Call, data: dict[str, Any]) -> ChatCompletion:
+        if call.legacy_functions:
+            for choice in data["choices"]:
+                calls = choice["message"].get("tool_calls")
+                if calls:  # legacy callers read message.function_call and finish_reason "function_call"
+                    choice["message"]["function_call"] = calls[0]["function"]
+                    choice["finish_reason"] = "function_call"
+        return ChatCompletion.model_validate(data)
+
+
+CHAT = ChatTask()
 
 
 def prepare_chat(
@@ -70,68 +117,24 @@ def prepare_chat(
         function_call=function_call,
         extra_body=extra_body,
     )
-    key = api_key_for(target, api_key, api_base) if need_key else None
-    headers = request_headers(target, extra_headers, bill_to)
-    request = target.adapter.chat_request(target, body, key, headers, bool(stream))
-    include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
-    return Call(
+    messages = body.pop("messages")
+    call = prepare(
+        CHAT,
         target,
-        request,
-        Timeouts.from_user(timeout),
-        (key,) if key else (),
-        time.perf_counter(),
-        body["messages"],
-        include_usage,
-        functions is not None,
-        catalog or default_catalog(),
+        messages,
         body,
+        api_key=api_key,
+        api_base=api_base,
+        timeout=timeout,
+        extra_headers=extra_headers,
+        bill_to=bill_to,
+        catalog=catalog,
+        stream=bool(stream),
+        need_key=need_key,
     )
-
-
-def parse_chat(call: Call, response: HttpResponse) -> dict[str, Any]:
-    raise_for_status(call, response)
-    return call.target.adapter.parse_chat(call.target, response, call.secrets)
-
-
-def finish_chat(
-    call: Call, response: HttpResponse, data: dict[str, Any] | None = None, lookup: PriceLookup | None = None
-) -> ChatCompletion:
-    target = call.target
-    if data is None:
-        data = parse_chat(call, response)
-    usage_estimated = False
-    if not data.get("usage"):
-        from .tokens import count_completion, count_messages
-
-        prompt = count_messages(call.messages)
-        completion_tokens = sum(count_completion(c.get("message") or {}) for c in data["choices"])
-        data["usage"] = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt + completion_tokens,
-        }
-        usage_estimated = True
-    if call.legacy_functions:
-        for choice in data["choices"]:
-            calls = choice["message"].get("tool_calls")
-            if calls:  # legacy callers read message.function_call and finish_reason "function_call"
-                choice["message"]["function_call"] = calls[0]["function"]
-                choice["finish_reason"] = "function_call"
-    result = ChatCompletion.model_validate(data)
-    served = target.adapter.served_by(target, response.headers)
-    if lookup is None:
-        lookup = call.catalog.lookup(target, served)
-    meta = success_meta(
-        call,
-        response,
-        provider=served,
-        model=result.model,
-        usage=data["usage"],
-        usage_estimated=usage_estimated,
-        lookup=lookup,
-    )
-    object.__setattr__(result, "_meta", meta)  # a plain slot (see WithMeta): no pydantic __setattr__
-    return result
+    call.include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
+    call.legacy_functions = functions is not None
+    return call
 
 
 def _stream_args(call: Call) -> dict[str, Any]:
@@ -142,75 +145,46 @@ def normalizer(call: Call) -> ChunkNormalizer:
     return ChunkNormalizer(
         call.target,
         include_usage=call.include_usage,
-        messages=call.messages,
+        messages=call.inputs,
         secrets=call.secrets,
-        answers=call.body.get("n") or 1,
+        answers=call.params.get("n") or 1,
     )
 
 
-def _served(call: Call, response: HttpResponse) -> str:
-    return call.target.adapter.served_by(call.target, response.headers)
-
-
-def reserve(call: Call, budget: Budget) -> Reservation:
-    """Reserve the call's worst case (sync; may load the catalog)."""
-    candidates = call.catalog.candidates(call.target)
-    return reserve_call(budget, call.target, call.body, call.messages, candidates, call.catalog.prompt_counts)
-
-
-async def areserve(call: Call, budget: Budget) -> Reservation:
-    await aload_encoding()  # counting the prompt: never load the tokenizer on the event loop
-    candidates = await call.catalog.acandidates(call.target)
-    return await areserve_call(budget, call.target, call.body, call.messages, candidates, call.catalog.prompt_counts)
+def _mocked(call: Call, stream: bool, mock_response: Any, stream_type: type[Stream] | type[AsyncStream]) -> Any:
+    """``mock_response=``: no network, no budget (nothing is spent)."""
+    if stream:
+        frames = mock.stream(call.target, call.inputs, mock_response)
+        return stream_type(frames, normalizer(call), attempts=[], mock=True, **_stream_args(call))
+    mocked = mock.response(call.target, call.inputs, mock_response)
+    return finish(call, mocked, parse(call, mocked), call.catalog.lookup_cached(call.target))
 
 
 def run_chat(
     call: Call, *, stream: bool, client: Any = None, budget: Budget | None = None, mock_response: Any = None
 ) -> ChatCompletion | Stream:
     """Send a prepared chat call and build its result (or its stream)."""
-    if mock_response is not None:  # no network, no budget: nothing is spent
-        if stream:
-            frames = mock.stream(call.target, call.messages, mock_response)
-            return Stream(frames, normalizer(call), attempts=[], mock=True, **_stream_args(call))
-        mocked = mock.response(call.target, call.messages, mock_response)
-        return finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
-    reservation = reserve(call, budget) if budget is not None else None
-    answered = False  # the upstream answered 2xx: from then on a failure may still be billed
-    try:
+    if mock_response is not None:
+        return _mocked(call, stream, mock_response, Stream)  # type: ignore[no-any-return]
+    if not stream:
+        return run(call, client, budget)  # type: ignore[no-any-return]
+    with reserve(call, budget) as hold:
         transport = sync_transport_for(client)
-        if stream:
-            try:
-                upstream = transport.open_stream(call.request, call.timeouts)
-            except PolyrouteError as err:
-                raise connection_failed(call, err) from None
-            if upstream.status >= 400:
-                content = upstream.read()
-                upstream.close()
-                raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
-            return Stream(
-                upstream,
-                normalizer(call),
-                attempts=[attempt(call, upstream.status, None)],
-                reservation=reservation,
-                **_stream_args(call),
-            )
         try:
-            response = transport.send(call.request, call.timeouts)
+            upstream = transport.open_stream(build_sync(call, transport), call.timeouts)
         except PolyrouteError as err:
             raise connection_failed(call, err) from None
-        answered = response.status < 400
-        result = finish_chat(call, response)
-    except BaseException as err:
-        if reservation is not None:
-            if answered or _response_started(err):
-                reservation.settle(None)  # the upstream may bill it: the worst case, in doubt
-                _charged(err, reservation.amount)
-            else:
-                reservation.release()
-        raise
-    if reservation is not None:
-        reservation.settle(result.meta.cost_pico, *_reported(result))
-    return result
+        if upstream.status >= 400:
+            content = upstream.read()
+            upstream.close()
+            raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
+        return Stream(
+            upstream,
+            normalizer(call),
+            attempts=[attempt(call, upstream.status, None)],
+            reservation=hold.hand_over(),
+            **_stream_args(call),
+        )
 
 
 async def arun_chat(
@@ -218,67 +192,23 @@ async def arun_chat(
 ) -> ChatCompletion | AsyncStream:
     """Async :func:`run_chat`: no blocking work on the event loop."""
     if mock_response is not None:
-        if stream:
-            frames = mock.stream(call.target, call.messages, mock_response)
-            return AsyncStream(frames, normalizer(call), attempts=[], mock=True, **_stream_args(call))
-        mocked = mock.response(call.target, call.messages, mock_response)
-        return finish_chat(call, mocked, lookup=call.catalog.lookup_cached(call.target))
-    reservation = await areserve(call, budget) if budget is not None else None
-    answered = False
-    try:
+        return _mocked(call, stream, mock_response, AsyncStream)  # type: ignore[no-any-return]
+    if not stream:
+        return await arun(call, client, budget)  # type: ignore[no-any-return]
+    async with await areserve(call, budget) as hold:
         transport = async_transport_for(client)
-        if stream:
-            try:
-                upstream = await transport.open_stream(call.request, call.timeouts)
-            except PolyrouteError as err:
-                raise connection_failed(call, err) from None
-            if upstream.status >= 400:
-                content = await upstream.aread()
-                await upstream.aclose()
-                raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
-            return AsyncStream(
-                upstream,
-                normalizer(call),
-                attempts=[attempt(call, upstream.status, None)],
-                reservation=reservation,
-                **_stream_args(call),
-            )
         try:
-            response = await transport.send(call.request, call.timeouts)
+            upstream = await transport.open_stream(await abuild(call, transport), call.timeouts)
         except PolyrouteError as err:
             raise connection_failed(call, err) from None
-        answered = response.status < 400
-        data = parse_chat(call, response)
-        if not data.get("usage"):
-            await aload_encoding()  # usage will be counted locally
-        lookup = await call.catalog.alookup(call.target, _served(call, response))
-        result = finish_chat(call, response, data, lookup)
-    except BaseException as err:
-        if reservation is not None:
-            if answered or _response_started(err):
-                await reservation.asettle(None)  # the upstream may bill it: the worst case, in doubt
-                _charged(err, reservation.amount)
-            else:
-                await reservation.arelease()
-        raise
-    if reservation is not None:
-        await reservation.asettle(result.meta.cost_pico, *_reported(result))
-    return result
-
-
-def _response_started(err: BaseException) -> bool:
-    return bool(getattr(err, "response_started", False))
-
-
-def _charged(err: BaseException, amount: int) -> None:
-    """Say on the error (and so on its attempt) what the budget was charged for it; spend records add it."""
-    if isinstance(err, PolyrouteError):
-        err.charged_pico = amount
-        if err.attempts:
-            err.attempts[-1].charged_pico = amount
-
-
-def _reported(result: ChatCompletion) -> tuple[Any, str | None]:
-    """The upstream's own usage (None when it sent none: a local count teaches nothing) and who served."""
-    meta = result.meta
-    return (None if meta.usage_estimated else result.usage), meta.provider
+        if upstream.status >= 400:
+            content = await upstream.aread()
+            await upstream.aclose()
+            raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
+        return AsyncStream(
+            upstream,
+            normalizer(call),
+            attempts=[attempt(call, upstream.status, None)],
+            reservation=hold.hand_over(),
+            **_stream_args(call),
+        )

@@ -13,29 +13,17 @@ Example::
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from providers.clients import async_transport_for, sync_transport_for
-from providers.errors import InvalidRequestArgumentError, PolyrouteError, UnpricedCallError
-from providers.hub_mapping import HubMappingCache, default_hub_cache
+from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry, default_registry
 from providers.spec import Target
-from providers.transport import HttpResponse, Timeouts
 
-from .budget import Budget
-from .call import (
-    Call,
-    api_key_for,
-    check_unknown,
-    connection_failed,
-    raise_for_status,
-    request_headers,
-    success_meta,
-)
+from .budget import Budget, WorstCase
+from .calibration import PromptCounts
 from .params import check_extra_body
-from .pricing.catalog import Catalog, PriceLookup, default_catalog
-from .tokens import aload_encoding
+from .pipeline import Call, arun, check_unknown, prepare, run
+from .pricing.catalog import Catalog, PriceLookup
 from .types import EmbeddingResponse
 
 
@@ -55,7 +43,7 @@ def _inputs(value: Any) -> list[str]:
     return values
 
 
-def _params(dimensions: Any, encoding_format: Any, user: Any, extra_body: Any) -> dict[str, Any]:
+def embedding_params(dimensions: Any, encoding_format: Any, user: Any, extra_body: Any) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if dimensions is not None:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
@@ -90,87 +78,72 @@ def check_request(
     """Check an embedding request's input and parameters as a call would (the proxy, before routing);
     returns the body parameters."""
     _inputs(input)
-    return _params(dimensions, encoding_format, user, extra_body)
+    return embedding_params(dimensions, encoding_format, user, extra_body)
 
 
-class EmbeddingCall:
-    """Everything about one embedding call except the I/O."""
+class EmbeddingsTask:
+    """Embeddings on the router's side: input tokens only, at the highest price; ``EmbeddingResponse``."""
 
-    def __init__(
-        self,
-        model: str,
-        input: Any,
-        params: dict[str, Any],
-        api_key: str | None,
-        api_base: str | None,
-        timeout: Any,
-        extra_headers: Any,
-        bill_to: Any,
-        registry: Registry | None,
-        catalog: Catalog | None,
-        target: Target | None = None,
-    ) -> None:
-        self.inputs = _inputs(input)
-        self.target = target or (registry or default_registry()).resolve(model, api_base)
-        self.key = api_key_for(self.target, api_key, api_base)
-        self.headers = request_headers(self.target, extra_headers, bill_to)
-        self.params = params
-        self.timeouts = Timeouts.from_user(timeout)
-        self.started = time.perf_counter()
-        self.needs_mapping = self.target.adapter.embedding_needs_mapping(self.target)
-        self.catalog = catalog or default_catalog()
+    name = "embeddings"
 
-    def call(self, provider_model_id: str | None) -> Call:
-        request = self.target.adapter.embedding_request(
-            self.target, self.inputs, self.params, self.key, self.headers, provider_model_id
-        )
-        secrets = (self.key,) if self.key else ()
-        return Call(self.target, request, self.timeouts, secrets, self.started, [], False, False, self.catalog)
+    def worst_case(self, call: Call, budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
+        from .tokens import count_text
 
-    def provider_model_id(self, mapping: dict[str, Any]) -> str:
-        return HubMappingCache.pick(mapping, self.target.model, self.target.subprovider or "")
+        priced = budget.priced(call.target, candidates, "embedding call")
+        local = sum(count_text(t) for t in call.inputs)
+        tokens = int(local * (1 + budget.prompt_margin)) + len(call.inputs)
+        return WorstCase(max((c.price.cost_pico(tokens, 0) for c in priced if c.price), default=0), tokens, 0, local)
 
-    def parse(self, call: Call, response: HttpResponse) -> dict[str, Any]:
-        raise_for_status(call, response)
-        return self.target.adapter.parse_embedding(self.target, self.inputs, response, call.secrets)
+    def prompt_counts(self, call: Call) -> PromptCounts | None:
+        return None  # embeddings are bounded by the input count and margin; nothing to learn per deployment
 
-    def served(self, response: HttpResponse) -> str:
-        target = self.target
-        if target.provider == "huggingface" and target.subprovider is None:
-            return "hf-inference"  # unpinned HF embeddings go to hf-inference's pipeline
-        return target.adapter.served_by(target, response.headers)
+    def long_input(self, call: Call) -> bool:
+        return sum(len(t) for t in call.inputs) > LONG_INPUT_CHARS
 
-    def finish(
-        self,
-        call: Call,
-        response: HttpResponse,
-        data: dict[str, Any] | None = None,
-        lookup: PriceLookup | None = None,
-    ) -> EmbeddingResponse:
-        target = self.target
-        if data is None:
-            data = self.parse(call, response)
-        estimated = False
-        if not data.get("usage"):
-            from .tokens import count_text
+    def local_usage(self, call: Call, data: dict[str, Any]) -> dict[str, Any]:
+        from .tokens import count_text
 
-            tokens = sum(count_text(t) for t in self.inputs)
-            data["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
-            estimated = True
-        result = EmbeddingResponse.model_validate(data)
-        provider = self.served(response)
-        if lookup is None:
-            lookup = self.catalog.lookup(target, provider)
-        result._meta = success_meta(
-            call,
-            response,
-            provider=provider,
-            model=result.model,
-            usage=data["usage"],
-            usage_estimated=estimated,
-            lookup=lookup,
-        )
-        return result
+        tokens = sum(count_text(t) for t in call.inputs)
+        return {"prompt_tokens": tokens, "total_tokens": tokens}
+
+    def result(self, call: Call, data: dict[str, Any]) -> EmbeddingResponse:
+        return EmbeddingResponse.model_validate(data)
+
+
+EMBEDDINGS = EmbeddingsTask()
+LONG_INPUT_CHARS = 200_000  # counting more text than this is done in a worker thread
+
+
+def prepare_embedding(
+    model: str,
+    input: Any,
+    params: dict[str, Any],
+    *,
+    api_key: str | None,
+    api_base: str | None,
+    timeout: Any,
+    extra_headers: Any,
+    bill_to: Any,
+    registry: Registry | None,
+    catalog: Catalog | None,
+    target: Target | None = None,
+) -> Call:
+    """A prepared embedding call (``params`` from :func:`check_request`)."""
+    inputs = _inputs(input)
+    if target is None:
+        target = (registry or default_registry()).resolve(model, api_base)
+    return prepare(
+        EMBEDDINGS,
+        target,
+        inputs,
+        params,
+        api_key=api_key,
+        api_base=api_base,
+        timeout=timeout,
+        extra_headers=extra_headers,
+        bill_to=bill_to,
+        catalog=catalog,
+    )
 
 
 def embedding(
@@ -201,19 +174,19 @@ def embedding(
         len(r.data), r.usage.prompt_tokens
     """
     check_unknown(kwargs, "embedding")
-    emb = EmbeddingCall(
+    call = prepare_embedding(
         model,
         input,
-        _params(dimensions, encoding_format, user, extra_body),
-        api_key,
-        api_base or base_url,
-        timeout,
-        extra_headers,
-        bill_to,
-        registry,
-        catalog,
+        embedding_params(dimensions, encoding_format, user, extra_body),
+        api_key=api_key,
+        api_base=api_base or base_url,
+        timeout=timeout,
+        extra_headers=extra_headers,
+        bill_to=bill_to,
+        registry=registry,
+        catalog=catalog,
     )
-    return run_embedding(emb, client, budget)
+    return run(call, client, budget)  # type: ignore[no-any-return]
 
 
 async def aembedding(
@@ -243,90 +216,16 @@ async def aembedding(
         r = await aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="hello")
     """
     check_unknown(kwargs, "aembedding")
-    emb = EmbeddingCall(
+    call = prepare_embedding(
         model,
         input,
-        _params(dimensions, encoding_format, user, extra_body),
-        api_key,
-        api_base or base_url,
-        timeout,
-        extra_headers,
-        bill_to,
-        registry,
-        catalog,
+        embedding_params(dimensions, encoding_format, user, extra_body),
+        api_key=api_key,
+        api_base=api_base or base_url,
+        timeout=timeout,
+        extra_headers=extra_headers,
+        bill_to=bill_to,
+        registry=registry,
+        catalog=catalog,
     )
-    return await arun_embedding(emb, client, budget)
-
-
-def _embedding_worst_case(emb: EmbeddingCall, budget: Budget, candidates: list[Any]) -> int:
-    """Embeddings cost input tokens only: counted (with the budget's margin) at the highest price."""
-    from .tokens import count_text
-
-    priced = [c for c in candidates if c.price is not None]
-    if len(priced) < len(candidates) and not budget.allow_unpriced:
-        reason = next((c.reason for c in candidates if c.price is None), None) or "no price"
-        raise UnpricedCallError(
-            f"embedding call to {emb.target.model_string!r} refused under budget {budget.name!r}: {reason}. Set a "
-            "price (Catalog.set_price) or use Budget(..., allow_unpriced=True)"
-        )
-    tokens = int(sum(count_text(t) for t in emb.inputs) * (1 + budget.prompt_margin)) + len(emb.inputs)
-    return max((c.price.cost_pico(tokens, 0) for c in priced), default=0)
-
-
-def run_embedding(emb: EmbeddingCall, client: Any = None, budget: Budget | None = None) -> EmbeddingResponse:
-    """Send a prepared embedding call (sync), under ``budget`` when given."""
-    reservation = None
-    if budget is not None:
-        amount = _embedding_worst_case(emb, budget, emb.catalog.candidates(emb.target))
-        reservation = budget.reserve(amount, repr(emb.target.model_string))
-    try:
-        transport = sync_transport_for(client)
-        provider_model_id = None
-        if emb.needs_mapping:
-            mapping = default_hub_cache().mapping(transport, emb.target.model, emb.key)
-            provider_model_id = emb.provider_model_id(mapping)
-        call = emb.call(provider_model_id)
-        try:
-            response = transport.send(call.request, call.timeouts)
-        except PolyrouteError as err:
-            raise connection_failed(call, err) from None
-        result = emb.finish(call, response)
-    except BaseException:
-        if reservation is not None:
-            reservation.release()
-        raise
-    if reservation is not None:
-        reservation.settle(result.meta.cost_pico)
-    return result
-
-
-async def arun_embedding(emb: EmbeddingCall, client: Any = None, budget: Budget | None = None) -> EmbeddingResponse:
-    """Send a prepared embedding call (async), under ``budget`` when given."""
-    reservation = None
-    if budget is not None:
-        await aload_encoding()
-        amount = _embedding_worst_case(emb, budget, await emb.catalog.acandidates(emb.target))
-        reservation = await budget.areserve(amount, repr(emb.target.model_string))
-    try:
-        transport = async_transport_for(client)
-        provider_model_id = None
-        if emb.needs_mapping:
-            mapping = await default_hub_cache().amapping(transport, emb.target.model, emb.key)
-            provider_model_id = emb.provider_model_id(mapping)
-        call = emb.call(provider_model_id)
-        try:
-            response = await transport.send(call.request, call.timeouts)
-        except PolyrouteError as err:
-            raise connection_failed(call, err) from None
-        data = emb.parse(call, response)
-        if not data.get("usage"):
-            await aload_encoding()  # usage will be counted locally
-        lookup = await emb.catalog.alookup(emb.target, emb.served(response))
-        result = emb.finish(call, response, data, lookup)
-    except BaseException:
-        if reservation is not None:
-            await reservation.arelease()
-        raise
-    if reservation is not None:
-        await reservation.asettle(result.meta.cost_pico)
-    return result
+    return await arun(call, client, budget)  # type: ignore[no-any-return]

@@ -386,26 +386,13 @@ def test_a_full_disk_stops_the_job_and_resume_loses_nothing(oai: OpenAICompatUps
     import resource
     import signal
     import subprocess
-    import sys
 
-    from tests.test_batch_kill import REPO, requested, write_config, write_input
+    from tests.cli import REPO, batch_run_argv
+    from tests.test_batch_kill import requested, write_config, write_input
 
     write_input(tmp_path / "in.jsonl", 100)
     write_config(tmp_path / "b.yaml", oai)
-    cmd = [
-        sys.executable,
-        "-m",
-        "router.cli",
-        "batch",
-        "run",
-        str(tmp_path / "in.jsonl"),
-        "--config",
-        str(tmp_path / "b.yaml"),
-        "--output",
-        str(tmp_path / "o.jsonl"),
-        "--progress",
-        "none",
-    ]
+    cmd = batch_run_argv(tmp_path / "in.jsonl", tmp_path / "b.yaml", tmp_path / "o.jsonl", "--progress", "none")
 
     def small_files() -> None:  # writes past 30 kB fail with EFBIG, like a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -497,15 +484,19 @@ def test_success_meta_fills_every_field_by_name() -> None:
     import time
 
     from providers.registry import Registry
+    from providers.tasks import Auth, chat_helper
     from providers.transport import HttpRequest, HttpResponse, Timeouts
-    from router.call import Call, success_meta
+    from router.chat import CHAT
+    from router.pipeline import Call, success_meta
     from router.pricing.catalog import Catalog, PriceLookup
     from router.pricing.cost import cost_of
     from router.pricing.prices import Price
 
     target = Registry().resolve("openai/cheap", "http://127.0.0.1:9/v1")
     request = HttpRequest("POST", "http://127.0.0.1:9/v1/chat/completions", {})
-    call = Call(target, request, Timeouts(), (), time.perf_counter(), [], False, False, Catalog())
+    call = Call(
+        CHAT, target, chat_helper(target), [], {}, Auth(), Timeouts(), Catalog(), time.perf_counter(), request=request
+    )
     usage = {"prompt_tokens": 12, "completion_tokens": 6, "estimated_cost": 0.5}
     lookup = PriceLookup(Price(Decimal(1), Decimal(2), "config", 123.0))
     meta = success_meta(

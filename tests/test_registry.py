@@ -6,6 +6,7 @@ import pytest
 
 from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry
+from providers.tasks import chat_helper
 
 
 @pytest.fixture
@@ -19,14 +20,14 @@ def test_hf_org_model_uses_router_default_policy(reg: Registry) -> None:
     t = reg.resolve("huggingface/Qwen/Qwen3-8B")
     assert (t.provider, t.model, t.subprovider, t.policy) == ("huggingface", "Qwen/Qwen3-8B", None, None)
     assert t.api_base == "https://router.huggingface.co"
-    assert t.adapter.chat_model(t) == "Qwen/Qwen3-8B"  # type: ignore[attr-defined]
+    assert chat_helper(t).model(t, None) == "Qwen/Qwen3-8B"
 
 
 @pytest.mark.parametrize("suffix", ["fastest", "cheapest", "preferred"])
 def test_hf_policy_suffix(reg: Registry, suffix: str) -> None:
     t = reg.resolve(f"huggingface/deepseek-ai/DeepSeek-R1:{suffix}")
     assert (t.model, t.policy, t.subprovider) == ("deepseek-ai/DeepSeek-R1", suffix, None)
-    assert t.adapter.chat_model(t) == f"deepseek-ai/DeepSeek-R1:{suffix}"  # type: ignore[attr-defined]
+    assert chat_helper(t).model(t, None) == f"deepseek-ai/DeepSeek-R1:{suffix}"
 
 
 def test_pinned_provider_both_forms_send_the_same_model(reg: Registry) -> None:
@@ -34,7 +35,7 @@ def test_pinned_provider_both_forms_send_the_same_model(reg: Registry) -> None:
     hf_form = reg.resolve("huggingface/deepseek-ai/DeepSeek-R1:together")
     for t in (litellm_form, hf_form):
         assert t.subprovider == "together"
-        assert t.adapter.chat_model(t) == "deepseek-ai/DeepSeek-R1:together"  # type: ignore[attr-defined]
+        assert chat_helper(t).model(t, None) == "deepseek-ai/DeepSeek-R1:together"
 
 
 def test_provider_is_recognised_by_name_not_slashes(reg: Registry) -> None:
@@ -59,9 +60,9 @@ def test_tgi_needs_api_base(reg: Registry) -> None:
         reg.resolve("huggingface/tgi")
     t = reg.resolve("huggingface/tgi", "https://x.endpoints.huggingface.cloud/v1/")
     assert t.provider == "tgi"
-    assert t.adapter.chat_url(t) == "https://x.endpoints.huggingface.cloud/v1/chat/completions"  # type: ignore[attr-defined]
+    assert chat_helper(t).url(t, None) == "https://x.endpoints.huggingface.cloud/v1/chat/completions"
     plain = reg.resolve("huggingface/tgi", "http://127.0.0.1:8080")
-    assert plain.adapter.chat_url(plain) == "http://127.0.0.1:8080/v1/chat/completions"  # type: ignore[attr-defined]
+    assert chat_helper(plain).url(plain, None) == "http://127.0.0.1:8080/v1/chat/completions"
 
 
 def test_inference_endpoint_url_with_model_id_is_tgi(reg: Registry) -> None:
@@ -82,7 +83,7 @@ def test_openai_compatible_entries_are_data_only(reg: Registry) -> None:
         ("cerebras", "https://api.cerebras.ai/v1"),
     ]:
         t = reg.resolve(f"{prefix}/org/some-model")
-        assert t.api_base == base and t.model == "org/some-model" and t.adapter.name == "openai"
+        assert t.api_base == base and t.model == "org/some-model" and t.spec.adapter == "openai"
 
 
 def test_register_provider_then_resolve(reg: Registry) -> None:

@@ -40,8 +40,9 @@ from providers.registry import Registry, default_registry
 
 from ..budget import Budget
 from ..chat import arun_chat, prepare_chat, run_chat
-from ..embeddings import EmbeddingCall, _params, arun_embedding, run_embedding
+from ..embeddings import embedding_params, prepare_embedding
 from ..params import BODY_PARAMS, check_params
+from ..pipeline import Call, arun, run
 from ..pricing.catalog import Catalog, default_catalog
 from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
@@ -413,26 +414,26 @@ class Router:
 
         return await self._run_async(session, attempt)
 
-    def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> EmbeddingCall:
+    def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> Call:
         merged = _merged({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
-        params = _params(
+        params = embedding_params(
             merged.pop("dimensions", None),
             merged.pop("encoding_format", None),
             merged.pop("user", None),
             merged.pop("extra_body", None),
         )
-        return EmbeddingCall(
+        return prepare_embedding(
             choice.deployment.model,
             input,
             params,
-            merged.pop("api_key", None),
-            merged.pop("api_base", None),
-            merged.pop("timeout", None),
-            merged.pop("extra_headers", None),
-            merged.pop("bill_to", None),
-            self.registry,
-            self.catalog,
-            choice.target,
+            api_key=merged.pop("api_key", None),
+            api_base=merged.pop("api_base", None),
+            timeout=merged.pop("timeout", None),
+            extra_headers=merged.pop("extra_headers", None),
+            bill_to=merged.pop("bill_to", None),
+            registry=self.registry,
+            catalog=self.catalog,
+            target=choice.target,
         )
 
     def embedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
@@ -442,7 +443,9 @@ class Router:
         budget = kwargs.pop("budget", self.budget)
 
         def attempt(choice: Choice) -> EmbeddingResponse:
-            result = run_embedding(self._embedding_call(choice, input, _bounded(kwargs, session)), client, budget)
+            result: EmbeddingResponse = run(
+                self._embedding_call(choice, input, _bounded(kwargs, session)), client, budget
+            )
             self._finish(session, choice, result)
             return result
 
@@ -456,7 +459,7 @@ class Router:
         budget = kwargs.pop("budget", self.budget)
 
         async def attempt(choice: Choice) -> EmbeddingResponse:
-            result = await arun_embedding(
+            result: EmbeddingResponse = await arun(
                 self._embedding_call(choice, input, _bounded(kwargs, session)), client, budget
             )
             self._finish(session, choice, result)

@@ -4,7 +4,7 @@ TGI speaks OpenAI's Messages API at ``/v1/chat/completions``; the request model 
 the server answers with its real model id. Endpoint URLs come with or without ``/v1`` — both work.
 Older servers (< 3.2) send tool-call deltas as one object rather than a list, and 1.4 numbered
 each chunk's choice by its token; both are fixed here, the rest of their stream quirks are handled
-by the shared stream normalizer.
+by the shared stream normalizer. Text Embeddings Inference serves OpenAI's embeddings route.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..spec import Target
-from .base import OpenAICompatAdapter
+from .base import ChatHelper, EmbeddingsHelper
 
 
 def endpoint_root(api_base: str) -> str:
@@ -24,18 +24,12 @@ def endpoint_root(api_base: str) -> str:
     return root
 
 
-class TGIAdapter(OpenAICompatAdapter):
-    name = "tgi"
-
-    def chat_url(self, target: Target) -> str:
+class TGIChat(ChatHelper):
+    def url(self, target: Target, upstream_model: str | None) -> str:
         return endpoint_root(target.api_base) + "/v1/chat/completions"
 
-    def chat_model(self, target: Target) -> str:
+    def model(self, target: Target, upstream_model: str | None) -> str:
         return "tgi"
-
-    def embedding_url(self, target: Target, provider_model_id: str | None) -> str:
-        # Text Embeddings Inference serves OpenAI's embeddings route.
-        return endpoint_root(target.api_base) + "/v1/embeddings"
 
     def served_by(self, target: Target, headers: Mapping[str, str]) -> str:
         return "tgi"
@@ -53,3 +47,11 @@ class TGIAdapter(OpenAICompatAdapter):
                 call.setdefault("index", 0)
                 delta["tool_calls"] = [call]
         return chunk
+
+
+class TEIEmbeddings(EmbeddingsHelper):
+    def url(self, target: Target, upstream_model: str | None) -> str:
+        return endpoint_root(target.api_base) + "/v1/embeddings"
+
+    def served_by(self, target: Target, headers: Mapping[str, str]) -> str:
+        return "tgi"

@@ -1,0 +1,184 @@
+"""The task interface every upstream implements, with OpenAI-shaped defaults.
+
+A :class:`TaskHelper` does one task (chat, embeddings, ...) on one upstream. It builds the request
+for (target, inputs, params, auth) and parses the response; for an asynchronous upstream it also says
+what to poll next. It never does I/O: the pipeline in :mod:`router.pipeline` sends what it builds.
+Every step is a small method, so a helper for a quirky upstream overrides just the step that
+differs (URL, model id, payload, response), like ``huggingface_hub``'s provider helpers.
+See ARCHITECTURE.md ("Adding a provider or a task").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from ..errors import UnprocessableResponseError, redact, sanitize_body
+from ..normalize import normalize_chat_completion
+from ..spec import Target
+from ..transport import HttpRequest, HttpResponse
+
+JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """What authenticates and annotates one call: the API key (or None) and extra headers."""
+
+    api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def secrets(self) -> tuple[str, ...]:
+        """What must never appear in an error message: the key."""
+        return (self.api_key,) if self.api_key else ()
+
+
+def auth_headers(auth: Auth, base: Mapping[str, str]) -> dict[str, str]:
+    headers = dict(base)
+    if auth.api_key:
+        headers["authorization"] = f"Bearer {auth.api_key}"
+    if auth.headers:
+        headers.update(auth.headers)
+    return headers
+
+
+def load_json_object(target: Target, response: HttpResponse, what: str, secrets: tuple[str, ...]) -> Any:
+    """The response's JSON, or an error quoting (redacted) what came instead."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        snippet = redact(response.content[:200].decode("utf-8", "replace"), secrets)
+        raise UnprocessableResponseError(
+            f"expected a JSON {what} but got {snippet!r}",
+            status_code=response.status,
+            provider=target.label,
+            model=target.model,
+        ) from None
+
+
+def not_shaped(target: Target, response: HttpResponse, message: str, data: Any = None) -> UnprocessableResponseError:
+    """A 200 answer that is not what the task expects."""
+    return UnprocessableResponseError(
+        message, status_code=response.status, provider=target.label, model=target.model, body=data
+    )
+
+
+class TaskHelper:
+    """One task on one upstream, OpenAI-shaped: POST JSON ``{"model": ..., **payload}`` to a path.
+
+    ``inputs`` is what the task works on (chat: the messages; embeddings: the texts); ``params`` are
+    the other body fields, already checked. ``upstream_model`` is the provider's own model id when
+    :meth:`needs_model_mapping` asked the pipeline to look it up (HF providers' native routes).
+    """
+
+    task: ClassVar[str] = ""
+    default_path: ClassVar[str] = ""
+    what: ClassVar[str] = "response"  # for messages: "chat completion", "embedding response", ...
+
+    def path(self, target: Target) -> str:
+        return target.spec.paths.get(self.task, self.default_path)
+
+    def url(self, target: Target, upstream_model: str | None) -> str:
+        return target.api_base + self.path(target)
+
+    def model(self, target: Target, upstream_model: str | None) -> str:
+        return upstream_model or target.model
+
+    def payload(self, target: Target, inputs: Any, params: Mapping[str, Any], upstream_model: str | None) -> Any:
+        raise NotImplementedError
+
+    def request(
+        self,
+        target: Target,
+        inputs: Any,
+        params: Mapping[str, Any],
+        auth: Auth,
+        *,
+        stream: bool = False,
+        upstream_model: str | None = None,
+    ) -> HttpRequest:
+        body = self.payload(target, inputs, params, upstream_model)
+        return HttpRequest(
+            "POST",
+            self.url(target, upstream_model),
+            auth_headers(auth, SSE_HEADERS if stream else JSON_HEADERS),
+            orjson.dumps(body),
+        )
+
+    def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def served_by(self, target: Target, headers: Mapping[str, str]) -> str:
+        """Who served the call, for the bill: the family, or the sub-provider a gateway names."""
+        return target.provider
+
+    def needs_model_mapping(self, target: Target) -> bool:
+        """Whether the request needs the provider's own model id (looked up by the pipeline)."""
+        return False
+
+    def poll(self, target: Target, response: HttpResponse, auth: Auth) -> HttpRequest | None:
+        """For asynchronous upstreams: the next request to send (a status or result URL), or None
+        when ``response`` is the answer. Synchronous upstreams (every OpenAI-shaped one) answer at once."""
+        return None
+
+
+class ChatHelper(TaskHelper):
+    """OpenAI chat completions (``/chat/completions``), streaming or not."""
+
+    task = "chat"
+    default_path = "/chat/completions"
+    what = "chat completion"
+
+    def payload(self, target: Target, inputs: Any, params: Mapping[str, Any], upstream_model: str | None) -> Any:
+        return {"model": self.model(target, upstream_model), "messages": inputs, **params}
+
+    def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
+        data = load_json_object(target, response, self.what, secrets)
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise not_shaped(
+                target,
+                response,
+                "the upstream's 200 response has no 'choices' list; it is not an OpenAI chat completion "
+                f"(keys: {sorted(data)[:10] if isinstance(data, dict) else type(data).__name__})",
+                sanitize_body(data, secrets) if isinstance(data, dict) else None,
+            )
+        return normalize_chat_completion(data, target.model)
+
+    def normalize_chunk(self, target: Target, chunk: dict[str, Any]) -> dict[str, Any]:
+        """Fix one upstream stream chunk before the shared normalizer sees it (default: as is)."""
+        return chunk
+
+
+class EmbeddingsHelper(TaskHelper):
+    """OpenAI embeddings (``/embeddings``): ``data[i].embedding`` back in input order."""
+
+    task = "embeddings"
+    default_path = "/embeddings"
+    what = "embedding response"
+
+    def payload(self, target: Target, inputs: Any, params: Mapping[str, Any], upstream_model: str | None) -> Any:
+        return {"model": self.model(target, upstream_model), "input": inputs, **params}
+
+    def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
+        data = load_json_object(target, response, self.what, secrets)
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise not_shaped(
+                target,
+                response,
+                "the upstream's 200 response has no 'data' list; it is not an OpenAI embedding response",
+            )
+        items = sorted(data["data"], key=lambda item: item.get("index", 0))
+        if len(items) != len(inputs):
+            raise not_shaped(
+                target, response, f"asked for {len(inputs)} embeddings, the upstream returned {len(items)}"
+            )
+        data["data"] = [
+            {"object": "embedding", "index": i, "embedding": item.get("embedding")} for i, item in enumerate(items)
+        ]
+        data["object"] = "list"
+        data.setdefault("model", target.model)
+        return data
