@@ -370,8 +370,12 @@ class Catalog:
         return None
 
     def families(self) -> list[str]:
-        """The families with a registered catalog source (``polyroute models`` lists these)."""
-        return list(self.sources)
+        """The families with a registered catalog source that the registry knows (``polyroute models`` lists these).
+
+        Example: ``Catalog(cache_dir=False).families()  # the built-in catalog families, in registration order``
+        """
+        known = set(self.registry.names())
+        return [family for family in self.sources if family in known]
 
     def family_of(self, target: Target) -> str | None:
         """The catalog family that prices a target, or None when only config can."""
