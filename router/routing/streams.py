@@ -8,10 +8,12 @@ surfaces to the caller as a typed exception.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from ..streaming import AsyncStream, Stream
+from ..streaming import AsyncStream, Stream, StreamCore
 from ..types import ChatCompletionChunk, CompletionUsage, ResponseMeta
+
+StreamT = TypeVar("StreamT", bound=StreamCore)
 
 
 def has_content(chunk: ChatCompletionChunk) -> bool:
@@ -25,14 +27,16 @@ def has_content(chunk: ChatCompletionChunk) -> bool:
     return False
 
 
-class _Ending:
-    """Calls ``on_end`` once, however the stream ends (exhausted, error, close, garbage); and
-    exposes the wrapped stream's facts."""
+class _Ending(Generic[StreamT]):
+    """A stream with the chunks the router already read put back in front. Calls ``on_end`` once,
+    however the stream ends (exhausted, error, close, garbage); exposes the wrapped stream's facts."""
 
-    _stream: Stream | AsyncStream
-
-    def __init__(self, on_end: Callable[[], None] | None) -> None:
+    def __init__(
+        self, stream: StreamT, buffered: list[ChatCompletionChunk], on_end: Callable[[], None] | None = None
+    ) -> None:
         self._on_end = on_end
+        self._stream = stream
+        self._buffered = buffered
 
     @property
     def usage(self) -> CompletionUsage | None:
@@ -71,17 +75,8 @@ class _Ending:
         self._ended()
 
 
-class RoutedStream(_Ending):
+class RoutedStream(_Ending[Stream]):
     """A :class:`Stream` with the chunks the router already read put back in front."""
-
-    _stream: Stream
-
-    def __init__(
-        self, stream: Stream, buffered: list[ChatCompletionChunk], on_end: Callable[[], None] | None = None
-    ) -> None:
-        super().__init__(on_end)
-        self._stream = stream
-        self._buffered = buffered
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self
@@ -106,17 +101,8 @@ class RoutedStream(_Ending):
         self.close()
 
 
-class AsyncRoutedStream(_Ending):
+class AsyncRoutedStream(_Ending[AsyncStream]):
     """An :class:`AsyncStream` with the chunks the router already read put back in front."""
-
-    _stream: AsyncStream
-
-    def __init__(
-        self, stream: AsyncStream, buffered: list[ChatCompletionChunk], on_end: Callable[[], None] | None = None
-    ) -> None:
-        super().__init__(on_end)
-        self._stream = stream
-        self._buffered = buffered
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
