@@ -27,20 +27,20 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
-from providers.errors import BudgetUnavailableError, PolyrouteError
+from providers.errors import BudgetUnavailableError
 
 from ..shared import SharedStateUnavailable
 from . import results
 from .config import BatchConfig
-from .plan import Planner, Quote, RowPlan, learn_prompt, request_body
+from .plan import Planner, RowPlan, request_body
 from .rows import INVALID_LINE, BadRow, Row, invalid_line_message, parse_row
+from .sender import Reservation, RowSender
 
 log = logging.getLogger("polyroute.batch")
 
@@ -115,6 +115,7 @@ class RowWorker:
         self.link = RedisLink(spec.redis_url, prefix=spec.redis_prefix)
         self.link.bind_loop()  # this loop lives as long as the actor: scripts go over an async client
         self.ledger = RedisLedger(self.link, on_unavailable="refuse")
+        self.sender = RowSender(self.router, self.planner, self.ledger, spec.ledger_id)
         self.slots = asyncio.Semaphore(spec.concurrency)
         self.sending = 0  # rows of this worker between their reservation and its settlement
         self.settled = asyncio.Event()
@@ -236,13 +237,12 @@ class RowWorker:
                 reserved = None
             if reserved is None:
                 return self._not_sent(line, plan, unknown)
-            rid, order, amount = reserved
             if await self._stopped() is not None:  # stopped while this row waited for room: it is not sent
-                await self._release(rid)
+                await self.sender.release(reserved)
                 return self._not_sent(line, plan, unknown)
             self.sending += 1
             try:
-                done = await self._send(row, body, order, amount, rid, plan.prompt_tokens)
+                done = self._recorded(line, *await self.sender.send(row, body, reserved, plan.prompt_tokens))
             finally:
                 self.sending -= 1
                 self.settled.set()
@@ -250,26 +250,24 @@ class RowWorker:
         done.unknown = unknown
         return done
 
-    async def _reserve(self, plan: RowPlan) -> tuple[str, list[Quote], int] | None:
-        """Reserve the row's worst case: (reservation id, candidates kept, amount), or None when it does not fit.
+    async def _reserve(self, plan: RowPlan) -> Reservation | None:
+        """Reserve the row's worst case (see :meth:`RowSender.reserve`), or None when it does not fit.
 
-        As in the local engine, a row whose worst case over all its fallbacks does not fit may go with
-        the fallbacks that do. When none fits, the row waits for this worker's rows in flight, then for
+        When it does not fit, the row waits for this worker's rows in flight, then for
         the other workers' (their reservations in Redis), to settle; when it still does not fit, the
         run stops (the stop flag tells every worker).
         """
         spec = self.spec
         if spec.limit_pico is None:
-            return "", plan.order, plan.reserve_pico
+            return await self.sender.reserve(plan, None)
         seen: tuple[int, int] | None = None
         waiting_since = self.loop.time()
         while True:
             if self.ledger.pending():  # settlements owed since a Redis blip: they free room
                 await self.link.arun(lambda _c: self.ledger.flush())
-            for keep, amount in plan.reserve_steps():
-                rid = await self.ledger.areserve(spec.ledger_id, amount, spec.limit_pico)
-                if rid is not None:
-                    return rid, plan.order[:keep], amount
+            reservation = await self.sender.reserve(plan, spec.limit_pico)
+            if reservation is not None:
+                return reservation
             if await self._stopped() is not None:  # any stop, another worker's budget stop included
                 return None
             if self.sending:
@@ -285,54 +283,6 @@ class RowWorker:
                     continue
             await self._set_stop("budget")
             return None
-
-    async def _send(
-        self, row: Row, body: dict[str, Any], order: list[Quote], amount: int, rid: str, prompt_tokens: int
-    ) -> _Result:
-        chosen = order[0].candidate
-        fallbacks = [q.candidate.group for q in order[1:]] or None
-        extra = {"priced_only": True} if self.planner.strict_prices else {}
-        started = time.perf_counter()
-        try:
-            result: Any
-            if row.endpoint == "chat":
-                params = {k: v for k, v in body.items() if k not in ("model", "messages")}
-                result = await self.router.acompletion(
-                    chosen.group, body["messages"], fallbacks=fallbacks, **params, **extra
-                )
-            else:
-                params = {k: v for k, v in body.items() if k not in ("model", "input")}
-                result = await self.router.aembedding(
-                    chosen.group, body["input"], fallbacks=fallbacks, **params, **extra
-                )
-        except PolyrouteError as err:
-            await self._release(rid)
-            served = _candidate_of(getattr(err, "attempts", None), order) or chosen.name
-            out, rec = results.failure(
-                row.line,
-                row.custom_id,
-                served,
-                results.error_code(err),
-                err.message,
-                err,
-                (time.perf_counter() - started) * 1000,
-            )
-            return self._recorded(row.line, out, rec)
-        except Exception as err:  # a bug must not take the other rows down; it is recorded and logged
-            await self._release(rid)
-            log.exception("row at line %d failed inside polyroute", row.line)
-            return self._failure(row, "internal_error", f"{type(err).__name__}: {err}", chosen.name)
-        meta = result.meta
-        if rid:  # an unpriced answer counts as its whole reservation: the cap must hold
-            await self.ledger.asettle(self.spec.ledger_id, rid, amount if meta.cost_pico is None else meta.cost_pico)
-            learn_prompt(self.planner.counts, row, result, prompt_tokens)
-        served = _candidate_of(meta.attempts, order) or chosen.name
-        out, rec = results.success(row.line, row.custom_id, served, result, meta)
-        return self._recorded(row.line, out, rec)
-
-    async def _release(self, rid: str) -> None:
-        if rid:
-            await self.ledger.arelease(self.spec.ledger_id, rid)
 
     def _not_sent(self, line: int, plan: RowPlan | None, unknown: str | None) -> _Result:
         """A row the stopped run does not send; after a budget stop, with what it is expected to need."""
@@ -367,15 +317,6 @@ def _in_ray_actor() -> bool:
         return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
     except Exception:
         return False
-
-
-def _candidate_of(attempts: list[Any] | None, order: list[Quote]) -> str | None:
-    """The candidate whose group made the last attempt."""
-    deployment = attempts[-1].deployment if attempts else None
-    if not deployment:
-        return None
-    group = deployment.split("[", 1)[0]
-    return next((q.candidate.name for q in order if q.candidate.group == group), None)
 
 
 def _as_dict(r: _Result) -> dict[str, Any]:

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from providers.errors import PolyrouteError
-
 from ..budget import OVERSHOOTS
 from ..ledger import Ledger
 from ..pricing.prices import pico_to_usd
@@ -38,9 +36,10 @@ from . import results
 from .config import BatchConfig
 from .job import check_job_args, open_job, tell
 from .journal import JobState, JobWriteError, Journal
-from .plan import Planner, RowPlan, learn_prompt, request_body
+from .plan import Planner, RowPlan, request_body
 from .progress import Progress
 from .rows import INVALID_LINE, BadRow, Row, SeenIds, invalid_line_message, iter_lines, parse_row
+from .sender import Reservation, RowSender
 
 EXIT_DONE = 0
 EXIT_FAILED_ROWS = 4  # every row has a result, some of them errors (re-run them with --retry-failed)
@@ -157,9 +156,8 @@ class _Job:
         self.config, self.router, self.journal, self.planner = config, router, journal, planner
         self.concurrency = concurrency
         self.progress = progress
-        self.client = client
-        self.ledger = ledger
-        self.ledger_id = f"batch-{journal.state.header.get('input_sha256', '')[:16]}-{id(self)}"
+        ledger_id = f"batch-{journal.state.header.get('input_sha256', '')[:16]}-{id(self)}"
+        self.sender = RowSender(router, planner, ledger, ledger_id, client)
         spent = journal.state.spent_pico
         self.limit = None if budget_pico is None else budget_pico - spent  # this run's share of the job's cap
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -171,7 +169,6 @@ class _Job:
         self.rows_left = 0
         self.pending: list[tuple[int, bytes, dict[str, Any]]] = []  # finished rows not yet written
         self.slots = asyncio.Semaphore(concurrency)
-        self.call_extra = {"priced_only": True} if planner.strict_prices else {}
 
     # ---------------------------------------------------------------- rows
     def _record(self, line: int, out: bytes, rec: dict[str, Any]) -> None:
@@ -194,25 +191,19 @@ class _Job:
             self.write_error = self.journal.broken
             self.stop = "write_error"
 
-    def _fail(self, row: Row | BadRow, code: str, message: str, candidate: str | None = None) -> None:
-        out, rec = results.failure(row.line, row.custom_id, candidate, code, message)
+    def _fail(self, row: Row | BadRow, code: str, message: str) -> None:
+        out, rec = results.failure(row.line, row.custom_id, None, code, message)
         self._record(row.line, out, rec)
 
-    async def _reserve(self, plan: RowPlan) -> str | None:
-        """Reserve a row's worst case, waiting for rows in flight to settle; None: the budget is spent.
-
-        When the worst case over all the row's fallbacks does not fit, the row may still go with only the
-        fallbacks that do (the plan is cut to them): a pricey last resort never stops a job by itself.
-        """
-        if self.limit is None:
-            return ""
+    async def _reserve(self, plan: RowPlan) -> Reservation | None:
+        """Reserve a row's worst case (see :meth:`RowSender.reserve`), waiting for rows in flight to settle;
+        None: the budget is spent. A row that goes with fewer fallbacks has its plan cut to them."""
         while True:
-            for keep, amount in plan.reserve_steps():
-                rid = self.ledger.reserve(self.ledger_id, amount, self.limit)
-                if rid is not None:
-                    del plan.order[keep:]
-                    plan.reserve_pico, plan.steps = amount, None
-                    return rid
+            reservation = await self.sender.reserve(plan, self.limit)
+            if reservation is not None:
+                if reservation.rid:
+                    plan.order, plan.reserve_pico, plan.steps = reservation.order, reservation.amount, None
+                return reservation
             if not self.in_flight:
                 return None
             await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -256,15 +247,15 @@ class _Job:
                     slots.release()
                     self._count_left(plan)
                     continue
-                rid = await self._reserve(plan)
-                if rid is None or self.stop is not None:
+                reservation = await self._reserve(plan)
+                if reservation is None or self.stop is not None:
                     slots.release()
-                    if rid:
-                        self.ledger.release(self.ledger_id, rid)
+                    if reservation is not None:
+                        await self.sender.release(reservation)
                     self.stop = self.stop or "budget"
                     self._count_left(plan)
                     continue
-                task = asyncio.create_task(self._send(row, body, plan, rid))
+                task = asyncio.create_task(self._send(row, body, plan, reservation))
                 self.in_flight.add(task)
                 task.add_done_callback(self._sent)
 
@@ -287,68 +278,9 @@ class _Job:
             self.needed_expected += chosen.expected_pico or 0
             self.needed_max += plan.reserve_pico
 
-    async def _send(self, row: Row, body: dict[str, Any], plan: RowPlan, rid: str) -> None:
-        chosen = plan.order[0].candidate
-        fallbacks = [q.candidate.group for q in plan.order[1:]] or None
-        extra = self.call_extra
-        started = time.perf_counter()
-        try:
-            result: Any
-            if row.endpoint == "chat":
-                params = {k: v for k, v in body.items() if k not in ("model", "messages")}
-                result = await self.router.acompletion(
-                    chosen.group, body["messages"], fallbacks=fallbacks, client=self.client, **params, **extra
-                )
-            else:
-                params = {k: v for k, v in body.items() if k not in ("model", "input")}
-                result = await self.router.aembedding(
-                    chosen.group, body["input"], fallbacks=fallbacks, client=self.client, **params, **extra
-                )
-        except asyncio.CancelledError:
-            self._release(rid)
-            raise
-        except PolyrouteError as err:
-            self._release(rid)
-            served = _candidate_of(getattr(err, "attempts", None), plan) or chosen.name
-            out, rec = results.failure(
-                row.line,
-                row.custom_id,
-                served,
-                results.error_code(err),
-                err.message,
-                err,
-                (time.perf_counter() - started) * 1000,
-            )
-            self._record(row.line, out, rec)
-            return
-        except Exception as err:  # a bug must not take the other rows down; it is recorded and logged
-            self._release(rid)
-            log.exception("row at line %d failed inside polyroute", row.line)
-            self._fail(row, "internal_error", f"{type(err).__name__}: {err}", chosen.name)
-            return
-        meta = result.meta
-        if rid:  # an unpriced answer counts as its whole reservation: the cap must hold
-            self.ledger.settle(self.ledger_id, rid, plan.reserve_pico if meta.cost_pico is None else meta.cost_pico)
-            learn_prompt(self.planner.counts, row, result, plan.prompt_tokens)
-        served = _candidate_of(meta.attempts, plan) or chosen.name
-        out, rec = results.success(row.line, row.custom_id, served, result, meta)
+    async def _send(self, row: Row, body: dict[str, Any], plan: RowPlan, reservation: Reservation) -> None:
+        out, rec = await self.sender.send(row, body, reservation, plan.prompt_tokens)
         self._record(row.line, out, rec)
-
-    def _release(self, rid: str) -> None:
-        if rid:
-            self.ledger.release(self.ledger_id, rid)
-
-
-def _candidate_of(attempts: list[Any] | None, plan: RowPlan) -> str | None:
-    """The candidate whose group made the last attempt."""
-    deployment = attempts[-1].deployment if attempts else None
-    if not deployment:
-        return None
-    group = deployment.partition("[")[0]  # "group[i]:model"
-    for quote in plan.order:
-        if quote.candidate.group == group:
-            return quote.candidate.name
-    return None
 
 
 async def arun_batch(
