@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -169,15 +169,24 @@ def meta_of(result: WithMeta) -> ResponseMeta | None:
         return None
 
 
-class ChatCompletion(WithMeta):
+ChoiceT = TypeVar("ChoiceT", bound=_OpenAIModel)
+
+
+class _CompletionFields(_OpenAIModel, Generic[ChoiceT]):
+    """The fields a completion and a chunk of one share (in OpenAI's order); they differ in their choices."""
+
     id: str
-    choices: list[Choice]
+    choices: list[ChoiceT]
     created: int
     model: str
-    object: str = "chat.completion"
+    object: str
     service_tier: str | None = None
     system_fingerprint: str | None = None
     usage: CompletionUsage | None = None
+
+
+class ChatCompletion(WithMeta, _CompletionFields[Choice]):
+    object: str = "chat.completion"
 
 
 class ChoiceDeltaFunctionCall(_OpenAIModel):
@@ -185,9 +194,8 @@ class ChoiceDeltaFunctionCall(_OpenAIModel):
     arguments: str | None = None
 
 
-class ChoiceDeltaToolCallFunction(_OpenAIModel):
-    name: str | None = None
-    arguments: str | None = None
+class ChoiceDeltaToolCallFunction(ChoiceDeltaFunctionCall):
+    """The function of a tool-call delta: the same fields as a function-call delta."""
 
 
 class ChoiceDeltaToolCall(_OpenAIModel):
@@ -212,15 +220,8 @@ class ChunkChoice(_OpenAIModel):
     logprobs: Any = None
 
 
-class ChatCompletionChunk(_OpenAIModel):
-    id: str
-    choices: list[ChunkChoice]
-    created: int
-    model: str
+class ChatCompletionChunk(_CompletionFields[ChunkChoice]):
     object: str = "chat.completion.chunk"
-    service_tier: str | None = None
-    system_fingerprint: str | None = None
-    usage: CompletionUsage | None = None
 
 
 class Embedding(_OpenAIModel):
