@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import functools
+from dataclasses import dataclass
 from typing import Any
 
 from providers.errors import InvalidRequestArgumentError
@@ -22,13 +22,57 @@ from providers.registry import Registry
 
 from .budget import Budget
 from .chat import arun_chat, prepare_chat, run_chat
-from .params import has_local_images
+from .params import BODY_PARAMS, has_local_images
+from .pipeline import Call
 from .pricing.catalog import Catalog
 from .streaming import AsyncStream, Stream
+from .surface import same_arguments_as
 from .types import ChatCompletion
 
 
-def completion(
+@dataclass(slots=True)
+class ChatArgs:
+    """One chat call's arguments as :func:`completion` and :func:`acompletion` take them."""
+
+    model: str
+    messages: Any
+    stream: bool
+    params: dict[str, Any]  # the OpenAI body parameters (max_tokens, tools, ...)
+    settings: dict[str, Any]  # how the call is made (api_key, timeout, extra_body, budget, ...)
+    kwargs: dict[str, Any]  # anything else: router arguments (fallbacks=, num_retries=) or unknown
+
+    def prepare(self, fn: str) -> Call:
+        s = self.settings
+        return prepare_chat(
+            self.model,
+            self.messages,
+            self.stream,
+            self.params,
+            api_key=s["api_key"],
+            api_base=s["api_base"] or s["base_url"],
+            timeout=s["timeout"],
+            stream_options=s["stream_options"],
+            functions=s["functions"],
+            function_call=s["function_call"],
+            extra_headers=s["extra_headers"],
+            extra_body=s["extra_body"],
+            bill_to=s["bill_to"],
+            registry=s["registry"],
+            catalog=s["catalog"],
+            kwargs=self.kwargs,
+            fn=fn,
+            need_key=s["mock_response"] is None,
+        )
+
+    def routed(self) -> tuple[Any, dict[str, Any]] | None:
+        """``fallbacks=`` / ``num_retries=``: a one-group router and the arguments for its call."""
+        if not _ROUTER_ARGS & self.kwargs.keys():
+            return None
+        given = {**self.params, **self.settings, "stream": self.stream}
+        return _one_group_router(self.model, {k: v for k, v in given.items() if v is not None}, self.kwargs)
+
+
+def chat_args(
     model: str,
     messages: Any = None,
     *,
@@ -67,7 +111,19 @@ def completion(
     catalog: Catalog | None = None,
     budget: Budget | None = None,
     **kwargs: Any,
-) -> ChatCompletion | Stream:
+) -> ChatArgs:
+    """The arguments of :func:`completion` / :func:`acompletion`, written once (LiteLLM's names)."""
+    given = locals()
+    params = {name: given[name] for name in BODY_PARAMS}
+    settings = {k: v for k, v in given.items() if k not in params and k not in _NOT_SETTINGS}
+    return ChatArgs(model, messages, stream, params, settings, kwargs)
+
+
+_NOT_SETTINGS = frozenset({"model", "messages", "stream", "kwargs"})
+
+
+@same_arguments_as(chat_args)
+def completion(*args: Any, **kwargs: Any) -> ChatCompletion | Stream:
     """Send a chat completion to any supported provider; OpenAI-shaped result.
 
     Same arguments as ``litellm.completion`` for what polyroute supports, plus ``bill_to`` (HF org to
@@ -79,93 +135,18 @@ def completion(
                        messages=[{"role": "user", "content": "Hi"}], max_tokens=50)
         r.choices[0].message.content, r.meta.latency_ms
     """
-    if _ROUTER_ARGS & kwargs.keys():  # fallbacks= / num_retries=: a one-group router
-        args = {k: v for k, v in locals().items() if k not in ("model", "messages", "kwargs") and v is not None}
-        router, call_args = _one_group_router(model, args, kwargs)
-        return router.completion(model, messages, **call_args)  # type: ignore[no-any-return]
-    params = {
-        "max_tokens": max_tokens,
-        "max_completion_tokens": max_completion_tokens,
-        "temperature": temperature,
-        "top_p": top_p,
-        "stop": stop,
-        "seed": seed,
-        "n": n,
-        "tools": tools,
-        "tool_choice": tool_choice,
-        "response_format": response_format,
-        "reasoning_effort": reasoning_effort,
-        "logprobs": logprobs,
-        "top_logprobs": top_logprobs,
-        "presence_penalty": presence_penalty,
-        "frequency_penalty": frequency_penalty,
-        "logit_bias": logit_bias,
-        "user": user,
-        "parallel_tool_calls": parallel_tool_calls,
-    }
-    call = prepare_chat(
-        model,
-        messages,
-        stream,
-        params,
-        api_key=api_key,
-        api_base=api_base or base_url,
-        timeout=timeout,
-        stream_options=stream_options,
-        functions=functions,
-        function_call=function_call,
-        extra_headers=extra_headers,
-        extra_body=extra_body,
-        bill_to=bill_to,
-        registry=registry,
-        catalog=catalog,
-        kwargs=kwargs,
-        fn="completion",
-        need_key=mock_response is None,
-    )
-    return run_chat(call, stream=bool(stream), client=client, budget=budget, mock_response=mock_response)
+    a = chat_args(*args, **kwargs)
+    routed = a.routed()
+    if routed is not None:
+        router, call_args = routed
+        return router.completion(a.model, a.messages, **call_args)  # type: ignore[no-any-return]
+    s = a.settings
+    call = a.prepare("completion")
+    return run_chat(call, stream=a.stream, client=s["client"], budget=s["budget"], mock_response=s["mock_response"])
 
 
-async def acompletion(
-    model: str,
-    messages: Any = None,
-    *,
-    stream: bool = False,
-    api_key: str | None = None,
-    api_base: str | None = None,
-    base_url: str | None = None,
-    timeout: Any = None,
-    max_tokens: int | None = None,
-    max_completion_tokens: int | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    stop: str | list[str] | None = None,
-    seed: int | None = None,
-    n: int | None = None,
-    tools: list[dict[str, Any]] | None = None,
-    tool_choice: Any = None,
-    functions: list[dict[str, Any]] | None = None,
-    function_call: Any = None,
-    response_format: Any = None,
-    reasoning_effort: str | None = None,
-    logprobs: bool | None = None,
-    top_logprobs: int | None = None,
-    presence_penalty: float | None = None,
-    frequency_penalty: float | None = None,
-    logit_bias: dict[str, float] | None = None,
-    user: str | None = None,
-    parallel_tool_calls: bool | None = None,
-    stream_options: dict[str, Any] | None = None,
-    extra_headers: dict[str, str] | None = None,
-    extra_body: dict[str, Any] | None = None,
-    mock_response: Any = None,
-    client: Any = None,
-    bill_to: str | None = None,
-    registry: Registry | None = None,
-    catalog: Catalog | None = None,
-    budget: Budget | None = None,
-    **kwargs: Any,
-) -> ChatCompletion | AsyncStream:
+@same_arguments_as(chat_args)
+async def acompletion(*args: Any, **kwargs: Any) -> ChatCompletion | AsyncStream:
     """Async :func:`completion`; ``stream=True`` returns an :class:`AsyncStream`.
 
     Example::
@@ -173,54 +154,19 @@ async def acompletion(
         r = await acompletion(model="huggingface/Qwen/Qwen3-8B:cheapest",
                               messages=[{"role": "user", "content": "Hi"}])
     """
-    if _ROUTER_ARGS & kwargs.keys():
-        args = {k: v for k, v in locals().items() if k not in ("model", "messages", "kwargs") and v is not None}
-        router, call_args = _one_group_router(model, args, kwargs)
-        return await router.acompletion(model, messages, **call_args)  # type: ignore[no-any-return]
-    params = {
-        "max_tokens": max_tokens,
-        "max_completion_tokens": max_completion_tokens,
-        "temperature": temperature,
-        "top_p": top_p,
-        "stop": stop,
-        "seed": seed,
-        "n": n,
-        "tools": tools,
-        "tool_choice": tool_choice,
-        "response_format": response_format,
-        "reasoning_effort": reasoning_effort,
-        "logprobs": logprobs,
-        "top_logprobs": top_logprobs,
-        "presence_penalty": presence_penalty,
-        "frequency_penalty": frequency_penalty,
-        "logit_bias": logit_bias,
-        "user": user,
-        "parallel_tool_calls": parallel_tool_calls,
-    }
-    prepare = functools.partial(
-        prepare_chat,
-        model,
-        messages,
-        stream,
-        params,
-        api_key=api_key,
-        api_base=api_base or base_url,
-        timeout=timeout,
-        stream_options=stream_options,
-        functions=functions,
-        function_call=function_call,
-        extra_headers=extra_headers,
-        extra_body=extra_body,
-        bill_to=bill_to,
-        registry=registry,
-        catalog=catalog,
-        kwargs=kwargs,
-        fn="acompletion",
-        need_key=mock_response is None,
-    )
+    a = chat_args(*args, **kwargs)
+    routed = a.routed()
+    if routed is not None:
+        router, call_args = routed
+        return await router.acompletion(a.model, a.messages, **call_args)  # type: ignore[no-any-return]
+    s = a.settings
     # Local image files are read and encoded off the event loop.
-    call = await asyncio.to_thread(prepare) if has_local_images(messages) else prepare()
-    return await arun_chat(call, stream=bool(stream), client=client, budget=budget, mock_response=mock_response)
+    call = (
+        await asyncio.to_thread(a.prepare, "acompletion") if has_local_images(a.messages) else a.prepare("acompletion")
+    )
+    return await arun_chat(
+        call, stream=a.stream, client=s["client"], budget=s["budget"], mock_response=s["mock_response"]
+    )
 
 
 _ROUTER_ARGS = frozenset({"fallbacks", "num_retries", "context_window_fallbacks", "content_policy_fallbacks"})

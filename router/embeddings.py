@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from providers.errors import InvalidRequestArgumentError
@@ -24,6 +25,7 @@ from .calibration import PromptCounts
 from .params import check_extra_body
 from .pipeline import Call, arun, check_unknown, prepare, run
 from .pricing.catalog import Catalog, PriceLookup
+from .surface import same_arguments_as
 from .types import EmbeddingResponse
 
 
@@ -146,7 +148,30 @@ def prepare_embedding(
     )
 
 
-def embedding(
+@dataclass(slots=True)
+class EmbeddingArgs:
+    """One embedding call's arguments as :func:`embedding` and :func:`aembedding` take them."""
+
+    given: dict[str, Any]
+
+    def prepare(self, fn: str) -> Call:
+        g = self.given
+        check_unknown(g["kwargs"], fn)
+        return prepare_embedding(
+            g["model"],
+            g["input"],
+            embedding_params(g["dimensions"], g["encoding_format"], g["user"], g["extra_body"]),
+            api_key=g["api_key"],
+            api_base=g["api_base"] or g["base_url"],
+            timeout=g["timeout"],
+            extra_headers=g["extra_headers"],
+            bill_to=g["bill_to"],
+            registry=g["registry"],
+            catalog=g["catalog"],
+        )
+
+
+def embedding_args(
     model: str,
     input: Any = None,
     *,
@@ -165,7 +190,13 @@ def embedding(
     catalog: Catalog | None = None,
     budget: Budget | None = None,
     **kwargs: Any,
-) -> EmbeddingResponse:
+) -> EmbeddingArgs:
+    """The arguments of :func:`embedding` / :func:`aembedding`, written once (OpenAI's and LiteLLM's names)."""
+    return EmbeddingArgs(locals())
+
+
+@same_arguments_as(embedding_args)
+def embedding(*args: Any, **kwargs: Any) -> EmbeddingResponse:
     """Embed a string or a list of strings; OpenAI-shaped ``EmbeddingResponse``.
 
     Example::
@@ -173,59 +204,17 @@ def embedding(
         r = embedding(model="deepinfra/BAAI/bge-m3", input=["hello", "world"])
         len(r.data), r.usage.prompt_tokens
     """
-    check_unknown(kwargs, "embedding")
-    call = prepare_embedding(
-        model,
-        input,
-        embedding_params(dimensions, encoding_format, user, extra_body),
-        api_key=api_key,
-        api_base=api_base or base_url,
-        timeout=timeout,
-        extra_headers=extra_headers,
-        bill_to=bill_to,
-        registry=registry,
-        catalog=catalog,
-    )
-    return run(call, client, budget)  # type: ignore[no-any-return]
+    a = embedding_args(*args, **kwargs)
+    return run(a.prepare("embedding"), a.given["client"], a.given["budget"])  # type: ignore[no-any-return]
 
 
-async def aembedding(
-    model: str,
-    input: Any = None,
-    *,
-    api_key: str | None = None,
-    api_base: str | None = None,
-    base_url: str | None = None,
-    timeout: Any = None,
-    dimensions: int | None = None,
-    encoding_format: str | None = None,
-    user: str | None = None,
-    extra_headers: dict[str, str] | None = None,
-    extra_body: dict[str, Any] | None = None,
-    client: Any = None,
-    bill_to: str | None = None,
-    registry: Registry | None = None,
-    catalog: Catalog | None = None,
-    budget: Budget | None = None,
-    **kwargs: Any,
-) -> EmbeddingResponse:
+@same_arguments_as(embedding_args)
+async def aembedding(*args: Any, **kwargs: Any) -> EmbeddingResponse:
     """Async :func:`embedding`.
 
     Example::
 
         r = await aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="hello")
     """
-    check_unknown(kwargs, "aembedding")
-    call = prepare_embedding(
-        model,
-        input,
-        embedding_params(dimensions, encoding_format, user, extra_body),
-        api_key=api_key,
-        api_base=api_base or base_url,
-        timeout=timeout,
-        extra_headers=extra_headers,
-        bill_to=bill_to,
-        registry=registry,
-        catalog=catalog,
-    )
-    return await arun(call, client, budget)  # type: ignore[no-any-return]
+    a = embedding_args(*args, **kwargs)
+    return await arun(a.prepare("aembedding"), a.given["client"], a.given["budget"])  # type: ignore[no-any-return]
