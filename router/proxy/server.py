@@ -15,7 +15,6 @@ import sys
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from providers.config import apply_config
 from providers.errors import redact
@@ -85,7 +84,7 @@ def open_store(config: ProxyConfig) -> SqlStore:
     )
 
 
-class _JsonErrorHandler(RequestHandler):
+class _JsonErrorHandler(web.RequestHandler):
     """aiohttp's connection handler, answering the requests it refuses itself with OpenAI's error JSON."""
 
     def handle_error(
@@ -106,32 +105,58 @@ class _JsonErrorHandler(RequestHandler):
 
 
 class _JsonErrorServer(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+    """The app's request handler and factory, on connections handled by :class:`_JsonErrorHandler`
+    (a ``web.Server`` makes plain ``RequestHandler`` connections, and takes no class to use instead)."""
 
-
-class ProxyRunner(web.AppRunner):
-    """An :class:`aiohttp.web.AppRunner` whose connections answer malformed requests with OpenAI's error JSON."""
-
-    async def _make_server(self) -> web.Server:
-        made = await super()._make_server()
-        return _JsonErrorServer(
-            made.request_handler,
-            request_factory=made.request_factory,
-            handler_cancellation=made.handler_cancellation,
-            loop=made._loop,
-            **made._kwargs,
+    def __init__(self, app_server: web.Server, **handler_options: Any) -> None:
+        super().__init__(
+            app_server.request_handler,
+            request_factory=app_server.request_factory,
+            handler_cancellation=app_server.handler_cancellation,
+            **handler_options,
         )
+        self.handler_options = handler_options
+
+    def __call__(self) -> web.RequestHandler:
+        return _JsonErrorHandler(self, loop=asyncio.get_running_loop(), **self.handler_options)
+
+
+class ProxyRunner:
+    """Serves an app as :class:`aiohttp.web.AppRunner` does, but its connections answer malformed requests
+    with OpenAI's error JSON: the app's runner starts and cleans up the app; a ``ServerRunner`` of
+    :class:`_JsonErrorServer` (built from the app runner's server) holds the sites and connections."""
+
+    def __init__(self, app: web.Application, *, shutdown_timeout: float, **handler_options: Any) -> None:
+        self.app_runner = web.AppRunner(app, handle_signals=True, shutdown_timeout=shutdown_timeout)
+        self.handler_options = handler_options
+        self.shutdown_timeout = shutdown_timeout
+        self.server_runner: web.ServerRunner | None = None
+
+    async def setup(self) -> web.ServerRunner:
+        """Start the app (its on_startup); the runner to give sites."""
+        await self.app_runner.setup()
+        app_server = self.app_runner.server
+        assert app_server is not None  # set by setup()
+        server = _JsonErrorServer(app_server, **self.handler_options)
+        self.server_runner = web.ServerRunner(server, shutdown_timeout=self.shutdown_timeout)
+        await self.server_runner.setup()
+        return self.server_runner
+
+    async def cleanup(self) -> None:
+        """Stop accepting, let requests in flight finish (up to ``shutdown_timeout``), then clean the app up."""
+        if self.server_runner is not None:
+            await self.server_runner.cleanup()
+        await self.app_runner.cleanup()
 
 
 def run(app: web.Application, host: str, port: int, shutdown_timeout: float, loop: asyncio.AbstractEventLoop) -> None:
     """Serve ``app`` until SIGINT/SIGTERM (as :func:`aiohttp.web.run_app`, with :class:`ProxyRunner`)."""
 
     async def main() -> None:
-        runner = ProxyRunner(app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_timeout)
-        await runner.setup()
+        runner = ProxyRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+        sites = await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(sites, host, port).start()
             log.info("listening on http://%s:%d", host, port)
             await asyncio.Event().wait()  # until a signal raises GracefulExit
         finally:
