@@ -21,7 +21,8 @@ from typing import Any
 from ..budget import OUTPUT_CAPS, count_request, max_completion_tokens
 from ..calibration import PromptCounts
 from ..pricing.prices import Price
-from ..routing.router import Router, needs_of
+from ..routing.offers import needs_of
+from ..routing.router import Router
 from ..tokens import count_text
 from .config import BatchConfig, Candidate
 from .rows import Row

@@ -23,7 +23,6 @@ again before that time, while other deployments are tried at once.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import inspect
 import logging
@@ -49,6 +48,7 @@ from ..streaming import AsyncStream, Stream
 from ..tokens import aload_encoding, long_prompt
 from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse
 from .deployment import Deployment, now, parse_model_list
+from .offers import CatalogFacts, needs_of
 from .session import Choice, NotYet, RequestInfo, Session
 from .strategies import strategy_name
 from .streams import AsyncRoutedStream, RoutedStream, has_content
@@ -87,7 +87,7 @@ def _fallback_map(value: Any, name: str, groups: Iterable[str]) -> dict[str, lis
     return out
 
 
-class Router:
+class Router(CatalogFacts):
     """Model groups of deployments with retries, fallbacks, cooldowns and a routing strategy.
 
     LiteLLM's argument names are accepted where the meaning is the same (``routing_strategy``,
@@ -145,12 +145,12 @@ class Router:
         self.rng = random.Random(seed)
         self._chains: dict[str, tuple[str, ...]] = {}
         self.lock = threading.Lock()  # picks and rate-window bookkeeping are one atomic step
-        self.provider_not_before: dict[tuple[int, str], float] = {}  # (deployment, HF provider) Retry-After
+        self.provider_not_before: dict[tuple[int, str], float] = {}  # (deployment, sub-provider) Retry-After
         self._counts_tpm = any(d.tpm for ds in self.groups.values() for d in ds)
-        self.catalog_families = {d.target.provider for ds in self.groups.values() for d in ds} & {
-            "huggingface",
-            "deepinfra",
-        }
+        # families whose catalog lists models, prices and context windows (the rest: configured prices only)
+        self.catalog_families = {d.target.provider for ds in self.groups.values() for d in ds} & set(
+            self.catalog.families()
+        )
         if redis_url is not None and shared_state is None:
             shared_state = _shared_state(redis_url, sync_interval)
         self.shared = shared_state  # cooldowns, rpm/tpm, in-flight and latency shared with other replicas
@@ -161,95 +161,6 @@ class Router:
         """Stop sharing state (the last reports are written to Redis first)."""
         if self.shared is not None:
             self.shared.close()
-
-    # ---------------------------------------------------------------- facts used by sessions
-    def _offers(self, d: Deployment) -> list[Any]:
-        data = self.catalog.loaded(d.target)
-        if data is None:
-            return []
-        if d.target.spec.gateway:
-            offers = [o for o in data.by_model(d.target.model) if o.status == "live"]
-            if d.target.subprovider:
-                offers = [o for o in offers if o.provider == d.target.subprovider]
-            return offers
-        offer = data.offers.get((d.target.provider, d.target.model))
-        return [offer] if offer else []
-
-    def _lacking(self, d: Deployment, needs: frozenset[str]) -> set[str]:
-        """Providers of ``d`` that the catalog says cannot serve what the request needs (a price counts
-        overrides too)."""
-        offers = self._offers(d)
-        lacking = {o.provider for o in offers if not _supports(o, needs)}
-        if "priced" in needs and offers:  # the price the bill would use: catalog or a configured override
-            data = self.catalog.loaded(d.target)
-            lacking |= {o.provider for o in offers if self.catalog.lookup_in(data, d.target, o.provider).price is None}
-        return lacking
-
-    def capable(self, d: Deployment, needs: frozenset[str]) -> bool:
-        """False when the catalog says no way of serving ``d`` supports what the request needs."""
-        if not needs:
-            return True
-        offers = self._offers(d)
-        return not offers or len(self._lacking(d, needs)) < len({o.provider for o in offers})
-
-    def fits_context(self, d: Deployment, prompt: int) -> bool:
-        """Whether some way of serving ``d`` has room for ``prompt`` tokens (unknown windows fit)."""
-        if d.context_length:
-            return prompt <= d.context_length
-        offers = self._offers(d)
-        room = [o.context_length is None or prompt <= o.context_length for o in offers]
-        t = d.target
-        if t.gateway_chooses:
-            return all(room)  # the gateway (HF router) picks the provider: every one must have room
-        return not offers or any(room)
-
-    def context_length(self, d: Deployment) -> int | None:
-        """The largest context window the deployment may be served with (None: unknown); under
-        ``:cheapest`` / ``:fastest`` a prompt goes only to providers whose window has room for it."""
-        if d.context_length:
-            return d.context_length
-        known = [o.context_length for o in self._offers(d) if o.context_length]
-        return max(known) if known else None
-
-    def _priced(self, d: Deployment, request: RequestInfo) -> list[tuple[int, Any]]:
-        """(expected cost in pico-USD, price lookup) for every way the deployment may be charged,
-        overrides included, in one unit."""
-        prompt, out_tokens = request.prompt_tokens or 0, request.max_tokens or 256
-        target = d.target if d.target.policy is None else dataclasses.replace(d.target, policy=None)
-        return [
-            (c.price.cost_pico(prompt, out_tokens), c)
-            for c in self.catalog.candidates_in(self.catalog.loaded(d.target), target)
-            if c.price is not None
-        ]
-
-    def expected_cost(self, d: Deployment, request: RequestInfo) -> float | None:
-        """Pico-USD this request is expected to cost at the deployment's cheapest price (None: unpriced)."""
-        costs = [cost for cost, _ in self._priced(d, request)]
-        return float(min(costs)) if costs else None
-
-    def policy_order(self, d: Deployment, request: RequestInfo) -> list[str]:
-        """HF ``:cheapest`` / ``:fastest`` resolved client-side: live providers, best first.
-
-        Providers that asked this deployment to wait (Retry-After) go last until their wait is over.
-        """
-        if d.target.policy == "cheapest":
-            ranked = sorted(self._priced(d, request), key=lambda pair: pair[0])
-            providers = [c.offer.provider for _, c in ranked if c.offer is not None]
-            providers += [o.provider for o in self._offers(d) if o.provider not in providers]  # unpriced last
-        else:
-            providers = [o.provider for o in sorted(self._offers(d), key=lambda o: -(o.throughput or 0.0))]
-        lacking = self._lacking(d, request.needs) if request.needs else set()
-        if request.prompt_tokens is not None and not d.context_length:  # too small a window for this prompt
-            lacking |= {
-                o.provider
-                for o in self._offers(d)
-                if (o.context_length or 0) and request.prompt_tokens > o.context_length
-            }
-        if lacking:
-            providers = [p for p in providers if p not in lacking]
-        t = now()
-        waits = self.provider_not_before
-        return sorted(providers, key=lambda p: waits.get((id(d), p), 0.0) > t)
 
     def backoff(self, tries: int, rng: random.Random) -> float:
         """Exponential backoff with full jitter, for errors that did not say how long to wait."""
@@ -618,23 +529,6 @@ def _shared_state(redis_url: str, sync_interval: float) -> SharedRouterState:
     from ..shared import RedisLink, SharedRouterState
 
     return SharedRouterState(RedisLink(redis_url), interval=sync_interval)
-
-
-def needs_of(kwargs: dict[str, Any]) -> frozenset[str]:
-    """Features the request needs from a provider (checked against the catalog)."""
-    needs = []
-    if kwargs.get("tools") and kwargs.get("tool_choice") != "none":
-        needs.append("tools")
-    response_format = kwargs.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
-        needs.append("structured_output")
-    return frozenset(needs)
-
-
-def _supports(offer: Any, needs: frozenset[str]) -> bool:
-    if "tools" in needs and offer.supports_tools is False:
-        return False
-    return not ("structured_output" in needs and offer.supports_structured_output is False)
 
 
 def _merged(deployment: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
