@@ -103,19 +103,16 @@ class ChunkNormalizer:
             # Some servers omit the blank line between events: one JSON object per line.
             if b"\n" in payload:
                 return [obj for line in payload.split(b"\n") if line.strip() for obj in self._load(line)]
-            shown = redact(payload[:200].decode("utf-8", "replace"), self.secrets)
-            raise UnprocessableResponseError(
-                f"malformed JSON in a stream event: {shown!r}",
-                provider=self.target.label,
-                model=self.target.model,
-            ) from None
+            raise self._unprocessable("malformed JSON in a stream event", payload) from None
         if not isinstance(event, dict):
-            raise UnprocessableResponseError(
-                f"a stream event is {type(event).__name__}, expected a JSON object",
-                provider=self.target.label,
-                model=self.target.model,
-            )
+            raise self._unprocessable(f"a stream event is {type(event).__name__}, expected a JSON object")
         return [error_event_body(event) if is_error_event(payload) else event]
+
+    def _unprocessable(self, message: str, shown: bytes | None = None) -> UnprocessableResponseError:
+        """The error for what no upstream should send, with its first bytes (secrets redacted) when given."""
+        if shown is not None:
+            message += f": {redact(shown[:200].decode('utf-8', 'replace'), self.secrets)!r}"
+        return UnprocessableResponseError(message, provider=self.target.label, model=self.target.model)
 
     def feed(self, payload: bytes) -> list[ChatCompletionChunk]:
         """Chunks produced by one SSE data payload (raises the typed error for an error frame)."""
@@ -142,11 +139,8 @@ class ChunkNormalizer:
         if isinstance(data, dict) and ("detail" in data and "choices" not in data):
             data = {"error": data}
         if not isinstance(data, dict) or not (data.get("error") or isinstance(data.get("choices"), list)):
-            shown = redact(body[:200].decode("utf-8", "replace"), self.secrets)
-            raise UnprocessableResponseError(
-                f"expected an event stream, got a JSON document that is neither an error nor a completion: {shown!r}",
-                provider=self.target.label,
-                model=self.target.model,
+            raise self._unprocessable(
+                "expected an event stream, got a JSON document that is neither an error nor a completion", body
             )
         choices = []
         for pos, choice in enumerate(data.get("choices") or ()):
