@@ -31,7 +31,6 @@ from .pricing.cost import cost_of
 from .types import Attempt, ResponseMeta, attach_meta
 
 _IGNORED_LITELLM_ARGS = frozenset({"drop_params", "metadata", "custom_llm_provider_name", "litellm_logging_obj"})
-POLL_INTERVAL_S = (0.25, 2.0)  # asynchronous upstreams: first wait, longest wait between polls
 
 
 class Task(Protocol):
@@ -264,8 +263,8 @@ def connection_failed(call: Call, err: PolyrouteError) -> PolyrouteError:
     return err
 
 
-def _poll_wait(polls: int) -> float:
-    first, longest = POLL_INTERVAL_S
+def _poll_wait(call: Call, polls: int) -> float:
+    first, longest = call.helper.poll_wait
     return float(min(longest, first * 2**polls))
 
 
@@ -283,7 +282,7 @@ def send(call: Call, transport: SyncTransport, hold: Hold) -> HttpResponse:
         following = call.helper.poll(call.target, response, call.auth)
         if following is None:
             return response
-        time.sleep(_poll_wait(polls))
+        time.sleep(_poll_wait(call, polls))
         request, polls = following, polls + 1
 
 
@@ -301,7 +300,7 @@ async def asend(call: Call, transport: AsyncTransport, hold: Hold) -> HttpRespon
         following = call.helper.poll(call.target, response, call.auth)
         if following is None:
             return response
-        await asyncio.sleep(_poll_wait(polls))
+        await asyncio.sleep(_poll_wait(call, polls))
         request, polls = following, polls + 1
 
 

@@ -78,6 +78,7 @@ class TaskHelper:
     task: ClassVar[str] = ""
     default_path: ClassVar[str] = ""
     what: ClassVar[str] = "response"  # for messages: "chat completion", "embedding response", ...
+    poll_wait: ClassVar[tuple[float, float]] = (0.25, 2.0)  # asynchronous upstreams: first and longest wait
 
     def path(self, target: Target) -> str:
         return target.spec.paths.get(self.task, self.default_path)
