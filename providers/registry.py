@@ -1,7 +1,8 @@
 """The provider registry and the model-string grammar.
 
 ``Registry.resolve("huggingface/together/deepseek-ai/DeepSeek-R1")`` -> a :class:`Target` saying
-which adapter, provider, upstream model id and base URL to use. See DESIGN.md for the grammar.
+which provider family, sub-provider, upstream model id and base URL to use (the README lists the
+model-string forms; ARCHITECTURE.md where a new provider goes).
 
 Adding an OpenAI-compatible provider is one entry::
 

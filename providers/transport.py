@@ -5,7 +5,7 @@ or a streaming response. Transport failures become :class:`APIConnectionError` /
 :class:`APITimeoutError`; HTTP status handling is the caller's.
 
 The default async transport is aiohttp: httpx's async pool loses most of its throughput under
-concurrency (see DESIGN.md, and ``benchmarks/core.py``). Callers may pass their own
+concurrency (see ARCHITECTURE.md, and ``benchmarks/core.py``). Callers may pass their own
 ``httpx.Client``, ``httpx.AsyncClient`` or ``aiohttp.ClientSession``.
 """
 
