@@ -8,7 +8,7 @@ reservation to the stream, which settles it when it ends.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.clients import async_transport_for, sync_transport_for
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
@@ -22,6 +22,7 @@ from .calibration import PromptCounts
 from .params import build_chat_body
 from .pipeline import (
     Call,
+    CallSettings,
     abuild,
     areserve,
     arun,
@@ -36,10 +37,13 @@ from .pipeline import (
     reserve,
     run,
 )
-from .pricing.catalog import Catalog, PriceLookup
+from .pricing.catalog import PriceLookup
 from .streaming import AsyncStream, ChunkNormalizer, Stream
 from .tokens import long_prompt
 from .types import ChatCompletion
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class ChatTask:
@@ -87,27 +91,22 @@ def prepare_chat(
     stream: bool,
     params: dict[str, Any],
     *,
-    api_key: str | None,
-    api_base: str | None,
-    timeout: Any,
-    stream_options: Any,
-    functions: Any,
-    function_call: Any,
-    extra_headers: Any,
-    extra_body: Any,
-    bill_to: Any,
-    registry: Registry | None,
-    catalog: Catalog | None,
-    kwargs: dict[str, Any],
-    fn: str,
-    need_key: bool = True,
+    stream_options: Any = None,
+    functions: Any = None,
+    function_call: Any = None,
+    extra_body: Any = None,
+    registry: Registry | None = None,
+    kwargs: dict[str, Any] | None = None,
+    fn: str = "completion",
     target: Target | None = None,
+    **settings: Unpack[CallSettings],
 ) -> Call:
-    check_unknown(kwargs, fn)
+    """A prepared chat call: arguments checked, the OpenAI body built (``params``: its named parameters)."""
+    check_unknown(kwargs or {}, fn)
     if stream not in (True, False, None):
         raise InvalidRequestArgumentError(f"stream must be True or False, got {stream!r}")
     if target is None:  # the Router passes a resolved target (e.g. pinned to one HF provider)
-        target = (registry or default_registry()).resolve(model, api_base)
+        target = (registry or default_registry()).resolve(model, settings.get("api_base"))
     body = build_chat_body(
         messages,
         params,
@@ -117,21 +116,7 @@ def prepare_chat(
         function_call=function_call,
         extra_body=extra_body,
     )
-    messages = body.pop("messages")
-    call = prepare(
-        CHAT,
-        target,
-        messages,
-        body,
-        api_key=api_key,
-        api_base=api_base,
-        timeout=timeout,
-        extra_headers=extra_headers,
-        bill_to=bill_to,
-        catalog=catalog,
-        stream=bool(stream),
-        need_key=need_key,
-    )
+    call = prepare(CHAT, target, body.pop("messages"), body, stream=bool(stream), **settings)
     call.include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
     call.legacy_functions = functions is not None
     return call

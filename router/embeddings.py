@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry, default_registry
@@ -23,10 +23,13 @@ from providers.spec import Target
 from .budget import Budget, WorstCase
 from .calibration import PromptCounts
 from .params import check_extra_body
-from .pipeline import Call, arun, check_unknown, prepare, run
+from .pipeline import Call, CallSettings, arun, check_unknown, prepare, run
 from .pricing.catalog import Catalog, PriceLookup
 from .surface import same_arguments_as
 from .types import EmbeddingResponse
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def _inputs(value: Any) -> list[str]:
@@ -121,31 +124,15 @@ def prepare_embedding(
     input: Any,
     params: dict[str, Any],
     *,
-    api_key: str | None,
-    api_base: str | None,
-    timeout: Any,
-    extra_headers: Any,
-    bill_to: Any,
-    registry: Registry | None,
-    catalog: Catalog | None,
+    registry: Registry | None = None,
     target: Target | None = None,
+    **settings: Unpack[CallSettings],
 ) -> Call:
     """A prepared embedding call (``params`` from :func:`check_request`)."""
     inputs = _inputs(input)
     if target is None:
-        target = (registry or default_registry()).resolve(model, api_base)
-    return prepare(
-        EMBEDDINGS,
-        target,
-        inputs,
-        params,
-        api_key=api_key,
-        api_base=api_base,
-        timeout=timeout,
-        extra_headers=extra_headers,
-        bill_to=bill_to,
-        catalog=catalog,
-    )
+        target = (registry or default_registry()).resolve(model, settings.get("api_base"))
+    return prepare(EMBEDDINGS, target, inputs, params, **settings)
 
 
 @dataclass(slots=True)

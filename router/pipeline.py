@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from urllib.parse import urlsplit
 
 from providers.clients import async_transport_for, sync_transport_for
@@ -29,6 +29,9 @@ from .params import check_headers
 from .pricing.catalog import Catalog, PriceLookup, default_catalog
 from .pricing.cost import cost_of
 from .types import Attempt, ResponseMeta, attach_meta
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _IGNORED_LITELLM_ARGS = frozenset({"drop_params", "metadata", "custom_llm_provider_name", "litellm_logging_obj"})
 
@@ -134,36 +137,35 @@ def request_headers(target: Target, extra_headers: Any, bill_to: Any) -> dict[st
     return headers
 
 
+class CallSettings(TypedDict, total=False):
+    """How a call is made, whatever its task: the keyword arguments every entry point passes through."""
+
+    api_key: str | None
+    api_base: str | None
+    timeout: Any
+    extra_headers: Any
+    bill_to: Any
+    catalog: Catalog | None
+    need_key: bool  # False: no credentials needed (mock_response=)
+
+
 def prepare(
     task: Task,
     target: Target,
     inputs: Any,
     params: dict[str, Any],
     *,
-    api_key: str | None,
-    api_base: str | None,
-    timeout: Any,
-    extra_headers: Any,
-    bill_to: Any,
-    catalog: Catalog | None,
     stream: bool = False,
-    need_key: bool = True,
+    **settings: Unpack[CallSettings],
 ) -> Call:
     """A call with its helper, credentials and headers resolved; the request is built by :func:`build`."""
     helper = helper_for(target, task.name)
-    key = api_key_for(target, api_key, api_base) if need_key else None
-    auth = Auth(key, request_headers(target, extra_headers, bill_to))
-    return Call(
-        task,
-        target,
-        helper,
-        inputs,
-        params,
-        auth,
-        Timeouts.from_user(timeout),
-        catalog or default_catalog(),
-        stream=stream,
-    )
+    need_key = settings.get("need_key", True)
+    key = api_key_for(target, settings.get("api_key"), settings.get("api_base")) if need_key else None
+    auth = Auth(key, request_headers(target, settings.get("extra_headers"), settings.get("bill_to")))
+    timeouts = Timeouts.from_user(settings.get("timeout"))
+    catalog = settings.get("catalog") or default_catalog()
+    return Call(task, target, helper, inputs, params, auth, timeouts, catalog, stream=stream)
 
 
 def build(call: Call, upstream_model: str | None = None) -> HttpRequest:

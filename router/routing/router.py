@@ -260,14 +260,14 @@ class Router(CatalogFacts):
             kwargs=extra,
             fn="Router.completion",
             target=choice.target,
-            api_key=call_args.get("api_key"),
-            api_base=call_args.get("api_base"),
-            timeout=call_args.get("timeout"),
             stream_options=call_args.get("stream_options"),
             functions=call_args.get("functions"),
             function_call=call_args.get("function_call"),
-            extra_headers=call_args.get("extra_headers"),
             extra_body=call_args.get("extra_body"),
+            api_key=call_args.get("api_key"),
+            api_base=call_args.get("api_base"),
+            timeout=call_args.get("timeout"),
+            extra_headers=call_args.get("extra_headers"),
             bill_to=call_args.get("bill_to"),
         )
 
