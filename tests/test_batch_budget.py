@@ -13,7 +13,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -22,8 +21,9 @@ from typing import Any
 import orjson
 
 from router.batch.journal import journal_path, read_state
+from tests.cli import REPO, batch_run_argv
 from tests.test_batch_cli import cli
-from tests.test_batch_kill import CHAT, REPO, requested, write_config, write_input
+from tests.test_batch_kill import CHAT, requested, write_config, write_input
 from tests.upstreams import OpenAICompatUpstream
 from tests.upstreams.base import Reply
 
@@ -133,24 +133,17 @@ def test_ctrl_c_then_the_hinted_resume_keeps_the_budget(oai: OpenAICompatUpstrea
     job = Job(tmp_path, oai, 100)
     cap = "0.0006"  # ~40 rows; Ctrl-C comes after a few
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "router.cli",
-            "batch",
-            "run",
-            str(job.input),
-            "--config",
-            str(job.config),
-            "--output",
-            str(job.out),
+        batch_run_argv(
+            job.input,
+            job.config,
+            job.out,
             "--concurrency",
             "4",
             "--progress",
             "none",
             "--budget-usd",
             cap,
-        ],
+        ),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

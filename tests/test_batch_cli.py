@@ -6,22 +6,18 @@ import io
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from router.batch.journal import journal_path, read_state
 from router.batch.progress import Progress
+from tests.cli import REPO, batch_run_argv, polyroute_argv
 from tests.test_batch_kill import requested, write_config, write_input
 from tests.upstreams import OpenAICompatUpstream
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "router.cli", "batch", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run(polyroute_argv("batch", *args), cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_dry_run_then_budget_stop_then_status(oai: OpenAICompatUpstream, tmp_path: Path) -> None:
@@ -53,22 +49,15 @@ def test_ctrl_c_lets_rows_in_flight_finish_and_records_them(oai: OpenAICompatUps
     write_config(tmp_path / "b.yaml", oai)
     out = tmp_path / "o.jsonl"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "router.cli",
-            "batch",
-            "run",
-            str(tmp_path / "in.jsonl"),
-            "--config",
-            str(tmp_path / "b.yaml"),
-            "--output",
-            str(out),
+        batch_run_argv(
+            tmp_path / "in.jsonl",
+            tmp_path / "b.yaml",
+            out,
             "--concurrency",
             "8",
             "--progress",
             "none",
-        ],
+        ),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

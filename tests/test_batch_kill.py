@@ -11,9 +11,9 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,9 +21,9 @@ import pytest
 
 from router.batch import parse_batch_config, run_batch
 from router.batch.journal import _compact_paths, journal_path, read_state
+from tests.cli import REPO, batch_run_argv
 from tests.upstreams import OpenAICompatUpstream
 
-REPO = Path(__file__).resolve().parent.parent
 CHAT = "/v1/chat/completions"
 ROWS = 600
 
@@ -55,26 +55,14 @@ def recorded_rows(out: Path) -> set[int]:
     return {line - 1 for line in range(len(state.done)) if state.is_done(line)}  # line n holds row n-1
 
 
+def resume_argv(tmp: Path, *args: str) -> list[str]:
+    """Run or resume the job in tmp (in.jsonl, b.yaml -> out.jsonl), 16 rows at a time, no progress output."""
+    options = ("--resume", "--concurrency", "16", "--progress", "none")
+    return batch_run_argv(tmp / "in.jsonl", tmp / "b.yaml", tmp / "out.jsonl", *options, *args)
+
+
 def start(tmp: Path, budget: str) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "router.cli",
-        "batch",
-        "run",
-        str(tmp / "in.jsonl"),
-        "--config",
-        str(tmp / "b.yaml"),
-        "--output",
-        str(tmp / "out.jsonl"),
-        "--resume",
-        "--concurrency",
-        "16",
-        "--progress",
-        "none",
-        "--budget-usd",
-        budget,
-    ]
+    cmd = resume_argv(tmp, "--budget-usd", budget)
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -87,6 +75,44 @@ def wait_for_progress(out: Path, before: int, proc: subprocess.Popen[bytes], tim
         time.sleep(0.01)
 
 
+def journal_size(out: Path) -> int:
+    return journal_path(out).stat().st_size if journal_path(out).exists() else 0
+
+
+def kill_9_after(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Wait, then kill -9 the process unless it has finished by then; whether it was killed."""
+    time.sleep(seconds)
+    if proc.poll() is not None:
+        proc.communicate()
+        return False  # finished before the kill
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    return True
+
+
+def kill_9_once(
+    out: Path,
+    server: OpenAICompatUpstream,
+    start: Callable[[], subprocess.Popen[bytes]],
+    *,
+    then: float,
+    grown: int = 0,
+    timeout: float = 20.0,
+) -> bool:
+    """Start the job; once its journal has grown by more than ``grown`` bytes (or ``timeout`` s passed) and ``then``
+    s more, kill -9 it unless it has finished (False). No row recorded before the kill was sent again."""
+    done_before, sent_before = recorded_rows(out), requested(server)
+    size = journal_size(out)
+    proc = start()
+    wait_for_progress(out, size + grown, proc, timeout)
+    if not kill_9_after(proc, then):
+        return False
+    sent_now = requested(server)
+    resent = [row for row in done_before if sent_now[row] != sent_before[row]]
+    assert not resent, f"rows recorded before the kill were sent again: {resent[:5]}"
+    return True
+
+
 def test_kill_9_at_random_moments_then_resume_exactly_once(tmp_path: Path) -> None:
     server = OpenAICompatUpstream().start()
     try:
@@ -97,23 +123,9 @@ def test_kill_9_at_random_moments_then_resume_exactly_once(tmp_path: Path) -> No
         rng = random.Random(20261122)
         kills = 0
         for _ in range(8):
-            done_before = recorded_rows(out)
-            sent_before = requested(server)
-            size = journal_path(out).stat().st_size if journal_path(out).exists() else 0
-            proc = start(tmp_path, "10")
-            wait_for_progress(out, size, proc)
-            time.sleep(rng.uniform(0.0, 0.25))
-            if proc.poll() is not None:
-                proc.communicate()
-                break  # finished before the kill
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            assert proc.stderr is not None
-            proc.stderr.close()
+            if not kill_9_once(out, server, lambda: start(tmp_path, "10"), then=rng.uniform(0.0, 0.25)):
+                break
             kills += 1
-            sent_now = requested(server)
-            resent = [row for row in done_before if sent_now[row] != sent_before[row]]
-            assert not resent, f"rows recorded before kill {kills} were sent again: {resent[:5]}"
         assert kills >= 3
         final = start(tmp_path, "10")
         _, err = final.communicate(timeout=120)

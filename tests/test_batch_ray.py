@@ -30,13 +30,20 @@ from router.batch import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, EXIT_INTERRUP
 from router.batch.journal import journal_path, read_state
 from router.batch.ray_engine import require_ray, run_batch_ray
 from router.proxy.config import ConfigError
+from tests.cli import REPO, polyroute_argv
 from tests.services import REDIS_URL, PrivateRedis, require_redis, unavailable
 from tests.test_batch import PRICES, outputs, pico, sent_rows, write_rows
-from tests.test_batch_kill import recorded_rows, requested, write_config, write_input
+from tests.test_batch_kill import (
+    kill_9_once,
+    recorded_rows,
+    requested,
+    resume_argv,
+    write_config,
+    write_input,
+)
 from tests.upstreams import OpenAICompatUpstream
 
 pytestmark = pytest.mark.services
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +76,11 @@ def config(server: OpenAICompatUpstream, prefix: str) -> Any:
             "redis_prefix": prefix,
         }
     )
+
+
+def ray_job(tmp_path: Path, oai: OpenAICompatUpstream, prefix: str, rows: int) -> tuple[Path, Path, Any]:
+    """A job of `rows` rows on the Ray engine: its input, its output path, its config."""
+    return write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl", config(oai, prefix)
 
 
 def workers_of(out: Path) -> Counter[str]:
@@ -134,9 +146,7 @@ def test_2000_rows_run_on_two_workers_exactly_once(
 def test_a_budget_holds_across_workers_on_2000_rows_then_resume_finishes(
     ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
 ) -> None:
-    src = write_rows(tmp_path / "in.jsonl", 2000)
-    out = tmp_path / "out.jsonl"
-    cfg = config(oai, prefix)
+    src, out, cfg = ray_job(tmp_path, oai, prefix, 2000)
     # A row's worst case is ~$0.00006 (all fallbacks: ~$0.0007); $0.04 covers a part of the 2,000 rows.
     budget = 0.04
     first = run_batch_ray(src, out, cfg, budget_usd=budget, concurrency=64, workers=2)
@@ -162,9 +172,7 @@ def test_a_budget_holds_across_workers_on_2000_rows_then_resume_finishes(
 def test_resume_on_ray_keeps_the_jobs_budget_unless_raised(
     ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
 ) -> None:
-    src = write_rows(tmp_path / "in.jsonl", 300)
-    out = tmp_path / "out.jsonl"
-    cfg = config(oai, prefix)
+    src, out, cfg = ray_job(tmp_path, oai, prefix, 300)
     budget = 0.003  # a part of the 300 rows
     first = run_batch_ray(src, out, cfg, budget_usd=budget, concurrency=16, workers=2)
     assert first.exit_code == EXIT_BUDGET and first.budget_usd == budget, first
@@ -306,13 +314,9 @@ def test_failed_rows_are_recorded_then_retried_on_ray(
 
 
 def test_ctrl_c_lets_rows_in_flight_finish_then_resume(
-    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, cli_job: Path
 ) -> None:
-    rows = 600
-    oai.latency = 0.05
-    write_input(tmp_path / "in.jsonl", rows)
-    write_cli_config(tmp_path / "b.yaml", oai, prefix)
-    out = tmp_path / "out.jsonl"
+    rows, tmp_path, out = CLI_ROWS, cli_job, cli_job / "out.jsonl"
     proc = start_cli(tmp_path, ray_address)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not recorded_rows(out):
@@ -324,10 +328,7 @@ def test_ctrl_c_lets_rows_in_flight_finish_then_resume(
     done = recorded_rows(out)
     assert 0 < len(done) < rows
     assert sum(requested(oai).values()) == len(done)  # every row sent was recorded: in-flight rows finished
-    final = start_cli(tmp_path, ray_address)
-    _, err = final.communicate(timeout=120)
-    assert final.returncode == 0, err.decode()
-    exactly_once(out, rows)
+    resume_to_the_end(tmp_path, ray_address, rows)
     assert max(requested(oai).values()) == 1
     assert redis_keys(prefix) == []
 
@@ -349,71 +350,48 @@ def write_cli_config(path: Path, server: OpenAICompatUpstream, prefix: str) -> N
         f.write(f"redis_url: '{REDIS_URL}'\nredis_prefix: {prefix}\n")
 
 
+CLI_ROWS = 600
+
+
+@pytest.fixture
+def cli_job(oai: OpenAICompatUpstream, prefix: str, tmp_path: Path) -> Path:
+    """A folder with CLI_ROWS rows (in.jsonl) and a config (b.yaml) for the CLI; the upstream answers in 50 ms."""
+    oai.latency = 0.05
+    write_input(tmp_path / "in.jsonl", CLI_ROWS)
+    write_cli_config(tmp_path / "b.yaml", oai, prefix)
+    return tmp_path
+
+
+def resume_to_the_end(tmp: Path, address: str, rows: int) -> tuple[str, list[dict[str, Any]]]:
+    """Resume the CLI job in tmp to the end; it exits 0 with every row recorded exactly once: its stderr, the rows."""
+    final = start_cli(tmp, address)
+    _, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err.decode()
+    return err.decode(), exactly_once(tmp / "out.jsonl", rows)
+
+
 def start_cli(tmp: Path, address: str, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "router.cli",
-        "batch",
-        "run",
-        str(tmp / "in.jsonl"),
-        "--config",
-        str(tmp / "b.yaml"),
-        "--output",
-        str(tmp / "out.jsonl"),
-        "--resume",
-        "--concurrency",
-        "16",
-        "--progress",
-        "none",
-        "--budget-usd",
-        "10",
-        "--engine",
-        "ray",
-        "--ray-address",
-        address,
-        *extra,
-    ]
+    cmd = resume_argv(tmp, "--budget-usd", "10", "--engine", "ray", "--ray-address", address, *extra)
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_kill_9_of_the_driver_then_resume_exactly_once(
-    ray_address: str, oai: OpenAICompatUpstream, prefix: str, tmp_path: Path
+    ray_address: str, oai: OpenAICompatUpstream, prefix: str, cli_job: Path
 ) -> None:
-    rows = 600
-    oai.latency = 0.05
-    write_input(tmp_path / "in.jsonl", rows)
-    write_cli_config(tmp_path / "b.yaml", oai, prefix)
-    out = tmp_path / "out.jsonl"
+    rows, tmp_path, out = CLI_ROWS, cli_job, cli_job / "out.jsonl"
     rng = random.Random(20261122)
     kills = 0
-    for _ in range(2):
-        done_before, sent_before = recorded_rows(out), requested(oai)
-        size = journal_path(out).stat().st_size if journal_path(out).exists() else 0
-        proc = start_cli(tmp_path, ray_address)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:  # rows are being recorded
-            if journal_path(out).exists() and journal_path(out).stat().st_size > size + 2000:
-                break
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
-        if proc.poll() is not None:
-            proc.communicate()
-            break  # finished before the kill
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    for _ in range(2):  # killed once rows are being recorded
+        if not kill_9_once(
+            out, oai, lambda: start_cli(tmp_path, ray_address), then=rng.uniform(0.0, 0.3), grown=2000, timeout=60
+        ):
+            break
         kills += 1
-        sent_now = requested(oai)
-        resent = [row for row in done_before if sent_now[row] != sent_before[row]]
-        assert not resent, f"rows recorded before kill {kills} were sent again: {resent[:5]}"
     assert kills >= 1
     done_before, sent_before = recorded_rows(out), requested(oai)
     assert 0 < len(done_before) < rows
-    final = start_cli(tmp_path, ray_address)
-    _, err = final.communicate(timeout=120)
-    assert final.returncode == 0, err.decode()
-    assert "rows by Ray worker this run" in err.decode()
-    lines = exactly_once(out, rows)
+    err, lines = resume_to_the_end(tmp_path, ray_address, rows)
+    assert "rows by Ray worker this run" in err
     assert not any(r["error"] for r in lines)
     counts = requested(oai)
     assert set(counts) == set(range(rows))
@@ -427,7 +405,7 @@ def test_kill_9_of_the_driver_then_resume_exactly_once(
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "router.cli", "batch", "run", *args],
+        polyroute_argv("batch", "run", *args),
         cwd=REPO,
         capture_output=True,
         text=True,
