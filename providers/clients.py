@@ -15,6 +15,7 @@ import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from .defaults import ProcessDefault
 from .transport import AiohttpTransport, AsyncTransport, HttpxAsyncTransport, HttpxSyncTransport, SyncTransport
 
 USER_AGENT = "polyroute/0.1"
@@ -151,18 +152,12 @@ async def _close_on_loop_shutdown(pool: ClientPool, session: Any) -> AsyncGenera
             await session.close()
 
 
-_default_pool: ClientPool | None = None
-_default_lock = threading.Lock()
+_POOL = ProcessDefault(ClientPool)
 
 
 def default_pool() -> ClientPool:
     """The process-wide pool used when no ``client=`` is given."""
-    global _default_pool
-    if _default_pool is None:
-        with _default_lock:
-            if _default_pool is None:
-                _default_pool = ClientPool()
-    return _default_pool
+    return _POOL.get()
 
 
 def sync_transport_for(client: Any) -> SyncTransport:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from .defaults import ProcessDefault
 from .errors import NotFoundError, PolyrouteError, UnprocessableResponseError, error_from_response, rebuild_error
 from .transport import AsyncTransport, HttpRequest, HttpResponse, SyncTransport, Timeouts
 
@@ -177,12 +178,9 @@ def _parse(response: HttpResponse, model: str, token: str | None) -> dict[str, A
     return mapping
 
 
-_default_cache: HubMappingCache | None = None
+_HUB_CACHE = ProcessDefault(HubMappingCache)
 
 
 def default_hub_cache() -> HubMappingCache:
     """The process-wide mapping cache."""
-    global _default_cache
-    if _default_cache is None:
-        _default_cache = HubMappingCache()
-    return _default_cache
+    return _HUB_CACHE.get()

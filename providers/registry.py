@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from .defaults import ProcessDefault
 from .errors import InvalidRequestArgumentError
 from .hf_names import HF_POLICIES, HF_PROVIDERS
 from .spec import ProviderSpec, Target
@@ -301,18 +302,12 @@ class Registry:
         return Target(model, spec, model_id, router, "huggingface", pinned, policy)
 
 
-_default: Registry | None = None
-_default_lock = threading.Lock()
+_REGISTRY = ProcessDefault(Registry)
 
 
 def default_registry() -> Registry:
     """The registry ``completion()`` uses when no other is given."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = Registry()
-    return _default
+    return _REGISTRY.get()
 
 
 def register_provider(name: str, base_url: str, key_env: str | Iterable[str] = (), **kw: object) -> ProviderSpec:

@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from providers.catalogs import CATALOG_SOURCES, CatalogSource
+from providers.defaults import ProcessDefault
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
 from providers.registry import Registry, default_registry
 from providers.spec import Target
@@ -513,15 +514,9 @@ def _per_million(model: str, side: str, per_million: Any, per_token: Any) -> Dec
     return value.normalize()
 
 
-_default: Catalog | None = None
-_default_lock = threading.Lock()
+_CATALOG = ProcessDefault(Catalog)
 
 
 def default_catalog() -> Catalog:
     """The process-wide catalog used by ``completion()`` when no other is given."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = Catalog()
-    return _default
+    return _CATALOG.get()
