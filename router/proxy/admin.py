@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from .body import read_body
+from .state import ACCESS, STORE
 from .store import OUTCOMES
 from .validate import ClientError, check_depth
 
@@ -121,37 +123,35 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
-async def create_key(request: web.Request, store: Any, access: Any) -> web.Response:
+async def create_key(request: web.Request) -> web.Response:
     fields = key_fields(await _body(request), creating=True)
-    key, row = await asyncio.to_thread(store.create_key, **fields)
+    key, row = await asyncio.to_thread(request.app[STORE].create_key, **fields)
     return json_response({"key": key, **row.public()}, status=201)
 
 
-async def list_keys(request: web.Request, store: Any, access: Any) -> web.Response:
-    rows = await asyncio.to_thread(store.keys)
+async def list_keys(request: web.Request) -> web.Response:
+    rows = await asyncio.to_thread(request.app[STORE].keys)
     return json_response({"object": "list", "data": [r.public() for r in rows]})
 
 
-async def update_key(request: web.Request, store: Any, access: Any) -> web.Response:
+async def update_key(request: web.Request) -> web.Response:
+    return await _edit_key(request, key_fields(await _body(request), creating=False))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    return await _edit_key(request, {"revoked_at": time.time()})
+
+
+async def _edit_key(request: web.Request, fields: dict[str, Any]) -> web.Response:
     key_id = request.match_info["key_id"]
-    fields = key_fields(await _body(request), creating=False)
-    row = await asyncio.to_thread(store.update_key, key_id, **fields)
+    row = await asyncio.to_thread(request.app[STORE].update_key, key_id, **fields)
     if row is None:
         return json_response({"error": {"message": f"no key {key_id!r}", "type": "invalid_request_error"}}, 404)
-    access.forget(key_id)
+    request.app[ACCESS].forget(key_id)  # its cached limits and models are stale now
     return json_response(row.public())
 
 
-async def revoke_key(request: web.Request, store: Any, access: Any) -> web.Response:
-    key_id = request.match_info["key_id"]
-    row = await asyncio.to_thread(store.update_key, key_id, revoked_at=time.time())
-    if row is None:
-        return json_response({"error": {"message": f"no key {key_id!r}", "type": "invalid_request_error"}}, 404)
-    access.forget(key_id)
-    return json_response(row.public())
-
-
-async def spend(request: web.Request, store: Any, access: Any) -> web.Response:
+async def spend(request: web.Request) -> web.Response:
     group_by = request.query.get("group_by", "key")
     if group_by not in ("key", "model", "provider"):
         raise AdminError("group_by must be key, model or provider")
@@ -165,7 +165,7 @@ async def spend(request: web.Request, store: Any, access: Any) -> web.Response:
     outcome = request.query.get("outcome")
     if outcome is not None and outcome not in OUTCOMES:
         raise AdminError(f"outcome must be one of {', '.join(OUTCOMES)}, got {_shown(outcome)}", param="outcome")
-    data = await asyncio.to_thread(store.spend_report, group_by, since, outcome)
+    data = await asyncio.to_thread(request.app[STORE].spend_report, group_by, since, outcome)
     in_doubt = {
         "requests": sum(r["in_doubt_requests"] for r in data),
         "cost_usd": sum(r["in_doubt_cost_usd"] for r in data),
@@ -173,3 +173,13 @@ async def spend(request: web.Request, store: Any, access: Any) -> web.Response:
     return json_response(
         {"object": "list", "group_by": group_by, "outcome": outcome, "in_doubt": in_doubt, "data": data}
     )
+
+
+# The admin API as a table: (method, path, handler); the app routes each (behind the master key).
+ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
+    ("POST", "/admin/keys", create_key),
+    ("GET", "/admin/keys", list_keys),
+    ("PATCH", "/admin/keys/{key_id}", update_key),
+    ("DELETE", "/admin/keys/{key_id}", revoke_key),
+    ("GET", "/admin/spend", spend),
+)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -132,13 +131,6 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if store_ok else 503)
 
 
-def _admin(handler: Callable[..., Awaitable[web.Response]]) -> Handler:
-    async def run(request: web.Request) -> web.StreamResponse:
-        return await handler(request, request.app[STORE], request.app[ACCESS])
-
-    return run
-
-
 def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Application:
     """The aiohttp application serving ``router`` under ``config``'s rules, with keys and spend in ``store``."""
     app = web.Application(middlewares=[_errors_and_auth], client_max_size=config.max_request_bytes)
@@ -210,11 +202,8 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     app.on_startup.append(start_writer)
     app.on_cleanup.append(flush_spend)
     app.on_response_prepare.append(_end_unended)
-    app.router.add_post("/admin/keys", _admin(admin.create_key))
-    app.router.add_get("/admin/keys", _admin(admin.list_keys))
-    app.router.add_patch("/admin/keys/{key_id}", _admin(admin.update_key))
-    app.router.add_delete("/admin/keys/{key_id}", _admin(admin.revoke_key))
-    app.router.add_get("/admin/spend", _admin(admin.spend))
+    for method, path, handler in admin.ROUTES:
+        app.router.add_route(method, path, handler)
     add_endpoints(app)
     for prefix in PREFIXES:
         app.router.add_get(f"{prefix}/models", models)

@@ -48,6 +48,7 @@ from .validate import (
     ClientError,
     check_chat,
     check_embedding,
+    is_upstream_field,
     model_of,
     parse_body,
 )
@@ -269,10 +270,18 @@ async def serve(request: web.Request, endpoint: Endpoint, rules: BodyRules) -> w
     return await endpoint.write(served, result)
 
 
+_CALL_OPTIONS = frozenset({"model", "stream", "extra_body", "budget"})
+
+
 def add_endpoints(app: web.Application, endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> None:
     """Route every row's path (with and without ``/v1``) to :func:`serve`."""
     owned = PROXY_OWNED.union(*(e.inputs for e in endpoints))
     for endpoint in endpoints:
+        # A row can never hand a client the call's own options or a field that picks the upstream.
+        taken = endpoint.fields | set(endpoint.inputs)
+        wrong = sorted(n for n in taken if n in _CALL_OPTIONS or is_upstream_field(n))
+        if wrong:
+            raise ValueError(f"endpoint {endpoint.path}: clients may never set {', '.join(wrong)}")
         rules = BodyRules(endpoint.task, endpoint.inputs, endpoint.fields, owned, endpoint.streams, endpoint.check)
         handler = _handler(endpoint, rules)
         for prefix in PREFIXES:
