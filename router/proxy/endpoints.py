@@ -16,6 +16,7 @@ Adding a task (Responses API, images, audio, rerank) is one row in :data:`ENDPOI
 with the router method taking ``(model, *inputs, **fields, extra_body=, budget=)`` and returning a result
 with ``.meta`` and ``.usage`` (``write_json``), or a writer of its own for another answer (audio bytes).
 Every row's input fields are owned by the proxy: another endpoint refuses them with a 400 naming them.
+Give the new task a valid body in ``tests/test_proxy_endpoints.py`` (``BODIES``): that test pins the table.
 """
 
 from __future__ import annotations
