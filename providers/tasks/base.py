@@ -113,6 +113,19 @@ class TaskHelper:
     def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def load(self, target: Target, response: HttpResponse, secrets: tuple[str, ...], listed: str) -> dict[str, Any]:
+        """The answer's JSON object, which must carry the list ``listed`` (OpenAI's shape for the task)."""
+        data = load_json_object(target, response, self.what, secrets)
+        if not isinstance(data, dict) or not isinstance(data.get(listed), list):
+            raise not_shaped(
+                target,
+                response,
+                f"the upstream's 200 response has no {listed!r} list; it is not an OpenAI {self.what} "
+                f"(keys: {sorted(data)[:10] if isinstance(data, dict) else type(data).__name__})",
+                sanitize_body(data, secrets) if isinstance(data, dict) else None,
+            )
+        return data
+
     def served_by(self, target: Target, headers: Mapping[str, str]) -> str:
         """Who served the call, for the bill: the family, or the sub-provider a gateway names."""
         return target.provider
@@ -138,15 +151,7 @@ class ChatHelper(TaskHelper):
         return {"model": self.model(target, upstream_model), "messages": inputs, **params}
 
     def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
-        data = load_json_object(target, response, self.what, secrets)
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise not_shaped(
-                target,
-                response,
-                "the upstream's 200 response has no 'choices' list; it is not an OpenAI chat completion "
-                f"(keys: {sorted(data)[:10] if isinstance(data, dict) else type(data).__name__})",
-                sanitize_body(data, secrets) if isinstance(data, dict) else None,
-            )
+        data = self.load(target, response, secrets, "choices")
         return normalize_chat_completion(data, target.model)
 
     def normalize_chunk(self, target: Target, chunk: dict[str, Any]) -> dict[str, Any]:
@@ -165,13 +170,7 @@ class EmbeddingsHelper(TaskHelper):
         return {"model": self.model(target, upstream_model), "input": inputs, **params}
 
     def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
-        data = load_json_object(target, response, self.what, secrets)
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise not_shaped(
-                target,
-                response,
-                "the upstream's 200 response has no 'data' list; it is not an OpenAI embedding response",
-            )
+        data = self.load(target, response, secrets, "data")
         items = sorted(data["data"], key=lambda item: item.get("index", 0))
         if len(items) != len(inputs):
             raise not_shaped(
