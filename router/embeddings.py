@@ -22,7 +22,7 @@ from providers.spec import Target
 
 from .budget import Budget, WorstCase
 from .calibration import PromptCounts
-from .params import check_extra_body
+from .params import merge_extra_body
 from .pipeline import Call, CallSettings, arun, check_unknown, prepare, run
 from .pricing.catalog import Catalog, PriceLookup
 from .surface import same_arguments_as
@@ -65,11 +65,7 @@ def embedding_params(dimensions: Any, encoding_format: Any, user: Any, extra_bod
                 f"user must be a string (an id for your end user), got {type(user).__name__}"
             )
         params["user"] = user
-    if extra_body:
-        if not isinstance(extra_body, dict):
-            raise InvalidRequestArgumentError(f"extra_body must be a dict, got {type(extra_body).__name__}")
-        check_extra_body(extra_body, params, EXTRA_BODY_OWNED)
-        params.update(extra_body)
+    merge_extra_body(extra_body, params, EXTRA_BODY_OWNED)
     return params
 
 

@@ -438,12 +438,17 @@ def build_chat_body(
             raise _fail("stream_options must be a dict like {'include_usage': True}")
         # Always ask for usage: cost needs it. Whether the caller sees it is decided by the stream.
         body["stream_options"] = {**(stream_options or {}), "include_usage": True}
+    merge_extra_body(extra_body, body, EXTRA_BODY_OWNED)
+    return body
+
+
+def merge_extra_body(extra_body: Any, body: dict[str, Any], owned: frozenset[str]) -> None:
+    """Add the caller's ``extra_body`` to ``body`` once it is checked (never a field in ``owned``)."""
     if extra_body:
         if not isinstance(extra_body, dict):
             raise _fail(f"extra_body must be a dict, got {type(extra_body).__name__}")
-        check_extra_body(extra_body, body, EXTRA_BODY_OWNED)
+        check_extra_body(extra_body, body, owned)
         body.update(extra_body)
-    return body
 
 
 # Fields extra_body may never set in a chat body: they come from the call's own arguments.
