@@ -27,7 +27,7 @@ def has_content(chunk: ChatCompletionChunk) -> bool:
     return False
 
 
-class _Ending(Generic[StreamT]):
+class _RoutedStreamBase(Generic[StreamT]):
     """A stream with the chunks the router already read put back in front. Calls ``on_end`` once,
     however the stream ends (exhausted, error, close, garbage); exposes the wrapped stream's facts."""
 
@@ -75,7 +75,7 @@ class _Ending(Generic[StreamT]):
         self._ended()
 
 
-class RoutedStream(_Ending[Stream]):
+class RoutedStream(_RoutedStreamBase[Stream]):
     """A :class:`Stream` with the chunks the router already read put back in front."""
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
@@ -101,7 +101,7 @@ class RoutedStream(_Ending[Stream]):
         self.close()
 
 
-class AsyncRoutedStream(_Ending[AsyncStream]):
+class AsyncRoutedStream(_RoutedStreamBase[AsyncStream]):
     """An :class:`AsyncStream` with the chunks the router already read put back in front."""
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
