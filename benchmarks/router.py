@@ -19,19 +19,11 @@ from typing import Any
 import orjson
 
 from providers.transport import HttpRequest, HttpResponse, Timeouts
+from tests.upstreams import completion_json
 
 from . import _harness as h
 
-_ANSWER = orjson.dumps(
-    {
-        "id": "chatcmpl-b",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "bench-model",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
-    }
-)
+_ANSWER = orjson.dumps(completion_json("hi", (9, 1), cid="chatcmpl-b", model="bench-model"))
 
 
 class InstantTransport:

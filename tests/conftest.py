@@ -144,6 +144,35 @@ def oai(_oai_session: OpenAICompatUpstream) -> OpenAICompatUpstream:
     return _oai_session
 
 
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[OpenAICompatUpstream]]:
+    """Three OpenAI-compatible upstreams of the test module's own; ``a``, ``b``, ``c`` reset them for a test."""
+    started = [OpenAICompatUpstream().start() for _ in range(3)]
+    yield started
+    for server in started:
+        server.stop()
+
+
+def _reset(server: OpenAICompatUpstream) -> OpenAICompatUpstream:
+    server.reset()
+    return server
+
+
+@pytest.fixture
+def a(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
+    return _reset(servers[0])
+
+
+@pytest.fixture
+def b(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
+    return _reset(servers[1])
+
+
+@pytest.fixture
+def c(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
+    return _reset(servers[2])
+
+
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A Redis key prefix of this test's own on the machine's Redis, dropped afterwards."""

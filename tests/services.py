@@ -11,6 +11,9 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
 
 import pytest
 
@@ -47,6 +50,29 @@ def drop_prefix(prefix: str, url: str = REDIS_URL) -> None:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@contextmanager
+def postgres_schema(label: str) -> Iterator[str]:
+    """A fresh schema on the machine's PostgreSQL (its name), dropped afterwards."""
+    try:
+        import psycopg
+
+        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except Exception as e:
+        unavailable(f"PostgreSQL at {POSTGRES_URL}", e)
+    name = f"polyroute_{label}_{time.monotonic_ns()}"
+    conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield name
+    finally:
+        conn.execute(f"DROP SCHEMA {name} CASCADE")
+        conn.close()
+
+
+def postgres_url(schema: str) -> str:
+    """A database_url whose connections work in ``schema``."""
+    return f"{POSTGRES_URL}?options={quote(f'-csearch_path={schema}')}"
 
 
 def free_port() -> int:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,17 +13,11 @@ from router.ledger import InMemoryLedger, SqliteLedger
 from router.pricing import Catalog
 from router.streaming import AsyncStream, Stream
 from router.types import ChatCompletion
-from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream, Reply
+from tests.ledgers import race_for_the_cap
+from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream, Reply, completion_json
 
 USER = [{"role": "user", "content": "spend some money"}]
-ANSWER = {
-    "id": "chatcmpl-b",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 10, "completion_tokens": 90, "total_tokens": 100},
-}
+ANSWER = completion_json("ok", (10, 90), cid="chatcmpl-b")
 
 
 @pytest.fixture
@@ -205,19 +196,8 @@ def test_ledgers_settle_and_release_once(tmp_path: Path) -> None:
 def test_sqlite_ledger_holds_across_processes(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     SqliteLedger(db)  # create the schema once
-    script = textwrap.dedent(f"""
-        from router.ledger import SqliteLedger
-        ledger = SqliteLedger({str(db)!r})
-        got = 0
-        for _ in range(60):
-            rid = ledger.reserve("shared", 10, 600)
-            if rid is not None:
-                ledger.settle("shared", rid, 10)
-                got += 1
-        print(got)
-    """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    counts = [int(p.communicate(timeout=60)[0]) for p in procs]
+    make = f"SqliteLedger({str(db)!r})"
+    counts = race_for_the_cap("from router.ledger import SqliteLedger", make, tries=60, timeout=60)
     assert sum(counts) == 60  # exactly the limit, across three processes racing
     assert SqliteLedger(db).totals("shared") == (600, 0)
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from router import acompletion, completion, errors
 from router.types import ChatCompletion
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, OpenAICompatUpstream, Reply, TGIUpstream
+from tests.upstreams.openai_format import completion_json
 
 USER = [{"role": "user", "content": "How many r's in strawberry?"}]
 
@@ -439,14 +440,7 @@ def test_unknown_argument_is_a_clear_error(hf: HFRouterUpstream) -> None:
 def test_gzip_encoded_responses_are_decoded(hf: HFRouterUpstream) -> None:
     import gzip
 
-    body = {
-        "id": "chatcmpl-z",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "Qwen/Qwen3-8B",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "zipped"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
+    body = completion_json("zipped", (1, 1), cid="chatcmpl-z", model="Qwen/Qwen3-8B")
     packed = gzip.compress(json.dumps(body).encode())
     hf.enqueue(Reply(body=packed, headers={"Content-Encoding": "gzip"}))
     assert _chat(model="huggingface/Qwen/Qwen3-8B", messages=USER).choices[0].message.content == "zipped"

@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -33,7 +32,7 @@ import yaml
 from router.ledger import Ledger
 from router.proxy.flight import journal_dir
 from router.proxy.store import PostgresStore, SpendRecord, SqliteStore, SqlStore
-from tests.services import POSTGRES_URL, free_port, unavailable
+from tests.services import POSTGRES_URL, free_port, postgres_schema, postgres_url
 from tests.test_router import CHAT
 from tests.upstreams import OpenAICompatUpstream
 
@@ -211,23 +210,8 @@ def folder() -> Iterator[Path]:
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    try:
-        import psycopg
-
-        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except Exception as e:
-        unavailable(f"PostgreSQL at {POSTGRES_URL}", e)
-    name = f"polyroute_crash_{time.monotonic_ns()}"
-    conn.execute(f"CREATE SCHEMA {name}")
-    try:
+    with postgres_schema("crash") as name:
         yield name
-    finally:
-        conn.execute(f"DROP SCHEMA {name} CASCADE")
-        conn.close()
-
-
-def _pg_url(schema: str) -> str:
-    return f"{POSTGRES_URL}?options={quote(f'-csearch_path={schema}')}"
 
 
 def _crash_and_restart(upstream: OpenAICompatUpstream, proxy: Proxy, store_of: Any, journal: Path) -> None:
@@ -291,11 +275,11 @@ def test_kill_9_then_restart_on_sqlite(upstream: OpenAICompatUpstream, folder: P
 
 
 def test_kill_9_then_restart_on_postgres(upstream: OpenAICompatUpstream, folder: Path, pg_schema: str) -> None:
-    probe = PostgresStore(_pg_url(pg_schema))
+    probe = PostgresStore(postgres_url(pg_schema))
     journal = journal_dir(probe, None)  # the default: under the cache folder, one per database
     probe.close()
     assert journal.is_relative_to(os.environ["POLYROUTE_CACHE_DIR"])
-    proxy = Proxy(_config(upstream, _pg_url(pg_schema)), folder)
+    proxy = Proxy(_config(upstream, postgres_url(pg_schema)), folder)
 
     def store_of() -> tuple[SqlStore, Ledger]:
         store = PostgresStore(POSTGRES_URL, schema=pg_schema)
@@ -311,8 +295,8 @@ def test_a_replica_that_never_comes_back_is_swept_after_its_lease(
 
     redis = {"redis_url": "redis://127.0.0.1:6379/0", "redis_prefix": prefix, "redis_sync_interval": 0.05}
     # Each replica journals to its own folder (as on two machines): only the lease tells B that A died.
-    a = Proxy(_config(upstream, _pg_url(pg_schema), journal_dir=str(folder / "a"), **redis), folder, "a")
-    b = Proxy(_config(upstream, _pg_url(pg_schema), journal_dir=str(folder / "b"), **redis), folder, "b")
+    a = Proxy(_config(upstream, postgres_url(pg_schema), journal_dir=str(folder / "a"), **redis), folder, "a")
+    b = Proxy(_config(upstream, postgres_url(pg_schema), journal_dir=str(folder / "b"), **redis), folder, "b")
     link = RedisLink("redis://127.0.0.1:6379/0", prefix=prefix)
     ledger = RedisLedger(link)
     store = PostgresStore(POSTGRES_URL, schema=pg_schema)

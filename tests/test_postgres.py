@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from router.proxy.store import POSTGRES_MIGRATIONS, PostgresStore, SpendRecord
+from tests.ledgers import race_for_the_cap
 
 URL = os.environ.get("POLYROUTE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -89,19 +90,8 @@ def test_ledger_holds_across_processes(schema: str) -> None:
     from router.ledger_pg import PostgresLedger
 
     PostgresLedger(URL, schema=schema).close()
-    script = textwrap.dedent(f"""
-        from router.ledger_pg import PostgresLedger
-        ledger = PostgresLedger({URL!r}, schema={schema!r})
-        got = 0
-        for _ in range(40):
-            rid = ledger.reserve("shared", 10, 600)
-            if rid is not None:
-                ledger.settle("shared", rid, 10)
-                got += 1
-        print(got)
-    """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    counts = [int(p.communicate(timeout=120)[0]) for p in procs]
+    make = f"PostgresLedger({URL!r}, schema={schema!r})"
+    counts = race_for_the_cap("from router.ledger_pg import PostgresLedger", make, tries=40, timeout=120)
     assert sum(counts) == 60
     ledger = PostgresLedger(URL, schema=schema)
     assert ledger.totals("shared") == (600, 0)

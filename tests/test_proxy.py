@@ -19,7 +19,7 @@ from aiohttp import web
 from router.proxy.app import build_app
 from router.proxy.config import ConfigError, load_config, parse_config
 from router.proxy.server import build_router
-from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, Reply, TGIUpstream
+from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, Reply, TGIUpstream, completion_json
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 MASTER = "sk-master-test-0123456789"
@@ -375,16 +375,7 @@ def test_sigterm_lets_requests_finish_and_loses_no_record(tmp_path: Path) -> Non
         for _ in range(5):
             upstream.enqueue(
                 Reply(
-                    json={
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": 1,
-                        "model": "m",
-                        "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-                        ],
-                        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-                    },
+                    json=completion_json("ok", (3, 1)),
                     delay=1.5,
                 ),
                 "/v1/chat/completions",

@@ -9,13 +9,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
 
 from tests.replicas import Replicas
-from tests.services import POSTGRES_URL, PrivateRedis, unavailable
+from tests.services import PrivateRedis, postgres_schema, postgres_url
 from tests.test_router import CHAT
 from tests.upstreams import OpenAICompatUpstream, Reply
 
@@ -27,27 +26,13 @@ USER = [{"role": "user", "content": "hello replicas"}]
 @pytest.fixture
 def database() -> Iterator[str]:
     """A fresh PostgreSQL schema, as a database_url both replicas use."""
-    try:
-        import psycopg
-
-        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except Exception as e:
-        unavailable(f"PostgreSQL at {POSTGRES_URL}", e)
-    name = f"polyroute_replicas_{time.monotonic_ns()}"
-    conn.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield f"{POSTGRES_URL}?options={quote(f'-csearch_path={name}')}"
-    finally:
-        conn.execute(f"DROP SCHEMA {name} CASCADE")
-        conn.close()
+    with postgres_schema("replicas") as name:
+        yield postgres_url(name)
 
 
 @pytest.fixture(scope="module")
-def upstreams() -> Iterator[list[OpenAICompatUpstream]]:
-    started = [OpenAICompatUpstream().start() for _ in range(2)]
-    yield started
-    for server in started:
-        server.stop()
+def upstreams(servers: list[OpenAICompatUpstream]) -> list[OpenAICompatUpstream]:
+    return servers[:2]
 
 
 def _config(upstreams: list[OpenAICompatUpstream], database: str, redis_url: str, prefix: str) -> dict[str, Any]:

@@ -5,43 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from router import Budget, Catalog, Router, acompletion, completion, errors
 from router.types import ChatCompletion
-from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream, Reply
+from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream, Reply, completion_json
 
 USER = [{"role": "user", "content": "route me"}]
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[list[OpenAICompatUpstream]]:
-    started = [OpenAICompatUpstream().start() for _ in range(3)]
-    yield started
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def a(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
-    servers[0].reset()
-    return servers[0]
-
-
-@pytest.fixture
-def b(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
-    servers[1].reset()
-    return servers[1]
-
-
-@pytest.fixture
-def c(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
-    servers[2].reset()
-    return servers[2]
 
 
 def dep(group: str, server: OpenAICompatUpstream, name: str = "m", **params: Any) -> dict[str, Any]:
@@ -537,14 +510,7 @@ def test_unknown_group_is_a_clear_error(a: OpenAICompatUpstream) -> None:
 
 
 def _answer() -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-r",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-    }
+    return completion_json("ok", (3, 1), cid="chatcmpl-r")
 
 
 def test_async_stream_through_the_router_fails_over(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:

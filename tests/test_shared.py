@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,9 +14,10 @@ import pytest
 from providers.errors import BudgetUnavailableError
 from router import Budget, Router, errors
 from router.shared import RedisLedger, RedisLink, SharedRouterState, SharedWindows
+from tests.ledgers import race_for_the_cap
 from tests.services import REDIS_URL, PrivateRedis
 from tests.test_router import CHAT, USER, calls, chat, dep
-from tests.upstreams import OpenAICompatUpstream, Reply
+from tests.upstreams import OpenAICompatUpstream, Reply, completion_json
 
 pytestmark = pytest.mark.services
 
@@ -29,26 +27,6 @@ def private_redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis().start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[list[OpenAICompatUpstream]]:
-    started = [OpenAICompatUpstream().start() for _ in range(2)]
-    yield started
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def a(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
-    servers[0].reset()
-    return servers[0]
-
-
-@pytest.fixture
-def b(servers: list[OpenAICompatUpstream]) -> OpenAICompatUpstream:
-    servers[1].reset()
-    return servers[1]
 
 
 # ---------------------------------------------------------------- the ledger
@@ -71,19 +49,8 @@ def test_ledger_reserve_settle_release_are_exact_and_idempotent(prefix: str) -> 
 
 
 def test_ledger_cap_holds_across_processes(prefix: str) -> None:
-    script = textwrap.dedent(f"""
-        from router.shared import RedisLedger, RedisLink
-        ledger = RedisLedger(RedisLink({REDIS_URL!r}, prefix={prefix!r}))
-        got = 0
-        for _ in range(40):
-            rid = ledger.reserve("shared", 10, 600)
-            if rid is not None:
-                ledger.settle("shared", rid, 10)
-                got += 1
-        print(got)
-    """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    counts = [int(p.communicate(timeout=120)[0]) for p in procs]
+    make = f"RedisLedger(RedisLink({REDIS_URL!r}, prefix={prefix!r}))"
+    counts = race_for_the_cap("from router.shared import RedisLedger, RedisLink", make, tries=40, timeout=120)
     assert sum(counts) == 60
     assert RedisLedger(RedisLink(REDIS_URL, prefix=prefix)).totals("shared") == (600, 0)
 
@@ -348,13 +315,7 @@ def test_in_flight_and_latency_are_seen_by_the_other_replica(
     model_list = [dep("chat", a), dep("chat", b)]
     one = _replica(prefix, model_list, strategy="least-in-flight", seed=1)
     two = _replica(prefix, model_list, strategy="least-in-flight", seed=1)
-    slow_answer = {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "slow"}, "finish_reason": "stop"}],
-    }
+    slow_answer = completion_json("slow")
     for server in (a, b):
         for _ in range(2):
             server.enqueue(Reply(json=slow_answer, delay=1.0), CHAT)

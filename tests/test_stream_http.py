@@ -13,6 +13,7 @@ from router.streaming import AsyncStream, Stream
 from router.types import ChatCompletion
 from tests.streams import ALL_CASES, StreamCase, compact
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, OpenAICompatUpstream, Reply, TGIUpstream
+from tests.upstreams.openai_format import completion_json
 
 USER = [{"role": "user", "content": "count the letters please"}]
 TOOLS = [
@@ -252,14 +253,7 @@ def test_json_document_instead_of_a_stream(oai: OpenAICompatUpstream) -> None:
     oai.enqueue(Reply(json={"error": "Model is overloaded, please retry"}))
     with pytest.raises(errors.PolyrouteError, match="Model is overloaded"):
         list(_stream(**kw))
-    completion_body = {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole answer"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-    }
+    completion_body = completion_json("whole answer", (3, 2))
     oai.enqueue(Reply(json=completion_body))
     stream = _stream(stream_options={"include_usage": True}, **kw)
     chunks = list(stream)

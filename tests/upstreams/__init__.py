@@ -13,6 +13,7 @@ from .embeddings import fake_embedding
 from .hf_router import HFRouterUpstream
 from .hub import HubUpstream
 from .openai_compat import OpenAICompatUpstream
+from .openai_format import completion_json
 from .tgi import TGIUpstream
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "TGIUpstream",
+    "completion_json",
     "fake_embedding",
 ]

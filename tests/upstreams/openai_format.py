@@ -16,6 +16,24 @@ DONE_FRAME = b"data: [DONE]\n\n"
 FRAMES_PER_WRITE = 256
 
 
+def completion_json(
+    content: str, usage: tuple[int, int] | None = None, *, cid: str = "x", model: str = "m"
+) -> dict[str, Any]:
+    """A whole chat completion with one assistant message (finish ``stop``) and, given (prompt, completion) tokens,
+    its usage: a scripted upstream answer."""
+    body: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+    }
+    if usage is not None:
+        prompt, completion = usage
+        body["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return body
+
+
 def _identity(usage: dict[str, Any]) -> dict[str, Any]:
     return usage
 
