@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from providers.hub_mapping import default_hub_cache
-from router.pricing import default_catalog
+from router.pricing import Catalog, default_catalog
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, HubUpstream, OpenAICompatUpstream, TGIUpstream
 
 _ENV_VARS = (
@@ -142,6 +142,14 @@ def tgi2(_tgi2_session: TGIUpstream) -> TGIUpstream:
 def oai(_oai_session: OpenAICompatUpstream) -> OpenAICompatUpstream:
     _fresh(_oai_session)
     return _oai_session
+
+
+@pytest.fixture
+def priced() -> Catalog:
+    """A catalog of its own (no disk cache) that prices openai/m."""
+    catalog = Catalog(cache_dir=False)
+    catalog.set_price("openai/m", input_per_million=1, output_per_million=1)  # $1 per 1M tokens either way
+    return catalog
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,19 +21,15 @@ USER = [{"role": "user", "content": "spend some money"}]
 ANSWER = completion_json("ok", (10, 90), cid="chatcmpl-b")
 
 
-@pytest.fixture
-def priced() -> Catalog:
-    catalog = Catalog(cache_dir=False)
-    catalog.set_price("openai/m", input_per_million=1, output_per_million=1)  # $1 per 1M tokens either way
-    return catalog
-
-
-def _kw(oai: OpenAICompatUpstream, catalog: Catalog, **extra: object) -> dict[str, object]:
+def call_kw(
+    server: OpenAICompatUpstream, catalog: Catalog, *, api_key: str = "sk-1234567", messages: Any = USER, **extra: Any
+) -> dict[str, Any]:
+    """The arguments of a call of openai/m on the server, priced by the catalog."""
     return {
         "model": "openai/m",
-        "api_base": oai.url + "/v1",
-        "api_key": "sk-1234567",
-        "messages": USER,
+        "api_base": server.url + "/v1",
+        "api_key": api_key,
+        "messages": messages,
         "catalog": catalog,
         **extra,
     }
@@ -44,7 +41,7 @@ def _chat_requests(server: OpenAICompatUpstream | HFRouterUpstream) -> int:
 
 def test_settles_to_the_real_cost(oai: OpenAICompatUpstream, priced: Catalog) -> None:
     budget = Budget(1.0)
-    r = completion(**_kw(oai, priced, max_tokens=500, budget=budget))  # type: ignore[arg-type]
+    r = completion(**call_kw(oai, priced, max_tokens=500, budget=budget))  # type: ignore[arg-type]
     assert isinstance(r, ChatCompletion) and r.meta.cost_pico
     assert budget.spent_usd == pytest.approx(r.meta.cost_usd) and budget.reserved_usd == 0
     assert budget.remaining_usd == pytest.approx(1.0 - r.meta.cost_usd)  # type: ignore[operator]
@@ -53,7 +50,7 @@ def test_settles_to_the_real_cost(oai: OpenAICompatUpstream, priced: Catalog) ->
 def test_refused_before_the_upstream_with_the_numbers(oai: OpenAICompatUpstream, priced: Catalog) -> None:
     budget = Budget("0.0001")  # $0.0001 = 100 tokens at $1/M; max_tokens 500 cannot fit
     with pytest.raises(errors.BudgetExceededError) as info:
-        completion(**_kw(oai, priced, max_tokens=500, budget=budget))  # type: ignore[arg-type]
+        completion(**call_kw(oai, priced, max_tokens=500, budget=budget))  # type: ignore[arg-type]
     assert _chat_requests(oai) == 0
     err = info.value
     assert err.needed_usd > err.limit_usd == pytest.approx(0.0001) and "lower max_tokens" in err.message
@@ -73,7 +70,7 @@ def test_64_concurrent_calls_never_cross_the_limit(oai: OpenAICompatUpstream, pr
 
     async def one() -> str:
         try:
-            await acompletion(**_kw(oai, priced, max_tokens=1000, budget=budget))  # type: ignore[arg-type]
+            await acompletion(**call_kw(oai, priced, max_tokens=1000, budget=budget))  # type: ignore[arg-type]
         except errors.BudgetExceededError:
             return "refused"
         return "ok"
@@ -97,7 +94,7 @@ def test_cancelled_calls_leak_no_reservation(oai: OpenAICompatUpstream, priced: 
 
         async def main(b: Budget = budget) -> None:
             tasks = [
-                asyncio.create_task(acompletion(**_kw(oai, priced, max_tokens=100, budget=b)))  # type: ignore[arg-type]
+                asyncio.create_task(acompletion(**call_kw(oai, priced, max_tokens=100, budget=b)))  # type: ignore[arg-type]
                 for _ in range(20)
             ]
             await asyncio.sleep(0.3)
@@ -115,17 +112,17 @@ def test_failed_call_releases_its_reservation(oai: OpenAICompatUpstream, priced:
     budget = Budget(1.0)
     oai.enqueue(Reply(status=500, json={"error": {"message": "boom"}}))
     with pytest.raises(errors.InternalServerError):
-        completion(**_kw(oai, priced, max_tokens=10, budget=budget))  # type: ignore[arg-type]
+        completion(**call_kw(oai, priced, max_tokens=10, budget=budget))  # type: ignore[arg-type]
     assert budget.spent_usd == 0 and budget.reserved_usd == 0
 
 
 def test_unpriced_calls_are_refused_unless_allowed(oai: OpenAICompatUpstream) -> None:
     bare = Catalog(cache_dir=False)
     with pytest.raises(errors.UnpricedCallError, match="allow_unpriced"):
-        completion(**_kw(oai, bare, max_tokens=10, budget=Budget(1.0)))  # type: ignore[arg-type]
+        completion(**call_kw(oai, bare, max_tokens=10, budget=Budget(1.0)))  # type: ignore[arg-type]
     assert _chat_requests(oai) == 0
     lenient = Budget(1.0, allow_unpriced=True)
-    r = completion(**_kw(oai, bare, max_tokens=10, budget=lenient))  # type: ignore[arg-type]
+    r = completion(**call_kw(oai, bare, max_tokens=10, budget=lenient))  # type: ignore[arg-type]
     assert isinstance(r, ChatCompletion) and r.meta.cost_usd is None and r.meta.unpriced_reason
     assert lenient.spent_usd == 0 and lenient.reserved_usd == 0
 
@@ -152,17 +149,17 @@ def test_without_max_tokens_the_models_limit_is_reserved(hf: HFRouterUpstream, o
     priced = Catalog(cache_dir=False)
     priced.set_price("openai/m", input_per_million=1, output_per_million=1)
     with pytest.raises(errors.InvalidRequestArgumentError, match="set max_tokens"):
-        completion(**_kw(oai, priced, budget=budget))  # type: ignore[arg-type]
+        completion(**call_kw(oai, priced, budget=budget))  # type: ignore[arg-type]
 
 
 def test_streams_settle_at_the_end_or_at_what_arrived(oai: OpenAICompatUpstream, priced: Catalog) -> None:
     budget = Budget(1.0)
-    stream = completion(**_kw(oai, priced, max_tokens=500, budget=budget, stream=True))  # type: ignore[arg-type]
+    stream = completion(**call_kw(oai, priced, max_tokens=500, budget=budget, stream=True))  # type: ignore[arg-type]
     assert isinstance(stream, Stream) and budget.reserved_usd > 0
     list(stream)
     assert budget.reserved_usd == 0 and budget.spent_usd == pytest.approx(stream.meta.cost_usd)
     cut = Budget(1.0)
-    early = completion(**_kw(oai, priced, max_tokens=500, budget=cut, stream=True))  # type: ignore[arg-type]
+    early = completion(**call_kw(oai, priced, max_tokens=500, budget=cut, stream=True))  # type: ignore[arg-type]
     assert isinstance(early, Stream)
     next(early)
     early.close()
@@ -170,7 +167,7 @@ def test_streams_settle_at_the_end_or_at_what_arrived(oai: OpenAICompatUpstream,
 
     async def main() -> None:
         b = Budget(1.0)
-        s = await acompletion(**_kw(oai, priced, max_tokens=500, budget=b, stream=True))  # type: ignore[arg-type]
+        s = await acompletion(**call_kw(oai, priced, max_tokens=500, budget=b, stream=True))  # type: ignore[arg-type]
         assert isinstance(s, AsyncStream)
         async with s:
             pass
@@ -245,7 +242,7 @@ def test_early_cancellation_leaks_nothing_with_sqlite(
 
     async def main() -> None:
         tasks = [
-            asyncio.create_task(acompletion(**_kw(oai, priced, max_tokens=100, budget=budget)))  # type: ignore[arg-type]
+            asyncio.create_task(acompletion(**call_kw(oai, priced, max_tokens=100, budget=budget)))  # type: ignore[arg-type]
             for _ in range(20)
         ]
         await asyncio.sleep(0.001)
@@ -261,7 +258,7 @@ def test_early_cancellation_leaks_nothing_with_sqlite(
 def test_a_stream_failing_before_content_releases_its_reservation(oai: OpenAICompatUpstream, priced: Catalog) -> None:
     oai.enqueue(Reply(sse=[b'data: {"error": {"message": "overloaded", "http_status_code": 503}}\n\n']))
     budget = Budget(1.0)
-    stream = completion(**_kw(oai, priced, max_tokens=50, budget=budget, stream=True))  # type: ignore[arg-type]
+    stream = completion(**call_kw(oai, priced, max_tokens=50, budget=budget, stream=True))  # type: ignore[arg-type]
     with pytest.raises(errors.ServiceUnavailableError):
         list(stream)  # type: ignore[arg-type]
     assert budget.spent_usd == 0 and budget.reserved_usd == 0

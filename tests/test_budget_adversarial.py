@@ -20,6 +20,7 @@ from router.calibration import PromptCounts
 from router.ledger import InMemoryLedger, SqliteLedger
 from router.pricing import Catalog
 from router.pricing.prices import PICO_PER_USD
+from tests.test_budget import call_kw
 from tests.test_proxy import MASTER, ProxyServer, _admin
 from tests.upstreams.greedy import GreedyUpstream
 
@@ -35,22 +36,8 @@ def greedy() -> Iterator[GreedyUpstream]:
         server.stop()
 
 
-@pytest.fixture
-def priced() -> Catalog:
-    catalog = Catalog(cache_dir=False)
-    catalog.set_price("openai/m", input_per_million=1, output_per_million=1)  # $1 per 1M tokens either way
-    return catalog
-
-
 def _kw(server: GreedyUpstream, catalog: Catalog, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": "openai/m",
-        "api_base": server.url + "/v1",
-        "api_key": "sk-test-1234567",
-        "messages": ONE_WORD,
-        "catalog": catalog,
-        **extra,
-    }
+    return call_kw(server, catalog, api_key="sk-test-1234567", messages=ONE_WORD, **extra)
 
 
 def _chats(server: GreedyUpstream) -> int:

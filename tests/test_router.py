@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -22,6 +23,19 @@ def dep(group: str, server: OpenAICompatUpstream, name: str = "m", **params: Any
         "model_name": group,
         "params": {"model": f"openai/{name}", "api_base": server.url + "/v1", "api_key": "sk-router-1234", **params},
     }
+
+
+def a_first(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> list[dict[str, Any]]:
+    """One group "chat" of a and b, where a is all but always picked first."""
+    return [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)]
+
+
+async def ok_or_limited(router: Router) -> str:
+    try:
+        await router.acompletion(model="chat", messages=USER)
+    except errors.RateLimitError:
+        return "limited"
+    return "ok"
 
 
 def calls(server: OpenAICompatUpstream) -> int:
@@ -60,7 +74,7 @@ def test_a_deployment_that_said_wait_is_not_asked_again_before_then(
     a: OpenAICompatUpstream, b: OpenAICompatUpstream
 ) -> None:
     a.enqueue(Reply(status=429, json={"error": {"message": "busy"}}, headers={"Retry-After": "3"}), CHAT)
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=2, seed=1)
+    router = Router(a_first(a, b), num_retries=2, seed=1)
     started = time.monotonic()
     first = chat(router)
     assert [x.deployment for x in first.meta.attempts] == ["chat[0]:openai/m", "chat[1]:openai/m"]
@@ -72,7 +86,7 @@ def test_a_deployment_that_said_wait_is_not_asked_again_before_then(
 
 def test_no_retry_on_400(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     a.enqueue(Reply(status=400, json={"error": {"message": "bad temperature"}}), CHAT)
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=3, seed=1)
+    router = Router(a_first(a, b), num_retries=3, seed=1)
     with pytest.raises(errors.BadRequestError) as info:
         chat(router)
     assert (calls(a), calls(b)) == (1, 0)
@@ -83,7 +97,7 @@ def test_404_and_auth_errors_move_on_but_are_never_retried_on_the_same(
     a: OpenAICompatUpstream, b: OpenAICompatUpstream
 ) -> None:
     a.enqueue(Reply(status=401, json={"error": {"message": "Incorrect API key provided"}}), CHAT)
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=3, seed=1)
+    router = Router(a_first(a, b), num_retries=3, seed=1)
     r = chat(router)
     assert [x.error for x in r.meta.attempts] == ["AuthenticationError", None] and calls(a) == 1
     a.enqueue(Reply(status=404, json={"error": {"message": "The model `m` does not exist"}}), CHAT)
@@ -184,14 +198,7 @@ def test_content_policy_fallback(a: OpenAICompatUpstream, b: OpenAICompatUpstrea
 
 def test_cooldown_entry_probe_and_recovery(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     # A long backoff: the retry goes to b at once however slow the machine (a later retry could go back to a).
-    router = Router(
-        [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)],
-        num_retries=1,
-        allowed_fails=2,
-        cooldown_seconds=0.6,
-        backoff_base=30,
-        seed=3,
-    )
+    router = Router(a_first(a, b), num_retries=1, allowed_fails=2, cooldown_seconds=0.6, backoff_base=30, seed=3)
     for _ in range(2):
         a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
         chat(router)  # a fails, b answers
@@ -205,14 +212,7 @@ def test_cooldown_entry_probe_and_recovery(a: OpenAICompatUpstream, b: OpenAICom
 
 
 def test_failed_probe_goes_straight_back_to_cooldown(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
-    router = Router(
-        [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)],
-        num_retries=1,
-        allowed_fails=1,
-        cooldown_seconds=0.4,
-        backoff_base=0.001,
-        seed=3,
-    )
+    router = Router(a_first(a, b), num_retries=1, allowed_fails=1, cooldown_seconds=0.4, backoff_base=0.001, seed=3)
     a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
     chat(router)
     time.sleep(0.5)
@@ -282,15 +282,8 @@ def test_cheapest_strategy_uses_catalog_prices(a: OpenAICompatUpstream, b: OpenA
 def test_rpm_limit_holds_under_64_concurrent_callers(a: OpenAICompatUpstream) -> None:
     router = Router([dep("chat", a, rpm=10)], strategy="usage", on_limit="raise")
 
-    async def one() -> str:
-        try:
-            await router.acompletion(model="chat", messages=USER)
-        except errors.RateLimitError:
-            return "limited"
-        return "ok"
-
     async def main() -> list[str]:
-        return await asyncio.gather(*[one() for _ in range(64)])
+        return await asyncio.gather(*[ok_or_limited(router) for _ in range(64)])
 
     outcomes = Counter(asyncio.run(main()))
     assert outcomes == {"ok": 10, "limited": 54} and calls(a) == 10
@@ -376,35 +369,27 @@ def test_per_call_fallbacks_follow_the_groups_own_chain(a: OpenAICompatUpstream,
         chat(router, model="first")
 
 
+def _stream_breaking_on_a(
+    a: OpenAICompatUpstream, b: OpenAICompatUpstream, delta: dict[str, Any], message: str, status: int
+) -> Any:
+    """A stream routed to a (b a far second) whose upstream sends a chunk with ``delta``, then an error event."""
+    chunk = {"id": "x", "created": 1, "model": "m", "choices": [{"index": 0, "delta": delta}]}
+    error = {"error": {"message": message, "http_status_code": status}}
+    frames = [json.dumps(chunk, separators=(",", ":")), json.dumps(error)]
+    a.enqueue(Reply(sse=[f"data: {frame}\n\n".encode() for frame in frames]), CHAT)
+    router = Router(a_first(a, b), seed=1)
+    return router.completion(model="chat", messages=USER, stream=True)
+
+
 def test_stream_fails_over_before_the_first_token(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
-    a.enqueue(
-        Reply(
-            sse=[
-                b'data: {"id":"x","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
-                b'data: {"error": {"message": "overloaded", "http_status_code": 503}}\n\n',
-            ]
-        ),
-        CHAT,
-    )
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], seed=1)
-    stream = router.completion(model="chat", messages=USER, stream=True)
+    stream = _stream_breaking_on_a(a, b, {"role": "assistant"}, "overloaded", 503)
     text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
     assert text == "Echo: route me"
     assert [x.error for x in stream.meta.attempts] == ["ServiceUnavailableError", None]
 
 
 def test_stream_error_after_the_first_token_surfaces(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
-    a.enqueue(
-        Reply(
-            sse=[
-                b'data: {"id":"x","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"par"}}]}\n\n',
-                b'data: {"error": {"message": "died", "http_status_code": 500}}\n\n',
-            ]
-        ),
-        CHAT,
-    )
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], seed=1)
-    stream = router.completion(model="chat", messages=USER, stream=True)
+    stream = _stream_breaking_on_a(a, b, {"content": "par"}, "died", 500)
     got = []
     with pytest.raises(errors.InternalServerError):
         for chunk in stream:
@@ -412,18 +397,17 @@ def test_stream_error_after_the_first_token_surfaces(a: OpenAICompatUpstream, b:
     assert got == ["par"] and calls(b) == 0
 
 
+def _falling_back(a: OpenAICompatUpstream, b: OpenAICompatUpstream, **kw: Any) -> Router:
+    """Group "chat" on a falls back to group "backup" on b, with no retries."""
+    return Router([dep("chat", a), dep("backup", b)], fallbacks=[{"chat": ["backup"]}], num_retries=0, **kw)
+
+
 def test_budget_across_fallbacks_one_reservation_per_attempt(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     catalog = Catalog(cache_dir=False)
     catalog.set_price("openai/m", input_per_million=1, output_per_million=1)
     a.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
     budget = Budget(1.0)
-    router = Router(
-        [dep("chat", a), dep("backup", b)],
-        fallbacks=[{"chat": ["backup"]}],
-        num_retries=0,
-        catalog=catalog,
-        budget=budget,
-    )
+    router = _falling_back(a, b, catalog=catalog, budget=budget)
     r = chat(router, max_tokens=50)
     assert budget.reserved_usd == 0 and budget.spent_usd == pytest.approx(r.meta.cost_usd)
 
@@ -440,13 +424,7 @@ def test_hooks_receive_every_attempt(a: OpenAICompatUpstream, b: OpenAICompatUps
     def on_success(rec: Any, err: BaseException | None) -> None:
         seen.append((rec.deployment, rec.error))
 
-    router = Router(
-        [dep("chat", a), dep("backup", b)],
-        fallbacks=[{"chat": ["backup"]}],
-        num_retries=0,
-        on_success=on_success,
-        on_failure=on_failure,
-    )
+    router = _falling_back(a, b, on_success=on_success, on_failure=on_failure)
     chat(router)
     assert seen == [("backup[0]:openai/m", None)] and async_seen == ["ServiceUnavailableError"]
 
@@ -515,7 +493,7 @@ def _answer() -> dict[str, Any]:
 
 def test_async_stream_through_the_router_fails_over(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
     a.enqueue(Reply(status=503, json={"error": {"message": "down"}}), CHAT)
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], seed=1)
+    router = Router(a_first(a, b), seed=1)
 
     async def main() -> tuple[str, list[str | None]]:
         stream = await router.acompletion(
@@ -558,7 +536,7 @@ def test_router_timeout_bounds_a_slow_call(a: OpenAICompatUpstream) -> None:
 
 def test_moving_on_is_not_a_retry(a: OpenAICompatUpstream, b: OpenAICompatUpstream, hf: HFRouterUpstream) -> None:
     a.enqueue(Reply(status=401, json={"error": {"message": "Incorrect API key provided"}}), CHAT)
-    router = Router([dep("chat", a, weight=1000), dep("chat", b, weight=0.001)], num_retries=0, seed=1)
+    router = Router(a_first(a, b), num_retries=0, seed=1)
     assert [x.error for x in chat(router).meta.attempts] == ["AuthenticationError", None]
     hf.enqueue(Reply(status=503, json={"error": "overloaded"}), CHAT)
     r1 = Router(

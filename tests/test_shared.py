@@ -16,7 +16,7 @@ from router import Budget, Router, errors
 from router.shared import RedisLedger, RedisLink, SharedRouterState, SharedWindows
 from tests.ledgers import race_for_the_cap
 from tests.services import REDIS_URL, PrivateRedis
-from tests.test_router import CHAT, USER, calls, chat, dep
+from tests.test_router import CHAT, USER, a_first, calls, chat, dep, ok_or_limited
 from tests.upstreams import OpenAICompatUpstream, Reply, completion_json
 
 pytestmark = pytest.mark.services
@@ -205,14 +205,19 @@ def _replica(prefix: str, model_list: list[dict[str, Any]], **kw: Any) -> Router
     return Router(model_list, shared_state=shared, **kw)
 
 
-def test_a_deployment_cooled_down_by_one_replica_is_skipped_by_another(
-    prefix: str, a: OpenAICompatUpstream, b: OpenAICompatUpstream
-) -> None:
-    model_list = [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)]
+def _cooling_replicas(prefix: str, a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> tuple[Router, Router]:
+    """Two replicas preferring a, where 2 failures in a row cool a deployment down for 30 s."""
+    model_list = a_first(a, b)
     # A long backoff: the retry goes to b at once, however slow the machine (with a 1 ms one, a retry that
     # came later went back to a, and its success cleared the fleet-wide count).
     settings = {"num_retries": 1, "allowed_fails": 2, "cooldown_seconds": 30, "backoff_base": 30, "seed": 3}
-    one, two = _replica(prefix, model_list, **settings), _replica(prefix, model_list, **settings)
+    return _replica(prefix, model_list, **settings), _replica(prefix, model_list, **settings)
+
+
+def test_a_deployment_cooled_down_by_one_replica_is_skipped_by_another(
+    prefix: str, a: OpenAICompatUpstream, b: OpenAICompatUpstream
+) -> None:
+    one, two = _cooling_replicas(prefix, a, b)
     try:
         assert chat(two).meta.attempts[0].deployment == "chat[0]:openai/m"  # two prefers a too
         for _ in range(2):
@@ -230,11 +235,7 @@ def test_a_deployment_cooled_down_by_one_replica_is_skipped_by_another(
 def test_failures_on_two_replicas_add_up_to_one_cooldown(
     prefix: str, a: OpenAICompatUpstream, b: OpenAICompatUpstream
 ) -> None:
-    model_list = [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)]
-    # A long backoff: the retry goes to b at once, however slow the machine (with a 1 ms one, a retry that
-    # came later went back to a, and its success cleared the fleet-wide count).
-    settings = {"num_retries": 1, "allowed_fails": 2, "cooldown_seconds": 30, "backoff_base": 30, "seed": 3}
-    one, two = _replica(prefix, model_list, **settings), _replica(prefix, model_list, **settings)
+    one, two = _cooling_replicas(prefix, a, b)
     try:
         for router in (one, two):  # one failure each: neither alone reaches allowed_fails
             a.enqueue(Reply(status=500, json={"error": {"message": "boom"}}), CHAT)
@@ -250,7 +251,7 @@ def test_failures_on_two_replicas_add_up_to_one_cooldown(
 def test_a_success_between_failures_resets_the_fleet_wide_count(
     prefix: str, a: OpenAICompatUpstream, b: OpenAICompatUpstream
 ) -> None:
-    model_list = [dep("chat", a, weight=1000), dep("chat", b, weight=0.001)]
+    model_list = a_first(a, b)
     router = _replica(
         prefix, model_list, num_retries=1, allowed_fails=3, cooldown_seconds=30, backoff_base=0.001, seed=3
     )
@@ -291,15 +292,8 @@ def test_deployment_rpm_holds_across_two_routers(prefix: str, a: OpenAICompatUps
     one = _replica(prefix, [dep("chat", a, rpm=6)], on_limit="raise")
     two = _replica(prefix, [dep("chat", a, rpm=6)], on_limit="raise")
 
-    async def attempt(router: Router) -> str:
-        try:
-            await router.acompletion(model="chat", messages=USER)
-        except errors.RateLimitError:
-            return "limited"
-        return "ok"
-
     async def main() -> list[str]:
-        return await asyncio.gather(*[attempt((one, two)[i % 2]) for i in range(20)])
+        return await asyncio.gather(*[ok_or_limited((one, two)[i % 2]) for i in range(20)])
 
     try:
         outcomes = Counter(asyncio.run(main()))
