@@ -80,6 +80,11 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip() or None
 
 
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
 def request_id() -> str:
     """A random 32-hex-digit id."""
     return os.urandom(16).hex()
@@ -265,23 +270,44 @@ class FakeUpstream:
         drop: bool = False,
     ) -> web.StreamResponse:
         """Write each item of ``writes`` (write + drain each), counting early client disconnects."""
+        return await self.write_stream(
+            request, writes, status=status, headers=headers, delay=delay, cut=_abort if drop else None
+        )
+
+    async def write_stream(
+        self,
+        request: web.Request,
+        pieces: Iterable[bytes],
+        *,
+        status: int,
+        headers: Mapping[str, str] | None,
+        delay: float,
+        cut: Callable[[web.Request], None] | None = None,
+        sent: Callable[[bytes], None] | None = None,
+        left: Callable[[], None] | None = None,
+    ) -> web.StreamResponse:
+        """Write and drain each piece, ``delay`` apart (``sent`` is told of each); then ``cut`` the connection, or
+        end the body. An early client disconnect is counted (and ``left`` called)."""
         response = web.StreamResponse(status=status, headers=headers)
         with self._cond:
             self.streams_started += 1
             self._disconnects_at_start = self.disconnects
         try:
             await response.prepare(request)
-            for index, piece in enumerate(writes):
+            for index, piece in enumerate(pieces):
                 if delay and index:
                     await asyncio.sleep(delay)
                 await response.write(piece)
                 await request.writer.drain()
-            if drop:
-                if request.transport is not None:
-                    request.transport.abort()
+                if sent is not None:
+                    sent(piece)
+            if cut is not None:
+                cut(request)
                 return response
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError) as exc:
+            if left is not None:
+                left()
             with self._cond:
                 self.disconnects += 1
                 self._cond.notify_all()

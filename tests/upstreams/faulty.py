@@ -283,32 +283,26 @@ class FaultyUpstream(OpenAICompatUpstream):
             content_frames = max(1, len(frames) - 3)
             with self._cond:
                 stop = min(content_frames, self.rng.randint(1, self.cut_after))
-        response = web.StreamResponse(status=status, headers=headers)
-        with self._cond:
-            self.streams_started += 1
-            self._disconnects_at_start = self.disconnects
-        pause = self.chunk_delay or delay
-        try:
-            await response.prepare(request)
-            for index, frame in enumerate(frames[:stop]):
-                if pause and index:
-                    await asyncio.sleep(pause)
-                await response.write(frame)
-                await request.writer.drain()
-                event.frames_sent += 1
-                event.bytes_sent += len(frame)
-            if cut:
-                _reset(request)
-                return response
-            await response.write_eof()
-            event.complete = request.transport is not None and not request.transport.is_closing()
-        except (ConnectionError, asyncio.CancelledError) as exc:
+
+        def sent(frame: bytes) -> None:
+            event.frames_sent += 1
+            event.bytes_sent += len(frame)
+
+        def left() -> None:
             event.client_left = True
-            with self._cond:
-                self.disconnects += 1
-                self._cond.notify_all()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+
+        response = await self.write_stream(
+            request,
+            frames[:stop],
+            status=status,
+            headers=headers,
+            delay=self.chunk_delay or delay,
+            cut=_reset if cut else None,
+            sent=sent,
+            left=left,
+        )
+        if not cut and not event.client_left:
+            event.complete = request.transport is not None and not request.transport.is_closing()
         return response
 
     def usage_extra(self, model: str, usage: dict[str, Any]) -> dict[str, Any]:
