@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.cli import polyroute_argv
 from tests.services import free_port
 
 
@@ -38,18 +38,9 @@ class Replicas:
             with log.open("wb") as out:
                 self.procs.append(
                     subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "router.cli",
-                            "serve",
-                            "--config",
-                            str(self.path),
-                            "--port",
-                            str(port),
-                            "--shutdown-timeout",
-                            "5",
-                        ],
+                        polyroute_argv(
+                            "serve", "--config", str(self.path), "--port", str(port), "--shutdown-timeout", "5"
+                        ),
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         env=env,

@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ import yaml
 from router.ledger import Ledger
 from router.proxy.flight import journal_dir
 from router.proxy.store import PostgresStore, SpendRecord, SqliteStore, SqlStore
+from tests.cli import polyroute_argv
 from tests.services import POSTGRES_URL, free_port, postgres_schema, postgres_url
 from tests.test_router import CHAT
 from tests.upstreams import OpenAICompatUpstream
@@ -57,18 +57,9 @@ class Proxy:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "router.cli",
-                    "serve",
-                    "--config",
-                    str(self.path),
-                    "--port",
-                    str(self.port),
-                    "--shutdown-timeout",
-                    "5",
-                ],
+                polyroute_argv(
+                    "serve", "--config", str(self.path), "--port", str(self.port), "--shutdown-timeout", "5"
+                ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

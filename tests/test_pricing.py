@@ -16,6 +16,7 @@ from router import acompletion, completion, embedding, stream_chunk_builder
 from router.pricing import Catalog, Price
 from router.pricing.sources import parse_deepinfra, parse_hf_router
 from router.types import ChatCompletion
+from tests.cli import polyroute_argv
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, OpenAICompatUpstream, TGIUpstream
 
 USER = [{"role": "user", "content": "price this call please"}]
@@ -358,7 +359,6 @@ def test_completion_cost_and_cost_per_token(hf: HFRouterUpstream, oai: OpenAICom
 
 def test_models_cli_table_and_json(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tmp_path: Path) -> None:
     import subprocess
-    import sys
 
     env = {
         "HF_ROUTER_URL": hf.url,
@@ -368,7 +368,7 @@ def test_models_cli_table_and_json(hf: HFRouterUpstream, deepinfra: DeepInfraUps
         "POLYROUTE_CACHE_DIR": str(tmp_path / "live"),
     }
     table = subprocess.run(
-        [sys.executable, "-m", "router.cli", "models", "--model", "deepseek-r1", "--refresh"],
+        polyroute_argv("models", "--model", "deepseek-r1", "--refresh"),
         capture_output=True,
         text=True,
         env=env,
@@ -380,7 +380,7 @@ def test_models_cli_table_and_json(hf: HFRouterUpstream, deepinfra: DeepInfraUps
     assert any("together" in line and "3" in line and "163840" in line for line in lines)
     assert any("featherless-ai" in line and "error" in line for line in lines)
     out = subprocess.run(
-        [sys.executable, "-m", "router.cli", "models", "--provider", "together", "--json"],
+        polyroute_argv("models", "--provider", "together", "--json"),
         capture_output=True,
         text=True,
         env=env,
@@ -392,7 +392,7 @@ def test_models_cli_table_and_json(hf: HFRouterUpstream, deepinfra: DeepInfraUps
     together = next(m for m in data["models"] if m["model"] == "deepseek-ai/DeepSeek-R1")
     assert (together["input_per_million"], together["output_per_million"]) == (3.0, 7.0)
     offline = subprocess.run(
-        [sys.executable, "-m", "router.cli", "models", "--model", "gpt-oss-120b"],
+        polyroute_argv("models", "--model", "gpt-oss-120b"),
         capture_output=True,
         text=True,
         timeout=60,

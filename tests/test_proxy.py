@@ -19,6 +19,8 @@ from aiohttp import web
 from router.proxy.app import build_app
 from router.proxy.config import ConfigError, load_config, parse_config
 from router.proxy.server import build_router
+from tests.cli import start_serve, wait_until_healthy
+from tests.services import free_port
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, Reply, TGIUpstream, completion_json
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -366,7 +368,6 @@ def test_spend_report_by_key_model_provider(proxy: ProxyServer, client: openai.O
 
 def test_sigterm_lets_requests_finish_and_loses_no_record(tmp_path: Path) -> None:
     import signal
-    import time
 
     from tests.upstreams import OpenAICompatUpstream
 
@@ -386,23 +387,11 @@ def test_sigterm_lets_requests_finish_and_loses_no_record(tmp_path: Path) -> Non
             "model_list:\n  - model_name: slow\n    params: {model: openai/m, api_base: " + upstream.url + "/v1}\n"
             f"general_settings: {{master_key: {MASTER}, database_url: 'sqlite:///{db}'}}\n"
         )
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        port = free_port()
+        server = start_serve(config, port)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 30
-            while True:
-                try:
-                    if httpx.get(url + "/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert time.time() < deadline, "the proxy did not start"
-                    time.sleep(0.1)
+            wait_until_healthy(url, server)
 
             async def main() -> list[int]:
                 async with httpx.AsyncClient(timeout=30) as http:
@@ -428,14 +417,6 @@ def test_sigterm_lets_requests_finish_and_loses_no_record(tmp_path: Path) -> Non
     from router.proxy.store import SqliteStore
 
     assert SqliteStore(db).spend_count() == 5
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_metrics(proxy: ProxyServer, client: openai.OpenAI, hf: HFRouterUpstream) -> None:

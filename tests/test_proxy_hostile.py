@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 from providers.errors import InvalidRequestArgumentError
 from router import completion, embedding
 from router.proxy.config import ConfigError, parse_config
-from tests.test_proxy import MASTER, USER, ProxyServer, _config, _free_port
+from tests.cli import start_serve, wait_until_healthy
+from tests.services import free_port
+from tests.test_proxy import MASTER, USER, ProxyServer, _config
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, Reply, TGIUpstream
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
@@ -556,23 +558,11 @@ def served(tmp_path: Path, tgi: TGIUpstream) -> Iterator[tuple[str, subprocess.P
         f"model_list:\n  - model_name: local\n    params: {{model: huggingface/tgi, api_base: '{tgi.url}'}}\n"
         f"general_settings: {{master_key: {MASTER}, database_url: 'sqlite:///{tmp_path / 'p.db'}'}}\n"
     )
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    port = free_port()
+    server = start_serve(config, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.time() < deadline, "the proxy did not start"
-                time.sleep(0.1)
+        wait_until_healthy(url, server)
         yield url, server
     finally:
         if server.poll() is None:
