@@ -1,12 +1,12 @@
 """Result types: pydantic models whose ``model_dump()`` is OpenAI's JSON.
 
-The fields mirror the OpenAI SDK's models; upstream extras (``reasoning_content``, DeepInfra's
+The fields mirror the OpenAI SDK's models; upstream extras (``reasoning_content``, a provider's own
 ``usage.estimated_cost``) are kept as extra fields. ``.meta`` is not part of the JSON: it tells who
 served the call, how long it took and every attempt made.
 
 Example::
 
-    r = completion(model="huggingface/Qwen/Qwen3-8B", messages=[{"role": "user", "content": "hi"}])
+    r = completion(model="<provider>/<model id>", messages=[{"role": "user", "content": "hi"}])
     r.choices[0].message.content, r.usage.total_tokens, r.meta.provider
 """
 
@@ -45,7 +45,7 @@ class Attempt:
 class ResponseMeta:
     """Facts about a call that are not part of OpenAI's JSON."""
 
-    provider: str  # the upstream that actually served, e.g. "together" behind the HF router
+    provider: str  # the upstream that actually served, e.g. the sub-provider behind a gateway
     model: str  # the model id it served
     api_base: str
     latency_ms: float
@@ -62,7 +62,7 @@ class ResponseMeta:
     price_source: str | None = None  # catalog URL, "config" or "snapshot"
     price_fetched_at: float | None = None  # unix time the price list was fetched
     unpriced_reason: str | None = None
-    upstream_cost_usd: float | None = None  # the provider's own figure, e.g. DeepInfra's estimated_cost
+    upstream_cost_usd: float | None = None  # the provider's own figure (usage.estimated_cost)
 
     def set_cost(self, info: CostInfo) -> None:
         """Copy a cost computation onto this record."""

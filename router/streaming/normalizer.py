@@ -75,8 +75,8 @@ class ChunkNormalizer:
         answers: int = 0,
     ) -> None:
         self.target = target
-        # One answer asked for: every choice is choice 0, however the upstream numbers them (older TGI
-        # builds behind any route numbered each chunk by its token). 0: unknown, indices kept.
+        # One answer asked for: every choice is choice 0, however the upstream numbers them (some older
+        # servers number each chunk by its token). 0: unknown, indices kept.
         self.one_answer = answers == 1
         self.include_usage = include_usage
         self.messages = messages
@@ -172,7 +172,7 @@ class ChunkNormalizer:
             self.model = event["model"]
         if self.system_fingerprint is None and event.get("system_fingerprint"):
             self.system_fingerprint = event["system_fingerprint"]
-        usage = frame_usage(event)  # top-level, or where an upstream puts it (x_groq.usage)
+        usage = frame_usage(event)  # top-level, or where an upstream puts it (under its own key)
         if usage is not None:
             self.usage = usage  # cumulative or final: the last one wins
         choices = event.get("choices")
@@ -260,7 +260,7 @@ class ChunkNormalizer:
         return isinstance(call_id, str) and call_id not in ("", "0") and call_id not in self._used_ids
 
     def _tool_deltas(self, state: _ChoiceState, tool_calls: Any) -> list[dict[str, Any]]:
-        if isinstance(tool_calls, dict):  # older TGI: one object instead of a list
+        if isinstance(tool_calls, dict):  # some older servers: one object instead of a list
             tool_calls = [tool_calls]
         out = []
         for pos, call in enumerate(tool_calls):
