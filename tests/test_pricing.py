@@ -367,40 +367,24 @@ def test_models_cli_table_and_json(hf: HFRouterUpstream, deepinfra: DeepInfraUps
         "DEEPINFRA_API_KEY": "di-test-key-abcdef",
         "POLYROUTE_CACHE_DIR": str(tmp_path / "live"),
     }
-    table = subprocess.run(
-        polyroute_argv("models", "--model", "deepseek-r1", "--refresh"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+
+    def models(*args: str, env: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(polyroute_argv("models", *args), capture_output=True, text=True, env=env, timeout=60)
+
+    table = models("--model", "deepseek-r1", "--refresh")
     assert table.returncode == 0, table.stderr
     assert f"huggingface: {hf.url}/v1/models, fetched 0 s ago (live)" in table.stdout
     lines = [line for line in table.stdout.splitlines() if line.startswith("deepseek-ai/DeepSeek-R1 ")]
     assert any("together" in line and "3" in line and "163840" in line for line in lines)
     assert any("featherless-ai" in line and "error" in line for line in lines)
-    out = subprocess.run(
-        polyroute_argv("models", "--provider", "together", "--json"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    out = models("--provider", "together", "--json")
     data = json.loads(out.stdout)
     assert {m["provider"] for m in data["models"]} == {"together"}
     assert {s["family"] for s in data["sources"]} == {"huggingface", "deepinfra"}
     together = next(m for m in data["models"] if m["model"] == "deepseek-ai/DeepSeek-R1")
     assert (together["input_per_million"], together["output_per_million"]) == (3.0, 7.0)
-    offline = subprocess.run(
-        polyroute_argv("models", "--model", "gpt-oss-120b"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env
-        | {
-            "HF_ROUTER_URL": "http://127.0.0.1:9",
-            "DEEPINFRA_API_BASE": "http://127.0.0.1:9",
-            "POLYROUTE_CACHE_DIR": str(tmp_path / "offline"),
-        },
+    unreachable = {"HF_ROUTER_URL": "http://127.0.0.1:9", "DEEPINFRA_API_BASE": "http://127.0.0.1:9"}
+    offline = models(
+        "--model", "gpt-oss-120b", env=env | unreachable | {"POLYROUTE_CACHE_DIR": str(tmp_path / "offline")}
     )
     assert offline.returncode == 0 and "bundled snapshot" in offline.stdout and "live fetch failed" in offline.stdout

@@ -259,16 +259,21 @@ def test_replay_read_whole(case: ReplayCase, upstream: FakeUpstream) -> None:
 
 
 # ------------------------------------------------------------------------ error frames, edge cases
-def _error_frames(upstream: FakeUpstream, frames: list[bytes]) -> errors.PolyrouteError:
+def _stream_of(upstream: FakeUpstream, frames: list[bytes]) -> Any:
+    """A streamed call of openai/m whose upstream sends these frames."""
     upstream.reset()
     upstream.enqueue(Reply(sse=frames))
-    stream = completion(
+    return completion(
         model="openai/m",
         api_base=upstream.url + "/v1",
         api_key=KEY,
         messages=[{"role": "user", "content": "hi"}],
         stream=True,
     )
+
+
+def _error_frames(upstream: FakeUpstream, frames: list[bytes]) -> errors.PolyrouteError:
+    stream = _stream_of(upstream, frames)
     with pytest.raises(errors.PolyrouteError) as info:
         list(stream)
     return info.value
@@ -306,16 +311,8 @@ def test_error_frame_shapes_raise_their_own_error(
 
 def test_an_event_type_without_data_does_not_mark_the_next_event(upstream: FakeUpstream) -> None:
     """An ``event:`` line whose event has no data is dropped with its type (SSE spec): the answer goes on."""
-    upstream.reset()
     done = b'data: {"id":"c1","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
-    upstream.enqueue(Reply(sse=[b"event: error\n\n", CHUNK, done, b"data: [DONE]\n\n"]))
-    stream = completion(
-        model="openai/m",
-        api_base=upstream.url + "/v1",
-        api_key=KEY,
-        messages=[{"role": "user", "content": "hi"}],
-        stream=True,
-    )
+    stream = _stream_of(upstream, [b"event: error\n\n", CHUNK, done, b"data: [DONE]\n\n"])
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "par"
     assert chunks[-1].choices[0].finish_reason == "stop"

@@ -257,21 +257,16 @@ class FaultyUpstream(OpenAICompatUpstream):
         _reset(request)
         return out
 
-    async def stream(
-        self,
-        request: web.Request,
-        writes: Iterable[bytes],
-        *,
-        status: int = 200,
-        headers: Mapping[str, str] | None = None,
-        delay: float = 0.0,
-        drop: bool = False,
-    ) -> web.StreamResponse:
+    async def stream(self, request: web.Request, writes: Iterable[bytes], **options: Any) -> web.StreamResponse:
         """Frame by frame, ``chunk_delay`` apart; a ``cut`` drops the connection after 1..cut_after frames
-        (never past the last content frame), everything else ends with ``[DONE]``."""
+        (never past the last content frame), everything else ends with ``[DONE]``. The options are
+        FakeUpstream.stream's (status, headers, delay, drop)."""
         event = _EVENT.get()
         if event is None:  # a scripted reply of the base class
-            return await super().stream(request, writes, status=status, headers=headers, delay=delay, drop=drop)
+            return await super().stream(request, writes, **options)
+        status: int = options.get("status", 200)
+        headers: Mapping[str, str] | None = options.get("headers")
+        delay: float = options.get("delay", 0.0)
         frames = _split_frames(writes)
         event.status = status
         event.frames_total = len(frames)
