@@ -14,10 +14,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -98,34 +102,56 @@ def new_id() -> str:
 
 
 class InMemoryLedger:
-    """One process, any number of threads and event loops. Nothing survives a restart."""
+    """One process, any number of threads and event loops. Nothing survives a restart.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    ``one_thread=True``: every call comes from one thread (e.g. one event loop's), so no lock is taken and
+    reservation ids are counters instead of random. ``on_overshoot(pico, budget_id)`` is told of each
+    settlement above its reservation (callers that count these themselves, like :class:`router.budget.Budget`,
+    leave it unset)."""
+
+    def __init__(self, *, one_thread: bool = False, on_overshoot: Callable[[int, str], None] | None = None) -> None:
+        self._lock: AbstractContextManager[object] = contextlib.nullcontext() if one_thread else threading.Lock()
+        counter = itertools.count(1)
+        self._new_id: Callable[[], str] = (lambda: str(next(counter))) if one_thread else new_id
+        self._on_overshoot = on_overshoot
         self._spent: dict[str, int] = {}
         self._open: dict[str, dict[str, int]] = {}
+        self._open_total: dict[str, int] = {}  # the sum of each budget's open reservations, kept as they change
 
     def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
+        """``tag`` is not kept: nothing outlives this process to tie a reservation back to its request."""
         with self._lock:
-            reservations = self._open.setdefault(budget_id, {})
-            if self._spent.get(budget_id, 0) + sum(reservations.values()) + amount > limit:
+            held = self._open_total.get(budget_id, 0)
+            if self._spent.get(budget_id, 0) + held + amount > limit:
                 return None
-            rid = new_id()
-            reservations[rid] = amount
+            rid = self._new_id()
+            self._open.setdefault(budget_id, {})[rid] = amount
+            self._open_total[budget_id] = held + amount
             return rid
+
+    def _close(self, budget_id: str, reservation_id: str) -> int | None:
+        """Drop an open reservation (the caller holds the lock); its amount, None if it was not open."""
+        amount = self._open.get(budget_id, {}).pop(reservation_id, None)
+        if amount is not None:  # unknown or already closed: settling and releasing are idempotent
+            self._open_total[budget_id] -= amount
+        return amount
 
     def settle(self, budget_id: str, reservation_id: str, actual: int) -> None:
         with self._lock:
-            if self._open.get(budget_id, {}).pop(reservation_id, None) is not None:
-                self._spent[budget_id] = self._spent.get(budget_id, 0) + actual
+            reserved = self._close(budget_id, reservation_id)
+            if reserved is None:
+                return
+            self._spent[budget_id] = self._spent.get(budget_id, 0) + actual
+        if actual > reserved and self._on_overshoot is not None:  # the worst case did not bound the bill
+            self._on_overshoot(actual - reserved, budget_id)
 
     def release(self, budget_id: str, reservation_id: str) -> None:
         with self._lock:
-            self._open.get(budget_id, {}).pop(reservation_id, None)
+            self._close(budget_id, reservation_id)
 
     def totals(self, budget_id: str) -> tuple[int, int]:
         with self._lock:
-            return self._spent.get(budget_id, 0), sum(self._open.get(budget_id, {}).values())
+            return self._spent.get(budget_id, 0), self._open_total.get(budget_id, 0)
 
     # In memory nothing blocks: the async methods run inline.
     async def areserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
