@@ -12,6 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def complain(message: str, code: int) -> int:
+    """Say what went wrong on stderr; the exit code the command returns with it."""
+    print(message, file=sys.stderr)
+    return code
+
+
 def _chat(args: argparse.Namespace) -> int:
     from .api import completion
     from .errors import InvalidRequestArgumentError, PolyrouteError
@@ -21,8 +27,7 @@ def _chat(args: argparse.Namespace) -> int:
     prompt = " ".join(args.prompt) if args.prompt else ""
     if not prompt or prompt == "-":
         if sys.stdin.isatty():
-            print("polyroute chat: give a prompt, or pipe one on stdin", file=sys.stderr)
-            return 2
+            return complain("polyroute chat: give a prompt, or pipe one on stdin", 2)
         prompt = sys.stdin.read()
     messages = []
     if args.system:
@@ -71,14 +76,11 @@ def _chat(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
             meta, usage = stream.meta, stream.usage
     except InvalidRequestArgumentError as err:
-        print(f"polyroute: {err.message}", file=sys.stderr)
-        return 2
+        return complain(f"polyroute: {err.message}", 2)
     except PolyrouteError as err:
-        print(f"\npolyroute: {err}", file=sys.stderr)
-        return 1
+        return complain(f"\npolyroute: {err}", 1)
     except KeyboardInterrupt:
-        print("\npolyroute: interrupted", file=sys.stderr)
-        return 130
+        return complain("\npolyroute: interrupted", 130)
     if not args.quiet and usage is not None:
         estimated = " (estimated)" if meta.usage_estimated else ""
         print(

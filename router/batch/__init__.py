@@ -19,8 +19,9 @@ On Ray Data workers, with the budget in Redis (``pip install 'polyroute[ray]'``;
 from __future__ import annotations
 
 from .config import BatchConfig, Candidate, load_batch_config, parse_batch_config
+from .job import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, EXIT_INTERRUPTED, BatchResult
 from .ray_engine import RayBatchResult, arun_batch_ray, run_batch_ray
-from .runner import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, EXIT_INTERRUPTED, BatchResult, arun_batch, run_batch
+from .runner import arun_batch, run_batch
 
 __all__ = [
     "EXIT_BUDGET",

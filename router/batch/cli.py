@@ -23,6 +23,8 @@ from typing import Any
 
 from providers.errors import InvalidRequestArgumentError
 
+from ..cli import complain
+
 RUN_HELP = "run (or resume) a job over a JSONL file of requests"
 
 
@@ -99,19 +101,15 @@ def _run(args: argparse.Namespace) -> int:
             print(format_dry_run(report))
             nothing = nothing_to_send(report)
             if nothing is not None:
-                print(f"polyroute batch: {nothing}", file=sys.stderr)
-                return 2
+                return complain(f"polyroute batch: {nothing}", 2)
             return 0
         return asyncio.run(_arun(args, config))
     except JobWriteError as err:
-        print(f"polyroute batch: {err.message}", file=sys.stderr)
-        return 1
+        return complain(f"polyroute batch: {err.message}", 1)
     except InvalidRequestArgumentError as err:
-        print(f"polyroute batch: {err.message}", file=sys.stderr)
-        return 2
+        return complain(f"polyroute batch: {err.message}", 2)
     except FileNotFoundError as err:
-        print(f"polyroute batch: {err.strerror}: {err.filename}", file=sys.stderr)
-        return 2
+        return complain(f"polyroute batch: {err.strerror}: {err.filename}", 2)
 
 
 async def _arun(args: argparse.Namespace, config: Any) -> int:
@@ -138,8 +136,9 @@ async def _arun(args: argparse.Namespace, config: Any) -> int:
 
 
 async def _arun_job(args: argparse.Namespace, config: Any, output: Path, progress: Any) -> int:
+    from .job import BatchResult
     from .progress import summary_table
-    from .runner import BatchResult, arun_batch
+    from .runner import arun_batch
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -301,13 +300,11 @@ def _status(args: argparse.Namespace) -> int:
 
     path = journal_path(args.output)
     if not path.exists():
-        print(f"polyroute batch: {args.output} has no journal ({path.name}): no job ran there", file=sys.stderr)
-        return 2
+        return complain(f"polyroute batch: {args.output} has no journal ({path.name}): no job ran there", 2)
     try:
         state = read_state(path)
     except JobError as err:
-        print(f"polyroute batch: {err.message}", file=sys.stderr)
-        return 2
+        return complain(f"polyroute batch: {err.message}", 2)
     running = is_running(args.output)
     total = state.rows_total
     pending = total - state.ok - state.failed

@@ -1,4 +1,5 @@
-"""What both engines (local and Ray) share about starting a run of a job: its arguments, its journal, its budget.
+"""What both engines (local and Ray) share about a run of a job: its arguments, its journal, its budget, and
+the records of its start and end.
 
 The budget is a cap on the whole job, all runs together. It is recorded in the journal when the job is
 created and in every run's start record, so a resumed run (``resume`` / ``retry_failed``) keeps it
@@ -20,20 +21,65 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from providers.errors import InvalidRequestArgumentError
 
-from ..pricing.prices import PICO_PER_USD
-from .journal import JobState, Journal, recorded_budget
+from ..pricing.prices import PICO_PER_USD, pico_to_usd
+from .journal import JobState, JobWriteError, Journal, recorded_budget
+
+if TYPE_CHECKING:  # progress imports this module
+    from .progress import Progress
 from .rows import scan_input
 
+EXIT_DONE = 0
+EXIT_FAILED_ROWS = 4  # every row has a result, some of them errors (re-run them with --retry-failed)
+EXIT_BUDGET = 3  # the budget cannot cover the next row; resume with a larger one
+EXIT_INTERRUPTED = 130
 log = logging.getLogger("polyroute.batch")
+
+
+@dataclass
+class BatchResult:
+    """How a run ended and what the whole job (all runs) has done."""
+
+    exit_code: int
+    reason: str  # "done" | "failed_rows" | "budget" | "interrupted"
+    state: JobState
+    output: Path
+    needed_expected_usd: float | None = None  # budget stops: what the rows left are expected to cost
+    needed_max_usd: float | None = None  # ... and at most
+    rows_left: int = 0
+    unknown_models: dict[str, int] = field(default_factory=dict)
+    budget_pico: int | None = None  # the job's cap (all runs) this run kept to; None: no cap
+    budget_note: str | None = None  # what this run did with the job's recorded budget (kept, raised, ...)
+
+    @property
+    def budget_usd(self) -> float | None:
+        return None if self.budget_pico is None else pico_to_usd(self.budget_pico)
+
+    @property
+    def spent_usd(self) -> float:
+        return pico_to_usd(self.state.spent_pico)
+
+    @property
+    def ok(self) -> int:
+        return self.state.ok
+
+    @property
+    def failed(self) -> int:
+        return self.state.failed
+
+
+Result = TypeVar("Result", bound=BatchResult)
 
 
 @dataclass(frozen=True)
@@ -171,3 +217,80 @@ def tell(budget: JobBudget, notice: Callable[[str], None] | None) -> None:
         notice(budget.note)
     else:
         log.info("%s", budget.note)
+
+
+def begin_run(
+    journal: Journal, budget_pico: int | None, concurrency: int, progress: Progress | None, **engine: Any
+) -> tuple[int, asyncio.Task[None] | None]:
+    """Record the run's start in the journal (``engine``: what else the engine records) and start drawing
+    progress; the run's number and the drawing task (stop it with :func:`stop_tasks`)."""
+    run = len([r for r in journal.state.runs if "run" in r]) + 1
+    start = {"run": run, "t": round(time.time(), 3), "budget_pico": budget_pico, "concurrency": concurrency}
+    journal.note(start | engine)
+    if progress is None:
+        return run, None
+    progress.begin(journal.state, budget_pico)
+    return run, asyncio.create_task(progress.run())
+
+
+async def stop_tasks(*tasks: asyncio.Task[None] | None) -> None:
+    """Cancel helper tasks (progress, watchers) and wait until they are gone."""
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def write_failed(output: Path, err: OSError) -> JobWriteError:
+    """The error a run ends with when its output or journal could not be written."""
+    return JobWriteError(
+        f"writing {output} failed ({err.strerror or err}); the rows finished after that were not recorded "
+        "and go again on --resume (make room first)"
+    )
+
+
+def end_run(
+    journal: Journal,
+    run: int,
+    output: Path,
+    budget: JobBudget,
+    stop: str | None,
+    *,
+    needed_expected: int,
+    needed_max: int,
+    rows_left: int,
+    unknown_models: dict[str, int],
+    result_class: type[Result],
+    **engine: Any,
+) -> Result:
+    """Record the run's end in the journal; what the run returns. ``stop``: why the run stopped before every
+    row was recorded ("interrupted", "budget"; None: it did not), ``engine``: the engine's own fields of
+    ``result_class``."""
+    state = journal.state
+    if stop == "interrupted":
+        code, reason = EXIT_INTERRUPTED, "interrupted"
+    elif stop == "budget":
+        code, reason = EXIT_BUDGET, "budget"
+    elif state.failed:
+        code, reason = EXIT_FAILED_ROWS, "failed_rows"
+    else:
+        code, reason = EXIT_DONE, "done"
+    end: dict[str, Any] = {"end": run, "t": round(time.time(), 3), "reason": reason}
+    budget_stop = reason == "budget"
+    if budget_stop:
+        end |= {"needed_expected_pico": needed_expected, "needed_max_pico": needed_max, "rows_left": rows_left}
+    journal.note(end)
+    return result_class(
+        code,
+        reason,
+        state,
+        output,
+        needed_expected_usd=pico_to_usd(needed_expected) if budget_stop else None,
+        needed_max_usd=pico_to_usd(needed_max) if budget_stop else None,
+        rows_left=rows_left,
+        unknown_models=unknown_models,
+        budget_pico=budget.cap_pico,
+        budget_note=budget.note,
+        **engine,
+    )

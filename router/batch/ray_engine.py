@@ -28,42 +28,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
-import os
-import queue
-import threading
-import time
-import warnings
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from providers.errors import InvalidRequestArgumentError, redact
 
-from ..pricing.prices import pico_to_usd
-from . import results
 from .config import BatchConfig
-from .job import JobBudget, check_job_args, open_job, tell
-from .journal import JobState, JobWriteError, Journal
+from .job import BatchResult, JobBudget, begin_run, check_job_args, end_run, open_job, stop_tasks, tell, write_failed
+from .journal import Journal
 from .progress import Progress
-from .rows import INVALID_LINE, BadRow, SeenIds, invalid_line_message, iter_lines, parse_row
-from .runner import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, EXIT_INTERRUPTED, BatchResult, build_router
+from .ray_driver import ACTORS_START_S, Driver, pending_blocks, quiet_ray_data, row_dataset, stream_results
+from .ray_keys import RunKeys
+from .runner import build_router
 
 if TYPE_CHECKING:
     from ..shared import RedisLink
 
 DEFAULT_WORKERS = 2
-CALLS_PER_WORKER = 4  # blocks a worker runs at once (its rows share the worker's concurrency)
-QUEUED = 2  # result blocks waiting for the driver: finished rows a kill -9 of the driver would lose
-ACTORS_START_S = 300  # how long the pool may take to start (a cluster without the CPUs for it: an error)
-KEYS_TTL_S = 7 * 86400  # a run's keys outlive a killed driver this long (a new run of the job drops them)
 INSTALL = "pip install 'polyroute[ray]'"
 log = logging.getLogger("polyroute.batch")
 
@@ -157,302 +143,6 @@ def check_cpus(ray: ModuleType, workers: int, *, local: bool) -> None:
     )
 
 
-# ---------------------------------------------------------------- the run's keys in Redis
-class _RunKeys:
-    """The run's stop flag and budget, the job's current run (the fence) and its runs (to clean up)."""
-
-    def __init__(self, link: RedisLink, facts_sha: str, output: Path) -> None:
-        self.link = link
-        job = hashlib.blake2b(f"{facts_sha}:{output.resolve()}".encode(), digest_size=8).hexdigest()
-        self.run = os.urandom(8).hex()  # unique across processes and machines
-        self.ledger_id = f"batch-{facts_sha[:16]}-{self.run}"
-        self.job = link.key("batch", job)
-        self.stop = f"{self.job}:{self.run}:stop"
-        self.fence = f"{self.job}:run"
-        self.runs = f"{self.job}:runs"
-
-    def _run_keys(self, run: str, ledger_id: str) -> list[str]:
-        from ..shared import RedisLedger
-
-        return [f"{self.job}:{run}:stop", *RedisLedger.keys_of(self.link, ledger_id)]
-
-    def _drop(self, client: Any, run: str, ledger_id: str) -> None:
-        client.delete(*self._run_keys(run, ledger_id))
-        client.srem(self.runs, f"{run} {ledger_id}")
-
-    def begin(self, limit: int | None) -> None:
-        """Drop what earlier (killed) runs of the job left, fence them out, seed this run's budget."""
-
-        def go(client: Any) -> None:
-            for entry in client.smembers(self.runs):
-                run, ledger_id = entry.decode().split(" ", 1)
-                self._drop(client, run, ledger_id)
-            pipe = client.pipeline(transaction=True)
-            pipe.set(self.fence, self.run, ex=KEYS_TTL_S)
-            pipe.sadd(self.runs, f"{self.run} {self.ledger_id}")
-            pipe.expire(self.runs, KEYS_TTL_S)
-            pipe.execute()
-
-        self.link.run(go)
-        if limit is not None:
-            from ..shared import RedisLedger
-
-            RedisLedger(self.link).reset(self.ledger_id, 0, ttl_s=KEYS_TTL_S)
-
-    def set_stop(self, reason: str) -> None:
-        self.link.run(lambda c: c.set(self.stop, reason, nx=True, ex=KEYS_TTL_S))
-
-    def end(self) -> None:
-        """Drop the run's keys: only once no worker can reserve any more (every block came back)."""
-
-        def go(client: Any) -> None:
-            self._drop(client, self.run, self.ledger_id)
-            if client.get(self.fence) == self.run.encode():
-                client.delete(self.fence)
-
-        self.link.run(go)
-
-    def abandon(self) -> None:
-        """The run ended with workers possibly still running: stop them (they exit once idle), and keep
-        the ledger (a reserve against a dropped budget would start from zero) until it expires or the next
-        run drops it."""
-        from .ray_worker import ABANDONED
-
-        def go(client: Any) -> None:
-            pipe = client.pipeline(transaction=False)
-            pipe.set(self.stop, ABANDONED, ex=KEYS_TTL_S)
-            for key in self._run_keys(self.run, self.ledger_id):
-                pipe.expire(key, KEYS_TTL_S)
-            pipe.execute()
-
-        self.link.run(go)
-
-
-# ---------------------------------------------------------------- the driver
-class _Driver:
-    def __init__(self, journal: Journal, keys: _RunKeys, progress: Progress | None) -> None:
-        self.journal, self.keys, self.progress = journal, keys, progress
-        self.workers: Counter[str] = Counter()
-        self.unknown_models: Counter[str] = Counter()
-        self.rows_left = self.needed_expected = self.needed_max = 0
-        self.budget_left = 0  # rows not sent because the budget could not cover them
-        self.redis_lost = False
-        self.write_error: OSError | None = None
-        self.interrupted = False
-        self.halt = threading.Event()  # the thread pulling results stops at the next block
-        self.complete = False  # the dataset ran to its end (or there was nothing to run)
-
-    def record(self, rows: list[tuple[int, bytes, dict[str, Any]]]) -> None:
-        """Write finished rows: one write to the output and one to the journal (see :meth:`Journal.record_many`)."""
-        if not rows or self.write_error is not None:
-            return
-        committed = self.journal.record_many(rows)
-        for _, _, rec in rows[:committed]:
-            if self.progress is not None:
-                self.progress.row(rec["ok"], rec.get("c"))
-            if rec.get("w"):
-                self.workers[rec["w"]] += 1
-        if self.journal.broken is not None:  # nothing more can be recorded: every worker stops
-            self.write_error = self.journal.broken
-            self.halt.set()
-            with contextlib.suppress(Exception):
-                self.keys.set_stop("write_error")
-
-    def take(self, table: Any) -> None:
-        """Record a block of results from the workers."""
-        from .ray_worker import LEFT_BUDGET, LEFT_REDIS, RECORDED
-
-        columns = table.to_pydict()
-        done = self.journal.state.is_done
-        finished: list[tuple[int, bytes, dict[str, Any]]] = []
-        for line, kind, out, raw, expected, most, unknown in zip(
-            columns["line"],
-            columns["kind"],
-            columns["out"],
-            columns["rec"],
-            columns["need_expected"],
-            columns["need_max"],
-            columns["unknown"],
-            strict=True,
-        ):
-            if done(line):
-                continue  # a row Ray ran twice (a block retried after a lost worker) is recorded once
-            if unknown:
-                self.unknown_models[unknown] += 1
-            if kind == RECORDED:
-                finished.append((line, out, orjson.loads(raw)))
-                continue
-            self.rows_left += 1
-            if kind == LEFT_BUDGET:
-                self.budget_left += 1
-                self.needed_expected += expected
-                self.needed_max += most
-            elif kind == LEFT_REDIS:
-                self.redis_lost = True
-        self.record(finished)
-
-
-def _pending_blocks(
-    ray: ModuleType, input_path: Path, state: JobState, block_rows: int, bad: list[tuple[int, bytes, dict[str, Any]]]
-) -> list[Any]:
-    """Object refs of pyarrow tables (``line``, ``raw``) of the rows still to run, ``block_rows`` each.
-
-    Bad lines and repeated custom_ids are appended to ``bad`` (to be recorded as errors, as the local
-    engine does); rows the journal has are skipped. The input is read once, a line at a time.
-    """
-    import pyarrow as pa
-
-    seen = SeenIds()
-    refs: list[Any] = []
-    lines: list[int] = []
-    raws: list[bytes] = []
-
-    def flush() -> None:
-        if lines:
-            table = pa.table({"line": pa.array(lines, pa.int64()), "raw": pa.array(raws, pa.binary())})
-            refs.append(ray.put(table))
-            lines.clear()
-            raws.clear()
-
-    for line, raw in iter_lines(input_path):
-        row = parse_row(raw, line)
-        invalid = isinstance(row, BadRow) or seen.repeated(row.custom_id)
-        if state.is_done(line):
-            continue
-        if invalid:
-            out, rec = results.failure(line, row.custom_id, None, INVALID_LINE, invalid_line_message(row))
-            bad.append((line, out, rec))
-            continue
-        lines.append(line)
-        raws.append(raw)
-        if len(lines) >= block_rows:
-            flush()
-    flush()
-    return refs
-
-
-@contextlib.contextmanager
-def _quiet_ray_data(ray: ModuleType) -> Iterator[Any]:
-    """Ray Data's context without progress bars and its info logs, restored afterwards."""
-    with warnings.catch_warnings():  # Ray's own deprecation notices about its context's fields
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.data\.")
-        ctx = ray.data.DataContext.get_current()
-    logger = logging.getLogger("ray.data")
-    bars, wait, level = ctx.enable_progress_bars, ctx.wait_for_min_actors_s, logger.level
-    ctx.enable_progress_bars = False
-    ctx.wait_for_min_actors_s = ACTORS_START_S
-    logger.setLevel(logging.ERROR)
-    try:
-        yield ctx
-    finally:
-        ctx.enable_progress_bars, ctx.wait_for_min_actors_s = bars, wait
-        logger.setLevel(level)
-
-
-def _dataset(ray: ModuleType, refs: list[Any], spec: Any, workers: int) -> Any:
-    from .ray_worker import RowWorker
-
-    try:
-        strategy = ray.data.ActorPoolStrategy(
-            size=workers, max_concurrent_calls_per_actor=CALLS_PER_WORKER, enable_true_multi_threading=True
-        )
-    except TypeError:  # an older Ray: one block at a time per worker
-        strategy = ray.data.ActorPoolStrategy(size=workers)
-    # Ray Data restarts dead actors and retries their blocks without end by default: a row that kills
-    # its worker would be paid for again and again. Here a dead worker stops the run (resume goes on).
-    # (Only the generic remote arguments can say so, which Ray 2.60 marks as deprecated.)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-        return ray.data.from_arrow_refs(refs).map_batches(
-            RowWorker,
-            fn_constructor_args=(spec,),
-            batch_size=None,
-            batch_format="pyarrow",
-            zero_copy_batch=True,
-            compute=strategy,
-            num_cpus=1,
-            max_restarts=0,
-            max_task_retries=0,
-        )
-
-
-async def _stream(ds: Any, driver: _Driver, stop: asyncio.Event | None) -> str | None:
-    """Record results as blocks arrive; returns a worker failure's message, if one stopped the run."""
-    # A plain thread-safe queue between Ray Data's iterator (a thread) and the driver's loop: either side
-    # may stop first (a worker failure, a write error, a second Ctrl-C), and neither waits on the other
-    # longer than a poll once the run halts.
-    handoff: queue.Queue[Any] = queue.Queue(QUEUED)
-    done = object()
-
-    def put(item: Any) -> None:
-        """Hand a block to the driver; waits while it has QUEUED blocks unrecorded (back-pressure)."""
-        while not driver.halt.is_set():
-            try:
-                handoff.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def take() -> Any:
-        while True:
-            try:
-                return handoff.get(timeout=0.5)
-            except queue.Empty:
-                if driver.halt.is_set():
-                    return done
-
-    def pull() -> None:
-        batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
-        try:
-            for table in batches:
-                put(table)
-                if driver.halt.is_set():
-                    break
-            else:
-                driver.complete = True  # every block came back: no worker holds a row any more
-        except BaseException as err:
-            put(err)
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:  # stops the streaming executor (and its actors) when we left early
-                with contextlib.suppress(Exception):
-                    close()
-            put(done)
-
-    async def watch() -> None:
-        assert stop is not None
-        await stop.wait()
-        driver.interrupted = True
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(driver.keys.set_stop, "interrupted")
-
-    watcher = asyncio.create_task(watch()) if stop is not None else None
-    threading.Thread(target=pull, name="polyroute-batch-results", daemon=True).start()
-    try:
-        while True:
-            item = await asyncio.to_thread(take)
-            if item is done:
-                return None
-            if isinstance(item, BaseException):  # the dataset failed: rows not handed back go again on resume
-                driver.halt.set()
-                lines = str(item).strip().splitlines()
-                log.error("a Ray worker failed: %s", lines[0] if lines else type(item).__name__)
-                return f"{type(item).__name__}: {lines[-1] if lines else ''}"
-            if driver.halt.is_set():
-                continue  # nothing more can be recorded; the thread stops at its next block
-            driver.take(item)
-    except BaseException:  # cancelled (a second Ctrl-C): workers stop sending; rows in flight stay pending
-        driver.halt.set()
-        with contextlib.suppress(Exception):
-            driver.keys.set_stop("interrupted")
-        raise
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-
-
 async def arun_batch_ray(
     input_path: str | Path,
     output: str | Path,
@@ -519,7 +209,7 @@ async def _run(
     state = journal.state
     budget_pico = budget.cap_pico
     limit = budget.limit_pico(state.spent_pico)  # this run's share of the job's cap
-    keys = _RunKeys(link, str(state.header.get("input_sha256", "")), output)
+    keys = RunKeys(link, str(state.header.get("input_sha256", "")), output)
     from ..shared import SharedStateUnavailable
 
     try:
@@ -528,28 +218,15 @@ async def _run(
         raise InvalidRequestArgumentError(
             f"{down}; --engine ray keeps the job's budget there: try again once it is back"
         ) from None
-    driver = _Driver(journal, keys, progress)
-    runs = len([r for r in state.runs if "run" in r]) + 1
-    journal.note(
-        {
-            "run": runs,
-            "t": round(time.time(), 3),
-            "budget_pico": budget_pico,
-            "concurrency": concurrency,
-            "engine": "ray",
-            "workers": workers,
-        }
-    )
-    if progress is not None:
-        progress.begin(state, budget_pico)
-    drawing = asyncio.create_task(progress.run()) if progress is not None else None
+    driver = Driver(journal, keys, progress)
+    run, drawing = begin_run(journal, budget_pico, concurrency, progress, engine="ray", workers=workers)
     per_worker = math.ceil(concurrency / workers)
     block_rows = max(1, min(256, per_worker))  # a block fills a worker's slots; its rows return together
     worker_error: str | None = None
     started = False
     try:
         bad: list[tuple[int, bytes, dict[str, Any]]] = []
-        refs = await asyncio.to_thread(_pending_blocks, ray, input_path, state, block_rows, bad)
+        refs = await asyncio.to_thread(pending_blocks, ray, input_path, state, block_rows, bad)
         driver.record(bad)
         if refs and driver.write_error is None and not (stop is not None and stop.is_set()):
             spec = spec_class(
@@ -564,62 +241,43 @@ async def _run(
                 concurrency=per_worker,
                 observed_output=state.observed_output(),
             )
-            with _quiet_ray_data(ray):
-                ds = _dataset(ray, refs, spec, workers)
+            with quiet_ray_data(ray):
+                ds = row_dataset(ray, refs, spec, workers)
                 started = True
-                worker_error = await _stream(ds, driver, stop)
+                worker_error = await stream_results(ds, driver, stop)
         elif stop is not None and stop.is_set():
             driver.interrupted = True
     finally:
-        if drawing is not None:
-            drawing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drawing
+        await stop_tasks(drawing)
         with contextlib.suppress(Exception):  # Redis away: the keys expire, the next run drops them
             if started and not driver.complete:
                 keys.abandon()
             else:
                 keys.end()
     if driver.write_error is not None:
-        err = driver.write_error
-        raise JobWriteError(
-            f"writing {output} failed ({err.strerror or err}); the rows finished after that were not recorded "
-            "and go again on --resume (make room first)"
-        )
+        raise write_failed(output, driver.write_error)
     # Decided from what came back, not from Redis (which may be gone): rows left unsent are never "done".
+    stopped: str | None = None
     if driver.interrupted or driver.redis_lost or worker_error is not None or (started and not driver.complete):
-        code, reason = EXIT_INTERRUPTED, "interrupted"
+        stopped = "interrupted"
     elif driver.budget_left:
-        code, reason = EXIT_BUDGET, "budget"
+        stopped = "budget"
     elif driver.rows_left:  # stopped by something other than the budget (e.g. a newer run of the job)
-        code, reason = EXIT_INTERRUPTED, "interrupted"
-    elif state.failed:
-        code, reason = EXIT_FAILED_ROWS, "failed_rows"
-    else:
-        code, reason = EXIT_DONE, "done"
-    end: dict[str, Any] = {"end": runs, "t": round(time.time(), 3), "reason": reason}
-    if reason == "budget":
-        end |= {
-            "needed_expected_pico": driver.needed_expected,
-            "needed_max_pico": driver.needed_max,
-            "rows_left": driver.rows_left,
-        }
-    journal.note(end)
-    budget_stop = reason == "budget"
-    return RayBatchResult(
-        code,
-        reason,
-        state,
+        stopped = "interrupted"
+    return end_run(
+        journal,
+        run,
         output,
-        needed_expected_usd=pico_to_usd(driver.needed_expected) if budget_stop else None,
-        needed_max_usd=pico_to_usd(driver.needed_max) if budget_stop else None,
+        budget,
+        stopped,
+        needed_expected=driver.needed_expected,
+        needed_max=driver.needed_max,
         rows_left=driver.rows_left,
         unknown_models=dict(driver.unknown_models),
+        result_class=RayBatchResult,
         workers=dict(driver.workers),
         redis_lost=driver.redis_lost,
         worker_error=worker_error,
-        budget_pico=budget_pico,
-        budget_note=budget.note,
     )
 
 

@@ -39,6 +39,7 @@ from ..shared import SharedStateUnavailable
 from . import results
 from .config import BatchConfig
 from .plan import Planner, RowPlan, request_body
+from .ray_keys import ABANDONED, KEYS_TTL_S
 from .rows import INVALID_LINE, BadRow, Row, invalid_line_message, parse_row
 from .sender import Reservation, RowSender
 
@@ -59,7 +60,6 @@ RESULT_SCHEMA = pa.schema(
         ("unknown", pa.string()),
     ]
 )
-ABANDONED = "abandoned"  # the stop flag of a run its driver gave up (it reads no more results)
 ORPHAN_CHECK_S = 1.0
 FLAGS_FRESH_S = 0.02  # a stop flag set by another worker is seen within this (plus a Redis round trip)
 SETTLE_WAIT_S = 60.0  # how long a row that does not fit waits for other workers' rows (no progress) to settle
@@ -194,7 +194,7 @@ class RowWorker:
     async def _set_stop(self, reason: str) -> None:
         self.stop = self.stop or reason
         try:
-            await self.link.arun(lambda c: c.set(self.spec.stop_key, reason, nx=True, ex=7 * 86400))
+            await self.link.arun(lambda c: c.set(self.spec.stop_key, reason, nx=True, ex=KEYS_TTL_S))
         except SharedStateUnavailable:
             self.stop = "redis"
 

@@ -18,66 +18,35 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..budget import OVERSHOOTS
-from ..ledger import Ledger
-from ..pricing.prices import pico_to_usd
+from ..ledger import InMemoryLedger, Ledger
 from ..routing.router import Router
 from ..tokens import aload_encoding
 from . import results
 from .config import BatchConfig
-from .job import check_job_args, open_job, tell
-from .journal import JobState, JobWriteError, Journal
+from .job import (
+    BatchResult,
+    begin_run,
+    check_job_args,
+    end_run,
+    open_job,
+    stop_tasks,
+    tell,
+    write_failed,
+)
+from .journal import Journal
 from .plan import Planner, RowPlan, request_body
 from .progress import Progress
 from .rows import INVALID_LINE, BadRow, Row, SeenIds, invalid_line_message, iter_lines, parse_row
 from .sender import Reservation, RowSender
 
-EXIT_DONE = 0
-EXIT_FAILED_ROWS = 4  # every row has a result, some of them errors (re-run them with --retry-failed)
-EXIT_BUDGET = 3  # the budget cannot cover the next row; resume with a larger one
-EXIT_INTERRUPTED = 130
 log = logging.getLogger("polyroute.batch")
-
-
-@dataclass
-class BatchResult:
-    """How a run ended and what the whole job (all runs) has done."""
-
-    exit_code: int
-    reason: str  # "done" | "failed_rows" | "budget" | "interrupted"
-    state: JobState
-    output: Path
-    needed_expected_usd: float | None = None  # budget stops: what the rows left are expected to cost
-    needed_max_usd: float | None = None  # ... and at most
-    rows_left: int = 0
-    unknown_models: dict[str, int] = field(default_factory=dict)
-    budget_pico: int | None = None  # the job's cap (all runs) this run kept to; None: no cap
-    budget_note: str | None = None  # what this run did with the job's recorded budget (kept, raised, ...)
-
-    @property
-    def budget_usd(self) -> float | None:
-        return None if self.budget_pico is None else pico_to_usd(self.budget_pico)
-
-    @property
-    def spent_usd(self) -> float:
-        return pico_to_usd(self.state.spent_pico)
-
-    @property
-    def ok(self) -> int:
-        return self.state.ok
-
-    @property
-    def failed(self) -> int:
-        return self.state.failed
 
 
 def build_router(config: BatchConfig) -> Router:
@@ -86,57 +55,14 @@ def build_router(config: BatchConfig) -> Router:
     return from_proxy_config(config.proxy)
 
 
-class LoopLedger:
-    """The budget ledger of one job on one event loop: :class:`InMemoryLedger`'s rule (a reservation fits
-    when spent + open reservations + it <= limit), kept as running totals, without a lock (every call comes
-    from the loop's thread) and with counter ids, instead of a lock, a sum over the open reservations and a
-    random id per row."""
+class LoopLedger(InMemoryLedger):
+    """The budget ledger of one job on one event loop: :class:`InMemoryLedger` without a lock (every call comes
+    from the loop's thread), counting settlements above their reservation in :data:`router.budget.OVERSHOOTS`
+    (the job's ledger is not behind a :class:`router.budget.Budget`, which counts them elsewhere). The journal,
+    not the ledger, says what the job spent."""
 
     def __init__(self) -> None:
-        self._spent: dict[str, int] = {}
-        self._open: dict[str, dict[str, int]] = {}
-        self._open_total: dict[str, int] = {}
-        self._ids = itertools.count(1)
-
-    def reserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
-        """``tag`` (the :class:`Ledger` protocol's request id) is not kept: this ledger dies with its job's process,
-        and the journal, not the ledger, says what the job spent."""
-        held = self._open_total.get(budget_id, 0)
-        if self._spent.get(budget_id, 0) + held + amount > limit:
-            return None
-        rid = str(next(self._ids))
-        self._open.setdefault(budget_id, {})[rid] = amount
-        self._open_total[budget_id] = held + amount
-        return rid
-
-    def _close(self, budget_id: str, reservation_id: str) -> int | None:
-        amount = self._open.get(budget_id, {}).pop(reservation_id, None)
-        if amount is None:  # unknown or already closed: settling and releasing are idempotent
-            return None
-        self._open_total[budget_id] -= amount
-        return amount
-
-    def settle(self, budget_id: str, reservation_id: str, actual: int) -> None:
-        reserved = self._close(budget_id, reservation_id)
-        if reserved is not None:
-            self._spent[budget_id] = self._spent.get(budget_id, 0) + actual
-            if actual > reserved:  # the row's worst case did not bound what the upstream billed
-                OVERSHOOTS.add(actual - reserved, budget_id)
-
-    def release(self, budget_id: str, reservation_id: str) -> None:
-        self._close(budget_id, reservation_id)
-
-    def totals(self, budget_id: str) -> tuple[int, int]:
-        return self._spent.get(budget_id, 0), self._open_total.get(budget_id, 0)
-
-    async def areserve(self, budget_id: str, amount: int, limit: int, tag: str | None = None) -> str | None:
-        return self.reserve(budget_id, amount, limit)
-
-    async def asettle(self, budget_id: str, reservation_id: str, actual: int) -> None:
-        self.settle(budget_id, reservation_id, actual)
-
-    async def arelease(self, budget_id: str, reservation_id: str) -> None:
-        self.release(budget_id, reservation_id)
+        super().__init__(one_thread=True, on_overshoot=OVERSHOOTS.add)
 
 
 class _Job:
@@ -329,71 +255,32 @@ async def arun_batch(
             client=client,
             ledger=LoopLedger(),
         )
-        journal.note(
-            {
-                "run": len([r for r in journal.state.runs if "run" in r]) + 1,
-                "t": round(time.time(), 3),
-                "budget_pico": budget_pico,
-                "concurrency": concurrency,
-            }
-        )
-        if progress is not None:
-            progress.begin(journal.state, budget_pico)
-        drawing = asyncio.create_task(progress.run()) if progress is not None else None
+        run, drawing = begin_run(journal, budget_pico, concurrency, progress)
         watcher = asyncio.create_task(_watch(stop, job)) if stop is not None else None
         try:
             await job.feed(input_path)
             while job.in_flight:
                 await asyncio.wait(set(job.in_flight))
         finally:
-            for task in (drawing, watcher):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await stop_tasks(drawing, watcher)
             if job.in_flight:  # cancelled: rows in flight stay pending
                 for task in job.in_flight:
                     task.cancel()
                 await asyncio.gather(*job.in_flight, return_exceptions=True)
             job.flush()  # rows that finished are recorded, however the job ends
-        state = journal.state
         if job.write_error is not None:
-            err = job.write_error
-            raise JobWriteError(
-                f"writing {output} failed ({err.strerror or err}); the rows finished after that were not recorded "
-                "and go again on --resume (make room first)"
-            )
-        if job.stop == "interrupted":
-            code, reason = EXIT_INTERRUPTED, "interrupted"
-        elif job.stop == "budget":
-            code, reason = EXIT_BUDGET, "budget"
-        elif state.failed:
-            code, reason = EXIT_FAILED_ROWS, "failed_rows"
-        else:
-            code, reason = EXIT_DONE, "done"
-        end: dict[str, Any] = {
-            "end": len([r for r in state.runs if "run" in r]),
-            "t": round(time.time(), 3),
-            "reason": reason,
-        }
-        if reason == "budget":
-            end |= {
-                "needed_expected_pico": job.needed_expected,
-                "needed_max_pico": job.needed_max,
-                "rows_left": job.rows_left,
-            }
-        journal.note(end)
-        return BatchResult(
-            code,
-            reason,
-            state,
+            raise write_failed(output, job.write_error)
+        return end_run(
+            journal,
+            run,
             output,
-            needed_expected_usd=pico_to_usd(job.needed_expected) if reason == "budget" else None,
-            needed_max_usd=pico_to_usd(job.needed_max) if reason == "budget" else None,
+            budget,
+            job.stop,
+            needed_expected=job.needed_expected,
+            needed_max=job.needed_max,
             rows_left=job.rows_left,
             unknown_models=planner.unknown_models,
-            budget_pico=budget_pico,
-            budget_note=budget.note,
+            result_class=BatchResult,
         )
     finally:
         journal.close()
