@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .tasks.base import ChatHelper
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +85,6 @@ class Target:
     provider: str
     subprovider: str | None = None
     policy: str | None = None
-
-    @property
-    def adapter(self) -> ChatHelper:
-        """The family's chat helper (kept while callers move to ``providers.tasks.chat_helper``)."""
-        from .tasks import chat_helper
-
-        return chat_helper(self)
 
     @property
     def gateway_chooses(self) -> bool:

@@ -18,6 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.tasks import chat_helper
+
 from ..budget import OUTPUT_CAPS, count_request, max_completion_tokens
 from ..calibration import PromptCounts
 from ..pricing.prices import Price
@@ -118,7 +120,7 @@ class Planner:
             for lookup in lookups:
                 offer = lookup.offer
                 context = d.context_length or (offer.context_length if offer else None)
-                served = offer.provider if len(lookups) > 1 and offer else target.adapter.served_by(target, {})
+                served = offer.provider if len(lookups) > 1 and offer else chat_helper(target).served_by(target, {})
                 ways.append(
                     Way(
                         lookup.price,

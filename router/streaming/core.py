@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from providers.errors import APIConnectionError, PolyrouteError
 from providers.sse import SSEDecoder
+from providers.tasks import chat_helper
 
 from ..calibration import DEFAULT_MARGIN, with_margin
 from ..pricing.cost import CostInfo, cost_of
@@ -132,7 +133,7 @@ class StreamCore:
     @property
     def _served(self) -> str:
         target = self._norm.target
-        return target.adapter.served_by(target, self._headers)
+        return chat_helper(target).served_by(target, self._headers)
 
     def _price(self) -> PriceLookup:
         target = self._norm.target

@@ -16,6 +16,7 @@ import orjson
 from providers.errors import APIConnectionError, UnprocessableResponseError, error_from_stream_event, redact
 from providers.frames import error_event_body, error_text_body, frame_usage, is_error_event, load_frame
 from providers.normalize import arguments_to_str, map_finish_reason, new_id
+from providers.tasks import chat_helper
 
 from ..tokens import count_completion, count_messages
 from ..types import ChatCompletionChunk, CompletionUsage
@@ -91,7 +92,7 @@ class ChunkNormalizer:
         self.system_fingerprint: str | None = None
         self._choices: dict[int, _ChoiceState] = {}
         self._used_ids: set[str] = set()
-        self._normalize_chunk = target.adapter.normalize_chunk
+        self._normalize_chunk = chat_helper(target).normalize_chunk
 
     # --- parsing
     def _load(self, payload: bytes) -> list[dict[str, Any]]:
