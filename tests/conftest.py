@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -59,42 +60,25 @@ def _fresh(server: object) -> None:
     server.latency = 0.0  # type: ignore[attr-defined]
 
 
-def _served(server_cls: type, **kw: object) -> Iterator[object]:
-    server = server_cls(**kw).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def _session_server(name: str, server_cls: type, **kw: object) -> Any:
+    """A session fixture ``name``: one server of ``server_cls`` for the whole run."""
+
+    def served() -> Iterator[object]:
+        server = server_cls(**kw).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    return pytest.fixture(scope="session", name=name)(served)
 
 
-@pytest.fixture(scope="session")
-def _hf_session() -> Iterator[HFRouterUpstream]:
-    yield from _served(HFRouterUpstream)  # type: ignore[misc]
-
-
-@pytest.fixture(scope="session")
-def _hub_session() -> Iterator[HubUpstream]:
-    yield from _served(HubUpstream)  # type: ignore[misc]
-
-
-@pytest.fixture(scope="session")
-def _deepinfra_session() -> Iterator[DeepInfraUpstream]:
-    yield from _served(DeepInfraUpstream)  # type: ignore[misc]
-
-
-@pytest.fixture(scope="session")
-def _tgi_session() -> Iterator[TGIUpstream]:
-    yield from _served(TGIUpstream)  # type: ignore[misc]
-
-
-@pytest.fixture(scope="session")
-def _tgi2_session() -> Iterator[TGIUpstream]:
-    yield from _served(TGIUpstream, version="2.x")  # type: ignore[misc]
-
-
-@pytest.fixture(scope="session")
-def _oai_session() -> Iterator[OpenAICompatUpstream]:
-    yield from _served(OpenAICompatUpstream)  # type: ignore[misc]
+_hf_session = _session_server("_hf_session", HFRouterUpstream)
+_hub_session = _session_server("_hub_session", HubUpstream)
+_deepinfra_session = _session_server("_deepinfra_session", DeepInfraUpstream)
+_tgi_session = _session_server("_tgi_session", TGIUpstream)
+_tgi2_session = _session_server("_tgi2_session", TGIUpstream, version="2.x")
+_oai_session = _session_server("_oai_session", OpenAICompatUpstream)
 
 
 @pytest.fixture

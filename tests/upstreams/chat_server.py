@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import RECORD, SSE_TYPE, FakeUpstream, request_id
+from .base import RECORD, SSE_TYPE, FakeUpstream, Handler, Route, request_id
 from .chat import BadRequest, ChatPlan, plan_chat, template_prompt_tokens
 from .embeddings import openai_embeddings
 from .openai_format import Flavor, Render
@@ -51,6 +51,14 @@ class ChatUpstream(FakeUpstream):
         if model in self.unknown_models:
             return self.unknown_model(model)
         return model
+
+    def openai_routes(self, prefix: str, models: Handler) -> list[Route]:
+        """Chat, embeddings and the model list under ``prefix``, laid out as OpenAI's API."""
+        return [
+            ("POST", f"{prefix}/chat/completions", self.chat_handler, True),
+            ("POST", f"{prefix}/embeddings", self.embeddings_handler, True),
+            ("GET", f"{prefix}/models", models, True),
+        ]
 
     def validate(self, plan: ChatPlan) -> web.Response | None:
         """Family-specific limits; an error response rejects the request."""

@@ -64,11 +64,7 @@ class DeepInfraUpstream(ChatUpstream):
 
     def routes(self) -> list[Route]:
         """Chat, embeddings and the model list under ``/v1/openai``."""
-        return [
-            ("POST", "/v1/openai/chat/completions", self.chat_handler, True),
-            ("POST", "/v1/openai/embeddings", self.embeddings_handler, True),
-            ("GET", "/v1/openai/models", self._models, True),
-        ]
+        return self.openai_routes("/v1/openai", self._models)
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         with_meta = request.query.get("filter") == "with_meta"

@@ -116,12 +116,8 @@ class HFRouterUpstream(ChatUpstream):
         return self.respond({"error": f"Model {model} does not exist"}, status=404)
 
     def _provider_model(self, model: Any) -> str | web.Response:
-        """Provider routes take the provider's own id as-is."""
-        if not isinstance(model, str) or not model:
-            return self.bad_request("you must provide a model parameter", "model")
-        if model in self.unknown_models:
-            return self.unknown_model(model)
-        return model
+        """Provider routes take the provider's own id as-is (no ``:provider`` suffix to resolve)."""
+        return ChatUpstream.resolve_model(self, model)
 
     def _provider_chat(self, fixed: str | None) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:

@@ -67,11 +67,7 @@ class OpenAICompatUpstream(ChatUpstream):
 
     def routes(self) -> list[Route]:
         """Chat, embeddings and the model list."""
-        return [
-            ("POST", "/chat/completions", self.chat_handler, True),
-            ("POST", "/embeddings", self.embeddings_handler, True),
-            ("GET", "/models", self._models, True),
-        ]
+        return self.openai_routes("", self._models)
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         data = [{"id": model, "object": "model", "created": 1700000000, "owned_by": "system"} for model in self.models]
