@@ -110,22 +110,20 @@ def deepinfra(_deepinfra_session: DeepInfraUpstream, monkeypatch: pytest.MonkeyP
     return _deepinfra_session
 
 
-@pytest.fixture
-def tgi(_tgi_session: TGIUpstream) -> TGIUpstream:
-    _fresh(_tgi_session)
-    return _tgi_session
+def _fresh_server(name: str, session: str) -> Any:
+    """A fixture ``name``: the session server ``session``, made fresh for the test."""
+
+    def fresh(request: pytest.FixtureRequest) -> Any:
+        server = request.getfixturevalue(session)
+        _fresh(server)
+        return server
+
+    return pytest.fixture(name=name)(fresh)
 
 
-@pytest.fixture
-def tgi2(_tgi2_session: TGIUpstream) -> TGIUpstream:
-    _fresh(_tgi2_session)
-    return _tgi2_session
-
-
-@pytest.fixture
-def oai(_oai_session: OpenAICompatUpstream) -> OpenAICompatUpstream:
-    _fresh(_oai_session)
-    return _oai_session
+tgi = _fresh_server("tgi", "_tgi_session")  # TGIUpstream
+tgi2 = _fresh_server("tgi2", "_tgi2_session")  # TGIUpstream, version 2.x
+oai = _fresh_server("oai", "_oai_session")  # OpenAICompatUpstream
 
 
 @pytest.fixture

@@ -29,11 +29,8 @@ ONE_WORD = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 def greedy() -> Iterator[GreedyUpstream]:
-    server = GreedyUpstream().start()
-    try:
+    with GreedyUpstream() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _kw(server: GreedyUpstream, catalog: Catalog, **extra: Any) -> dict[str, Any]:

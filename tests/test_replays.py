@@ -86,11 +86,8 @@ def events(body: bytes) -> list[bytes]:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
     """A bare upstream: it serves only the scripted replies, on whatever route the call uses."""
-    server = FakeUpstream().start()
-    try:
+    with FakeUpstream() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def serve(server: FakeUpstream, case: ReplayCase, *, whole: bool = False) -> dict[str, Any]:
