@@ -240,42 +240,6 @@ class APITimeoutError(APIConnectionError):
     status_code = 408
 
 
-class BudgetExceededError(PolyrouteError):
-    """Refused before any request: the call's worst-case cost does not fit the budget's remainder."""
-
-    status_code = 429
-    is_retryable = False  # 429 for HTTP clients, but no deployment can take it before the budget changes
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        limit_usd: float = 0.0,
-        spent_usd: float = 0.0,
-        reserved_usd: float = 0.0,
-        needed_usd: float = 0.0,
-        **kw: Any,
-    ) -> None:
-        super().__init__(message, **kw)
-        self.limit_usd = limit_usd
-        self.spent_usd = spent_usd
-        self.reserved_usd = reserved_usd
-        self.needed_usd = needed_usd
-
-
-class BudgetUnavailableError(BudgetExceededError):
-    """Refused before any request: the shared budget ledger (Redis) cannot be reached, and budgets fail safe
-    (``on_redis_unavailable: refuse``) rather than risk spending past the limit."""
-
-    status_code = 503
-
-
-class UnpricedCallError(InvalidRequestArgumentError):
-    """Refused under a budget: no price is known for the call (and the budget does not allow that)."""
-
-    is_deployment_specific = True
-
-
 class UnprocessableResponseError(PolyrouteError):
     """The upstream answered 2xx with something that is not the API's shape."""
 

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from providers.errors import BudgetExceededError, InvalidRequestArgumentError, PolyrouteError, UnpricedCallError
+from providers.errors import InvalidRequestArgumentError, PolyrouteError
 from providers.spec import Target
 from providers.tasks import chat_helper
 
 from .calibration import PromptCounts, with_margin
+from .errors import BudgetExceededError, UnpricedCallError
 from .ledger import InMemoryLedger, Ledger
 from .pricing.catalog import PriceLookup
 from .pricing.prices import PICO_PER_USD, pico_to_usd, to_decimal

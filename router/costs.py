@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.errors import UnpricedCallError
-
+from .errors import UnpricedCallError
 from .pricing.catalog import Catalog, default_catalog
 from .pricing.cost import cost_of
 from .pricing.prices import pico_to_usd

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from providers import errors as E
+from providers.errors import error_from_response, error_from_stream_event
 from providers.transport import (
     AiohttpTransport,
     AsyncTransport,
@@ -22,6 +22,7 @@ from providers.transport import (
     HttpxSyncTransport,
     Timeouts,
 )
+from router import errors as E
 from tests.upstreams import OpenAICompatUpstream, Reply
 from tests.upstreams.faulty import FaultyUpstream
 
@@ -30,7 +31,7 @@ def _err(
     status: int, body: object, headers: dict[str, str] | None = None, secrets: tuple[str, ...] = ()
 ) -> E.PolyrouteError:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
-    return E.error_from_response(status, headers or {}, content, provider="huggingface", model="m", secrets=secrets)
+    return error_from_response(status, headers or {}, content, provider="huggingface", model="m", secrets=secrets)
 
 
 @pytest.mark.parametrize(
@@ -147,15 +148,15 @@ def test_secrets_are_scrubbed_from_message_body_and_repr() -> None:
 
 
 def test_stream_error_frames() -> None:
-    tgi = E.error_from_stream_event(
+    tgi = error_from_stream_event(
         {"error": {"message": "Input validation error", "http_status_code": 422}}, provider="tgi", model="m"
     )
     assert isinstance(tgi, E.BadRequestError) and tgi.status_code == 422
-    native = E.error_from_stream_event(
+    native = error_from_stream_event(
         {"error": "Request failed during generation", "error_type": "generation"}, provider="tgi", model="m"
     )
     assert isinstance(native, E.InternalServerError)
-    deepinfra = E.error_from_stream_event(
+    deepinfra = error_from_stream_event(
         {"error_type": "validation_error", "error_message": '{"detail": "bad"}'}, provider="deepinfra", model="m"
     )
     assert isinstance(deepinfra, E.BadRequestError) and "bad" in deepinfra.message
@@ -177,7 +178,7 @@ def test_ordinary_400s_stay_bad_request(message: str) -> None:
 
 
 def test_deepinfra_stream_error_message_json_is_unwrapped() -> None:
-    err = E.error_from_stream_event(
+    err = error_from_stream_event(
         {"error_type": "validation_error", "error_message": '{"detail": "prompt is too long"}'},
         provider="deepinfra",
         model="m",

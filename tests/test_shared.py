@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from providers.errors import BudgetUnavailableError
 from router import Budget, Router, errors
+from router.errors import BudgetUnavailableError
 from router.shared import RedisLedger, RedisLink, SharedRouterState, SharedWindows
 from tests.ledgers import race_for_the_cap
 from tests.services import REDIS_URL, PrivateRedis

@@ -33,8 +33,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from providers.errors import BudgetUnavailableError
-
+from ..errors import BudgetUnavailableError
 from ..shared import SharedStateUnavailable
 from . import results
 from .config import BatchConfig

@@ -18,16 +18,14 @@ from providers.errors import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
-    BudgetExceededError,
-    BudgetUnavailableError,
     InvalidRequestArgumentError,
     MissingCredentialsError,
     PaymentRequiredError,
     PermissionDeniedError,
     PolyrouteError,
-    UnpricedCallError,
 )
 
+from ..errors import BudgetExceededError, BudgetUnavailableError, UnpricedCallError
 from ..routing.router import Router
 
 log = logging.getLogger("polyroute.proxy")

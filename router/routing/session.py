@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from providers.errors import (
     BadRequestError,
-    BudgetExceededError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
     PolyrouteError,
@@ -24,6 +23,7 @@ from providers.errors import (
 )
 from providers.spec import Target
 
+from ..errors import BudgetExceededError
 from ..types import Attempt
 from .deployment import Deployment, now
 from .strategies import pick

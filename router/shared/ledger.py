@@ -29,8 +29,7 @@ import threading
 import time
 from typing import Any
 
-from providers.errors import BudgetUnavailableError
-
+from ..errors import BudgetUnavailableError
 from ..ledger import InMemoryLedger, OpenReservation, new_id
 from ..pricing.prices import pico_to_usd
 from . import scripts
