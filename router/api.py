@@ -41,7 +41,7 @@ class ChatArgs:
     settings: dict[str, Any]  # how the call is made (api_key, timeout, extra_body, budget, ...)
     kwargs: dict[str, Any]  # anything else: router arguments (fallbacks=, num_retries=) or unknown
 
-    def prepare(self, fn: str) -> Call:
+    def prepare(self, fn: str) -> Call[ChatCompletion]:
         s = self.settings
         return prepare_chat(
             self.model,

@@ -52,16 +52,16 @@ class ChatTask:
 
     name = "chat"
 
-    def worst_case(self, call: Call, budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
+    def worst_case(self, call: Call[ChatCompletion], budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
         return budget.worst_case(call.target, call.params, call.inputs, candidates, call.catalog.prompt_counts)
 
-    def prompt_counts(self, call: Call) -> PromptCounts | None:
+    def prompt_counts(self, call: Call[ChatCompletion]) -> PromptCounts | None:
         return call.catalog.prompt_counts
 
-    def long_input(self, call: Call) -> bool:
+    def long_input(self, call: Call[ChatCompletion]) -> bool:
         return long_prompt(call.inputs)
 
-    def local_usage(self, call: Call, data: dict[str, Any]) -> dict[str, Any]:
+    def local_usage(self, call: Call[ChatCompletion], data: dict[str, Any]) -> dict[str, Any]:
         from .tokens import count_completion, count_messages
 
         prompt = count_messages(call.inputs)
@@ -72,7 +72,7 @@ class ChatTask:
             "total_tokens": prompt + completion_tokens,
         }
 
-    def result(self, call: Call, data: dict[str, Any]) -> ChatCompletion:
+    def result(self, call: Call[ChatCompletion], data: dict[str, Any]) -> ChatCompletion:
         if call.legacy_functions:
             for choice in data["choices"]:
                 calls = choice["message"].get("tool_calls")
@@ -100,7 +100,7 @@ def prepare_chat(
     fn: str = "completion",
     target: Target | None = None,
     **settings: Unpack[CallSettings],
-) -> Call:
+) -> Call[ChatCompletion]:
     """A prepared chat call: arguments checked, the OpenAI body built (``params``: its named parameters)."""
     check_unknown(kwargs or {}, fn)
     if stream not in (True, False, None):
@@ -122,11 +122,11 @@ def prepare_chat(
     return call
 
 
-def _stream_args(call: Call) -> dict[str, Any]:
+def _stream_args(call: Call[ChatCompletion]) -> dict[str, Any]:
     return {"started": call.started, "model_string": call.target.model_string, "catalog": call.catalog}
 
 
-def normalizer(call: Call) -> ChunkNormalizer:
+def normalizer(call: Call[ChatCompletion]) -> ChunkNormalizer:
     return ChunkNormalizer(
         call.target,
         include_usage=call.include_usage,
@@ -136,7 +136,9 @@ def normalizer(call: Call) -> ChunkNormalizer:
     )
 
 
-def _mocked(call: Call, stream: bool, mock_response: Any, stream_type: type[Stream] | type[AsyncStream]) -> Any:
+def _mocked(
+    call: Call[ChatCompletion], stream: bool, mock_response: Any, stream_type: type[Stream] | type[AsyncStream]
+) -> Any:
     """``mock_response=``: no network, no budget (nothing is spent)."""
     if stream:
         frames = mock.stream(call.target, call.inputs, mock_response)
@@ -146,13 +148,18 @@ def _mocked(call: Call, stream: bool, mock_response: Any, stream_type: type[Stre
 
 
 def run_chat(
-    call: Call, *, stream: bool, client: Any = None, budget: Budget | None = None, mock_response: Any = None
+    call: Call[ChatCompletion],
+    *,
+    stream: bool,
+    client: Any = None,
+    budget: Budget | None = None,
+    mock_response: Any = None,
 ) -> ChatCompletion | Stream:
     """Send a prepared chat call and build its result (or its stream)."""
     if mock_response is not None:
         return _mocked(call, stream, mock_response, Stream)  # type: ignore[no-any-return]
     if not stream:
-        return run(call, client, budget)  # type: ignore[no-any-return]
+        return run(call, client, budget)
     with reserve(call, budget) as hold:
         transport = sync_transport_for(client)
         try:
@@ -173,13 +180,18 @@ def run_chat(
 
 
 async def arun_chat(
-    call: Call, *, stream: bool, client: Any = None, budget: Budget | None = None, mock_response: Any = None
+    call: Call[ChatCompletion],
+    *,
+    stream: bool,
+    client: Any = None,
+    budget: Budget | None = None,
+    mock_response: Any = None,
 ) -> ChatCompletion | AsyncStream:
     """Async :func:`run_chat`: no blocking work on the event loop."""
     if mock_response is not None:
         return _mocked(call, stream, mock_response, AsyncStream)  # type: ignore[no-any-return]
     if not stream:
-        return await arun(call, client, budget)  # type: ignore[no-any-return]
+        return await arun(call, client, budget)
     async with await areserve(call, budget) as hold:
         transport = async_transport_for(client)
         try:

@@ -87,7 +87,7 @@ class EmbeddingsTask:
 
     name = "embeddings"
 
-    def worst_case(self, call: Call, budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
+    def worst_case(self, call: Call[EmbeddingResponse], budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
         from .tokens import count_text
 
         priced = budget.priced(call.target, candidates, "embedding call")
@@ -95,19 +95,19 @@ class EmbeddingsTask:
         tokens = int(local * (1 + budget.prompt_margin)) + len(call.inputs)
         return WorstCase(max((c.price.cost_pico(tokens, 0) for c in priced if c.price), default=0), tokens, 0, local)
 
-    def prompt_counts(self, call: Call) -> PromptCounts | None:
+    def prompt_counts(self, call: Call[EmbeddingResponse]) -> PromptCounts | None:
         return None  # embeddings are bounded by the input count and margin; nothing to learn per deployment
 
-    def long_input(self, call: Call) -> bool:
+    def long_input(self, call: Call[EmbeddingResponse]) -> bool:
         return sum(len(t) for t in call.inputs) > LONG_INPUT_CHARS
 
-    def local_usage(self, call: Call, data: dict[str, Any]) -> dict[str, Any]:
+    def local_usage(self, call: Call[EmbeddingResponse], data: dict[str, Any]) -> dict[str, Any]:
         from .tokens import count_text
 
         tokens = sum(count_text(t) for t in call.inputs)
         return {"prompt_tokens": tokens, "total_tokens": tokens}
 
-    def result(self, call: Call, data: dict[str, Any]) -> EmbeddingResponse:
+    def result(self, call: Call[EmbeddingResponse], data: dict[str, Any]) -> EmbeddingResponse:
         return EmbeddingResponse.model_validate(data)
 
 
@@ -123,7 +123,7 @@ def prepare_embedding(
     registry: Registry | None = None,
     target: Target | None = None,
     **settings: Unpack[CallSettings],
-) -> Call:
+) -> Call[EmbeddingResponse]:
     """A prepared embedding call (``params`` from :func:`check_request`)."""
     inputs = _inputs(input)
     if target is None:
@@ -137,7 +137,7 @@ class EmbeddingArgs:
 
     given: dict[str, Any]
 
-    def prepare(self, fn: str) -> Call:
+    def prepare(self, fn: str) -> Call[EmbeddingResponse]:
         g = self.given
         check_unknown(g["kwargs"], fn)
         return prepare_embedding(
@@ -188,7 +188,7 @@ def embedding(*args: Any, **kwargs: Any) -> EmbeddingResponse:
         len(r.data), r.usage.prompt_tokens
     """
     a = embedding_args(*args, **kwargs)
-    return run(a.prepare("embedding"), a.given["client"], a.given["budget"])  # type: ignore[no-any-return]
+    return run(a.prepare("embedding"), a.given["client"], a.given["budget"])
 
 
 @same_arguments_as(embedding_args)
@@ -200,4 +200,4 @@ async def aembedding(*args: Any, **kwargs: Any) -> EmbeddingResponse:
         r = await aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="hello")
     """
     a = embedding_args(*args, **kwargs)
-    return await arun(a.prepare("aembedding"), a.given["client"], a.given["budget"])  # type: ignore[no-any-return]
+    return await arun(a.prepare("aembedding"), a.given["client"], a.given["budget"])

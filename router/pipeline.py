@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 from providers.clients import async_transport_for, sync_transport_for
@@ -28,7 +28,7 @@ from .calibration import PromptCounts
 from .params import check_headers
 from .pricing.catalog import Catalog, PriceLookup, default_catalog
 from .pricing.cost import cost_of
-from .types import Attempt, ResponseMeta, attach_meta
+from .types import Attempt, ResponseMeta, WithMeta, attach_meta
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -36,38 +36,42 @@ if TYPE_CHECKING:
 _IGNORED_LITELLM_ARGS = frozenset({"drop_params", "metadata", "custom_llm_provider_name", "litellm_logging_obj"})
 
 
-class Task(Protocol):
+R = TypeVar("R", bound=WithMeta)  # a task's result: an OpenAI-shaped model with a .meta
+R_co = TypeVar("R_co", bound=WithMeta, covariant=True)
+
+
+class Task(Protocol[R_co]):
     """What the pipeline needs to know of a task on the router's side (upstream differences live in
     the ``providers.tasks`` helper)."""
 
     name: str
 
-    def worst_case(self, call: Call, budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
+    def worst_case(self, call: Call[Any], budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
         """The most the call can cost, for the budget to reserve."""
         ...
 
-    def prompt_counts(self, call: Call) -> PromptCounts | None:
+    def prompt_counts(self, call: Call[Any]) -> PromptCounts | None:
         """Learned prompt overheads the reservation bounds and settlement teaches (None: not used)."""
         ...
 
-    def long_input(self, call: Call) -> bool:
+    def long_input(self, call: Call[Any]) -> bool:
         """Counting the inputs takes long enough to do it off the event loop."""
         ...
 
-    def local_usage(self, call: Call, data: dict[str, Any]) -> dict[str, Any]:
+    def local_usage(self, call: Call[Any], data: dict[str, Any]) -> dict[str, Any]:
         """Usage counted locally, for an answer that carried none."""
         ...
 
-    def result(self, call: Call, data: dict[str, Any]) -> Any:
+    def result(self, call: Call[Any], data: dict[str, Any]) -> R_co:
         """The typed, OpenAI-shaped result of the parsed answer."""
         ...
 
 
 @dataclass(slots=True)
-class Call:
+class Call(Generic[R]):
     """Everything about one prepared upstream call except the I/O."""
 
-    task: Task
+    task: Task[R]
     target: Target
     helper: TaskHelper
     inputs: Any  # chat: the messages; embeddings: the texts
@@ -150,14 +154,14 @@ class CallSettings(TypedDict, total=False):
 
 
 def prepare(
-    task: Task,
+    task: Task[R],
     target: Target,
     inputs: Any,
     params: dict[str, Any],
     *,
     stream: bool = False,
     **settings: Unpack[CallSettings],
-) -> Call:
+) -> Call[R]:
     """A call with its helper, credentials and headers resolved; the request is built by :func:`build`."""
     helper = helper_for(target, task.name)
     need_key = settings.get("need_key", True)
@@ -168,7 +172,7 @@ def prepare(
     return Call(task, target, helper, inputs, params, auth, timeouts, catalog, stream=stream)
 
 
-def build(call: Call, upstream_model: str | None = None) -> HttpRequest:
+def build(call: Call[Any], upstream_model: str | None = None) -> HttpRequest:
     """The upstream request (``upstream_model``: the provider's own id, when the helper needs one)."""
     call.request = call.helper.request(
         call.target, call.inputs, call.params, call.auth, stream=call.stream, upstream_model=upstream_model
@@ -176,11 +180,11 @@ def build(call: Call, upstream_model: str | None = None) -> HttpRequest:
     return call.request
 
 
-def _upstream_model(call: Call, mapping: dict[str, Any]) -> str:
+def _upstream_model(call: Call[Any], mapping: dict[str, Any]) -> str:
     return HubMappingCache.pick(mapping, call.target.model, call.target.subprovider or "")
 
 
-def build_sync(call: Call, transport: SyncTransport) -> HttpRequest:
+def build_sync(call: Call[Any], transport: SyncTransport) -> HttpRequest:
     """:func:`build`, looking the provider's model id up first when the helper needs it (sync I/O)."""
     if call.request is not None:
         return call.request
@@ -190,7 +194,7 @@ def build_sync(call: Call, transport: SyncTransport) -> HttpRequest:
     return build(call, _upstream_model(call, mapping))
 
 
-async def abuild(call: Call, transport: AsyncTransport) -> HttpRequest:
+async def abuild(call: Call[Any], transport: AsyncTransport) -> HttpRequest:
     """Async :func:`build_sync`."""
     if call.request is not None:
         return call.request
@@ -201,7 +205,7 @@ async def abuild(call: Call, transport: AsyncTransport) -> HttpRequest:
 
 
 # ---------------------------------------------------------------- reserve
-def reserve(call: Call, budget: Budget | None) -> Hold:
+def reserve(call: Call[Any], budget: Budget | None) -> Hold:
     """Reserve the call's worst case (sync; may load the catalog). No budget: an empty hold."""
     if budget is None:
         return Hold(None)
@@ -210,7 +214,7 @@ def reserve(call: Call, budget: Budget | None) -> Hold:
     return Hold(budget.reserve_worst(call.target, lambda: call.task.worst_case(call, budget, candidates), counts))
 
 
-async def areserve(call: Call, budget: Budget | None) -> Hold:
+async def areserve(call: Call[Any], budget: Budget | None) -> Hold:
     """Async :func:`reserve`: counting long inputs happens in a worker thread."""
     if budget is None:
         return Hold(None)
@@ -230,7 +234,7 @@ async def areserve(call: Call, budget: Budget | None) -> Hold:
 
 
 # ---------------------------------------------------------------- send (and poll)
-def attempt(call: Call, status: int | None, error: str | None) -> Attempt:
+def attempt(call: Call[Any], status: int | None, error: str | None) -> Attempt:
     return Attempt(
         model=call.target.model_string,
         provider=call.target.label,
@@ -241,7 +245,7 @@ def attempt(call: Call, status: int | None, error: str | None) -> Attempt:
     )
 
 
-def raise_for_status(call: Call, response: HttpResponse) -> None:
+def raise_for_status(call: Call[Any], response: HttpResponse) -> None:
     if response.status < 400:
         return
     err = error_from_response(
@@ -258,19 +262,19 @@ def raise_for_status(call: Call, response: HttpResponse) -> None:
     raise err
 
 
-def connection_failed(call: Call, err: PolyrouteError) -> PolyrouteError:
+def connection_failed(call: Call[Any], err: PolyrouteError) -> PolyrouteError:
     err.provider = err.provider or call.target.label
     err.model = err.model or call.target.model
     err.attempts = [attempt(call, None, type(err).__name__)]
     return err
 
 
-def _poll_wait(call: Call, polls: int) -> float:
+def _poll_wait(call: Call[Any], polls: int) -> float:
     first, longest = call.helper.poll_wait
     return float(min(longest, first * 2**polls))
 
 
-def send(call: Call, transport: SyncTransport, hold: Hold) -> HttpResponse:
+def send(call: Call[Any], transport: SyncTransport, hold: Hold) -> HttpResponse:
     """Send the call (and its polls, for an asynchronous upstream); errors carry the attempt."""
     request = build_sync(call, transport)
     polls = 0
@@ -288,7 +292,7 @@ def send(call: Call, transport: SyncTransport, hold: Hold) -> HttpResponse:
         request, polls = following, polls + 1
 
 
-async def asend(call: Call, transport: AsyncTransport, hold: Hold) -> HttpResponse:
+async def asend(call: Call[Any], transport: AsyncTransport, hold: Hold) -> HttpResponse:
     """Async :func:`send`."""
     request = await abuild(call, transport)
     polls = 0
@@ -307,15 +311,15 @@ async def asend(call: Call, transport: AsyncTransport, hold: Hold) -> HttpRespon
 
 
 # ---------------------------------------------------------------- parse, meta and cost
-def parse(call: Call, response: HttpResponse) -> dict[str, Any]:
+def parse(call: Call[Any], response: HttpResponse) -> dict[str, Any]:
     return call.helper.parse(call.target, call.inputs, response, call.secrets)
 
 
-def served_by(call: Call, response: HttpResponse) -> str:
+def served_by(call: Call[Any], response: HttpResponse) -> str:
     return call.helper.served_by(call.target, response.headers)
 
 
-def finish(call: Call, response: HttpResponse, data: dict[str, Any], lookup: PriceLookup | None = None) -> Any:
+def finish(call: Call[R], response: HttpResponse, data: dict[str, Any], lookup: PriceLookup | None = None) -> R:
     """The typed result of a parsed answer, with its ``.meta``: who served, latency, attempt and cost."""
     estimated = not data.get("usage")
     if estimated:
@@ -330,7 +334,7 @@ def finish(call: Call, response: HttpResponse, data: dict[str, Any], lookup: Pri
             call,
             response,
             provider=served,
-            model=result.model,
+            model=getattr(result, "model", None) or call.target.model,
             usage=data["usage"],
             usage_estimated=estimated,
             lookup=lookup,
@@ -340,7 +344,7 @@ def finish(call: Call, response: HttpResponse, data: dict[str, Any], lookup: Pri
 
 
 def success_meta(
-    call: Call,
+    call: Call[Any],
     response: HttpResponse,
     *,
     provider: str,
@@ -375,23 +379,24 @@ def success_meta(
     )
 
 
-def reported(result: Any) -> tuple[Any, str | None]:
-    """The upstream's own usage (None when it sent none: a local count teaches nothing) and who served."""
+def settlement(result: Any) -> tuple[int | None, Any, str | None]:
+    """What a result settles its reservation with: its cost, the upstream's own usage (None when it sent
+    none: a local count teaches nothing) and who served."""
     meta = result.meta
-    return (None if meta.usage_estimated else result.usage), meta.provider
+    return meta.cost_pico, (None if meta.usage_estimated else result.usage), meta.provider
 
 
 # ---------------------------------------------------------------- the whole pipeline
-def run(call: Call, client: Any = None, budget: Budget | None = None) -> Any:
+def run(call: Call[R], client: Any = None, budget: Budget | None = None) -> R:
     """Reserve, send, parse, price and settle one call (sync)."""
     with reserve(call, budget) as hold:
         response = send(call, sync_transport_for(client), hold)
         result = finish(call, response, parse(call, response))
-        hold.settle(result.meta.cost_pico, *reported(result))
+        hold.settle(*settlement(result))
     return result
 
 
-async def arun(call: Call, client: Any = None, budget: Budget | None = None) -> Any:
+async def arun(call: Call[R], client: Any = None, budget: Budget | None = None) -> R:
     """Async :func:`run`: no blocking work on the event loop."""
     async with await areserve(call, budget) as hold:
         response = await asend(call, async_transport_for(client), hold)
@@ -402,5 +407,5 @@ async def arun(call: Call, client: Any = None, budget: Budget | None = None) -> 
             await aload_encoding()  # usage will be counted locally
         lookup = await call.catalog.alookup(call.target, served_by(call, response))
         result = finish(call, response, data, lookup)
-        await hold.asettle(result.meta.cost_pico, *reported(result))
+        await hold.asettle(*settlement(result))
     return result

@@ -238,7 +238,7 @@ class Router(CatalogFacts):
         return Session(self, groups, info, now() + float(timeout), self.rng)
 
     # ---------------------------------------------------------------- calls
-    def _chat_call(self, choice: Choice, messages: Any, stream: bool, kwargs: dict[str, Any]) -> Any:
+    def _chat_call(self, choice: Choice, messages: Any, stream: bool, kwargs: dict[str, Any]) -> Call[ChatCompletion]:
         merged = _merged(choice.deployment.params, kwargs) if kwargs else choice.deployment.params
         params: dict[str, Any] = {}
         call_args: dict[str, Any] = {}
@@ -325,7 +325,7 @@ class Router(CatalogFacts):
 
         return await self._run_async(session, attempt)
 
-    def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> Call:
+    def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> Call[EmbeddingResponse]:
         merged = _merged({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
         params = embedding_params(
             merged.pop("dimensions", None),
