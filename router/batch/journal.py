@@ -36,6 +36,7 @@ import orjson
 
 from providers.errors import InvalidRequestArgumentError
 
+from ..lockfile import lock_held
 from .rows import INVALID_LINE, InputFacts
 
 FORMAT = 1
@@ -393,18 +394,7 @@ def _lock(fd: int, path: Path) -> None:
 
 def is_running(output: str | Path) -> bool:
     """Whether a job holds the output's journal lock now."""
-    path = journal_path(output)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_held(journal_path(output)) is True
 
 
 def _check_input(header: dict[str, Any], facts: InputFacts, jpath: Path) -> None:

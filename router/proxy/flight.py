@@ -51,6 +51,7 @@ import orjson
 from providers.errors import redact
 
 from ..ledger import OpenReservation
+from ..lockfile import lock_held
 from .store import SPEND_FIELDS, SpendRecord, SqlStore
 
 log = logging.getLogger("polyroute.proxy")
@@ -272,17 +273,7 @@ class FlightJournal:
         """Whether ``owner``'s journal here is held (True: it is alive), free (False: it is dead), or absent."""
         if owner == self.owner:
             return True
-        try:
-            fd = os.open(self.directory / f"{owner}.lock", os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing drops a lock we took
-        return False
+        return lock_held(self.directory / f"{owner}.lock", exclusive=True)
 
     def dead_journals(self) -> list[DeadJournal]:
         """Journals in this directory whose owner is dead, each locked by us until removed or released."""
