@@ -92,7 +92,8 @@ def test_a_job_lost_after_it_was_accepted_is_charged_in_doubt(queued: tuple[Queu
     catalog = Catalog(cache_dir=False, registry=registry)
     catalog.set_price("queued/acme/embed-1", input_per_million=100, output_per_million=0)
     budget = Budget(1.0, name="queue")
-    with pytest.raises(InternalServerError) as caught:
+
+    def embed() -> None:
         embedding(
             model="queued/acme/embed-1",
             input="hello",
@@ -101,20 +102,15 @@ def test_a_job_lost_after_it_was_accepted_is_charged_in_doubt(queued: tuple[Queu
             catalog=catalog,
             budget=budget,
         )
+
+    with pytest.raises(InternalServerError) as caught:
+        embed()
     assert caught.value.charged_pico and caught.value.charged_pico > 0
     assert budget.spent_usd == pytest.approx(caught.value.charged_pico / 1e12) and budget.reserved_usd == 0
     # Refused before the queue accepted it: nothing is charged.
     server.fail_status_with = None
+    server.fail_rate, server.failure_status = 1.0, 500
     before = budget.spent_usd
     with pytest.raises(InternalServerError):
-        server.fail_rate = 1.0
-        server.failure_status = 500
-        embedding(
-            model="queued/acme/embed-1",
-            input="hello",
-            api_key="sk-q",
-            registry=registry,
-            catalog=catalog,
-            budget=budget,
-        )
+        embed()
     assert budget.spent_usd == before and budget.reserved_usd == 0
