@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from providers.errors import InvalidRequestArgumentError
@@ -40,6 +40,8 @@ class ChatArgs:
     params: dict[str, Any]  # the OpenAI body parameters (max_tokens, tools, ...)
     settings: dict[str, Any]  # how the call is made (api_key, timeout, extra_body, budget, ...)
     kwargs: dict[str, Any]  # anything else: router arguments (fallbacks=, num_retries=) or unknown
+    routed_by: Any = field(default=None, init=False)  # a one-group Router, for fallbacks= / num_retries=
+    routed_args: dict[str, Any] = field(default_factory=dict, init=False)
 
     def prepare(self, fn: str) -> Call[ChatCompletion]:
         s = self.settings
@@ -64,12 +66,16 @@ class ChatArgs:
             need_key=s["mock_response"] is None,
         )
 
-    def routed(self) -> tuple[Any, dict[str, Any]] | None:
-        """``fallbacks=`` / ``num_retries=``: a one-group router and the arguments for its call."""
-        if not _ROUTER_ARGS & self.kwargs.keys():
-            return None
-        given = {**self.params, **self.settings, "stream": self.stream}
-        return _one_group_router(self.model, {k: v for k, v in given.items() if v is not None}, self.kwargs)
+    def sending(self) -> dict[str, Any]:
+        """How the prepared call is sent: its client, budget and mock."""
+        s = self.settings
+        return {"client": s["client"], "budget": s["budget"], "mock_response": s["mock_response"]}
+
+    def __post_init__(self) -> None:
+        if _ROUTER_ARGS & self.kwargs.keys():
+            given = {**self.params, **self.settings, "stream": self.stream}
+            given = {k: v for k, v in given.items() if v is not None}
+            self.routed_by, self.routed_args = _one_group_router(self.model, given, self.kwargs)
 
 
 def chat_args(
@@ -136,13 +142,9 @@ def completion(*args: Any, **kwargs: Any) -> ChatCompletion | Stream:
         r.choices[0].message.content, r.meta.latency_ms
     """
     a = chat_args(*args, **kwargs)
-    routed = a.routed()
-    if routed is not None:
-        router, call_args = routed
-        return router.completion(a.model, a.messages, **call_args)  # type: ignore[no-any-return]
-    s = a.settings
-    call = a.prepare("completion")
-    return run_chat(call, stream=a.stream, client=s["client"], budget=s["budget"], mock_response=s["mock_response"])
+    if a.routed_by is not None:  # fallbacks= / num_retries=
+        return a.routed_by.completion(a.model, a.messages, **a.routed_args)  # type: ignore[no-any-return]
+    return run_chat(a.prepare("completion"), stream=a.stream, **a.sending())
 
 
 @same_arguments_as(chat_args)
@@ -155,18 +157,12 @@ async def acompletion(*args: Any, **kwargs: Any) -> ChatCompletion | AsyncStream
                               messages=[{"role": "user", "content": "Hi"}])
     """
     a = chat_args(*args, **kwargs)
-    routed = a.routed()
-    if routed is not None:
-        router, call_args = routed
-        return await router.acompletion(a.model, a.messages, **call_args)  # type: ignore[no-any-return]
-    s = a.settings
+    if a.routed_by is not None:
+        return await a.routed_by.acompletion(a.model, a.messages, **a.routed_args)  # type: ignore[no-any-return]
     # Local image files are read and encoded off the event loop.
-    call = (
-        await asyncio.to_thread(a.prepare, "acompletion") if has_local_images(a.messages) else a.prepare("acompletion")
-    )
-    return await arun_chat(
-        call, stream=a.stream, client=s["client"], budget=s["budget"], mock_response=s["mock_response"]
-    )
+    local_images = has_local_images(a.messages)
+    call = await asyncio.to_thread(a.prepare, "acompletion") if local_images else a.prepare("acompletion")
+    return await arun_chat(call, stream=a.stream, **a.sending())
 
 
 _ROUTER_ARGS = frozenset({"fallbacks", "num_retries", "context_window_fallbacks", "content_policy_fallbacks"})
