@@ -14,7 +14,7 @@ from router.batch import EXIT_BUDGET, EXIT_DONE, EXIT_FAILED_ROWS, parse_batch_c
 from router.batch.dryrun import adry_run, format_dry_run
 from router.batch.journal import JobError, journal_path, read_state
 from router.proxy.config import ConfigError
-from router.types import ChatCompletion, EmbeddingResponse, ResponseMeta
+from router.types import ChatCompletion, EmbeddingResponse, ResponseMeta, attach_meta
 from tests.upstreams import HFRouterUpstream, OpenAICompatUpstream
 
 CHAT = "/v1/chat/completions"
@@ -439,7 +439,7 @@ def test_a_result_keeps_its_meta_through_copies_pickles_and_equality() -> None:
     with pytest.raises(AttributeError, match="not produced by a polyroute call"):
         _ = result.meta
     meta = ResponseMeta(provider="p", model="m", api_base="http://x", latency_ms=1.0, model_string="openai/m")
-    result._meta = meta
+    attach_meta(result, meta)
     assert result.meta is meta and "_meta" not in result.model_dump() and "meta" not in result.model_dump_json()
     assert result.model_copy().meta is meta and result.model_copy(update={"id": "c2"}).meta is meta
     deep = copy.deepcopy(result)

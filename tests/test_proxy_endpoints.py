@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from router.proxy.endpoints import ENDPOINTS, PREFIXES, Endpoint
+from tests.http_checks import openai_error
 from tests.test_proxy import MASTER, USER, ProxyServer, _config
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, TGIUpstream
 
@@ -29,14 +30,6 @@ def proxy(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream) 
 
 def _post(proxy: ProxyServer, path: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(proxy.url + path, json=body, headers=AUTH, timeout=30)
-
-
-def _error(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert error["message"] and error["type"]
-    return error
 
 
 def test_the_table_holds_the_openai_task_endpoints() -> None:
@@ -68,15 +61,15 @@ def test_a_field_a_row_does_not_take_is_a_400_naming_it(proxy: ProxyServer, endp
         refused += [({"stream": True}, "stream"), ({"stream_options": {"include_usage": True}}, "stream_options")]
     for extra, param in refused:
         for prefix in PREFIXES:
-            error = _error(_post(proxy, prefix + endpoint.path, {**body, **extra}), 400)
+            error = openai_error(_post(proxy, prefix + endpoint.path, {**body, **extra}), 400)
             assert error["param"] == param, (extra, error)
             assert param.split(".")[-1] in error["message"]
 
 
 def test_unknown_paths_are_404_and_wrong_methods_405(proxy: ProxyServer) -> None:
     for path in ("/v1/nope", "/v2/chat/completions", "/v1/chat/completion", "/v1/v1/embeddings", "/chat"):
-        error = _error(_post(proxy, path, BODIES["chat"]), 404)
+        error = openai_error(_post(proxy, path, BODIES["chat"]), 404)
         assert error["code"] == "not_found" and path in error["message"]
     for endpoint in ENDPOINTS:
-        error = _error(httpx.get(proxy.url + "/v1" + endpoint.path, headers=AUTH), 405)
+        error = openai_error(httpx.get(proxy.url + "/v1" + endpoint.path, headers=AUTH), 405)
         assert error["code"] == "method_not_allowed"

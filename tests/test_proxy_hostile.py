@@ -25,6 +25,7 @@ from providers.errors import InvalidRequestArgumentError
 from router import completion, embedding
 from router.proxy.config import ConfigError, parse_config
 from tests.cli import start_serve, wait_until_healthy
+from tests.http_checks import openai_error
 from tests.services import free_port
 from tests.test_proxy import MASTER, USER, ProxyServer, _config
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, Reply, TGIUpstream
@@ -47,14 +48,6 @@ def _post(proxy: ProxyServer, key: str, body: Any, path: str = "/v1/chat/complet
         timeout=30,
         headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
     )
-
-
-def _assert_openai_error(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert error["message"] and error["type"]
-    return error
 
 
 def _chat_requests(upstream: Any) -> int:
@@ -113,7 +106,7 @@ def test_local_paths_and_file_urls_are_refused_without_reading_anything(
             f"FILE://{image}",
             f"HTTP://{image}",
         ):
-            error = _assert_openai_error(_post(proxy, key, {"model": "local", "messages": _image(url)}), 400)
+            error = openai_error(_post(proxy, key, {"model": "local", "messages": _image(url)}), 400)
             assert error["param"] == "messages[0].content[1].image_url.url"
             messages[url] = error["message"]
         # No file oracle: an existing file and a missing one get the same answer, and nothing was opened.
@@ -125,7 +118,7 @@ def test_local_paths_and_file_urls_are_refused_without_reading_anything(
             {"type": "file", "file": {"file_data": f"file:{image}"}},
         ):
             body = {"model": "local", "messages": [{"role": "user", "content": [part]}]}
-            assert "does not read local files" in _assert_openai_error(_post(proxy, key, body), 400)["message"]
+            assert "does not read local files" in openai_error(_post(proxy, key, body), 400)["message"]
         assert _OPENED == []
     finally:
         _WATCHED.clear()
@@ -159,7 +152,7 @@ def test_extra_body_and_unknown_fields_cannot_override_what_the_proxy_owns(
     proxy: ProxyServer, tgi: TGIUpstream, deepinfra: DeepInfraUpstream, extra: dict[str, Any], param: str
 ) -> None:
     key = _key(proxy, models=["local"], max_budget_usd=0.5)
-    error = _assert_openai_error(_post(proxy, key, {"model": "local", "messages": USER, **extra}), 400)
+    error = openai_error(_post(proxy, key, {"model": "local", "messages": USER, **extra}), 400)
     assert error["param"] == param
     assert param.split(".")[-1] in error["message"]
     assert _chat_requests(tgi) == 0 and _chat_requests(deepinfra) == 0
@@ -174,7 +167,7 @@ def test_extra_body_fields_are_checked_like_named_ones_and_still_reach_the_upstr
         ({"max_tokens": 10, "extra_body": {"max_tokens": 5000}}, "extra_body.max_tokens"),
     )
     for extra, param in cases:
-        error = _assert_openai_error(_post(proxy, key, {"model": "local", "messages": USER, **extra}), 400)
+        error = openai_error(_post(proxy, key, {"model": "local", "messages": USER, **extra}), 400)
         assert error["param"] == param and "max_tokens" in error["message"]
     assert _chat_requests(tgi) == 0
     response = _post(proxy, key, {"model": "local", "messages": USER, "top_k": 3, "extra_body": {"max_tokens": 7}})
@@ -198,9 +191,7 @@ def test_embedding_fields_are_fenced(
 ) -> None:
     key = _key(proxy, models=["embed"])
     before = len(hf.requests)
-    error = _assert_openai_error(
-        _post(proxy, key, {"model": "embed", "input": "hello", **extra}, "/v1/embeddings"), 400
-    )
+    error = openai_error(_post(proxy, key, {"model": "embed", "input": "hello", **extra}, "/v1/embeddings"), 400)
     assert error["param"] == param
     assert len(hf.requests) == before
 
@@ -226,7 +217,7 @@ def test_library_extra_body_never_silently_overrides_a_named_argument(tgi: TGIUp
 
 @pytest.mark.parametrize("stream", ["false", "true", 0, 1, {"on": True}])
 def test_stream_must_be_a_json_boolean(proxy: ProxyServer, tgi: TGIUpstream, stream: Any) -> None:
-    error = _assert_openai_error(_post(proxy, MASTER, {"model": "local", "messages": USER, "stream": stream}), 400)
+    error = openai_error(_post(proxy, MASTER, {"model": "local", "messages": USER, "stream": stream}), 400)
     assert error["param"] == "stream" and "true or false" in error["message"]
     assert _chat_requests(tgi) == 0
     plain = _post(proxy, MASTER, {"model": "local", "messages": USER, "stream": None})
@@ -285,7 +276,7 @@ def test_wrong_shapes_are_400s_not_500s(
     proxy: ProxyServer, tgi: TGIUpstream, body: dict[str, Any], param: str | None
 ) -> None:
     key = _key(proxy, max_budget_usd=1.0)  # the budget path counts the prompt: it must never see a bad shape
-    error = _assert_openai_error(_post(proxy, key, {"model": "local", **body}), 400)
+    error = openai_error(_post(proxy, key, {"model": "local", **body}), 400)
     assert error["param"] == param
     assert _chat_requests(tgi) == 0
 
@@ -307,15 +298,15 @@ def test_admin_values_out_of_range_are_400s_naming_the_field(
 ) -> None:
     headers = {"Authorization": f"Bearer {MASTER}"}
     created = httpx.post(proxy.url + "/admin/keys", headers=headers, json=fields)
-    error = _assert_openai_error(created, 400)
+    error = openai_error(created, 400)
     assert error["param"] == name and name in error["message"]
     if name != "duration_seconds":
         key_id = httpx.post(proxy.url + "/admin/keys", headers=headers, json={}).json()["id"]
         patched = httpx.patch(proxy.url + f"/admin/keys/{key_id}", headers=headers, json=fields)
-        assert _assert_openai_error(patched, 400)["param"] == name
+        assert openai_error(patched, 400)["param"] == name
     assert httpx.get(proxy.url + "/admin/keys", headers=headers).status_code == 200
     since = httpx.get(proxy.url + "/admin/spend?since=nan", headers=headers)
-    assert _assert_openai_error(since, 400)["param"] == "since"
+    assert openai_error(since, 400)["param"] == "since"
 
 
 _JSON = st.recursive(
@@ -623,19 +614,19 @@ def test_errors_for_virtual_keys_do_not_name_deployments_or_hosts(
     )
     poor = _key(proxy, max_budget_usd=0.000001)
     refused = _post(proxy, poor, {"model": "local", "messages": USER, "max_tokens": 100})
-    assert _assert_openai_error(refused, 429)["code"] == "budget_exceeded"
+    assert openai_error(refused, 429)["code"] == "budget_exceeded"
     assert "'local'" in refused.json()["error"]["message"]
     key = _key(proxy)
     leaked = f"openai/gpt-oss-120b is overloaded at {deepinfra.url}/v1/openai/chat/completions"
     deepinfra.enqueue(Reply(status=400, json={"error": {"message": leaked}}), "/v1/openai/chat/completions")
     passthrough = _post(proxy, key, {"model": "chat", "messages": USER})
-    _assert_openai_error(passthrough, 400)
+    openai_error(passthrough, 400)
     assert "overloaded" in passthrough.json()["error"]["message"]
     tgi.enqueue(Reply(status=500, text=f"crashed serving huggingface/tgi behind {tgi.url}"), "/v1/chat/completions")
     upstream_500 = _post(proxy, key, {"model": "local", "messages": USER})
-    _assert_openai_error(upstream_500, 502)  # the upstream failed, not the proxy
+    openai_error(upstream_500, 502)  # the upstream failed, not the proxy
     unknown = _post(proxy, key, {"model": "gpt-4", "messages": USER})
-    _assert_openai_error(unknown, 404)
+    openai_error(unknown, 404)
     for response in (refused, passthrough, upstream_500, unknown):
         text = response.text
         assert not [s for s in secrets if s in text], text
@@ -646,7 +637,7 @@ def test_errors_for_virtual_keys_do_not_name_deployments_or_hosts(
         Reply(status=400, json={"error": {"message": "openai/gpt-oss-120b said no"}}), "/v1/openai/chat/completions"
     )
     response = _post(proxy, MASTER, {"model": "chat", "messages": USER})
-    assert "openai/gpt-oss-120b said no" in _assert_openai_error(response, 400)["message"]
+    assert "openai/gpt-oss-120b said no" in openai_error(response, 400)["message"]
 
 
 def test_concurrent_hostile_bodies_leave_the_proxy_serving(proxy: ProxyServer) -> None:
@@ -664,5 +655,5 @@ def test_concurrent_hostile_bodies_leave_the_proxy_serving(proxy: ProxyServer) -
 
     assert asyncio.run(main()) == [400] * len(bodies)
     big = _post(proxy, MASTER, {"model": "local", "messages": many})
-    assert _assert_openai_error(big, 400)["param"] == "messages[20000].tool_calls"
+    assert openai_error(big, 400)["param"] == "messages[20000].tool_calls"
     assert _post(proxy, MASTER, {"model": "local", "messages": USER}).status_code == 200
