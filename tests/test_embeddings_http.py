@@ -74,6 +74,15 @@ def test_hf_provider_uses_hub_mapping_once(hf: HFRouterUpstream, hub: HubUpstrea
     assert hf.requests[-1].json["model"] == "togethercomputer/Qwen3-Embedding-8B"
 
 
+def test_an_hf_provider_added_as_one_table_row(hf: HFRouterUpstream, hub: HubUpstream) -> None:
+    """fireworks-ai embeddings are one row of providers.tasks.SUBPROVIDERS: its own route and model id."""
+    r = embedding(model="huggingface/fireworks-ai/nomic-ai/nomic-embed-text-v1.5", input=TEXTS)
+    assert _vectors(r) == [fake_embedding(t) for t in TEXTS] and r.meta.provider == "fireworks-ai"
+    calls = [q for q in hf.requests if q.path == "/fireworks-ai/inference/v1/embeddings"]
+    assert len(calls) == 1 and calls[0].json["model"] == "nomic-ai/nomic-embed-text-v1.5"
+    assert [q.path for q in hub.requests] == ["/api/models/nomic-ai/nomic-embed-text-v1.5"]
+
+
 def test_model_not_on_provider_and_unknown_repo(hf: HFRouterUpstream, hub: HubUpstream) -> None:
     with pytest.raises(errors.NotFoundError, match="not available on HF provider 'sambanova'"):
         embedding(model="huggingface/sambanova/Qwen/Qwen3-Embedding-8B", input="x")

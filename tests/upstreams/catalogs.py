@@ -93,6 +93,9 @@ def hub_mappings() -> dict[str, dict[str, dict[str, Any]]]:
             "scaleway": _mapping("qwen3-embedding-8b", "feature-extraction"),
             "deepinfra": _mapping("Qwen/Qwen3-Embedding-8B", "feature-extraction"),
         },
+        "nomic-ai/nomic-embed-text-v1.5": {
+            "fireworks-ai": _mapping("nomic-ai/nomic-embed-text-v1.5", "feature-extraction"),
+        },
         "intfloat/multilingual-e5-large": {
             "hf-inference": _mapping("intfloat/multilingual-e5-large", "feature-extraction"),
         },

@@ -92,6 +92,7 @@ class HFRouterUpstream(ChatUpstream):
             ("POST", HF_INFERENCE_MODEL + "/v1/chat/completions", self._hf_inference_chat, True),
             ("POST", HF_INFERENCE_MODEL + "/pipeline/feature-extraction", self._feature_extraction, True),
             ("POST", "/deepinfra/v1/openai/embeddings", self._provider_embeddings("deepinfra"), True),
+            ("POST", "/fireworks-ai/inference/v1/embeddings", self._provider_embeddings("fireworks-ai"), True),
             ("POST", "/{provider}/v1/embeddings", self._provider_embeddings(None), True),
         ]
         for path, provider in PROVIDER_CHAT_ROUTES.items():
