@@ -78,6 +78,8 @@ class TaskHelper:
     task: ClassVar[str] = ""
     default_path: ClassVar[str] = ""
     what: ClassVar[str] = "response"  # for messages: "chat completion", "embedding response", ...
+    inputs_field: ClassVar[str] = "input"  # the body field carrying the inputs ("messages" for chat)
+    listed: ClassVar[str] = "data"  # the list an OpenAI-shaped answer of the task carries
     poll_wait: ClassVar[tuple[float, float]] = (0.25, 2.0)  # asynchronous upstreams: first and longest wait
 
     def path(self, target: Target) -> str:
@@ -90,7 +92,7 @@ class TaskHelper:
         return upstream_model or target.model
 
     def payload(self, target: Target, inputs: Any, params: Mapping[str, Any], upstream_model: str | None) -> Any:
-        raise NotImplementedError
+        return {"model": self.model(target, upstream_model), self.inputs_field: inputs, **params}
 
     def request(
         self,
@@ -111,10 +113,11 @@ class TaskHelper:
         )
 
     def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
-        raise NotImplementedError
+        return self.load(target, response, secrets)
 
-    def load(self, target: Target, response: HttpResponse, secrets: tuple[str, ...], listed: str) -> dict[str, Any]:
-        """The answer's JSON object, which must carry the list ``listed`` (OpenAI's shape for the task)."""
+    def load(self, target: Target, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
+        """The answer's JSON object, which must carry the task's list (``listed``: OpenAI's shape)."""
+        listed = self.listed
         data = load_json_object(target, response, self.what, secrets)
         if not isinstance(data, dict) or not isinstance(data.get(listed), list):
             raise not_shaped(
@@ -143,16 +146,11 @@ class TaskHelper:
 class ChatHelper(TaskHelper):
     """OpenAI chat completions (``/chat/completions``), streaming or not."""
 
-    task = "chat"
-    default_path = "/chat/completions"
-    what = "chat completion"
-
-    def payload(self, target: Target, inputs: Any, params: Mapping[str, Any], upstream_model: str | None) -> Any:
-        return {"model": self.model(target, upstream_model), "messages": inputs, **params}
+    task, default_path, what = "chat", "/chat/completions", "chat completion"
+    inputs_field, listed = "messages", "choices"
 
     def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
-        data = self.load(target, response, secrets, "choices")
-        return normalize_chat_completion(data, target.model)
+        return normalize_chat_completion(self.load(target, response, secrets), target.model)
 
     def normalize_chunk(self, target: Target, chunk: dict[str, Any]) -> dict[str, Any]:
         """Fix one upstream stream chunk before the shared normalizer sees it (default: as is)."""
@@ -162,15 +160,10 @@ class ChatHelper(TaskHelper):
 class EmbeddingsHelper(TaskHelper):
     """OpenAI embeddings (``/embeddings``): ``data[i].embedding`` back in input order."""
 
-    task = "embeddings"
-    default_path = "/embeddings"
-    what = "embedding response"
-
-    def payload(self, target: Target, inputs: Any, params: Mapping[str, Any], upstream_model: str | None) -> Any:
-        return {"model": self.model(target, upstream_model), "input": inputs, **params}
+    task, default_path, what = "embeddings", "/embeddings", "embedding response"
 
     def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
-        data = self.load(target, response, secrets, "data")
+        data = self.load(target, response, secrets)
         items = sorted(data["data"], key=lambda item: item.get("index", 0))
         if len(items) != len(inputs):
             raise not_shaped(

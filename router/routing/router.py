@@ -23,13 +23,14 @@ again before that time, while other deployments are tried at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import tenacity
@@ -418,37 +419,30 @@ class Router(CatalogFacts):
     def _choose(self, session: Session) -> Choice:
         """The session's next choice, admitted by the shared rpm/tpm window when the deployment has limits."""
         while True:
-            choice = session.choose()
-            d = choice.deployment
-            if self.shared is None or (d.rpm is None and d.tpm is None):
+            choice, wait = session.choose(), 0.0
+            shared = self._limiting(choice)
+            if shared is None:
                 return choice
-            try:
-                wait = self.shared.admit(d, _tokens(session))
-            except SharedStateUnavailable:
-                return choice  # the local window already admitted it
-            except BaseException:
-                session.withdraw(choice, 0)
-                raise
-            if wait <= 0:
+            with _admission(session, choice):
+                wait = shared.admit(choice.deployment, _tokens(session))
+            if _admitted(session, choice, wait):
                 return choice
-            session.withdraw(choice, wait)
 
     async def _achoose(self, session: Session) -> Choice:
         while True:
-            choice = session.choose()
-            d = choice.deployment
-            if self.shared is None or (d.rpm is None and d.tpm is None):
+            choice, wait = session.choose(), 0.0
+            shared = self._limiting(choice)
+            if shared is None:
                 return choice
-            try:
-                wait = await self.shared.aadmit(d, _tokens(session))
-            except SharedStateUnavailable:
+            with _admission(session, choice):
+                wait = await shared.aadmit(choice.deployment, _tokens(session))
+            if _admitted(session, choice, wait):
                 return choice
-            except BaseException:  # cancelled (a caller's timeout) or a bug: the choice was never sent
-                session.withdraw(choice, 0)
-                raise
-            if wait <= 0:
-                return choice
-            session.withdraw(choice, wait)
+
+    def _limiting(self, choice: Choice) -> SharedRouterState | None:
+        """The shared state that must admit the choice (None: no shared rpm/tpm window for it)."""
+        d = choice.deployment
+        return self.shared if d.rpm is not None or d.tpm is not None else None
 
     def _run_sync(self, session: Session, attempt: Callable[[Choice], Any]) -> Any:
         # The healthy path makes one attempt without tenacity's per-call machinery (measured: it is
@@ -519,6 +513,26 @@ _CALL_KEYS = (
     "extra_body",
     "bill_to",
 )
+
+
+@contextlib.contextmanager
+def _admission(session: Session, choice: Choice) -> Iterator[None]:
+    """Around asking the shared window: Redis away -> the local window already admitted the choice;
+    cancelled (a caller's timeout) or a bug -> the choice was never sent, so it is withdrawn."""
+    try:
+        yield
+    except SharedStateUnavailable:
+        pass
+    except BaseException:
+        session.withdraw(choice, 0)
+        raise
+
+
+def _admitted(session: Session, choice: Choice, wait: float) -> bool:
+    if wait <= 0:
+        return True
+    session.withdraw(choice, wait)
+    return False
 
 
 def _tokens(session: Session) -> int:
