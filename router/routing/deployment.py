@@ -10,6 +10,7 @@ import collections
 import contextlib
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,3 +185,26 @@ def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Depl
 
 def now() -> float:
     return time.monotonic()
+
+
+def fallback_map(value: Any, name: str, groups: Iterable[str]) -> dict[str, list[str]]:
+    """LiteLLM's ``[{"chat": ["backup"]}]`` (or a plain dict) as {group: [fallback groups]}."""
+    if value is None:
+        return {}
+    items = value if isinstance(value, list) else [value]
+    out: dict[str, list[str]] = {}
+    known = set(groups)
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvalidRequestArgumentError(f"{name} must look like [{{'chat': ['backup']}}], got {value!r}")
+        for group, targets in item.items():
+            targets = [targets] if isinstance(targets, str) else targets
+            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+                raise InvalidRequestArgumentError(f"{name}: {group!r} must map to a list of model group names")
+            for g in (group, *targets):
+                if g not in known:
+                    raise InvalidRequestArgumentError(
+                        f"{name}: {g!r} is not a model_name in model_list (known: {', '.join(sorted(known))})"
+                    )
+            out.setdefault(group, []).extend(targets)
+    return out

@@ -30,7 +30,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import tenacity
@@ -48,7 +48,7 @@ from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
 from ..tokens import aload_encoding, long_prompt
 from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse
-from .deployment import Deployment, now, parse_model_list
+from .deployment import Deployment, fallback_map, now, parse_model_list
 from .offers import CatalogFacts, needs_of
 from .session import Choice, NotYet, RequestInfo, Session
 from .strategies import strategy_name
@@ -63,29 +63,6 @@ _DEFAULT_TIMEOUT = 600.0
 
 class _TryAgain(Exception):
     pass
-
-
-def _fallback_map(value: Any, name: str, groups: Iterable[str]) -> dict[str, list[str]]:
-    """LiteLLM's ``[{"chat": ["backup"]}]`` (or a plain dict) as {group: [fallback groups]}."""
-    if value is None:
-        return {}
-    items = value if isinstance(value, list) else [value]
-    out: dict[str, list[str]] = {}
-    known = set(groups)
-    for item in items:
-        if not isinstance(item, dict):
-            raise InvalidRequestArgumentError(f"{name} must look like [{{'chat': ['backup']}}], got {value!r}")
-        for group, targets in item.items():
-            targets = [targets] if isinstance(targets, str) else targets
-            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-                raise InvalidRequestArgumentError(f"{name}: {group!r} must map to a list of model group names")
-            for g in (group, *targets):
-                if g not in known:
-                    raise InvalidRequestArgumentError(
-                        f"{name}: {g!r} is not a model_name in model_list (known: {', '.join(sorted(known))})"
-                    )
-            out.setdefault(group, []).extend(targets)
-    return out
 
 
 class Router(CatalogFacts):
@@ -130,9 +107,9 @@ class Router(CatalogFacts):
         if isinstance(num_retries, bool) or not isinstance(num_retries, int) or num_retries < 0:
             raise InvalidRequestArgumentError(f"num_retries must be an integer >= 0, got {num_retries!r}")
         self.num_retries = num_retries
-        self.fallbacks = _fallback_map(fallbacks, "fallbacks", self.groups)
-        self.context_window_fallbacks = _fallback_map(context_window_fallbacks, "context_window_fallbacks", self.groups)
-        self.content_policy_fallbacks = _fallback_map(content_policy_fallbacks, "content_policy_fallbacks", self.groups)
+        self.fallbacks = fallback_map(fallbacks, "fallbacks", self.groups)
+        self.context_window_fallbacks = fallback_map(context_window_fallbacks, "context_window_fallbacks", self.groups)
+        self.content_policy_fallbacks = fallback_map(content_policy_fallbacks, "content_policy_fallbacks", self.groups)
         if on_limit not in ("wait", "raise"):
             raise InvalidRequestArgumentError(f"on_limit must be 'wait' or 'raise', got {on_limit!r}")
         self.on_limit = on_limit
