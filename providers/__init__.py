@@ -1,1 +1,1 @@
-"""Provider registry, adapters and transports. Knows nothing of :mod:`router`."""
+"""Provider registry, specs, task helpers, catalog sources and transports. Knows nothing of :mod:`router`."""

@@ -1,7 +1,7 @@
 """HTTP transports: one narrow interface over httpx (sync and async) and aiohttp (async).
 
-Adapters build an :class:`HttpRequest`; a transport sends it and returns an :class:`HttpResponse`
-or a streaming response. Transport failures become :class:`APIConnectionError` /
+Task helpers (:mod:`providers.tasks`) build an :class:`HttpRequest`; a transport sends it and returns
+an :class:`HttpResponse` or a streaming response. Transport failures become :class:`APIConnectionError` /
 :class:`APITimeoutError`; HTTP status handling is the caller's.
 
 The default async transport is aiohttp: httpx's async pool loses most of its throughput under
@@ -69,7 +69,7 @@ DEFAULT_TIMEOUTS = Timeouts()
 
 @dataclass(slots=True)
 class HttpRequest:
-    """One HTTP request an adapter wants sent. ``body`` is already-encoded JSON (or None)."""
+    """One HTTP request a task helper wants sent. ``body`` is already-encoded JSON (or None)."""
 
     method: str
     url: str

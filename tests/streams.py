@@ -1,6 +1,6 @@
 """Captured-style raw SSE streams from each upstream family, and what they must normalize to.
 
-Each case: the raw bytes an upstream sends, the adapter family, and the expected normalized
+Each case: the raw bytes an upstream sends, the upstream family, and the expected normalized
 chunks in a compact form: ``(role, content, reasoning, tool_calls, finish)`` per chunk, where
 ``tool_calls`` is a tuple of ``(index, has_id, name, arguments)``; plus the final usage.
 """

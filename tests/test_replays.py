@@ -316,7 +316,7 @@ def test_an_event_type_without_data_does_not_mark_the_next_event(upstream: FakeU
 
 
 def test_an_old_tgi_behind_an_openai_route_is_one_answer(upstream: FakeUpstream) -> None:
-    """TGI 1.4.3's per-token choice indices reached through ``openai/...`` + api_base (not the TGI adapter):
+    """TGI 1.4.3's per-token choice indices reached through ``openai/...`` + api_base (not the TGI helper):
     one answer was asked for, so it is one answer, whole, with its finish."""
     (case,) = [c for c in CASES if c.name.startswith("tgi-1.4.3")]
     call = {**case.call, "model": "openai/tgi-1.4", "api_base": "/v1"}
