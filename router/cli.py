@@ -7,8 +7,11 @@ latency go to stderr so stdout stays the answer alone.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -91,8 +94,25 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version; from a source tree that is not installed, its pyproject.toml's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("polyroute")
+    except PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(encoding="utf-8"), re.MULTILINE)
+    except OSError:
+        found = None
+    return f"{found.group(1)} (source tree, not installed)" if found else "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyroute", description="Call many LLM providers with one API.")
+    parser.add_argument("--version", action="version", version=f"polyroute {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     chat = sub.add_parser("chat", help="ask a model and stream the answer to the terminal")
     chat.add_argument("prompt", nargs="*", help="the prompt ('-' or nothing: read stdin)")
@@ -116,9 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``polyroute models | head``): stop quietly, as a CLI killed by SIGPIPE
+    does (exit 141), without a traceback. Python ignores SIGPIPE so that sockets raise instead of killing the
+    process; stdout's file descriptor now points at /dev/null so the flush at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return 128 + 13  # 128 + SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        return _stdout_closed()
+    return code
 
 
 if __name__ == "__main__":

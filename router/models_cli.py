@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from typing import Any
@@ -48,6 +49,19 @@ def _rows(family: str, data: SourceData, provider: str | None, model: str | None
     return rows
 
 
+def _credentials_hint(catalog: Catalog, family: str, error: str) -> str:
+    """What to do when the catalog refused us (HTTP 401/403): set, or check, the provider's key variable."""
+    if not re.search(r"\bHTTP 40[13]\b", error):
+        return ""
+    spec = catalog.registry.get(family)
+    if not spec.key_env:
+        return ""
+    names = spec.key_env[0] if len(spec.key_env) == 1 else "one of " + ", ".join(spec.key_env)
+    if spec.find_api_key(None):
+        return f" (the key in {names} was refused: check it)"
+    return f" (set {names} to your {family} API key)"
+
+
 def _cell(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -82,7 +96,7 @@ def run(args: argparse.Namespace, catalog: Catalog | None = None) -> int:
         if src["origin"] == "none":
             line = f"{src['family']}: {src['url']}: not available (no live catalog, no disk copy, no snapshot)"
         if src["error"]:
-            line += f" — live fetch failed: {src['error']}"
+            line += f" — live fetch failed: {src['error']}{_credentials_hint(catalog, src['family'], src['error'])}"
         print(line)
     if not rows:
         print("no models match", file=sys.stderr)

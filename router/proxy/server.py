@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import sys
 from typing import Any
@@ -149,15 +150,45 @@ class ProxyRunner:
         await self.app_runner.cleanup()
 
 
-def run(app: web.Application, host: str, port: int, shutdown_timeout: float, loop: asyncio.AbstractEventLoop) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM (as :func:`aiohttp.web.run_app`, with :class:`ProxyRunner`)."""
+class ListenError(Exception):
+    """The proxy could not listen on its address (in use, not allowed, not this machine's)."""
+
+
+def listen_error(host: str, port: int, error: OSError) -> ListenError:
+    """One line saying why ``host:port`` cannot be listened on and what to do about it."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        hint = f"another process is listening there: pass another --port, or stop the server using port {port}"
+    elif error.errno == errno.EACCES:
+        hint = "ports below 1024 need privileges: pass a --port of 1024 or more"
+    elif error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        hint = "--host must be an address of this machine (e.g. 127.0.0.1 or 0.0.0.0)"
+    else:
+        hint = "check --host and --port"
+    return ListenError(f"cannot listen on {host}:{port}: {reason.lower()}; {hint}")
+
+
+def run(
+    app: web.Application,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    loop: asyncio.AbstractEventLoop,
+    banner: str = "serving",
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (as :func:`aiohttp.web.run_app`, with :class:`ProxyRunner`).
+
+    ``banner`` is logged with the address once the socket listens; :class:`ListenError` if it cannot."""
 
     async def main() -> None:
         runner = ProxyRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
         sites = await runner.setup()
         try:
-            await web.TCPSite(sites, host, port).start()
-            log.info("listening on http://%s:%d", host, port)
+            try:
+                await web.TCPSite(sites, host, port).start()
+            except OSError as e:
+                raise listen_error(host, port, e) from None
+            log.info("%s on http://%s:%d", banner, host, port)
             await asyncio.Event().wait()  # until a signal raises GracefulExit
         finally:
             await runner.cleanup()  # requests in flight finish (up to shutdown_timeout), on_cleanup runs
@@ -177,8 +208,20 @@ def run(app: web.Application, host: str, port: int, shutdown_timeout: float, loo
         loop.close()
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_logging(level: str) -> None:
+    """The proxy's log on stderr at ``level``; the HTTP clients' own INFO lines (one per upstream request)
+    only at ``debug``."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(quiet, logging.getLogger().level))
+
+
 def serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         config = load_config(args.config, strict=args.strict)
         router = build_router(config)
@@ -213,20 +256,34 @@ def serve(args: argparse.Namespace) -> int:
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    log.info(
-        "serving %d model group(s) from %s on http://%s:%d", len(router.groups), config.source, args.host, args.port
-    )
-    run(app, args.host, args.port, args.shutdown_timeout, loop)
+    banner = f"serving {len(router.groups)} model group(s) from {config.source}"
+    try:
+        run(app, args.host, args.port, args.shutdown_timeout, loop, banner)
+    except ListenError as e:
+        print(f"polyroute serve: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("serve", help="run the OpenAI-compatible proxy from a YAML config")
     parser.add_argument("--config", "-c", required=True, help="e.g. configs/proxy.yaml")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=4000)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)"
+    )
+    parser.add_argument("--port", type=int, default=4000, help="TCP port to listen on (default 4000)")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="what the proxy logs on stderr (default info; debug also logs every upstream HTTP request)",
+    )
     parser.add_argument("--dev", action="store_true", help="allow running without a master key (no auth!)")
-    parser.add_argument("--strict", action="store_true", help="unsupported config keys are errors, not a warning")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="what is otherwise a startup warning is an error: unsupported config keys, an unset os.environ/VAR",
+    )
     parser.add_argument(
         "--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM"
     )
