@@ -22,7 +22,7 @@ from providers.registry import Registry
 
 from .budget import Budget
 from .chat import arun_chat, prepare_chat, run_chat
-from .params import BODY_PARAMS, has_local_images
+from .params import has_local_images
 from .pipeline import Call
 from .pricing.catalog import Catalog
 from .streaming import AsyncStream, Stream
@@ -34,48 +34,49 @@ from .types import ChatCompletion
 class ChatArgs:
     """One chat call's arguments as :func:`completion` and :func:`acompletion` take them."""
 
-    model: str
-    messages: Any
-    stream: bool
-    params: dict[str, Any]  # the OpenAI body parameters (max_tokens, tools, ...)
-    settings: dict[str, Any]  # how the call is made (api_key, timeout, extra_body, budget, ...)
-    kwargs: dict[str, Any]  # anything else: router arguments (fallbacks=, num_retries=) or unknown
+    # Every argument by name, as given: the OpenAI body parameters (max_tokens, tools, ...; read by name
+    # when the body is built) and how the call is made (api_key, timeout, budget, ...). Kept as the one
+    # dict ``locals()`` made: splitting it per call costs more than the rest of the argument handling.
+    given: dict[str, Any]
     routed_by: Any = field(default=None, init=False)  # a one-group Router, for fallbacks= / num_retries=
     routed_args: dict[str, Any] = field(default_factory=dict, init=False)
 
+    @property
+    def model(self) -> str:
+        return self.given["model"]  # type: ignore[no-any-return]
+
+    @property
+    def messages(self) -> Any:
+        return self.given["messages"]
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.given["stream"])
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self.given["kwargs"]  # type: ignore[no-any-return]
+
     def prepare(self, fn: str) -> Call[ChatCompletion]:
-        s = self.settings
+        s = self.given
+        s["api_base"] = s["api_base"] or s["base_url"]
+        s["need_key"] = s["mock_response"] is None
+        settings: Any = s  # every ChatSettings key is among the arguments
         return prepare_chat(
-            self.model,
-            self.messages,
-            self.stream,
-            self.params,
-            stream_options=s["stream_options"],
-            functions=s["functions"],
-            function_call=s["function_call"],
-            extra_body=s["extra_body"],
-            registry=s["registry"],
-            kwargs=self.kwargs,
-            fn=fn,
-            api_key=s["api_key"],
-            api_base=s["api_base"] or s["base_url"],
-            timeout=s["timeout"],
-            extra_headers=s["extra_headers"],
-            bill_to=s["bill_to"],
-            catalog=s["catalog"],
-            need_key=s["mock_response"] is None,
+            s["model"], s["messages"], s["stream"], s, settings, registry=s["registry"], kwargs=s["kwargs"], fn=fn
         )
 
     def sending(self) -> dict[str, Any]:
         """How the prepared call is sent: its client, budget and mock."""
-        s = self.settings
+        s = self.given
         return {"client": s["client"], "budget": s["budget"], "mock_response": s["mock_response"]}
 
     def __post_init__(self) -> None:
-        if _ROUTER_ARGS & self.kwargs.keys():
-            given = {**self.params, **self.settings, "stream": self.stream}
-            given = {k: v for k, v in given.items() if v is not None}
-            self.routed_by, self.routed_args = _one_group_router(self.model, given, self.kwargs)
+        kwargs = self.given["kwargs"]
+        if kwargs and _ROUTER_ARGS & kwargs.keys():
+            given = {k: v for k, v in self.given.items() if v is not None and k not in _NOT_SETTINGS}
+            given["stream"] = self.stream
+            self.routed_by, self.routed_args = _one_group_router(self.model, given, kwargs)
 
 
 def chat_args(
@@ -119,13 +120,10 @@ def chat_args(
     **kwargs: Any,
 ) -> ChatArgs:
     """The arguments of :func:`completion` / :func:`acompletion`, written once (LiteLLM's names)."""
-    given = locals()
-    params = {name: given[name] for name in BODY_PARAMS}
-    settings = {k: v for k, v in given.items() if k not in params and k not in _NOT_SETTINGS}
-    return ChatArgs(model, messages, stream, params, settings, kwargs)
+    return ChatArgs(locals())
 
 
-_NOT_SETTINGS = frozenset({"model", "messages", "stream", "kwargs"})
+_NOT_SETTINGS = frozenset({"model", "messages", "kwargs"})
 
 
 @same_arguments_as(chat_args)

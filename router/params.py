@@ -393,7 +393,7 @@ def response_format_param(value: Any) -> Any:
 
 def build_chat_body(
     messages: Any,
-    params: dict[str, Any],
+    params: Mapping[str, Any],
     *,
     stream: bool,
     stream_options: Any,

@@ -31,7 +31,7 @@ from .pricing.cost import cost_of
 from .types import Attempt, ResponseMeta, WithMeta, attach_meta
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    pass
 
 _IGNORED_LITELLM_ARGS = frozenset({"drop_params", "metadata", "custom_llm_provider_name", "litellm_logging_obj"})
 
@@ -154,21 +154,17 @@ class CallSettings(TypedDict, total=False):
 
 
 def prepare(
-    task: Task[R],
-    target: Target,
-    inputs: Any,
-    params: dict[str, Any],
-    *,
-    stream: bool = False,
-    **settings: Unpack[CallSettings],
+    task: Task[R], target: Target, inputs: Any, params: dict[str, Any], settings: CallSettings, stream: bool = False
 ) -> Call[R]:
-    """A call with its helper, credentials and headers resolved; the request is built by :func:`build`."""
+    """A call with its helper, credentials and headers resolved; the request is built by :func:`build`.
+
+    ``settings`` is the entry point's keyword arguments as they came (one dict, not re-packed per step)."""
     helper = helper_for(target, task.name)
     need_key = settings.get("need_key", True)
     key = api_key_for(target, settings.get("api_key"), settings.get("api_base")) if need_key else None
     auth = Auth(key, request_headers(target, settings.get("extra_headers"), settings.get("bill_to")))
-    timeouts = Timeouts.from_user(settings.get("timeout"))
     catalog = settings.get("catalog") or default_catalog()
+    timeouts = Timeouts.from_user(settings.get("timeout"))
     return Call(task, target, helper, inputs, params, auth, timeouts, catalog, stream=stream)
 
 
@@ -205,10 +201,13 @@ async def abuild(call: Call[Any], transport: AsyncTransport) -> HttpRequest:
 
 
 # ---------------------------------------------------------------- reserve
+_UNBUDGETED = Hold(None)  # shared by every call without a budget: it holds nothing to settle or release
+
+
 def reserve(call: Call[Any], budget: Budget | None) -> Hold:
     """Reserve the call's worst case (sync; may load the catalog). No budget: an empty hold."""
     if budget is None:
-        return Hold(None)
+        return _UNBUDGETED
     candidates = call.catalog.candidates(call.target)
     counts = call.task.prompt_counts(call)
     return Hold(budget.reserve_worst(call.target, lambda: call.task.worst_case(call, budget, candidates), counts))
@@ -217,7 +216,7 @@ def reserve(call: Call[Any], budget: Budget | None) -> Hold:
 async def areserve(call: Call[Any], budget: Budget | None) -> Hold:
     """Async :func:`reserve`: counting long inputs happens in a worker thread."""
     if budget is None:
-        return Hold(None)
+        return _UNBUDGETED
     from .tokens import aload_encoding
 
     await aload_encoding()  # counting the inputs: never load the tokenizer on the event loop
@@ -392,7 +391,8 @@ def run(call: Call[R], client: Any = None, budget: Budget | None = None) -> R:
     with reserve(call, budget) as hold:
         response = send(call, sync_transport_for(client), hold)
         result = finish(call, response, parse(call, response))
-        hold.settle(*settlement(result))
+        if hold.reservation is not None:
+            hold.settle(*settlement(result))
     return result
 
 
@@ -407,5 +407,6 @@ async def arun(call: Call[R], client: Any = None, budget: Budget | None = None) 
             await aload_encoding()  # usage will be counted locally
         lookup = await call.catalog.alookup(call.target, served_by(call, response))
         result = finish(call, response, data, lookup)
-        await hold.asettle(*settlement(result))
+        if hold.reservation is not None:
+            await hold.asettle(*settlement(result))
     return result

@@ -20,16 +20,18 @@ from __future__ import annotations
 from ..errors import InvalidRequestArgumentError
 from ..spec import Target
 from .base import Auth, ChatHelper, EmbeddingsHelper, TaskHelper
+from .completions import CompletionsHelper, TGICompletions
 from .huggingface import FeatureExtraction, RoutedEmbeddings, RouterChat, no_policy
 from .tgi import TEIEmbeddings, TGIChat
 
 CHAT = "chat"
 EMBEDDINGS = "embeddings"
+COMPLETIONS = "completions"  # legacy text completions
 
 PROVIDERS: dict[str, dict[str, TaskHelper]] = {
-    "openai": {CHAT: ChatHelper(), EMBEDDINGS: EmbeddingsHelper()},
+    "openai": {CHAT: ChatHelper(), EMBEDDINGS: EmbeddingsHelper(), COMPLETIONS: CompletionsHelper()},
     "huggingface": {CHAT: RouterChat()},
-    "tgi": {CHAT: TGIChat(), EMBEDDINGS: TEIEmbeddings()},
+    "tgi": {CHAT: TGIChat(), EMBEDDINGS: TEIEmbeddings(), COMPLETIONS: TGICompletions()},
 }
 
 _OPENAI_EMBEDDINGS = RoutedEmbeddings("/v1/embeddings")
@@ -57,14 +59,17 @@ def helper_for(target: Target, task: str) -> TaskHelper:
     helper = PROVIDERS.get(family, {}).get(task)
     if helper is not None:
         return helper
-    routes = SUBPROVIDERS.get(family)
-    if routes is None:
-        raise InvalidRequestArgumentError(f"{target.provider!r} does not serve {task} ({target.model_string!r})")
+    routes = SUBPROVIDERS.get(family, {})
+    able = sorted(name for name, tasks in routes.items() if task in tasks)
+    if not able:
+        raise InvalidRequestArgumentError(
+            f"{target.provider!r} does not serve {task} ({target.model_string!r}); "
+            f"it serves: {', '.join(sorted(PROVIDERS.get(family, {})))}"
+        )
     no_policy(target, task)
     sub = target.subprovider or GATEWAY_DEFAULTS.get(family, {}).get(task)
     helper = routes.get(sub or "", {}).get(task)
     if helper is None:
-        able = sorted(name for name, tasks in routes.items() if task in tasks)
         raise InvalidRequestArgumentError(
             f"HF provider {sub!r} does not serve {task} through the router; use one of {', '.join(able)}"
         )
@@ -93,6 +98,7 @@ def register_task(family: str, task: str, helper: TaskHelper, subprovider: str |
 
 __all__ = [
     "CHAT",
+    "COMPLETIONS",
     "EMBEDDINGS",
     "PROVIDERS",
     "SUBPROVIDERS",

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import orjson
 
-from ..errors import UnprocessableResponseError, redact, sanitize_body
+from ..errors import InvalidRequestArgumentError, UnprocessableResponseError, redact, sanitize_body
 from ..normalize import normalize_chat_completion
 from ..spec import Target
 from ..transport import HttpRequest, HttpResponse
@@ -25,9 +26,10 @@ JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"
 SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Auth:
-    """What authenticates and annotates one call: the API key (or None) and extra headers."""
+    """What authenticates and annotates one call: the API key (or None) and extra headers (made per call:
+    not frozen, a frozen dataclass costs twice as much to build on the hot path)."""
 
     api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -158,9 +160,38 @@ class ChatHelper(TaskHelper):
 
 
 class EmbeddingsHelper(TaskHelper):
-    """OpenAI embeddings (``/embeddings``): ``data[i].embedding`` back in input order."""
+    """OpenAI embeddings (``/embeddings``): ``data[i].embedding`` back in input order.
+
+    Token-id inputs (``[int, ...]`` or ``[[int, ...], ...]``) are cl100k_base ids, as OpenAI's API and
+    the clients that tokenize with tiktoken (LangChain's ``OpenAIEmbeddings``) mean them. They go upstream
+    as they are only to the hosts in ``token_id_hosts``, whose embedding models read cl100k_base ids
+    (OpenAI's own API). Every other upstream gets them decoded to text by the router: OpenAI-compatible
+    servers (vLLM, TEI, DeepInfra...) accept id arrays but read them in their own model's vocabulary,
+    which would embed some other text without any error.
+
+    ``refused_params`` names body parameters the upstream does not take, with what to do instead.
+
+    Example::
+
+        helper = EmbeddingsHelper()
+        helper.takes_token_ids(target)   # True for https://api.openai.com/v1
+        helper.check_params(target, {"dimensions": 256})   # raises where dimensions is refused
+    """
 
     task, default_path, what = "embeddings", "/embeddings", "embedding response"
+    token_id_hosts: ClassVar[frozenset[str]] = frozenset({"api.openai.com"})
+    refused_params: ClassVar[Mapping[str, str]] = {}
+
+    def takes_token_ids(self, target: Target) -> bool:
+        """Whether token-id inputs go upstream as they are (else the router decodes them to text)."""
+        return (urlsplit(target.api_base).hostname or "") in self.token_id_hosts
+
+    def check_params(self, target: Target, params: Mapping[str, Any]) -> None:
+        """Refuse, before anything is sent, a body parameter this upstream does not take."""
+        for name in params:
+            reason = self.refused_params.get(name)
+            if reason is not None:
+                raise InvalidRequestArgumentError(f"{name} is not supported by {target.model_string!r}: {reason}")
 
     def parse(self, target: Target, inputs: Any, response: HttpResponse, secrets: tuple[str, ...]) -> dict[str, Any]:
         data = self.load(target, response, secrets)

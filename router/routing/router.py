@@ -233,20 +233,11 @@ class Router(CatalogFacts):
             messages,
             stream,
             params,
+            {**call_args, "catalog": self.catalog},  # type: ignore[typeddict-item]
             registry=self.registry,
-            catalog=self.catalog,
             kwargs=extra,
             fn="Router.completion",
             target=choice.target,
-            stream_options=call_args.get("stream_options"),
-            functions=call_args.get("functions"),
-            function_call=call_args.get("function_call"),
-            extra_body=call_args.get("extra_body"),
-            api_key=call_args.get("api_key"),
-            api_base=call_args.get("api_base"),
-            timeout=call_args.get("timeout"),
-            extra_headers=call_args.get("extra_headers"),
-            bill_to=call_args.get("bill_to"),
         )
 
     def _finish(self, session: Session, choice: Choice, result: Any, ttft_ms: float | None = None) -> None:
