@@ -1,8 +1,10 @@
 """The OpenAI-compatible HTTP proxy (aiohttp): one process, one event loop, one Router.
 
 Endpoints: the task endpoints of :mod:`router.proxy.endpoints` (``POST /v1/chat/completions``, stream and
-not, ``POST /v1/embeddings``: one table, one handler), ``GET /v1/models`` — all also without the ``/v1``
-prefix — ``GET /metrics``, ``GET /health``, ``GET /health/ready`` and the admin API (:mod:`router.proxy.admin`).
+not, ``POST /v1/embeddings``: one table, one handler), ``GET /v1/models`` and ``GET /v1/models/{id}`` (ids may
+hold ``/``) — all also without the ``/v1`` prefix — ``GET /metrics``, ``GET /health``, ``GET /health/ready``
+and the admin API (:mod:`router.proxy.admin`). Deployments without upstream credentials are named in one
+warning at startup (:mod:`router.credentials`).
 Every error is OpenAI's error JSON with the right status (:mod:`router.proxy.errors`), so the OpenAI SDK
 raises its matching exception. Clients can never choose the upstream or override a field the proxy owns
 (see :mod:`router.proxy.validate`); bodies are read under a size, time and memory limit
@@ -20,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..credentials import describe_missing
 from ..routing.router import Router
 from ..shared.ledger import RedisLedger
 from . import admin
@@ -89,16 +92,33 @@ async def _end_unended(request: web.Request, response: web.StreamResponse) -> No
         request.app[SPEND].add(record)
 
 
-async def models(request: web.Request) -> web.Response:
+async def _visible_models(request: web.Request) -> list[str]:
+    """The model names the caller's key may use (all of them for the master key or without auth)."""
     caller = await request.app[ACCESS].authenticate(key_of(request))
-    created = int(request.app[STARTED])
     allowed = caller.key.models if caller.key is not None else None
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "polyroute"}
-        for name in sorted(request.app[ROUTER].groups)
-        if allowed is None or name in allowed
-    ]
+    return [name for name in sorted(request.app[ROUTER].groups) if allowed is None or name in allowed]
+
+
+def _model_object(request: web.Request, name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(request.app[STARTED]), "owned_by": "polyroute"}
+
+
+async def models(request: web.Request) -> web.Response:
+    data = [_model_object(request, name) for name in await _visible_models(request)]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def model(request: web.Request) -> web.Response:
+    """OpenAI's Model object for one model name the caller may use; 404 for any other (unknown or not its)."""
+    name = request.match_info["model"]
+    if name not in await _visible_models(request):
+        return error_response(
+            404,
+            f"The model {name!r} does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return web.Response(body=orjson.dumps(_model_object(request, name)), content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -133,6 +153,14 @@ async def ready(request: web.Request) -> web.Response:
 
 def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Application:
     """The aiohttp application serving ``router`` under ``config``'s rules, with keys and spend in ``store``."""
+    missing = describe_missing(d for group in router.groups.values() for d in group)
+    if missing:  # once, at startup: the operator learns what to set before a client finds out
+        log.warning(
+            "%d deployment(s) have no upstream credentials; routing skips them, and a request only they could "
+            "serve gets a 503 (server misconfigured). Set the variable(s) and restart: %s",
+            len(missing),
+            "; ".join(missing),
+        )
     app = web.Application(middlewares=[_errors_and_auth], client_max_size=config.max_request_bytes)
     app[ROUTER] = router
     app[CONFIG] = config
@@ -207,6 +235,7 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     add_endpoints(app)
     for prefix in PREFIXES:
         app.router.add_get(f"{prefix}/models", models)
+        app.router.add_get(f"{prefix}/models/{{model:.+}}", model)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)

@@ -2,7 +2,9 @@
 general_settings / ``os.environ/VAR``) plus polyroute's ``providers:`` and ``pricing:`` sections.
 
 Every mistake names the file, the key path and what is expected. Keys polyroute does not support
-are collected into one warning (an error with ``strict=True``).
+are collected into one warning (an error with ``strict=True``). An ``os.environ/VAR`` in a deployment's params
+whose VAR is unset leaves that deployment without it: the entry gets ``unset_env`` (the variable names), the
+Router never uses it and the proxy names it in its startup warning (an error with ``strict=True``).
 
 Example::
 
@@ -121,19 +123,47 @@ def redis_prefix_setting(value: Any, source: str, path: str) -> str:
     return value
 
 
-def _env(value: Any, source: str, path: str) -> Any:
-    """Replace ``os.environ/NAME`` strings, recursively."""
+_UNSET = object()  # an os.environ/ reference to an unset variable, left out of the resolved value
+
+
+def _env(value: Any, source: str, path: str, unset: list[str] | None = None) -> Any:
+    """Replace ``os.environ/NAME`` strings, recursively. An unset NAME is an error, or, given ``unset``, is
+    appended to it and left out of the result."""
     if isinstance(value, str) and value.startswith("os.environ/"):
         name = value[len("os.environ/") :]
         resolved = os.environ.get(name)
         if resolved is None:
+            if unset is not None:
+                unset.append(name)
+                return _UNSET
             raise ConfigError(f"{source}: {path}: environment variable {name} is not set (referenced as {value!r})")
         return resolved
     if isinstance(value, dict):
-        return {k: _env(v, source, f"{path}.{k}") for k, v in value.items()}
+        out = {k: _env(v, source, f"{path}.{k}", unset) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not _UNSET}
     if isinstance(value, list):
-        return [_env(v, source, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [_env(v, source, f"{path}[{i}]", unset) for i, v in enumerate(value)]
+        return [v for v in items if v is not _UNSET]
     return value
+
+
+def _model_entry(entry: dict[str, Any], source: str, where: str, strict: bool) -> dict[str, Any]:
+    """One model_list entry with ``os.environ/`` resolved: in its params, an unset variable (but the model's)
+    is listed in ``unset_env`` unless ``strict``."""
+    out: dict[str, Any] = {}
+    unset: list[str] = []
+    for key, value in entry.items():
+        if key not in _MODEL_ENTRY:
+            continue
+        path = f"{where}.{key}"
+        if key in ("params", "litellm_params") and isinstance(value, dict) and not strict:
+            out[key] = {k: _env(v, source, f"{path}.{k}", None if k == "model" else unset) for k, v in value.items()}
+            out[key] = {k: v for k, v in out[key].items() if v is not _UNSET}
+        else:
+            out[key] = _env(value, source, path)
+    if unset:
+        out["unset_env"] = list(dict.fromkeys(unset))
+    return out
 
 
 def _mapping(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
@@ -144,7 +174,7 @@ def _mapping(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool = False) -> ProxyConfig:
-    """A :class:`ProxyConfig` from a parsed YAML mapping."""
+    """A :class:`ProxyConfig` from a parsed YAML mapping (``strict``: see :func:`load_config`)."""
     unsupported = [k for k in data if k not in _TOP]
     model_list = data.get("model_list")
     if not isinstance(model_list, list) or not model_list:
@@ -154,7 +184,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
         if not isinstance(entry, dict):
             raise ConfigError(f"{source}: model_list[{i}]: expected a mapping with model_name and params")
         unsupported += [f"model_list[{i}].{k}" for k in entry if k not in _MODEL_ENTRY]
-        entries.append({k: _env(v, source, f"model_list[{i}].{k}") for k, v in entry.items() if k in _MODEL_ENTRY})
+        entries.append(_model_entry(entry, source, f"model_list[{i}]", strict))
     router_kwargs: dict[str, Any] = {}
     for section, names in (("litellm_settings", _LITELLM_SETTINGS), ("router_settings", _ROUTER_SETTINGS)):
         for key, value in _mapping(data, section, source).items():
@@ -245,7 +275,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
 
 
 def load_config(path: str | Path, *, strict: bool = False) -> ProxyConfig:
-    """Read and check a proxy config file."""
+    """Read and check a proxy config file. ``strict``: unsupported settings and unset ``os.environ/``
+    variables of a deployment are errors (else a startup warning; such a deployment is not used)."""
     source = str(path)
     try:
         data = read_yaml_mapping(path, "a mapping with a 'model_list'")

@@ -99,9 +99,12 @@ def from_error(err: PolyrouteError, shown: Callable[[str], str] | None = None, a
     if isinstance(err, BudgetExceededError):
         return error_response(429, message, type_="insufficient_quota", code="budget_exceeded")
     if isinstance(err, MissingCredentialsError):  # the proxy's config lacks a key: not the client's mistake
-        log.error("no upstream credentials for model %r: %s", alias, err.message)
+        log.error("no upstream credentials for model %r (set them and restart): %s", alias, err.message)
         return error_response(
-            502, "the proxy has no upstream credentials for this model (logged)", code="upstream_auth"
+            503,
+            f"the server is misconfigured: model {alias!r} has no upstream credentials set on this proxy; "
+            "its operator's log says what to set",
+            code="server_misconfigured",
         )
     if isinstance(err, UnpricedCallError) and shown is not None:
         return error_response(

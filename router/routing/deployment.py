@@ -1,7 +1,8 @@
 """Deployments (one model string + its params) and their live state: in flight, latency, limits, cooldown.
 
 ``model_list`` entries look like LiteLLM's: ``{"model_name": "chat", "params": {"model": ..., "api_key": ...,
-"weight": 2, "rpm": 600}}``; ``litellm_params`` is accepted for ``params``.
+"weight": 2, "rpm": 600}}``; ``litellm_params`` is accepted for ``params``. A deployment without its upstream
+credentials (:mod:`router.credentials`) is kept, marked, and skipped by routing while others can serve.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry
 from providers.spec import Target
+
+from ..credentials import missing_key_env
 
 # Per-deployment call arguments a model_list entry may set (LiteLLM's names where they exist).
 CALL_PARAMS = frozenset(
@@ -72,10 +75,26 @@ class Deployment:
     context_length: int | None = None  # overrides the catalog's
     index: int = 0
     state: DeploymentState = field(default_factory=DeploymentState)
+    unset_env: tuple[str, ...] = ()  # the config's os.environ/VAR references unset at load: never used
+    key_env: tuple[str, ...] = ()  # no key: one of these variables must be set (checked again until it is)
 
     @property
     def name(self) -> str:
         return f"{self.group}[{self.index}]:{self.model}"
+
+    @property
+    def unconfigured(self) -> bool:
+        """Whether it lacked credentials when last checked (no I/O: the routing's fast test)."""
+        return bool(self.unset_env or self.key_env)
+
+    def missing(self) -> tuple[str, ...]:
+        """The variables this deployment lacks; () when it can authenticate. A missing key is looked up
+        again (the variable may be set since), an unset ``os.environ/`` reference of the config is not."""
+        if self.unset_env:
+            return self.unset_env
+        if self.key_env:
+            self.key_env = missing_key_env(self.target, self.params)
+        return self.key_env
 
     # --- limits (rpm / tpm over a sliding 60 s window)
     def _trim(self, now: float) -> None:
@@ -166,18 +185,24 @@ def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Depl
             raise InvalidRequestArgumentError(f"{where}.params.model: {e.message}") from None
         group = entry["model_name"]
         members = groups.setdefault(group, [])
+        call_params = {k: v for k, v in params.items() if k in CALL_PARAMS and k != "base_url"}
+        call_params |= {"api_base": api_base} if api_base else {}
+        unset = entry.get("unset_env") or ()
+        if not isinstance(unset, (list, tuple)) or not all(isinstance(v, str) for v in unset):
+            raise InvalidRequestArgumentError(f"{where}.unset_env: expected a list of variable names, got {unset!r}")
         members.append(
             Deployment(
                 group=group,
                 model=params["model"],
                 target=target,
-                params={k: v for k, v in params.items() if k in CALL_PARAMS and k != "base_url"}
-                | ({"api_base": api_base} if api_base else {}),
+                params=call_params,
                 weight=_positive(params.get("weight", 1), f"{where}.params.weight", float),
                 rpm=_positive(params.get("rpm"), f"{where}.params.rpm", int),
                 tpm=_positive(params.get("tpm"), f"{where}.params.tpm", int),
                 context_length=_positive(params.get("context_length"), f"{where}.params.context_length", int),
                 index=len(members),
+                unset_env=tuple(unset),
+                key_env=() if unset else missing_key_env(target, call_params),
             )
         )
     return groups

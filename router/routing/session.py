@@ -23,6 +23,7 @@ from providers.errors import (
 )
 from providers.spec import Target
 
+from ..credentials import unconfigured_error
 from ..errors import BudgetExceededError
 from ..types import Attempt
 from .deployment import Deployment, now
@@ -107,6 +108,8 @@ class Session:
             members = self.router.groups[self.group]
             if self.excluded:
                 members = [d for d in members if id(d) not in self.excluded]
+            if any(d.unconfigured for d in members):
+                members = self._configured(members)
             checked = self.request.prompt_tokens is not None or self.request.needs
             fitting = [d for d in members if self._fits(d)] if checked else members
             if members and not fitting:
@@ -128,6 +131,17 @@ class Session:
                 choice = self._pick(fitting, t)
             if choice is not None:
                 return choice
+
+    def _configured(self, members: list[Deployment]) -> list[Deployment]:
+        """The deployments with credentials; when none has any, those whose key may still come with the call
+        (the pipeline then raises MissingCredentialsError), never one whose config named an unset variable."""
+        ready = [d for d in members if not d.missing()]
+        if ready:
+            return ready
+        usable = [d for d in members if not d.unset_env]
+        if not usable and self.last_error is None:
+            self.last_error = unconfigured_error(members, self.group)
+        return usable
 
     def _pick(self, fitting: list[Deployment], t: float) -> Choice | None:
         tokens = (self.request.prompt_tokens or 0) + (self.request.max_tokens or 0)
