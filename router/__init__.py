@@ -19,6 +19,9 @@ _EXPORTS = {
     "acompletion": "router.api",
     "embedding": "router.embeddings",
     "aembedding": "router.embeddings",
+    "text_completion": "router.completions",
+    "atext_completion": "router.completions",
+    "TextCompletion": "router.completions",
     "stream_chunk_builder": "router.streaming",
     "Stream": "router.streaming",
     "AsyncStream": "router.streaming",
@@ -56,9 +59,11 @@ __all__ = [
     "Router",
     "SqliteLedger",
     "Stream",
+    "TextCompletion",
     "Timeouts",
     "acompletion",
     "aembedding",
+    "atext_completion",
     "completion",
     "completion_cost",
     "cost_per_token",
@@ -67,6 +72,7 @@ __all__ = [
     "errors",
     "register_provider",
     "stream_chunk_builder",
+    "text_completion",
     "token_counter",
 ]
 
@@ -78,6 +84,7 @@ if TYPE_CHECKING:
     from . import errors
     from .api import acompletion, completion
     from .budget import Budget
+    from .completions import TextCompletion, atext_completion, text_completion
     from .costs import completion_cost, cost_per_token
     from .embeddings import aembedding, embedding
     from .ledger import InMemoryLedger, SqliteLedger

@@ -18,6 +18,7 @@ from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, TGIUpstream
 BODIES: dict[str, dict[str, Any]] = {
     "chat": {"model": "chat", "messages": USER},
     "embeddings": {"model": "embed", "input": ["a", "b"]},
+    "completions": {"model": "chat", "prompt": "Say this is a test"},
 }
 AUTH = {"Authorization": f"Bearer {MASTER}"}
 
@@ -33,7 +34,11 @@ def _post(proxy: ProxyServer, path: str, body: dict[str, Any]) -> httpx.Response
 
 
 def test_the_table_holds_the_openai_task_endpoints() -> None:
-    assert [(e.path, e.task) for e in ENDPOINTS] == [("/chat/completions", "chat"), ("/embeddings", "embeddings")]
+    assert [(e.path, e.task) for e in ENDPOINTS] == [
+        ("/chat/completions", "chat"),
+        ("/completions", "completions"),
+        ("/embeddings", "embeddings"),
+    ]
     assert set(BODIES) == {e.task for e in ENDPOINTS}, "give every row a valid body in BODIES"
     assert PREFIXES == ("/v1", "")
 
@@ -45,7 +50,7 @@ def test_every_row_answers_with_and_without_v1(proxy: ProxyServer, endpoint: End
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers["x-polyroute-provider"]
-    assert response.json()["object"] in ("chat.completion", "list")
+    assert response.json()["object"] in ("chat.completion", "list", "text_completion")
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.task)

@@ -34,6 +34,8 @@ from aiohttp import web
 from providers.errors import PolyrouteError
 
 from ..budget import Budget
+from ..completions import COMPLETION_PARAMS
+from ..completions import check_request as check_completion_request
 from ..routing.router import Router
 from .body import BODY_LIMITS
 from .errors import error_body, from_error, public_message
@@ -55,6 +57,16 @@ from .validate import (
 )
 
 log = logging.getLogger("polyroute.proxy")
+# Legacy text completions: OpenAI's body parameters besides model and prompt (streaming: use chat).
+COMPLETION_FIELDS = frozenset(COMPLETION_PARAMS)
+
+
+def check_text_completion(checked: Checked) -> None:
+    """The library's checks of a text completion request."""
+    (prompt,) = checked.inputs
+    check_completion_request(prompt, checked.named, checked.extra or None)
+
+
 PREFIXES = ("/v1", "")  # every OpenAI-compatible path is served with and without /v1
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -203,6 +215,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         write=write_json_or_events,
         streams=True,
         check=check_chat,
+    ),
+    Endpoint(
+        "/completions",
+        "completions",
+        inputs=("prompt",),
+        fields=COMPLETION_FIELDS,
+        call=Router.atext_completion,
+        write=write_json,
+        check=check_text_completion,
     ),
     Endpoint(
         "/embeddings",

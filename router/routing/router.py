@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
-import logging
 import random
 import threading
 import time
@@ -40,15 +38,17 @@ from providers.registry import Registry, default_registry
 
 from ..budget import Budget
 from ..chat import arun_chat, prepare_chat, run_chat
+from ..completions import COMPLETION_PARAMS, TextCompletion, completion_body, prepare_text_completion
 from ..embeddings import embedding_params, prepare_embedding
 from ..params import BODY_PARAMS, check_params
-from ..pipeline import Call, arun, run
+from ..pipeline import Call, arun, check_unknown, run
 from ..pricing.catalog import Catalog, default_catalog
 from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
 from ..tokens import aload_encoding, long_prompt
-from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse
+from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse, WithMeta
 from .deployment import Deployment, fallback_map, now, parse_model_list
+from .hooks import Hook, call_hook
 from .offers import CatalogFacts, needs_of
 from .session import Choice, NotYet, RequestInfo, Session
 from .strategies import strategy_name
@@ -57,7 +57,6 @@ from .streams import AsyncRoutedStream, RoutedStream, has_content
 if TYPE_CHECKING:
     from ..shared import SharedRouterState
 
-Hook = Callable[[Attempt, BaseException | None], Any]
 _DEFAULT_TIMEOUT = 600.0
 
 
@@ -145,7 +144,7 @@ class Router(CatalogFacts):
         return float(min(self.backoff_max, self.backoff_base * 2 ** max(0, tries - 1)) * rng.uniform(0.5, 1.0))
 
     def notify_failure(self, record: Attempt, err: BaseException) -> None:
-        _call_hook(self.on_failure, record, err)
+        call_hook(self.on_failure, record, err)
 
     # ---------------------------------------------------------------- sessions
     def _counts_prompt(self, groups: list[str]) -> bool:
@@ -243,9 +242,9 @@ class Router(CatalogFacts):
     def _finish(self, session: Session, choice: Choice, result: Any, ttft_ms: float | None = None) -> None:
         latency = (now() - choice.started) * 1000
         record = session.succeeded(choice, latency, ttft_ms, keep_in_flight=ttft_ms is not None)
-        if isinstance(result, (ChatCompletion, EmbeddingResponse)):
+        if isinstance(result, WithMeta):
             result.meta.attempts = session.attempts
-        _call_hook(self.on_success, record, None)
+        call_hook(self.on_success, record, None)
 
     def completion(self, model: str, messages: Any = None, *, stream: bool = False, **kwargs: Any) -> Any:
         """Chat completion through the group ``model`` (a ``model_name``); ``stream=True`` returns a stream."""
@@ -318,35 +317,69 @@ class Router(CatalogFacts):
 
     def embedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
         """Embeddings through the group ``model``."""
-        session = self._session(model, None, kwargs, False)
-        client = kwargs.pop("client", None)
-        budget = kwargs.pop("budget", self.budget)
-
-        def attempt(choice: Choice) -> EmbeddingResponse:
-            result: EmbeddingResponse = run(
-                self._embedding_call(choice, input, _bounded(kwargs, session)), client, budget
-            )
-            self._finish(session, choice, result)
-            return result
-
-        result: EmbeddingResponse = self._run_sync(session, attempt)
+        result: EmbeddingResponse = self._one_shot(model, kwargs, lambda c, kw: self._embedding_call(c, input, kw))
         return result
 
     async def aembedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
         """Async :meth:`embedding`."""
-        session = self._session(model, None, kwargs, False)
-        client = kwargs.pop("client", None)
-        budget = kwargs.pop("budget", self.budget)
+        result: EmbeddingResponse = await self._aone_shot(
+            model, kwargs, lambda c, kw: self._embedding_call(c, input, kw)
+        )
+        return result
 
-        async def attempt(choice: Choice) -> EmbeddingResponse:
-            result: EmbeddingResponse = await arun(
-                self._embedding_call(choice, input, _bounded(kwargs, session)), client, budget
-            )
+    def _completion_call(self, choice: Choice, prompt: Any, kwargs: dict[str, Any]) -> Call[TextCompletion]:
+        merged = _merged(choice.deployment.params, kwargs)
+        params = {name: merged.pop(name, None) for name in COMPLETION_PARAMS}
+        body = completion_body(params, merged.pop("extra_body", None))
+        settings: Any = {name: merged.pop(name) for name in _CALL_KEYS if name in merged}
+        unknown = {k: v for k, v in merged.items() if k in kwargs and k not in ("client", "budget")}
+        check_unknown(unknown, "Router.text_completion")
+        return prepare_text_completion(
+            choice.deployment.model,
+            prompt,
+            body,
+            registry=self.registry,
+            target=choice.target,
+            **{**settings, "catalog": self.catalog},
+        )
+
+    def text_completion(self, model: str, prompt: Any = None, **kwargs: Any) -> TextCompletion:
+        """A legacy text completion through the group ``model`` (its deployments must serve ``/completions``)."""
+        result: TextCompletion = self._one_shot(model, kwargs, lambda c, kw: self._completion_call(c, prompt, kw))
+        return result
+
+    async def atext_completion(self, model: str, prompt: Any = None, **kwargs: Any) -> TextCompletion:
+        """Async :meth:`text_completion`."""
+        result: TextCompletion = await self._aone_shot(
+            model, kwargs, lambda c, kw: self._completion_call(c, prompt, kw)
+        )
+        return result
+
+    def _one_shot(self, model: str, kwargs: dict[str, Any], make: Callable[[Choice, dict[str, Any]], Any]) -> Any:
+        """A non-streamed task through the group: the pipeline once per attempt."""
+        session = self._session(model, None, kwargs, False)
+        client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
+
+        def attempt(choice: Choice) -> Any:
+            result = run(make(choice, _bounded(kwargs, session)), client, budget)
             self._finish(session, choice, result)
             return result
 
-        result: EmbeddingResponse = await self._run_async(session, attempt)
-        return result
+        return self._run_sync(session, attempt)
+
+    async def _aone_shot(
+        self, model: str, kwargs: dict[str, Any], make: Callable[[Choice, dict[str, Any]], Any]
+    ) -> Any:
+        """Async :meth:`_one_shot`."""
+        session = self._session(model, None, kwargs, False)
+        client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
+
+        async def attempt(choice: Choice) -> Any:
+            result = await arun(make(choice, _bounded(kwargs, session)), client, budget)
+            self._finish(session, choice, result)
+            return result
+
+        return await self._run_async(session, attempt)
 
     # ---------------------------------------------------------------- streams: failover until first content
     def _first_content(self, session: Session, choice: Choice, stream: Stream) -> RoutedStream:
@@ -537,35 +570,3 @@ def _bounded(kwargs: dict[str, Any], session: Session) -> dict[str, Any]:
     if isinstance(own, (int, float)) and not isinstance(own, bool) and own < remaining:
         return kwargs
     return {**kwargs, "timeout": remaining}
-
-
-def _call_hook(hook: Hook | None, record: Attempt, err: BaseException | None) -> None:
-    if hook is None:
-        return
-    try:
-        result = hook(record, err)
-    except Exception:  # a broken hook must not change how the call ends
-        log.exception("router hook %r raised; ignored", hook)
-        return
-    if inspect.isawaitable(result):
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(_await(result))
-        else:
-            task = loop.create_task(_await(result))
-            _PENDING.add(task)
-            task.add_done_callback(_PENDING.discard)
-
-
-_PENDING: set[asyncio.Task[Any]] = set()
-
-
-async def _await(awaitable: Any) -> None:
-    try:
-        await awaitable
-    except Exception:
-        log.exception("async router hook raised; ignored")
-
-
-log = logging.getLogger("polyroute.router")

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .base import RECORD, SSE_TYPE, FakeUpstream, Handler, Route, request_id
 from .chat import BadRequest, ChatPlan, plan_chat, template_prompt_tokens
+from .completions import text_completion
 from .embeddings import openai_embeddings
 from .openai_format import Flavor, Render
 
@@ -57,6 +58,7 @@ class ChatUpstream(FakeUpstream):
         return [
             ("POST", f"{prefix}/chat/completions", self.chat_handler, True),
             ("POST", f"{prefix}/embeddings", self.embeddings_handler, True),
+            ("POST", f"{prefix}/completions", self.completions_handler, True),
             ("GET", f"{prefix}/models", models, True),
         ]
 
@@ -124,6 +126,17 @@ class ChatUpstream(FakeUpstream):
             return self.bad_request(exc.message, exc.param)
         result["usage"] = self.usage_extra(model, result["usage"])
         return self.respond(result)
+
+    async def completions_handler(self, request: web.Request) -> web.StreamResponse:
+        """Answer a legacy ``/completions`` request (see :mod:`tests.upstreams.completions`)."""
+        body = request[RECORD].json
+        resolved = self.resolve_model(body.get("model") if isinstance(body, dict) else None)
+        if isinstance(resolved, web.Response):
+            return resolved
+        try:
+            return self.respond(text_completion(body, resolved))
+        except BadRequest as exc:
+            return self.bad_request(exc.message, exc.param)
 
     async def chat_handler(self, request: web.Request) -> web.StreamResponse:
         """Route handler for the family's main chat path."""

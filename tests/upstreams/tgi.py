@@ -119,6 +119,7 @@ class TGIUpstream(ChatUpstream):
         """Messages API, model list, info and health (auth only when ``require_auth``)."""
         return [
             ("POST", "/v1/chat/completions", self.chat_handler, True),
+            ("POST", "/v1/completions", self.completions_handler, True),
             ("GET", "/v1/models", self._models, True),
             ("GET", "/info", self._info, True),
             ("GET", "/health", self._health, True),
