@@ -126,7 +126,7 @@ def _into_closed_pipe(*args: str, env: dict[str, str]) -> subprocess.CompletedPr
     read, write = os.pipe()
     os.close(read)
     try:
-        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        return subprocess.run(
             polyroute_argv(*args), cwd=REPO, stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=60
         )
     finally:
