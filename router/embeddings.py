@@ -1,6 +1,9 @@
 """``embedding()`` / ``aembedding()``: OpenAI-shaped embeddings from HF, DeepInfra, TEI and more.
 
 Flat, nested and batched upstream shapes all come back as ``data[i].embedding`` in input order.
+``encoding_format="base64"`` is answered locally from the upstream's floats (OpenAI's little-endian
+float32, base64); token-id inputs go upstream where the helper takes cl100k_base ids and are decoded to
+text elsewhere (see :func:`prepare_embedding`).
 HF providers other than hf-inference need the provider's own model id, looked up once from the
 Hub and cached.
 
@@ -13,12 +16,15 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from providers.errors import InvalidRequestArgumentError
+from providers.errors import InvalidRequestArgumentError, UnprocessableResponseError
 from providers.registry import Registry, default_registry
 from providers.spec import Target
+from providers.tasks import EmbeddingsHelper
 
 from .budget import Budget, WorstCase
 from .calibration import PromptCounts
@@ -34,11 +40,12 @@ if TYPE_CHECKING:
 
 EmbeddingInputs = list[str] | list[list[int]]  # texts, or token-id lists (cl100k_base ids)
 
-_INPUT_FORMS = "a string, a list of strings, a list of token ids or a list of token-id lists"
+_INPUT_FORMS = "a non-empty string or a non-empty list of strings, of token ids or of token-id lists"
 
 
 def _kind(value: Any) -> str:
-    return "a string" if isinstance(value, str) else f"a {type(value).__name__}"
+    kinds = {str: "a string", int: "an integer", float: "a number", list: "a list", tuple: "a list", dict: "an object"}
+    return "null" if value is None else kinds.get(type(value), f"a {type(value).__name__}")
 
 
 def _token_ids(value: Any, where: str) -> list[int]:
@@ -63,7 +70,7 @@ def _inputs(value: Any) -> EmbeddingInputs:
         values = list(value)
     else:
         raise InvalidRequestArgumentError(
-            f"input must be {_INPUT_FORMS}, got {type(value).__name__}{'' if value is None or value else ' (empty)'}"
+            f"input must be {_INPUT_FORMS}, got {_kind(value)}{'' if value is None or value else ' (empty)'}"
         )
     first = values[0]
     if isinstance(first, int) and not isinstance(first, bool):
@@ -148,10 +155,11 @@ def embedding_params(dimensions: Any, encoding_format: Any, user: Any, extra_bod
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
             raise InvalidRequestArgumentError(f"dimensions must be a positive integer, got {dimensions!r}")
         params["dimensions"] = dimensions
-    if encoding_format not in (None, "float"):
+    if encoding_format == "base64":
+        params["encoding_format"] = "base64"  # answered by the router: see prepare_embedding
+    elif encoding_format not in (None, "float"):
         raise InvalidRequestArgumentError(
-            f"encoding_format={encoding_format!r} is not supported; results are always lists of floats "
-            "(omit it or pass 'float')"
+            f"encoding_format must be 'float' or 'base64', got {encoding_format!r} (omit it for lists of floats)"
         )
     if user is not None:
         if not isinstance(user, str):
@@ -177,15 +185,31 @@ def check_request(
 
 
 class EmbeddingsTask:
-    """Embeddings on the router's side: input tokens only, at the highest price; ``EmbeddingResponse``."""
+    """Embeddings on the router's side: input tokens only, at the highest price; ``EmbeddingResponse``.
 
+    ``encoding_format``: "base64" turns each vector into OpenAI's base64 string when the result is made;
+    ``token_counts``: the number of ids of each input given as token ids and decoded to text for the
+    upstream (the budget and a local usage count use them, not a count of the decoded text).
+    """
+
+    __slots__ = ("encoding_format", "token_counts")
     name = "embeddings"
 
-    def worst_case(self, call: Call[EmbeddingResponse], budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
+    def __init__(self, encoding_format: str = "float", token_counts: tuple[int, ...] | None = None) -> None:
+        self.encoding_format = encoding_format
+        self.token_counts = token_counts
+
+    def input_tokens(self, call: Call[EmbeddingResponse]) -> int:
+        """The inputs' tokens: the ids of token-id inputs, cl100k_base's count of texts."""
+        if self.token_counts is not None:
+            return sum(self.token_counts)
         from .tokens import count_text
 
+        return sum(len(x) if isinstance(x, list) else count_text(x) for x in call.inputs)
+
+    def worst_case(self, call: Call[EmbeddingResponse], budget: Budget, candidates: list[PriceLookup]) -> WorstCase:
         priced = budget.priced(call.target, candidates, "embedding call")
-        local = sum(count_text(t) for t in call.inputs)
+        local = self.input_tokens(call)
         tokens = int(local * (1 + budget.prompt_margin)) + len(call.inputs)
         return WorstCase(max((c.price.cost_pico(tokens, 0) for c in priced if c.price), default=0), tokens, 0, local)
 
@@ -193,15 +217,26 @@ class EmbeddingsTask:
         return None  # embeddings are bounded by the input count and margin; nothing to learn per deployment
 
     def long_input(self, call: Call[EmbeddingResponse]) -> bool:
-        return sum(len(t) for t in call.inputs) > LONG_INPUT_CHARS
+        return sum(len(t) for t in call.inputs if isinstance(t, str)) > LONG_INPUT_CHARS
 
     def local_usage(self, call: Call[EmbeddingResponse], data: dict[str, Any]) -> dict[str, Any]:
-        from .tokens import count_text
-
-        tokens = sum(count_text(t) for t in call.inputs)
+        tokens = self.input_tokens(call)
         return {"prompt_tokens": tokens, "total_tokens": tokens}
 
     def result(self, call: Call[EmbeddingResponse], data: dict[str, Any]) -> EmbeddingResponse:
+        if self.encoding_format == "base64":
+            for item in data["data"]:
+                vector = item.get("embedding")
+                if not isinstance(vector, list) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in vector
+                ):
+                    raise UnprocessableResponseError(
+                        f"embedding {item.get('index')} from the upstream is not a list of numbers, so it cannot "
+                        "be sent as base64",
+                        provider=call.target.label,
+                        model=call.target.model,
+                    )
+                item["embedding"] = _base64_floats(vector)
         return EmbeddingResponse.model_validate(data)
 
 
@@ -218,11 +253,31 @@ def prepare_embedding(
     target: Target | None = None,
     **settings: Unpack[CallSettings],
 ) -> Call[EmbeddingResponse]:
-    """A prepared embedding call (``params`` from :func:`check_request`)."""
+    """A prepared embedding call (``params`` from :func:`embedding_params` / :func:`check_request`).
+
+    ``encoding_format: "base64"`` is answered by the router: the upstream is asked for floats and each
+    vector is encoded as OpenAI does (little-endian float32, base64). That is exact, and works for every
+    upstream, including those with no base64 option (hf-inference's feature extraction). Token-id inputs
+    go upstream as they are where the helper takes them (:meth:`EmbeddingsHelper.takes_token_ids`) and are
+    decoded to text with cl100k_base elsewhere.
+    """
     inputs = _inputs(input)
+    body = dict(params)
+    encoding_format = body.pop("encoding_format", "float")
     if target is None:
         target = (registry or default_registry()).resolve(model, settings.get("api_base"))
-    return prepare(EMBEDDINGS, target, inputs, params, settings)
+    call = prepare(EMBEDDINGS, target, inputs, body, settings)
+    helper = call.helper
+    token_counts = None
+    if isinstance(helper, EmbeddingsHelper):
+        helper.check_params(target, body)
+        if isinstance(inputs[0], list) and not helper.takes_token_ids(target):
+            ids = [x for x in inputs if isinstance(x, list)]
+            token_counts = tuple(len(x) for x in ids)
+            call.inputs = decode_token_ids(ids)
+    if encoding_format != "float" or token_counts is not None:
+        call.task = EmbeddingsTask(encoding_format, token_counts)
+    return call
 
 
 @dataclass(slots=True)
@@ -274,12 +329,21 @@ def embedding_args(
 
 @same_arguments_as(embedding_args)
 def embedding(*args: Any, **kwargs: Any) -> EmbeddingResponse:
-    """Embed a string or a list of strings; OpenAI-shaped ``EmbeddingResponse``.
+    """Embed a string, a list of strings, or token ids (``[int, ...]`` / ``[[int, ...], ...]``, cl100k_base
+    ids as OpenAI means them); OpenAI-shaped ``EmbeddingResponse``.
+
+    ``encoding_format="base64"`` gives each ``data[i].embedding`` as OpenAI's base64 string of the
+    little-endian float32 vector, encoded locally from the upstream's floats. Token ids go upstream as
+    they are only where the upstream reads cl100k_base ids (OpenAI's API); elsewhere they are decoded to
+    text first, since other servers would read them in their own model's vocabulary. Usage and budgets
+    count one token per id.
 
     Example::
 
         r = embedding(model="deepinfra/BAAI/bge-m3", input=["hello", "world"])
         len(r.data), r.usage.prompt_tokens
+        r = embedding(model="deepinfra/BAAI/bge-m3", input=[[9906, 1917]], encoding_format="base64")
+        numpy.frombuffer(base64.b64decode(r.data[0].embedding), dtype="<f4")
     """
     a = embedding_args(*args, **kwargs)
     return run(a.prepare("embedding"), a.given["client"], a.given["budget"])
@@ -294,4 +358,8 @@ async def aembedding(*args: Any, **kwargs: Any) -> EmbeddingResponse:
         r = await aembedding(model="huggingface/nebius/Qwen/Qwen3-Embedding-8B", input="hello")
     """
     a = embedding_args(*args, **kwargs)
+    if has_token_ids(a.given["input"]):
+        from .tokens import aload_encoding
+
+        await aload_encoding()  # token ids may be decoded: never load the tokenizer on the event loop
     return await arun(a.prepare("aembedding"), a.given["client"], a.given["budget"])

@@ -76,7 +76,52 @@ class ResponseMeta:
 
 
 class _OpenAIModel(BaseModel):
+    """A pydantic model that also reads as a mapping of its JSON fields, as LiteLLM's results do.
+
+    ``r["choices"][0]["message"]["content"]``, ``r.get("usage")``, ``"choices" in r``, ``r.keys()``,
+    ``r.items()`` and ``{**r}`` read the fields (extras included) in place: nothing is converted. Iterating
+    stays pydantic's (``(name, value)`` pairs), so ``dict(r)`` is the same shallow dict as before.
+
+    Example::
+
+        r = completion(model="<provider>/<model id>", messages=[{"role": "user", "content": "hi"}])
+        r["choices"][0]["message"]["content"] == r.choices[0].message.content
+        r.get("usage", {}), "usage" in r, list(r.keys())
+    """
+
     model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    def __getitem__(self, key: str) -> Any:
+        if isinstance(key, str):
+            fields = self.__dict__
+            if key in fields:
+                return fields[key]
+            extra = self.__pydantic_extra__
+            if extra and key in extra:
+                return extra[key]
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field ``key`` (``default`` when there is none), as ``dict.get``."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (key in self.__dict__ or key in (self.__pydantic_extra__ or ()))
+
+    def keys(self) -> list[str]:
+        """The field names, in JSON order (extras last), as ``model_dump()`` has them."""
+        return [*self.__dict__, *(self.__pydantic_extra__ or ())]
+
+    def values(self) -> list[Any]:
+        """The field values, in the order of :meth:`keys`."""
+        return [*self.__dict__.values(), *(self.__pydantic_extra__ or {}).values()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(name, value)`` pairs, in the order of :meth:`keys`."""
+        return [*self.__dict__.items(), *(self.__pydantic_extra__ or {}).items()]
 
 
 class FunctionCall(_OpenAIModel):
@@ -225,7 +270,7 @@ class ChatCompletionChunk(_CompletionFields[ChunkChoice]):
 
 
 class Embedding(_OpenAIModel):
-    embedding: list[float]
+    embedding: list[float] | str  # a string: encoding_format="base64" (little-endian float32, base64)
     index: int
     object: str = "embedding"
 

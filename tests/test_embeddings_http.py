@@ -134,9 +134,9 @@ def test_tei_through_huggingface_tei(oai: OpenAICompatUpstream) -> None:
     ("kw", "needle"),
     [
         ({"input": []}, "non-empty"),
-        ({"input": [1, 2]}, "list of strings"),
+        ({"input": ["ok", 1]}, "list of strings"),
         ({"input": ["ok", ""]}, r"input\[1\] is an empty string"),
-        ({"input": "x", "encoding_format": "base64"}, "encoding_format"),
+        ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
         ({"input": "x", "dimensions": 0}, "dimensions"),
     ],
 )

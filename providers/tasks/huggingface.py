@@ -9,7 +9,7 @@ the pipeline, see :mod:`providers.hub_mapping`) — or to hf-inference's pipelin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import InvalidRequestArgumentError
 from ..spec import Target
@@ -33,7 +33,12 @@ class RouterChat(ChatHelper):
 
 
 class RoutedEmbeddings(EmbeddingsHelper):
-    """An OpenAI-shaped embeddings route of one provider behind the router, with its own model id."""
+    """An OpenAI-shaped embeddings route of one provider behind the router, with its own model id.
+
+    Token-id inputs reach it as text (decoded by the router): its models tokenize with their own vocabulary.
+    """
+
+    token_id_hosts: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, route: str) -> None:
         self.route = route
@@ -49,9 +54,21 @@ class RoutedEmbeddings(EmbeddingsHelper):
 
 
 class FeatureExtraction(EmbeddingsHelper):
-    """hf-inference's feature-extraction pipeline: HF model ids, options next to ``inputs``."""
+    """hf-inference's feature-extraction pipeline: HF model ids, options next to ``inputs``.
+
+    Its documented parameters are ``normalize``, ``prompt_name``, ``truncate`` and ``truncation_direction``
+    (pass them in ``extra_body``); ``inputs`` is text only, so token-id inputs reach it decoded by the
+    router, and ``dimensions`` is refused rather than sent to a pipeline that has no such parameter.
+    """
 
     subprovider = "hf-inference"
+    token_id_hosts: ClassVar[frozenset[str]] = frozenset()
+    refused_params: ClassVar[Mapping[str, str]] = {
+        "dimensions": "hf-inference's feature-extraction pipeline has no 'dimensions' parameter (it takes "
+        "normalize, prompt_name, truncate and truncation_direction); omit dimensions and shorten the vectors "
+        "yourself (Matryoshka models), or pin a provider whose embeddings route takes it, "
+        "e.g. 'huggingface/nebius/<org>/<model>'",
+    }
 
     def url(self, target: Target, upstream_model: str | None) -> str:
         return f"{target.api_base}/{self.subprovider}/models/{target.model}/pipeline/feature-extraction"

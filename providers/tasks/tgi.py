@@ -10,7 +10,7 @@ by the shared stream normalizer. Text Embeddings Inference serves OpenAI's embed
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ..spec import Target
 from .base import ChatHelper, EmbeddingsHelper
@@ -50,6 +50,11 @@ class TGIChat(ChatHelper):
 
 
 class TEIEmbeddings(EmbeddingsHelper):
+    """Text Embeddings Inference's OpenAI route. TEI takes token ids, but in its model's own vocabulary:
+    cl100k_base ids from a client reach it decoded to text by the router."""
+
+    token_id_hosts: ClassVar[frozenset[str]] = frozenset()
+
     def url(self, target: Target, upstream_model: str | None) -> str:
         return endpoint_root(target.api_base) + "/v1/embeddings"
 

