@@ -181,7 +181,7 @@ def test_extra_body_fields_are_checked_like_named_ones_and_still_reach_the_upstr
     [
         ({"extra_body": {"model": "chat"}}, "extra_body.model"),
         ({"extra_body": {"input": ["other text"]}}, "extra_body.input"),
-        ({"extra_body": {"encoding_format": "base64"}}, "encoding_format"),
+        ({"extra_body": {"encoding_format": "hex"}}, "encoding_format"),
         ({"stream": True}, "stream"),
         ({"user": 5}, "user"),
     ],
