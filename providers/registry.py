@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import threading
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -86,6 +87,17 @@ ACCEPTED_FORMS = (
 )
 
 _ENDPOINT_HOST_SUFFIX = ".endpoints.huggingface.cloud"
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class UnknownSubproviderError(InvalidRequestArgumentError):
+    """A model string names a gateway sub-provider the registry does not know (yet): the gateway's
+    catalog may list it (see :meth:`Registry.learn_subproviders`)."""
+
+    def __init__(self, message: str, *, family: str, name: str) -> None:
+        super().__init__(message)
+        self.family = family
+        self.name = name
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -167,8 +179,18 @@ class Registry:
 
     def add_hf_provider(self, name: str) -> None:
         """Teach the grammar a new HF Inference Provider name (for ``huggingface/<name>/...``)."""
+        self.learn_subproviders("huggingface", (name,))
+
+    def learn_subproviders(self, family: str, names: Iterable[str]) -> None:
+        """Teach the grammar sub-provider names a gateway's catalog (or Hub mapping) lists: HF adds
+        providers often, and the built-in list is only the offline fallback."""
+        if family != "huggingface":
+            return  # the only gateway whose model strings name sub-providers
+        new = {n for n in names if isinstance(n, str) and _PROVIDER_NAME.fullmatch(n)} - self._hf_providers
+        if not new:
+            return
         with self._lock:
-            self._hf_providers.add(name)
+            self._hf_providers |= new
             self._generation += 1
             self._cache.clear()
 
@@ -263,11 +285,13 @@ class Registry:
         pinned: str | None = None
         if len(parts) > 2:
             if parts[0] not in self._hf_providers:
-                raise InvalidRequestArgumentError(
+                raise UnknownSubproviderError(
                     f"model {model!r}: {parts[0]!r} is not a known Hugging Face inference provider"
                     f"{_suggest(parts[0], self._hf_providers)}; expected 'huggingface/<org>/<model>' or "
                     f"'huggingface/<provider>/<org>/<model>' with a provider among: "
-                    f"{', '.join(sorted(self._hf_providers))}"
+                    f"{', '.join(sorted(self._hf_providers))}",
+                    family="huggingface",
+                    name=parts[0],
                 )
             if len(parts) > 3:
                 raise InvalidRequestArgumentError(
@@ -290,10 +314,12 @@ class Registry:
             elif suffix in self._hf_providers:
                 pinned = suffix
             else:
-                raise InvalidRequestArgumentError(
+                raise UnknownSubproviderError(
                     f"model {model!r}: unknown suffix ':{suffix}'"
                     f"{_suggest(suffix, [*self._hf_providers, *HF_POLICIES])} Use :fastest, :cheapest, "
-                    f":preferred or a provider name ({', '.join(sorted(self._hf_providers))})"
+                    f":preferred or a provider name ({', '.join(sorted(self._hf_providers))})",
+                    family="huggingface",
+                    name=suffix,
                 )
             model_id = base
         router = (api_base or spec.resolved_base_url()).rstrip("/")

@@ -19,11 +19,12 @@ from typing import Any
 
 from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry
+from providers.spec import Target
 
 from .budget import Budget
 from .chat import arun_chat, prepare_chat, run_chat
 from .params import has_local_images
-from .pipeline import Call
+from .pipeline import Call, aresolve
 from .pricing.catalog import Catalog
 from .streaming import AsyncStream, Stream
 from .surface import same_arguments_as
@@ -57,14 +58,27 @@ class ChatArgs:
     def kwargs(self) -> dict[str, Any]:
         return self.given["kwargs"]  # type: ignore[no-any-return]
 
-    def prepare(self, fn: str) -> Call[ChatCompletion]:
+    def prepare(self, fn: str, target: Target | None = None) -> Call[ChatCompletion]:
         s = self.given
         s["api_base"] = s["api_base"] or s["base_url"]
         s["need_key"] = s["mock_response"] is None
         settings: Any = s  # every ChatSettings key is among the arguments
         return prepare_chat(
-            s["model"], s["messages"], s["stream"], s, settings, registry=s["registry"], kwargs=s["kwargs"], fn=fn
+            s["model"],
+            s["messages"],
+            s["stream"],
+            s,
+            settings,
+            registry=s["registry"],
+            kwargs=s["kwargs"],
+            fn=fn,
+            target=target,
         )
+
+    async def resolved(self) -> Target:
+        """The model string's target, learning a new gateway sub-provider without blocking the loop."""
+        s = self.given
+        return await aresolve(s["model"], s["api_base"] or s["base_url"], s["registry"], s["catalog"])
 
     def sending(self) -> dict[str, Any]:
         """How the prepared call is sent: its client, budget and mock."""
@@ -159,7 +173,10 @@ async def acompletion(*args: Any, **kwargs: Any) -> ChatCompletion | AsyncStream
         return await a.routed_by.acompletion(a.model, a.messages, **a.routed_args)  # type: ignore[no-any-return]
     # Local image files are read and encoded off the event loop.
     local_images = has_local_images(a.messages)
-    call = await asyncio.to_thread(a.prepare, "acompletion") if local_images else a.prepare("acompletion")
+    target = await a.resolved()
+    call = (
+        await asyncio.to_thread(a.prepare, "acompletion", target) if local_images else a.prepare("acompletion", target)
+    )
     return await arun_chat(call, stream=a.stream, **a.sending())
 
 

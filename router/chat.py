@@ -13,7 +13,7 @@ from typing import Any
 
 from providers.clients import async_transport_for, sync_transport_for
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
-from providers.registry import Registry, default_registry
+from providers.registry import Registry
 from providers.spec import Target
 from providers.transport import HttpResponse
 
@@ -36,6 +36,7 @@ from .pipeline import (
     prepare,
     raise_for_status,
     reserve,
+    resolve,
     run,
 )
 from .pricing.catalog import PriceLookup
@@ -112,7 +113,7 @@ def prepare_chat(
     if stream not in (True, False, None):
         raise InvalidRequestArgumentError(f"stream must be True or False, got {stream!r}")
     if target is None:  # the Router passes a resolved target (e.g. pinned to one HF provider)
-        target = (registry or default_registry()).resolve(model, settings.get("api_base"))
+        target = resolve(model, settings.get("api_base"), registry, settings.get("catalog"))
     body = build_chat_body(
         messages,
         params,

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from providers.errors import InvalidRequestArgumentError
-from providers.registry import Registry, default_registry
+from providers.registry import Registry
 from providers.spec import Target
 
 from .budget import Budget, WorstCase
 from .calibration import PromptCounts
 from .params import check_params, merge_extra_body
-from .pipeline import Call, CallSettings, arun, check_unknown, prepare, run
+from .pipeline import Call, CallSettings, aresolve, arun, check_unknown, prepare, resolve, run
 from .pricing.catalog import Catalog, PriceLookup
 from .surface import same_arguments_as
 from .types import CompletionUsage, WithMeta
@@ -168,7 +168,7 @@ def prepare_text_completion(
     """A prepared text completion (``body`` from :func:`check_request`)."""
     texts = prompts_of(prompt)
     if target is None:
-        target = (registry or default_registry()).resolve(model, settings.get("api_base"))
+        target = resolve(model, settings.get("api_base"), registry, settings.get("catalog"))
     return prepare(COMPLETIONS, target, texts, body, settings)
 
 
@@ -178,7 +178,7 @@ class TextCompletionArgs:
 
     given: dict[str, Any]
 
-    def prepare(self, fn: str) -> Call[TextCompletion]:
+    def prepare(self, fn: str, target: Target | None = None) -> Call[TextCompletion]:
         g = self.given
         check_unknown(g["kwargs"], fn)
         if g["stream"]:
@@ -191,6 +191,7 @@ class TextCompletionArgs:
             g["prompt"],
             body,
             registry=g["registry"],
+            target=target,
             api_key=g["api_key"],
             api_base=g["api_base"] or g["base_url"],
             timeout=g["timeout"],
@@ -258,4 +259,6 @@ async def atext_completion(*args: Any, **kwargs: Any) -> TextCompletion:
         r = await atext_completion(model="huggingface/tgi", api_base=endpoint_url, prompt="def fib(n):")
     """
     a = text_completion_args(*args, **kwargs)
-    return await arun(a.prepare("atext_completion"), a.given["client"], a.given["budget"])
+    g = a.given
+    target = await aresolve(g["model"], g["api_base"] or g["base_url"], g["registry"], g["catalog"])
+    return await arun(a.prepare("atext_completion", target), g["client"], g["budget"])

@@ -35,7 +35,7 @@ import orjson
 from providers.catalogs import CATALOG_SOURCES, CatalogSource
 from providers.defaults import ProcessDefault
 from providers.errors import InvalidRequestArgumentError, PolyrouteError
-from providers.registry import Registry, default_registry
+from providers.registry import Registry, UnknownSubproviderError, default_registry
 from providers.spec import Target
 from providers.transport import HttpRequest, SyncTransport, Timeouts
 
@@ -253,7 +253,15 @@ class Catalog:
         except (PolyrouteError, RuntimeError, orjson.JSONDecodeError) as e:
             return self._fallback(family, url, f"{type(e).__name__}: {getattr(e, 'message', e)}")
         self._write_disk(url, payload, now)
-        return SourceData(url, now, "live", {(o.provider, o.model): o for o in offers})
+        return self._data(family, url, now, "live", offers)
+
+    def _data(
+        self, family: str, url: str, fetched_at: float, origin: str, offers: Any, error: str | None = None
+    ) -> SourceData:
+        """A family's loaded catalog; a gateway's sub-provider names are taught to the registry's grammar."""
+        if self.registry.get(family).gateway:
+            self.registry.learn_subproviders(family, {o.provider for o in offers})
+        return SourceData(url, fetched_at, origin, {(o.provider, o.model): o for o in offers}, error)
 
     def _fetch_into(self, family: str, url: str, state: _State) -> SourceData:
         data = self._fetch(family, url)
@@ -282,7 +290,7 @@ class Catalog:
             offers = self.sources[family].parse(saved["payload"], url, fetched_at)
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
-        return SourceData(url, fetched_at, "disk", {(o.provider, o.model): o for o in offers}) if offers else None
+        return self._data(family, url, fetched_at, "disk", offers) if offers else None
 
     def _fallback(self, family: str, url: str, error: str) -> SourceData:
         disk = self._read_disk(family, url)
@@ -293,7 +301,7 @@ class Catalog:
         if family in saved:  # the snapshot is keyed by family; a family registered later has no entry
             fetched_at = float(saved.get("fetched_at", 0))
             offers = self.sources[family].parse(saved[family], "snapshot", fetched_at)
-            return SourceData(url, fetched_at, "snapshot", {(o.provider, o.model): o for o in offers}, error)
+            return self._data(family, url, fetched_at, "snapshot", offers, error)
         return SourceData(url, self.clock(), "none", {}, error)
 
     def _fresh(self, data: SourceData | None) -> bool:
@@ -377,6 +385,19 @@ class Catalog:
         """
         known = set(self.registry.names())
         return [family for family in self.sources if family in known]
+
+    def learn_names(self, err: UnknownSubproviderError, registry: Registry) -> None:
+        """Teach ``registry`` the sub-providers the catalog of the gateway ``err`` is about lists
+        (sync: may fetch it; see :meth:`alearn_names`)."""
+        if err.family in self.sources:
+            data = self.source(err.family)
+            registry.learn_subproviders(err.family, {provider for provider, _ in data.offers})
+
+    async def alearn_names(self, err: UnknownSubproviderError, registry: Registry) -> None:
+        """:meth:`learn_names` without blocking the event loop."""
+        if err.family in self.sources:
+            data = await self.asource(err.family)
+            registry.learn_subproviders(err.family, {provider for provider, _ in data.offers})
 
     def family_of(self, target: Target) -> str | None:
         """The catalog family that prices a target, or None when only config can."""

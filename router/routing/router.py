@@ -41,7 +41,7 @@ from ..chat import arun_chat, prepare_chat, run_chat
 from ..completions import COMPLETION_PARAMS, TextCompletion, completion_body, prepare_text_completion
 from ..embeddings import embedding_params, prepare_embedding
 from ..params import BODY_PARAMS, check_params
-from ..pipeline import Call, arun, check_unknown, run
+from ..pipeline import Call, arun, check_unknown, resolve, run
 from ..pricing.catalog import Catalog, default_catalog
 from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
@@ -101,6 +101,7 @@ class Router(CatalogFacts):
     ) -> None:
         self.registry = registry or default_registry()
         self.catalog = catalog or default_catalog()
+        _learn_subproviders(model_list, self.registry, self.catalog)
         self.groups: dict[str, list[Deployment]] = parse_model_list(model_list, self.registry)
         self.strategy = strategy_name(strategy or routing_strategy or "weighted")
         if isinstance(num_retries, bool) or not isinstance(num_retries, int) or num_retries < 0:
@@ -534,6 +535,17 @@ def _admitted(session: Session, choice: Choice, wait: float) -> bool:
         return True
     session.withdraw(choice, wait)
     return False
+
+
+def _learn_subproviders(model_list: Any, registry: Registry, catalog: Catalog) -> None:
+    """Let the registry learn gateway sub-providers the model list names that it does not know yet (from
+    the gateway's catalog); what is still wrong is reported by ``parse_model_list``, naming the entry."""
+    for entry in model_list if isinstance(model_list, list) else ():
+        params = (entry.get("params") or entry.get("litellm_params")) if isinstance(entry, dict) else None
+        if isinstance(params, dict) and isinstance(params.get("model"), str):
+            api_base = params.get("api_base") or params.get("base_url")
+            with contextlib.suppress(InvalidRequestArgumentError):
+                resolve(params["model"], api_base if isinstance(api_base, str) else None, registry, catalog)
 
 
 def _tokens(session: Session) -> int:
