@@ -1,24 +1,31 @@
 """The README's Python snippets run as pasted: each ```python block in a fresh interpreter, with the
 environment variables the README documents (HF_ROUTER_URL, HF_ENDPOINT, HF_TOKEN, DEEPINFRA_API_BASE, ...)
 pointing at the local upstream servers. A block the test cannot run is marked in the README by an
-``<!-- not run: why -->`` comment on the line before it."""
+``<!-- not run: why -->`` comment on the line before it; one marked ``<!-- with the proxy: ... -->`` runs while the
+set-up section's main command (``polyroute serve --config configs/proxy.yaml``) serves on 127.0.0.1:4000."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO
+from tests.cli import REPO, polyroute_argv, wait_until_healthy
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, HubUpstream, OpenAICompatUpstream, TGIUpstream
 
 README = REPO / "README.md"
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(?P<why>.+?)\s*-->")
+WITH_PROXY = re.compile(r"<!--\s*with the proxy:.*-->")
+PROXY_PORT = 4000  # the address the README's clients use
+MASTER_KEY = "change-me"  # the set-up command's
 MAX_NOT_RUN = 1  # exclusions stay few: raise this only with a reason in the README
 
 
@@ -27,6 +34,7 @@ class Snippet:
     line: int  # of the opening fence
     code: str
     not_run: str | None  # why, when marked
+    with_proxy: bool  # runs while the README's proxy serves
 
 
 def snippets() -> list[Snippet]:
@@ -41,8 +49,16 @@ def snippets() -> list[Snippet]:
             while lines[i].strip() != "```":
                 body.append(lines[i])
                 i += 1
-            marker = NOT_RUN.search(lines[start - 1]) if start else None
-            found.append(Snippet(start + 1, "\n".join(body) + "\n", marker["why"] if marker else None))
+            before = lines[start - 1] if start else ""
+            marker = NOT_RUN.search(before)
+            found.append(
+                Snippet(
+                    start + 1,
+                    "\n".join(body) + "\n",
+                    marker["why"] if marker else None,
+                    bool(WITH_PROXY.search(before)),
+                )
+            )
         i += 1
     return found
 
@@ -114,8 +130,30 @@ def test_readme_snippet_runs_as_pasted(
         "POLYROUTE_CACHE_DIR": str(tmp_path / "cache"),
         "PYTHONPATH": str(REPO),
     }
-    out = subprocess.run(
-        [sys.executable, "-c", snippet.code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    if snippet.with_proxy:
+        env["POLYROUTE_MASTER_KEY"] = MASTER_KEY  # the proxy's, and its clients' API key
+    with the_readmes_proxy(env, tmp_path) if snippet.with_proxy else contextlib.nullcontext():
+        out = subprocess.run(
+            [sys.executable, "-c", snippet.code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
     assert out.returncode == 0, f"README.md:{snippet.line}\n{snippet.code}\n{out.stderr}"
     assert "Traceback" not in out.stderr, out.stderr
+
+
+@contextlib.contextmanager
+def the_readmes_proxy(env: dict[str, str], cwd: Path) -> Iterator[None]:
+    """The set-up section's main command (without its install) on 127.0.0.1:4000, its store in ``cwd``."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", PROXY_PORT))
+        except OSError:
+            pytest.skip(f"port {PROXY_PORT}, where the README's clients expect the proxy, is in use")
+    argv = polyroute_argv("serve", "--config", str(REPO / "configs" / "proxy.yaml"))
+    server = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{PROXY_PORT}", server)
+        yield
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert server.returncode == 0 and "Traceback" not in output, output
