@@ -162,6 +162,10 @@ def test_token_ids_through_the_proxy(sdk: openai.OpenAI, hf: HFRouterUpstream) -
     with pytest.raises(openai.BadRequestError, match="non-negative") as caught:
         sdk.embeddings.create(model="embed", input=[[1, -2]])
     assert caught.value.body["param"] == "input[0][1]"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="cl100k_base does not have"):  # found when decoding
+        sdk.embeddings.create(model="embed", input=[[1, 10**9]])
+    with pytest.raises(openai.BadRequestError, match="no 'dimensions' parameter"):
+        sdk.embeddings.create(model="embed", input="x", dimensions=8)
 
 
 # ---------------------------------------------------------------- results as mappings
@@ -216,3 +220,23 @@ def test_extra_fields_read_as_keys(oai: OpenAICompatUpstream) -> None:
     )
     assert r["provider_extra"] == 7 and "provider_extra" in r and r.keys()[-1] == "provider_extra"
     assert r["choices"][0]["message"]["reasoning_content"] == "think"
+
+
+def test_budget_and_usage_count_one_token_per_id(oai: OpenAICompatUpstream, hf: HFRouterUpstream) -> None:
+    from router import Budget
+    from router.pricing.catalog import Catalog
+
+    # five ids that decode to "hello", which cl100k_base itself encodes as one token
+    ids = [CL100K.encode_single_token(c) for c in "hello"]
+    assert len(CL100K.encode_ordinary(CL100K.decode(ids))) == 1
+    catalog = Catalog(cache_dir=False)
+    catalog.set_price("openai/m", input_per_million=1, output_per_million=1)  # 1e6 pico-USD a token
+    reserved: list[int] = []
+    budget = Budget(1.0).for_request("ids", on_reserved=lambda _rid, amount: reserved.append(amount))
+    embedding(
+        model="openai/m", api_base=oai.url + "/v1", api_key="sk-123456", input=ids, catalog=catalog, budget=budget
+    )
+    assert oai.requests[0].json["input"] == ["hello"]
+    assert reserved == [(int(5 * (1 + budget.prompt_margin)) + 1) * 10**6]  # 5 ids (+ margin, + 1 per input)
+    local = embedding(model=E5, input=[ids])  # hf-inference sends no usage: counted locally
+    assert local.meta.usage_estimated and local.usage.prompt_tokens == 5
