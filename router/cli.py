@@ -149,7 +149,7 @@ def _stdout_closed() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse ignores a closed stdout for --help and --version itself
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below

@@ -142,6 +142,9 @@ def test_models_into_a_closed_pipe_exits_quietly(hf: HFRouterUpstream, deepinfra
     env = _env(HF_ROUTER_URL=hf.url, DEEPINFRA_API_BASE=deepinfra.url + "/v1/openai")
     _assert_quiet(_into_closed_pipe("models", env=env))
     _assert_quiet(_into_closed_pipe("models", "--json", env=env))
+    for help_text in (("--help",), ("serve", "--help"), ("--version",)):  # argparse ignores a closed stdout itself
+        out = _into_closed_pipe(*help_text, env=env)
+        assert out.stderr == "" and out.returncode == 0, out.stderr
 
 
 def test_chat_and_batch_status_into_a_closed_pipe_exit_quietly(hf: HFRouterUpstream, tmp_path: Path) -> None:
