@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.conformance.upstream import ConformanceUpstream
 from tests.upstreams import fake_embedding
 
+NODE_DIR = Path(__file__).resolve().parent / "node"  # the AI SDK's npm project (npm ci there)
 MASTER = "sk-conformance-master-0123456789"
 USER = [{"role": "user", "content": "hello conformance"}]
 ECHO = "Echo: hello conformance"

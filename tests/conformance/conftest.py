@@ -28,12 +28,11 @@ import pytest
 import yaml
 
 from tests.cli import REPO, polyroute_argv, wait_until_healthy
-from tests.conformance.clients import MASTER, Proxy
+from tests.conformance.clients import MASTER, NODE_DIR, Proxy
 from tests.conformance.upstream import ConformanceUpstream
 from tests.services import free_port
 
 UPSTREAM_KEY = "sk-upstream-conformance-abcdef"
-NODE_DIR = Path(__file__).resolve().parent / "node"
 PYTHON_CLIENTS = ("openai", "langchain-openai", "langchain-core", "litellm", "huggingface_hub", "tiktoken")
 NODE_CLIENTS = ("ai", "@ai-sdk/openai-compatible")
 _ENV_DROPPED = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")

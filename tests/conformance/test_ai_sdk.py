@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.clients import ECHO, VECTORS, Proxy, close_to
-from tests.conformance.conftest import NODE_DIR
+from tests.conformance.clients import ECHO, NODE_DIR, VECTORS, Proxy, close_to
 from tests.services import unavailable
 
 
