@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from providers.errors import InvalidRequestArgumentError, UnprocessableResponseError
-from providers.registry import Registry, default_registry
+from providers.registry import Registry
 from providers.spec import Target
 from providers.tasks import EmbeddingsHelper
 
 from .budget import Budget, WorstCase
 from .calibration import PromptCounts
 from .params import merge_extra_body
-from .pipeline import Call, CallSettings, arun, check_unknown, prepare, run
+from .pipeline import Call, CallSettings, arun, check_unknown, prepare, resolve, run
 from .pricing.catalog import Catalog, PriceLookup
 from .surface import same_arguments_as
 from .types import EmbeddingResponse
@@ -265,7 +265,7 @@ def prepare_embedding(
     body = dict(params)
     encoding_format = body.pop("encoding_format", "float")
     if target is None:
-        target = (registry or default_registry()).resolve(model, settings.get("api_base"))
+        target = resolve(model, settings.get("api_base"), registry, settings.get("catalog"))
     call = prepare(EMBEDDINGS, target, inputs, body, settings)
     helper = call.helper
     token_counts = None

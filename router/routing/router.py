@@ -39,7 +39,7 @@ from providers.registry import Registry, default_registry
 from ..budget import Budget
 from ..chat import arun_chat, prepare_chat, run_chat
 from ..completions import COMPLETION_PARAMS, TextCompletion, completion_body, prepare_text_completion
-from ..embeddings import embedding_params, prepare_embedding
+from ..embeddings import embedding_params, has_token_ids, prepare_embedding
 from ..params import BODY_PARAMS, check_params
 from ..pipeline import Call, arun, check_unknown, resolve, run
 from ..pricing.catalog import Catalog, default_catalog
@@ -323,6 +323,8 @@ class Router(CatalogFacts):
 
     async def aembedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
         """Async :meth:`embedding`."""
+        if has_token_ids(input):
+            await aload_encoding()  # token ids may be decoded: never load the tokenizer on the event loop
         result: EmbeddingResponse = await self._aone_shot(
             model, kwargs, lambda c, kw: self._embedding_call(c, input, kw)
         )
