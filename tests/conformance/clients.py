@@ -33,3 +33,16 @@ class Proxy:
 def close_to(got: list[float], want: list[float], tol: float = 1e-6) -> bool:
     """Vectors equal up to float32 rounding (base64 embeddings are float32)."""
     return len(got) == len(want) and all(abs(a - b) <= tol for a, b in zip(got, want, strict=True))
+
+
+# One function tool every client offers the model.
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look something up",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        },
+    }
+]

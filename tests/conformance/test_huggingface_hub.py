@@ -12,21 +12,10 @@ import json
 
 import pytest
 
-from tests.conformance.clients import ECHO, TEXTS, USER, VECTORS, Proxy, close_to
+from tests.conformance.clients import ECHO, TEXTS, TOOLS, USER, VECTORS, Proxy, close_to
 from tests.conformance.upstream import ConformanceUpstream
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
-
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup",
-            "description": "Look something up",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-        },
-    }
-]
 
 
 def test_chat_completion(proxy: Proxy, upstream: ConformanceUpstream) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conformance.clients import ECHO, TEXTS, USER, VECTORS, Proxy, close_to
+from tests.conformance.clients import ECHO, TEXTS, TOOLS, USER, VECTORS, Proxy, close_to
 from tests.conformance.upstream import ConformanceUpstream
 
 # LiteLLM fetches its model price map from the internet when imported unless told to use its bundled copy.
@@ -36,18 +36,6 @@ def event_loop_for_litellm() -> Iterator[None]:
     yield
     asyncio.set_event_loop(None)
     loop.close()
-
-
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup",
-            "description": "Look something up",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-        },
-    }
-]
 
 
 def test_completion(proxy: Proxy, upstream: ConformanceUpstream) -> None:

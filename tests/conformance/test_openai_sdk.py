@@ -17,19 +17,8 @@ import pytest
 import tiktoken
 from pydantic import BaseModel
 
-from tests.conformance.clients import ECHO, TEXTS, USER, VECTORS, Proxy, close_to
+from tests.conformance.clients import ECHO, TEXTS, TOOLS, USER, VECTORS, Proxy, close_to
 from tests.conformance.upstream import ConformanceUpstream
-
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup",
-            "description": "Look something up",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-        },
-    }
-]
 
 
 class Answer(BaseModel):
