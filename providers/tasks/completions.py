@@ -11,7 +11,7 @@ from typing import Any
 from ..spec import Target
 from ..transport import HttpResponse
 from .base import TaskHelper, not_shaped
-from .tgi import endpoint_root
+from .tgi import OnTGI
 
 
 class CompletionsHelper(TaskHelper):
@@ -45,14 +45,7 @@ class CompletionsHelper(TaskHelper):
         return data
 
 
-class TGICompletions(CompletionsHelper):
-    """TGI's OpenAI-compatible ``/v1/completions``: the request model is ``"tgi"``."""
+class TGICompletions(OnTGI, CompletionsHelper):
+    """TGI's OpenAI-compatible ``/v1/completions``."""
 
-    def url(self, target: Target, upstream_model: str | None) -> str:
-        return endpoint_root(target.api_base) + "/v1/completions"
-
-    def model(self, target: Target, upstream_model: str | None) -> str:
-        return "tgi"
-
-    def served_by(self, target: Target, headers: Any) -> str:
-        return "tgi"
+    route = "/v1/completions"

@@ -24,15 +24,24 @@ def endpoint_root(api_base: str) -> str:
     return root
 
 
-class TGIChat(ChatHelper):
+class OnTGI:
+    """The steps every TGI/TEI route shares: its path under the endpoint root (``api_base`` with or
+    without ``/v1``), the request model ``"tgi"``, and "tgi" as who served."""
+
+    route: ClassVar[str] = ""
+
     def url(self, target: Target, upstream_model: str | None) -> str:
-        return endpoint_root(target.api_base) + "/v1/chat/completions"
+        return endpoint_root(target.api_base) + self.route
 
     def model(self, target: Target, upstream_model: str | None) -> str:
         return "tgi"
 
     def served_by(self, target: Target, headers: Mapping[str, str]) -> str:
         return "tgi"
+
+
+class TGIChat(OnTGI, ChatHelper):
+    route = "/v1/chat/completions"
 
     def normalize_chunk(self, target: Target, chunk: dict[str, Any]) -> dict[str, Any]:
         for choice in chunk.get("choices") or ():
@@ -49,14 +58,9 @@ class TGIChat(ChatHelper):
         return chunk
 
 
-class TEIEmbeddings(EmbeddingsHelper):
+class TEIEmbeddings(OnTGI, EmbeddingsHelper):
     """Text Embeddings Inference's OpenAI route. TEI takes token ids, but in its model's own vocabulary:
     cl100k_base ids from a client reach it decoded to text by the router."""
 
     token_id_hosts: ClassVar[frozenset[str]] = frozenset()
-
-    def url(self, target: Target, upstream_model: str | None) -> str:
-        return endpoint_root(target.api_base) + "/v1/embeddings"
-
-    def served_by(self, target: Target, headers: Mapping[str, str]) -> str:
-        return "tgi"
+    route = "/v1/embeddings"
