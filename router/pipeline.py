@@ -90,10 +90,6 @@ class Call(Generic[R]):
     def secrets(self) -> tuple[str, ...]:
         return self.auth.secrets()
 
-    @property
-    def messages(self) -> Any:
-        return self.inputs if self.task.name == "chat" else []
-
 
 # ---------------------------------------------------------------- resolve
 def resolve(model: str, api_base: str | None, registry: Registry | None, catalog: Catalog | None) -> Target:
