@@ -147,80 +147,71 @@ class ContentPolicyViolationError(BadRequestError):
     """The upstream refused the request or the output on content-policy grounds."""
 
 
-class AuthenticationError(PolyrouteError):
+class DeploymentRefusal(PolyrouteError):
+    """A 4xx about the deployment itself (its key, credits, permissions or model): another deployment may
+    serve the request, this one will not until it is fixed, so it counts toward its cooldown."""
+
+    counts_toward_cooldown = True
+    is_deployment_specific = True
+
+
+class RetryLater(PolyrouteError):
+    """The upstream may answer if asked again: ``retry_after`` seconds when it said how long to wait."""
+
+    is_retryable = True
+    counts_toward_cooldown = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class AuthenticationError(DeploymentRefusal):
     """401: the key is missing, wrong or revoked."""
 
     status_code = 401
-    counts_toward_cooldown = True
-    is_deployment_specific = True
 
 
-class PaymentRequiredError(PolyrouteError):
+class PaymentRequiredError(DeploymentRefusal):
     """402: credits exhausted or billing not set up."""
 
     status_code = 402
-    counts_toward_cooldown = True
-    is_deployment_specific = True
 
 
-class PermissionDeniedError(PolyrouteError):
+class PermissionDeniedError(DeploymentRefusal):
     """403: the key is valid but may not do this."""
 
     status_code = 403
-    counts_toward_cooldown = True
-    is_deployment_specific = True
 
 
-class NotFoundError(PolyrouteError):
+class NotFoundError(DeploymentRefusal):
     """404: the model or route does not exist."""
 
     status_code = 404
-    counts_toward_cooldown = True
-    is_deployment_specific = True
 
 
-class ConflictError(PolyrouteError):
+class ConflictError(RetryLater):
     """409: the upstream reported a conflicting concurrent request (retryable)."""
 
     status_code = 409
-    is_retryable = True
-    counts_toward_cooldown = True
 
 
-class RateLimitError(PolyrouteError):
+class RateLimitError(RetryLater):
     """429: too many requests; ``retry_after`` seconds when the upstream said."""
 
     status_code = 429
-    is_retryable = True
-    counts_toward_cooldown = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
-class ServiceUnavailableError(PolyrouteError):
+class ServiceUnavailableError(RetryLater):
     """503: overloaded or the model is loading; ``retry_after`` is HF's ``estimated_time`` or Retry-After."""
 
     status_code = 503
-    is_retryable = True
-    counts_toward_cooldown = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
-class InternalServerError(PolyrouteError):
+class InternalServerError(RetryLater):
     """Any other 5xx from the upstream."""
 
     status_code = 500
-    is_retryable = True
-    counts_toward_cooldown = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
 class APIConnectionError(PolyrouteError):

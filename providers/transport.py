@@ -220,20 +220,30 @@ class _Translated:
 # ---------------------------------------------------------------- httpx (sync)
 
 
-class _HttpxSyncStream:
-    __slots__ = ("_deadline", "_resp", "_url", "headers", "status")
+class _Opened:
+    """An upstream response whose body is still to be read: its status and headers, and until when (or for
+    how long) reading it may take."""
+
+    __slots__ = ("_limit", "_resp", "_url", "headers", "status")
+
+    def __init__(self, resp: Any, url: str, limit: float | None, status: int) -> None:
+        self._resp = resp
+        self._url = url
+        self._limit = limit  # httpx: a monotonic deadline; aiohttp: the total seconds (its own timeout)
+        self.status = status
+        self.headers = resp.headers
+
+
+class _HttpxSyncStream(_Opened):
+    __slots__ = ()
 
     def __init__(self, resp: httpx.Response, deadline: float | None, url: str) -> None:
-        self._resp = resp
-        self._deadline = deadline
-        self._url = url
-        self.status = resp.status_code
-        self.headers = resp.headers
+        super().__init__(resp, url, deadline, resp.status_code)
 
     def iter_bytes(self) -> Iterator[bytes]:
         with _Translated(_httpx_failures(), self._url, reading=True):
             for chunk in self._resp.iter_bytes():
-                if self._deadline is not None and time.monotonic() > self._deadline:
+                if self._limit is not None and time.monotonic() > self._limit:
                     raise _deadline_exceeded(self._url)
                 yield chunk
 
@@ -295,20 +305,16 @@ class HttpxSyncTransport:
 # ---------------------------------------------------------------- httpx (async, caller's client)
 
 
-class _HttpxAsyncStream:
-    __slots__ = ("_deadline", "_resp", "_url", "headers", "status")
+class _HttpxAsyncStream(_Opened):
+    __slots__ = ()
 
     def __init__(self, resp: httpx.Response, url: str, deadline: float | None) -> None:
-        self._resp = resp
-        self._url = url
-        self._deadline = deadline
-        self.status = resp.status_code
-        self.headers = resp.headers
+        super().__init__(resp, url, deadline, resp.status_code)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         with _Translated(_httpx_failures(), self._url, reading=True):
             async for chunk in self._resp.aiter_bytes():
-                if self._deadline is not None and time.monotonic() > self._deadline:
+                if self._limit is not None and time.monotonic() > self._limit:
                     raise _deadline_exceeded(self._url)
                 yield chunk
 
@@ -368,18 +374,14 @@ class HttpxAsyncTransport:
 # ---------------------------------------------------------------- aiohttp (async, default)
 
 
-class _AiohttpStream:
-    __slots__ = ("_resp", "_total", "_url", "headers", "status")
+class _AiohttpStream(_Opened):
+    __slots__ = ()
 
     def __init__(self, resp: aiohttp.ClientResponse, url: str, total: float | None) -> None:
-        self._resp = resp
-        self._url = url
-        self._total = total
-        self.status = resp.status
-        self.headers = resp.headers
+        super().__init__(resp, url, total, resp.status)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        with _Translated(_aiohttp_failures(), self._url, reading=True, total=self._total):
+        with _Translated(_aiohttp_failures(), self._url, reading=True, total=self._limit):
             async for chunk in self._resp.content.iter_any():
                 yield chunk
 
