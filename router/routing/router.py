@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
@@ -53,6 +53,8 @@ from .offers import CatalogFacts, needs_of
 from .session import Choice, NotYet, RequestInfo, Session
 from .strategies import strategy_name
 from .streams import AsyncRoutedStream, RoutedStream, has_content
+
+R = TypeVar("R", bound=WithMeta)  # a task's result
 
 if TYPE_CHECKING:
     from ..shared import SharedRouterState
@@ -294,7 +296,7 @@ class Router(CatalogFacts):
 
         return await self._run_async(session, attempt)
 
-    def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> Call[EmbeddingResponse]:
+    def _embedding_call(self, input: Any, choice: Choice, kwargs: dict[str, Any]) -> Call[EmbeddingResponse]:
         merged = _merged({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
         params = embedding_params(
             merged.pop("dimensions", None),
@@ -318,19 +320,15 @@ class Router(CatalogFacts):
 
     def embedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
         """Embeddings through the group ``model``."""
-        result: EmbeddingResponse = self._one_shot(model, kwargs, lambda c, kw: self._embedding_call(c, input, kw))
-        return result
+        return self._one_shot(model, kwargs, functools.partial(self._embedding_call, input))
 
     async def aembedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
         """Async :meth:`embedding`."""
         if has_token_ids(input):
             await aload_encoding()  # token ids may be decoded: never load the tokenizer on the event loop
-        result: EmbeddingResponse = await self._aone_shot(
-            model, kwargs, lambda c, kw: self._embedding_call(c, input, kw)
-        )
-        return result
+        return await self._aone_shot(model, kwargs, functools.partial(self._embedding_call, input))
 
-    def _completion_call(self, choice: Choice, prompt: Any, kwargs: dict[str, Any]) -> Call[TextCompletion]:
+    def _completion_call(self, prompt: Any, choice: Choice, kwargs: dict[str, Any]) -> Call[TextCompletion]:
         merged = _merged(choice.deployment.params, kwargs)
         params = {name: merged.pop(name, None) for name in COMPLETION_PARAMS}
         body = completion_body(params, merged.pop("extra_body", None))
@@ -348,41 +346,39 @@ class Router(CatalogFacts):
 
     def text_completion(self, model: str, prompt: Any = None, **kwargs: Any) -> TextCompletion:
         """A legacy text completion through the group ``model`` (its deployments must serve ``/completions``)."""
-        result: TextCompletion = self._one_shot(model, kwargs, lambda c, kw: self._completion_call(c, prompt, kw))
-        return result
+        return self._one_shot(model, kwargs, functools.partial(self._completion_call, prompt))
 
     async def atext_completion(self, model: str, prompt: Any = None, **kwargs: Any) -> TextCompletion:
         """Async :meth:`text_completion`."""
-        result: TextCompletion = await self._aone_shot(
-            model, kwargs, lambda c, kw: self._completion_call(c, prompt, kw)
-        )
-        return result
+        return await self._aone_shot(model, kwargs, functools.partial(self._completion_call, prompt))
 
-    def _one_shot(self, model: str, kwargs: dict[str, Any], make: Callable[[Choice, dict[str, Any]], Any]) -> Any:
+    def _one_shot(self, model: str, kwargs: dict[str, Any], make: Callable[[Choice, dict[str, Any]], Call[R]]) -> R:
         """A non-streamed task through the group: the pipeline once per attempt."""
         session = self._session(model, None, kwargs, False)
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
-        def attempt(choice: Choice) -> Any:
+        def attempt(choice: Choice) -> R:
             result = run(make(choice, _bounded(kwargs, session)), client, budget)
             self._finish(session, choice, result)
             return result
 
-        return self._run_sync(session, attempt)
+        result: R = self._run_sync(session, attempt)
+        return result
 
     async def _aone_shot(
-        self, model: str, kwargs: dict[str, Any], make: Callable[[Choice, dict[str, Any]], Any]
-    ) -> Any:
+        self, model: str, kwargs: dict[str, Any], make: Callable[[Choice, dict[str, Any]], Call[R]]
+    ) -> R:
         """Async :meth:`_one_shot`."""
         session = self._session(model, None, kwargs, False)
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
-        async def attempt(choice: Choice) -> Any:
+        async def attempt(choice: Choice) -> R:
             result = await arun(make(choice, _bounded(kwargs, session)), client, budget)
             self._finish(session, choice, result)
             return result
 
-        return await self._run_async(session, attempt)
+        result: R = await self._run_async(session, attempt)
+        return result
 
     # ---------------------------------------------------------------- streams: failover until first content
     def _first_content(self, session: Session, choice: Choice, stream: Stream) -> RoutedStream:
