@@ -86,25 +86,8 @@ def check_params(params: Mapping[str, Any]) -> None:
         raise _fail(f"stop must be a string or a list of strings, got {_shown(stop)}")
     if params.get("reasoning_effort") is not None and not isinstance(params["reasoning_effort"], str):
         raise _fail("reasoning_effort must be a string such as 'low', 'medium' or 'high'")
-    tools = params.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            raise _fail(
-                f"tools must be a list of {{'type': 'function', 'function': {{...}}}} dicts, got {_shown(tools)}"
-            )
-        for i, tool in enumerate(tools):
-            fn = tool.get("function") if isinstance(tool, dict) else None
-            if (
-                not isinstance(fn, dict)
-                or not isinstance(fn.get("name"), str)
-                or not isinstance(tool.get("type", "function"), str)
-                or not isinstance(fn.get("parameters") or {}, dict)
-                or not isinstance(fn.get("description") or "", str)
-            ):
-                raise _fail(
-                    f"tools[{i}] must look like {{'type': 'function', 'function': {{'name': ..., 'parameters': "
-                    f"{{...}}}}}}, got {_shown(tool)}"
-                )
+    if params.get("tools") is not None:
+        _check_functions(params["tools"], "tools", TOOL_SHAPE)
     choice = params.get("tool_choice")
     if choice is not None and not (choice in ("none", "auto", "required") or _is_tool_choice(choice)):
         raise _fail(
@@ -264,25 +247,41 @@ def has_local_images(messages: Any) -> bool:
     return False
 
 
-def _check_tool_calls(calls: Any, where: str) -> None:
-    if not isinstance(calls, list):
-        raise _fail(
-            f"{where} must be a list of {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}, "
-            f"got {type(calls).__name__}"
-        )
-    for j, call in enumerate(calls):
-        fn = call.get("function") if isinstance(call, dict) else None
-        if (
-            not isinstance(fn, dict)
-            or not isinstance(fn.get("name"), str)
-            or not isinstance(fn.get("arguments", ""), (str, dict))
-            or not isinstance(call.get("id", ""), str)
-            or not isinstance(call.get("type", "function"), str)
+# What a function-shaped item (a tool, a tool call) must hold: its example for the error message, and per field
+# (in the item itself or in its "function", name, accepted types, required).
+FunctionShape = tuple[str, tuple[tuple[bool, str, type | tuple[type, ...], bool], ...]]
+TOOL_SHAPE: FunctionShape = (
+    "{'type': 'function', 'function': {'name': ..., 'parameters': {...}}}",
+    (
+        (False, "type", str, False),
+        (True, "name", str, True),
+        (True, "parameters", (dict, type(None)), False),
+        (True, "description", (str, type(None)), False),
+    ),
+)
+TOOL_CALL_SHAPE: FunctionShape = (
+    "{'id': 'call_1', 'type': 'function', 'function': {'name': ..., 'arguments': '{...}'}}",
+    (
+        (False, "id", str, False),
+        (False, "type", str, False),
+        (True, "name", str, True),
+        (True, "arguments", (str, dict), False),
+    ),
+)
+
+
+def _check_functions(items: Any, where: str, shape: FunctionShape) -> None:
+    """A list of function-shaped items (``tools``, a message's ``tool_calls``), each field of the right type."""
+    example, fields = shape
+    if not isinstance(items, list):
+        raise _fail(f"{where} must be a list of {example} dicts, got {_shown(items)}")
+    for i, item in enumerate(items):
+        fn = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(fn, dict) or not all(
+            isinstance((fn if inner else item)[name], kinds) if name in (fn if inner else item) else not required
+            for inner, name, kinds, required in fields
         ):
-            raise _fail(
-                f"{where}[{j}] must look like {{'id': 'call_1', 'type': 'function', 'function': {{'name': ..., "
-                f"'arguments': '{{...}}'}}}}, got {_shown(call)}"
-            )
+            raise _fail(f"{where}[{i}] must look like {example}, got {_shown(item)}")
 
 
 def _check_message_fields(msg: dict[str, Any], i: int) -> None:
@@ -292,7 +291,7 @@ def _check_message_fields(msg: dict[str, Any], i: int) -> None:
         if value is not None and not isinstance(value, str):
             raise _fail(f"messages[{i}].{name} must be a string, got {type(value).__name__}")
     if msg.get("tool_calls") is not None:
-        _check_tool_calls(msg["tool_calls"], f"messages[{i}].tool_calls")
+        _check_functions(msg["tool_calls"], f"messages[{i}].tool_calls", TOOL_CALL_SHAPE)
     call = msg.get("function_call")
     if call is not None and not (isinstance(call, dict) and isinstance(call.get("name"), str)):
         raise _fail(
