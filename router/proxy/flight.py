@@ -101,27 +101,17 @@ class Segment:
         self.unstored = 0  # requests ended here whose record is not in the store yet
 
 
+@dataclass(slots=True, eq=False)
 class Flight:
     """One request's place in the journal."""
 
-    __slots__ = ("alias", "budget_id", "ended", "id", "journal", "key_id", "segment")
-
-    def __init__(
-        self,
-        journal: FlightJournal,
-        segment: Segment,
-        request_id: str,
-        key_id: str | None,
-        alias: str,
-        budget_id: str | None,
-    ) -> None:
-        self.journal = journal
-        self.segment = segment
-        self.id = request_id
-        self.key_id = key_id
-        self.alias = alias
-        self.budget_id = budget_id
-        self.ended = False
+    journal: FlightJournal
+    segment: Segment
+    id: str
+    key_id: str | None
+    alias: str
+    budget_id: str | None
+    ended: bool = False
 
     def reserved(self, reservation_id: str, amount: int) -> None:
         """The request's budget reservation (called as soon as it is made: before the upstream call)."""
