@@ -205,12 +205,18 @@ def _refuse_file_urls(value: Any, where: str) -> None:
             stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
 
 
+def _as_dict(value: Any, where: str, expected: str) -> dict[str, Any]:
+    """``value`` as a dict: a dict, or a pydantic object (the OpenAI SDK's message and part types) dumped."""
+    if isinstance(value, dict):
+        return value
+    if hasattr(value, "model_dump"):
+        dumped: dict[str, Any] = value.model_dump(exclude_none=True)
+        return dumped
+    raise _fail(f"{where} must be {expected}, got {type(value).__name__}")
+
+
 def _normalize_part(part: Any, where: str, local_files: bool) -> Any:
-    if not isinstance(part, dict):
-        if hasattr(part, "model_dump"):
-            part = part.model_dump(exclude_none=True)
-        else:
-            raise _fail(f"{where} must be a dict like {{'type': 'text', 'text': ...}}, got {type(part).__name__}")
+    part = _as_dict(part, where, "a dict like {'type': 'text', 'text': ...}")
     kind = part.get("type")
     if not isinstance(kind, str):
         raise _fail(f"{where} needs a 'type' string ('text', 'image_url', ...), got {_shown(kind)}")
@@ -313,11 +319,7 @@ def normalize_messages(messages: Any, *, local_files: bool = True) -> list[dict[
         raise _fail("messages is empty; pass at least one message, e.g. [{'role': 'user', 'content': 'Hello'}]")
     out: list[dict[str, Any]] = []
     for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            if hasattr(msg, "model_dump"):
-                msg = msg.model_dump(exclude_none=True)
-            else:
-                raise _fail(f"messages[{i}] must be a dict with 'role' and 'content', got {type(msg).__name__}")
+        msg = _as_dict(msg, f"messages[{i}]", "a dict with 'role' and 'content'")
         role = msg.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise _fail(f"messages[{i}] has role {_shown(role)}; use one of {', '.join(sorted(ROLES))}")
