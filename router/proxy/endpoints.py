@@ -39,6 +39,7 @@ from ..completions import check_request as check_completion_request
 from ..routing.router import Router
 from .body import BODY_LIMITS
 from .errors import error_body, from_error, public_message
+from .hf_inference import FEATURE_EXTRACTION_FIELDS, FeatureVectors, check_feature_extraction, feature_extraction
 from .keys import Caller
 from .state import ACCESS, CONFIG, FLIGHT, JOURNAL, METRICS, ROUTER, SHOWN, SPEND, key_of
 from .store import SpendRecord
@@ -148,6 +149,14 @@ async def write_json(served: Served, result: Any) -> web.StreamResponse:
     return web.Response(body=body, content_type="application/json", headers=_headers(result.meta))
 
 
+async def write_vectors(served: Served, result: FeatureVectors) -> web.StreamResponse:
+    """Vectors as a bare JSON array (HF's inference API answer)."""
+    served.record(200, result.meta, result.usage)
+    return web.Response(
+        body=orjson.dumps(result.vectors), content_type="application/json", headers=_headers(result.meta)
+    )
+
+
 async def write_events(served: Served, stream: Any) -> web.StreamResponse:
     """A router stream as server-sent events, ``data: [DONE]`` last; an error after the first byte goes in
     the stream (the status is sent already)."""
@@ -203,6 +212,7 @@ class Endpoint:
     write: Writer
     streams: bool = False
     check: Callable[[Checked], None] | None = None
+    model_in_path: bool = False  # the model alias is the path's {model} (HF's inference API shape)
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -234,17 +244,39 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         write=write_json,
         check=check_embedding,
     ),
+    Endpoint(
+        "/models/{model:.+}",
+        "feature-extraction",
+        inputs=("inputs",),
+        fields=FEATURE_EXTRACTION_FIELDS,
+        call=feature_extraction,
+        write=write_vectors,
+        check=check_feature_extraction,
+        model_in_path=True,
+    ),
 )
+
+
+def _with_path_model(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The body with the path's model alias; a body naming another model is refused, not silently overridden."""
+    if "model" in body and body["model"] != model:
+        raise ClientError(
+            f"the path names model {model!r} but the body names {body['model']!r}: drop 'model' from the body",
+            param="model",
+        )
+    return {**body, "model": model}
 
 
 _BIG_BODY = 256_000  # bytes: parsing and checking a body this large runs in a worker thread, not on the loop
 
 
-async def _checked(request: web.Request, caller: Caller, rules: BodyRules) -> Checked:
+async def _checked(request: web.Request, caller: Caller, rules: BodyRules, model_in_path: bool) -> Checked:
     """The request's checked body; raises :class:`ClientError`."""
     raw = await request.app[BODY_LIMITS].read(request)
     big = len(raw) > _BIG_BODY  # e.g. 100,000 tiny messages: checking them would stall every other request
     body = await asyncio.to_thread(parse_body, raw) if big else parse_body(raw)
+    if model_in_path:
+        body = _with_path_model(body, request.match_info["model"])
     model = model_of(body, drop_upstream=request.app[CONFIG].client_upstream_fields == "ignore")
     router = request.app[ROUTER]
     mine = caller.key.models if caller.key is not None else None
@@ -274,7 +306,7 @@ async def serve(request: web.Request, endpoint: Endpoint, rules: BodyRules) -> w
     """Serve one request of any endpoint row (see the module doc)."""
     started = time.perf_counter()
     caller = await request.app[ACCESS].authenticate(key_of(request))
-    checked = await _checked(request, caller, rules)
+    checked = await _checked(request, caller, rules, endpoint.model_in_path)
     served = Served(request, caller, checked.model, started, checked.stream)
     budget = _begin(request, caller, served.alias)
     options: dict[str, Any] = {**checked.named, "extra_body": checked.extra or None, "budget": budget}

@@ -51,10 +51,6 @@ def test_async_chat_completion(proxy: Proxy, upstream: ConformanceUpstream) -> N
     assert asyncio.run(scenario()) == ECHO
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no proxy route for huggingface_hub feature_extraction yet (open in issue 16)",
-)
 def test_feature_extraction(proxy: Proxy, upstream: ConformanceUpstream) -> None:
     client = huggingface_hub.InferenceClient(base_url=f"{proxy.v1}/models/embed", api_key=proxy.key)
     vector = client.feature_extraction(TEXTS[0])

@@ -11,11 +11,15 @@ from typing import Any
 from .chat import BadRequest, count_words
 
 
+UNNORMALIZED = "unnormalized:"  # a text starting so gets a vector of length 3, as models that do not normalize
+
+
 def fake_embedding(text: str, dim: int = 8) -> list[float]:
-    """A unit-length vector of ``dim`` floats derived from a hash of ``text``."""
+    """A unit-length vector of ``dim`` floats derived from a hash of ``text`` (length 3 for texts starting
+    with :data:`UNNORMALIZED`)."""
     digest = hashlib.shake_256(text.encode("utf-8")).digest(2 * dim)
     raw = [int.from_bytes(digest[2 * i : 2 * i + 2], "big") / 32767.5 - 1.0 for i in range(dim)]
-    norm = math.sqrt(sum(value * value for value in raw)) or 1.0
+    norm = (math.sqrt(sum(value * value for value in raw)) or 1.0) / (3.0 if text.startswith(UNNORMALIZED) else 1.0)
     return [value / norm for value in raw]
 
 
