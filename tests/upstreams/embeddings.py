@@ -10,7 +10,6 @@ from typing import Any
 
 from .chat import BadRequest, count_words
 
-
 UNNORMALIZED = "unnormalized:"  # a text starting so gets a vector of length 3, as models that do not normalize
 
 
