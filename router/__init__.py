@@ -21,7 +21,7 @@ _EXPORTS = {
     "aembedding": "router.embeddings",
     "text_completion": "router.completions",
     "atext_completion": "router.completions",
-    "TextCompletion": "router.completions",
+    "TextCompletion": "router.types",
     "stream_chunk_builder": "router.streaming",
     "Stream": "router.streaming",
     "AsyncStream": "router.streaming",
@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     from . import errors
     from .api import acompletion, completion
     from .budget import Budget
-    from .completions import TextCompletion, atext_completion, text_completion
+    from .completions import atext_completion, text_completion
     from .costs import completion_cost, cost_per_token
     from .embeddings import aembedding, embedding
     from .ledger import InMemoryLedger, SqliteLedger
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from .routing.router import Router
     from .streaming import AsyncStream, Stream, stream_chunk_builder
     from .tokens import token_counter
-    from .types import ChatCompletion, ChatCompletionChunk, EmbeddingResponse, ResponseMeta
+    from .types import ChatCompletion, ChatCompletionChunk, EmbeddingResponse, ResponseMeta, TextCompletion
 
 
 def __getattr__(name: str) -> Any:

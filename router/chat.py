@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from providers.clients import async_transport_for, sync_transport_for
-from providers.errors import InvalidRequestArgumentError, PolyrouteError
+from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry
 from providers.spec import Target
-from providers.transport import HttpResponse
 
 from . import mock
 from .budget import Budget, WorstCase
@@ -24,20 +22,16 @@ from .params import build_chat_body
 from .pipeline import (
     Call,
     CallSettings,
-    abuild,
-    areserve,
     arun,
-    attempt,
-    build_sync,
+    arun_stream,
     check_unknown,
-    connection_failed,
     finish,
     parse,
     prepare,
-    raise_for_status,
-    reserve,
     resolve,
     run,
+    run_stream,
+    stream_settings,
 )
 from .pricing.catalog import PriceLookup
 from .streaming import AsyncStream, ChunkNormalizer, Stream
@@ -129,10 +123,6 @@ def prepare_chat(
     return call
 
 
-def _stream_args(call: Call[ChatCompletion]) -> dict[str, Any]:
-    return {"started": call.started, "model_string": call.target.model_string, "catalog": call.catalog}
-
-
 def normalizer(call: Call[ChatCompletion]) -> ChunkNormalizer:
     return ChunkNormalizer(
         call.target,
@@ -149,7 +139,7 @@ def _mocked(
     """``mock_response=``: no network, no budget (nothing is spent)."""
     if stream:
         frames = mock.stream(call.target, call.inputs, mock_response)
-        return stream_type(frames, normalizer(call), attempts=[], mock=True, **_stream_args(call))
+        return stream_type(frames, normalizer(call), mock=True, **stream_settings(call))
     mocked = mock.response(call.target, call.inputs, mock_response)
     return finish(call, mocked, parse(call, mocked), call.catalog.lookup_cached(call.target))
 
@@ -167,23 +157,7 @@ def run_chat(
         return _mocked(call, stream, mock_response, Stream)  # type: ignore[no-any-return]
     if not stream:
         return run(call, client, budget)
-    with reserve(call, budget) as hold:
-        transport = sync_transport_for(client)
-        try:
-            upstream = transport.open_stream(build_sync(call, transport), call.timeouts)
-        except PolyrouteError as err:
-            raise connection_failed(call, err) from None
-        if upstream.status >= 400:
-            content = upstream.read()
-            upstream.close()
-            raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
-        return Stream(
-            upstream,
-            normalizer(call),
-            attempts=[attempt(call, upstream.status, None)],
-            reservation=hold.hand_over(),
-            **_stream_args(call),
-        )
+    return run_stream(call, normalizer(call), client, budget)
 
 
 async def arun_chat(
@@ -199,20 +173,4 @@ async def arun_chat(
         return _mocked(call, stream, mock_response, AsyncStream)  # type: ignore[no-any-return]
     if not stream:
         return await arun(call, client, budget)
-    async with await areserve(call, budget) as hold:
-        transport = async_transport_for(client)
-        try:
-            upstream = await transport.open_stream(await abuild(call, transport), call.timeouts)
-        except PolyrouteError as err:
-            raise connection_failed(call, err) from None
-        if upstream.status >= 400:
-            content = await upstream.aread()
-            await upstream.aclose()
-            raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
-        return AsyncStream(
-            upstream,
-            normalizer(call),
-            attempts=[attempt(call, upstream.status, None)],
-            reservation=hold.hand_over(),
-            **_stream_args(call),
-        )
+    return await arun_stream(call, normalizer(call), client, budget)

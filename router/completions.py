@@ -2,7 +2,9 @@
 
 Served by OpenAI-compatible servers (vLLM, DeepInfra, OpenAI) and TGI; the HF router has no such route,
 so a ``huggingface/...`` model is a clear error before any request. Same call shape as
-``litellm.text_completion`` for what polyroute supports; streaming is not offered (use chat).
+``litellm.text_completion`` for what polyroute supports. ``stream=True`` returns a stream of
+``TextCompletion`` chunks (``usage`` on a last chunk with ``stream_options={"include_usage": True}``), with
+budgets settled when it ends as chat streams are.
 
 Example::
 
@@ -16,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
 from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry
 from providers.spec import Target
@@ -25,34 +25,15 @@ from providers.spec import Target
 from .budget import Budget, WorstCase
 from .calibration import PromptCounts
 from .params import check_params, merge_extra_body
-from .pipeline import Call, CallSettings, aresolve, arun, check_unknown, prepare, resolve, run
+from .pipeline import Call, CallSettings, aresolve, arun, arun_stream, check_unknown, prepare, resolve, run, run_stream
 from .pricing.catalog import Catalog, PriceLookup
+from .streaming import AsyncStream, Stream
+from .streaming.text import TextChunkNormalizer
 from .surface import same_arguments_as
-from .types import CompletionUsage, WithMeta
+from .types import TextCompletion
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-
-class TextChoice(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    index: int = 0
-    text: str
-    logprobs: Any = None
-    finish_reason: str | None = None
-
-
-class TextCompletion(WithMeta):
-    """OpenAI's ``text_completion`` object, with polyroute's ``.meta``."""
-
-    id: str
-    object: str = "text_completion"
-    created: int
-    model: str
-    choices: list[TextChoice]
-    usage: CompletionUsage | None = None
-    system_fingerprint: str | None = None
 
 
 # Body parameters of a text completion (besides model and prompt), as OpenAI names them.
@@ -117,6 +98,18 @@ def completion_body(params: dict[str, Any], extra_body: Any) -> dict[str, Any]:
     return body
 
 
+def stream_body(body: dict[str, Any], stream_options: Any) -> bool:
+    """Ask the upstream for a stream with its usage (budgets settle on it); True when the caller asked for
+    the usage chunk too (``stream_options={"include_usage": True}``)."""
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise InvalidRequestArgumentError(
+            f"stream_options must be a dict like {{'include_usage': True}}, got {type(stream_options).__name__}"
+        )
+    body["stream"] = True
+    body["stream_options"] = {**(stream_options or {}), "include_usage": True}
+    return bool(stream_options and stream_options.get("include_usage"))
+
+
 def check_request(prompt: Any, params: dict[str, Any], extra_body: Any = None) -> dict[str, Any]:
     """Check a text completion request as a call would (the proxy, before routing); returns the body."""
     prompts_of(prompt)
@@ -163,13 +156,42 @@ def prepare_text_completion(
     *,
     registry: Registry | None = None,
     target: Target | None = None,
+    stream_options: Any = None,
     **settings: Unpack[CallSettings],
 ) -> Call[TextCompletion]:
-    """A prepared text completion (``body`` from :func:`check_request`)."""
+    """A prepared text completion (``body`` from :func:`check_request`; streamed when ``stream_options`` is
+    given, ``{}`` for a stream without a usage chunk)."""
     texts = prompts_of(prompt)
     if target is None:
         target = resolve(model, settings.get("api_base"), registry, settings.get("catalog"))
-    return prepare(COMPLETIONS, target, texts, body, settings)
+    streamed = stream_options is not None
+    include_usage = stream_body(body, stream_options) if streamed else False
+    call = prepare(COMPLETIONS, target, texts, body, settings, streamed)
+    call.include_usage = include_usage
+    return call
+
+
+def normalizer(call: Call[TextCompletion]) -> TextChunkNormalizer:
+    """The normalizer of a streamed text completion."""
+    return TextChunkNormalizer(
+        call.target, call.helper, prompts=call.inputs, include_usage=call.include_usage, secrets=call.secrets
+    )
+
+
+def run_text_completion(
+    call: Call[TextCompletion], client: Any = None, budget: Budget | None = None
+) -> TextCompletion | Stream[TextCompletion]:
+    """Send a prepared text completion: its result, or its stream."""
+    return run_stream(call, normalizer(call), client, budget) if call.stream else run(call, client, budget)
+
+
+async def arun_text_completion(
+    call: Call[TextCompletion], client: Any = None, budget: Budget | None = None
+) -> TextCompletion | AsyncStream[TextCompletion]:
+    """Async :func:`run_text_completion`."""
+    if call.stream:
+        return await arun_stream(call, normalizer(call), client, budget)
+    return await arun(call, client, budget)
 
 
 @dataclass(slots=True)
@@ -181,10 +203,10 @@ class TextCompletionArgs:
     def prepare(self, fn: str, target: Target | None = None) -> Call[TextCompletion]:
         g = self.given
         check_unknown(g["kwargs"], fn)
-        if g["stream"]:
-            raise InvalidRequestArgumentError(
-                f"{fn}() does not stream; use completion(..., stream=True) with messages instead"
-            )
+        if g["stream"] not in (True, False, None):
+            raise InvalidRequestArgumentError(f"stream must be True or False, got {g['stream']!r}")
+        if g["stream_options"] is not None and not g["stream"]:
+            raise InvalidRequestArgumentError("stream_options is only for stream=True")
         body = completion_body({name: g[name] for name in COMPLETION_PARAMS}, g["extra_body"])
         return prepare_text_completion(
             g["model"],
@@ -192,6 +214,7 @@ class TextCompletionArgs:
             body,
             registry=g["registry"],
             target=target,
+            stream_options=(g["stream_options"] or {}) if g["stream"] else None,
             api_key=g["api_key"],
             api_base=g["api_base"] or g["base_url"],
             timeout=g["timeout"],
@@ -206,6 +229,7 @@ def text_completion_args(
     prompt: Any = None,
     *,
     stream: bool = False,
+    stream_options: dict[str, Any] | None = None,
     api_key: str | None = None,
     api_base: str | None = None,
     base_url: str | None = None,
@@ -238,20 +262,23 @@ def text_completion_args(
 
 
 @same_arguments_as(text_completion_args)
-def text_completion(*args: Any, **kwargs: Any) -> TextCompletion:
-    """A legacy text completion from any upstream that serves ``/completions``; OpenAI-shaped result.
+def text_completion(*args: Any, **kwargs: Any) -> TextCompletion | Stream[TextCompletion]:
+    """A legacy text completion from any upstream that serves ``/completions``; OpenAI-shaped result, or
+    with ``stream=True`` a stream of ``TextCompletion`` chunks.
 
     Example::
 
         r = text_completion(model="openai/my-model", api_base="http://127.0.0.1:8000/v1", prompt="Hello")
         r.choices[0].text
+        for chunk in text_completion(model="huggingface/tgi", api_base=url, prompt="Hello", stream=True):
+            print(chunk.choices[0].text, end="")
     """
     a = text_completion_args(*args, **kwargs)
-    return run(a.prepare("text_completion"), a.given["client"], a.given["budget"])
+    return run_text_completion(a.prepare("text_completion"), a.given["client"], a.given["budget"])
 
 
 @same_arguments_as(text_completion_args)
-async def atext_completion(*args: Any, **kwargs: Any) -> TextCompletion:
+async def atext_completion(*args: Any, **kwargs: Any) -> TextCompletion | AsyncStream[TextCompletion]:
     """Async :func:`text_completion`.
 
     Example::
@@ -261,4 +288,4 @@ async def atext_completion(*args: Any, **kwargs: Any) -> TextCompletion:
     a = text_completion_args(*args, **kwargs)
     g = a.given
     target = await aresolve(g["model"], g["api_base"] or g["base_url"], g["registry"], g["catalog"])
-    return await arun(a.prepare("atext_completion", target), g["client"], g["budget"])
+    return await arun_text_completion(a.prepare("atext_completion", target), g["client"], g["budget"])

@@ -5,7 +5,8 @@ What differs per task on the router's side (the worst case a budget reserves, co
 upstream did not send, the result type) is a :class:`Task`; what differs per upstream is a
 ``providers.tasks`` helper. :func:`run` and :func:`arun` are the same sequence of shared steps; only
 the I/O differs between them. The Router, the proxy and both batch engines reach upstreams through
-here (streams: :mod:`router.chat`). See ARCHITECTURE.md ("The request path").
+here; a stream (:func:`run_stream` / :func:`arun_stream`) reserves, opens the upstream stream and hands the
+reservation to the stream object, which settles it when it ends. See ARCHITECTURE.md ("The request path").
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 from providers.clients import async_transport_for, sync_transport_for
@@ -22,17 +23,24 @@ from providers.hub_mapping import HubMappingCache, default_hub_cache
 from providers.registry import Registry, UnknownSubproviderError, default_registry
 from providers.spec import Target
 from providers.tasks import Auth, TaskHelper, helper_for
-from providers.transport import AsyncTransport, HttpRequest, HttpResponse, SyncTransport, Timeouts
+from providers.transport import (
+    AsyncStreamResponse,
+    AsyncTransport,
+    HttpRequest,
+    HttpResponse,
+    SyncStreamResponse,
+    SyncTransport,
+    Timeouts,
+)
 
 from .budget import Budget, Hold, WorstCase
 from .calibration import PromptCounts
 from .params import check_headers
 from .pricing.catalog import Catalog, PriceLookup, default_catalog
 from .pricing.cost import cost_of
+from .streaming import AsyncStream, Stream
+from .streaming.core import C, Normalizer
 from .types import Attempt, ResponseMeta, WithMeta, attach_meta
-
-if TYPE_CHECKING:
-    pass
 
 _IGNORED_LITELLM_ARGS = frozenset({"drop_params", "metadata", "custom_llm_provider_name", "litellm_logging_obj"})
 
@@ -428,3 +436,60 @@ async def arun(call: Call[R], client: Any = None, budget: Budget | None = None) 
         if hold.reservation is not None:
             await hold.asettle(*settlement(result))
     return result
+
+
+# ---------------------------------------------------------------- streams
+def open_stream(call: Call[Any], transport: SyncTransport) -> SyncStreamResponse:
+    """The upstream's stream, opened; a failed connection or an error status raises with the attempt."""
+    try:
+        upstream = transport.open_stream(build_sync(call, transport), call.timeouts)
+    except PolyrouteError as err:
+        raise connection_failed(call, err) from None
+    if upstream.status >= 400:
+        content = upstream.read()
+        upstream.close()
+        raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
+    return upstream
+
+
+async def aopen_stream(call: Call[Any], transport: AsyncTransport) -> AsyncStreamResponse:
+    """Async :func:`open_stream`."""
+    try:
+        upstream = await transport.open_stream(await abuild(call, transport), call.timeouts)
+    except PolyrouteError as err:
+        raise connection_failed(call, err) from None
+    if upstream.status >= 400:
+        content = await upstream.aread()
+        await upstream.aclose()
+        raise_for_status(call, HttpResponse(upstream.status, upstream.headers, content))
+    return upstream
+
+
+def stream_settings(call: Call[Any], status: int | None = None, hold: Hold | None = None) -> dict[str, Any]:
+    """What a stream object is made with besides its response and normalizer: the attempt behind it and the
+    reservation it settles (none for a mock), when the call started, its model string and catalog."""
+    return {
+        "attempts": [] if status is None else [attempt(call, status, None)],
+        "reservation": None if hold is None else hold.hand_over(),
+        "started": call.started,
+        "model_string": call.target.model_string,
+        "catalog": call.catalog,
+    }
+
+
+def run_stream(
+    call: Call[Any], normalizer: Normalizer[C], client: Any = None, budget: Budget | None = None
+) -> Stream[C]:
+    """Reserve, open the upstream stream and hand the reservation to the stream (sync)."""
+    with reserve(call, budget) as hold:
+        upstream = open_stream(call, sync_transport_for(client))
+        return Stream(upstream, normalizer, **stream_settings(call, upstream.status, hold))
+
+
+async def arun_stream(
+    call: Call[Any], normalizer: Normalizer[C], client: Any = None, budget: Budget | None = None
+) -> AsyncStream[C]:
+    """Async :func:`run_stream`."""
+    async with await areserve(call, budget) as hold:
+        upstream = await aopen_stream(call, async_transport_for(client))
+        return AsyncStream(upstream, normalizer, **stream_settings(call, upstream.status, hold))

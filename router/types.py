@@ -269,6 +269,26 @@ class ChatCompletionChunk(_CompletionFields[ChunkChoice]):
     object: str = "chat.completion.chunk"
 
 
+class TextChoice(_OpenAIModel):
+    index: int = 0
+    text: str
+    logprobs: Any = None
+    finish_reason: str | None = None
+
+
+class TextCompletion(WithMeta):
+    """OpenAI's ``text_completion`` object, with polyroute's ``.meta``; a streamed text completion yields
+    these as its chunks (``usage`` on the last one when asked for, as OpenAI does)."""
+
+    id: str
+    object: str = "text_completion"
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: CompletionUsage | None = None
+    system_fingerprint: str | None = None
+
+
 class Embedding(_OpenAIModel):
     embedding: list[float] | str  # a string: encoding_format="base64" (little-endian float32, base64)
     index: int

@@ -61,7 +61,8 @@ def test_the_hf_router_has_no_text_completions(hf: HFRouterUpstream) -> None:
         ({"prompt": [1, 2, 3]}, "token-id prompts"),
         ({"prompt": ["ok", ""]}, r"prompt\[1\] is an empty string"),
         ({"prompt": "x", "logprobs": 9}, "logprobs must be an integer from 0 to 5"),
-        ({"prompt": "x", "stream": True}, "does not stream"),
+        ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options is only for stream=True"),
+        ({"prompt": "x", "stream": True, "stream_options": "usage"}, "stream_options must be a dict"),
         ({"prompt": "x", "extra_body": {"prompt": "y"}}, "prompt"),
         ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
     ],
@@ -133,3 +134,116 @@ def test_the_openai_sdk_default_completions_call_through_the_proxy(
     assert _completions(deepinfra)[0]["model"] == "openai/gpt-oss-120b"
     with pytest.raises(openai.BadRequestError, match="completions"):  # the HF router cannot serve it
         client.completions.create(model="r1", prompt="hi")
+
+
+# ---------------------------------------------------------------------------------------------- streams
+def test_a_stream_from_an_openai_compatible_server_ends_with_the_upstreams_usage(a: OpenAICompatUpstream) -> None:
+    stream = text_completion(
+        model="openai/m",
+        api_base=a.url + "/v1",
+        api_key="sk-a",
+        prompt="Say this is a test",
+        max_tokens=3,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == " Say this is"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert all(c.object == "text_completion" and c.id == chunks[0].id for c in chunks)
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None  # the usage chunk the caller asked for
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (5, 3)
+    assert stream.meta.usage_estimated is False and stream.meta.provider == "openai"
+    (sent,) = _completions(a)
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+def test_a_tgi_stream_is_normalized_and_its_usage_counted_locally(tgi: TGIUpstream) -> None:
+    async def read() -> tuple[list, object]:
+        stream = await atext_completion(model="huggingface/tgi", api_base=tgi.url, prompt="def fib(n):", stream=True)
+        return [chunk async for chunk in stream], stream
+
+    chunks, stream = asyncio.run(read())
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert reasons[:-1] == [None] * (len(reasons) - 1) and reasons[-1] == "stop"  # TGI: "" then eos_token
+    assert "".join(c.choices[0].text for c in chunks) == " def fib(n):"
+    assert chunks[0].id.startswith("cmpl-")  # TGI sends an empty id
+    assert all(c.usage is None for c in chunks)  # no usage chunk unless asked
+    assert stream.meta.usage_estimated is True and stream.usage.completion_tokens > 0  # type: ignore[attr-defined]
+
+
+def test_a_cut_stream_raises_and_its_budget_pays_for_what_arrived(
+    a: OpenAICompatUpstream, priced: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.upstreams.completions import TextStreamStyle
+
+    monkeypatch.setattr(a, "text_stream_style", TextStreamStyle(cut_after=2))
+    priced.set_price("openai/m", input_per_million=100, output_per_million=200)
+    budget = Budget(1.0, name="cut")
+    stream = text_completion(
+        model="openai/m",
+        api_base=a.url + "/v1",
+        api_key="sk-a",
+        prompt="one two three four five",
+        max_tokens=5,
+        stream=True,
+        catalog=priced,
+        budget=budget,
+    )
+    got = []
+    with pytest.raises(errors.APIConnectionError, match="ended before completion"):
+        for chunk in stream:
+            got.append(chunk.choices[0].text)
+    assert got == [" one", " two"]
+    assert budget.reserved_usd == 0 and budget.spent_usd > 0  # charged the prompt and the two words, not released
+
+
+def test_a_streamed_budget_settles_at_the_upstreams_usage(a: OpenAICompatUpstream, priced: Catalog) -> None:
+    priced.set_price("openai/m", input_per_million=100, output_per_million=200)
+    budget = Budget(1.0, name="streamed")
+    stream = text_completion(
+        model="openai/m",
+        api_base=a.url + "/v1",
+        api_key="sk-a",
+        prompt="a b c d",
+        max_tokens=2,
+        stream=True,
+        catalog=priced,
+        budget=budget,
+    )
+    assert budget.reserved_usd > 0  # held while the stream is open
+    list(stream)
+    assert stream.meta.cost_pico == 4 * 100_000_000 + 2 * 200_000_000
+    assert budget.spent_usd == pytest.approx(stream.meta.cost_usd) and budget.reserved_usd == 0
+
+
+def test_the_router_streams_and_fails_over_before_the_first_text(
+    a: OpenAICompatUpstream, b: OpenAICompatUpstream
+) -> None:
+    a.enqueue(Reply(status=500, json={"error": {"message": "boom", "type": "server_error"}}))
+    router = Router(
+        [
+            {"model_name": "legacy", "params": {"model": "openai/m", "api_base": a.url + "/v1", "api_key": "k"}},
+            {"model_name": "legacy", "params": {"model": "openai/m", "api_base": b.url + "/v1", "api_key": "k"}},
+        ],
+        num_retries=1,
+        strategy="simple-shuffle",
+        seed=3,
+    )
+    stream = router.text_completion("legacy", "hello there", max_tokens=4, stream=True)
+    assert "".join(c.choices[0].text for c in stream if c.choices) == " hello there"
+    assert [x.status_code for x in stream.meta.attempts] == [500, 200]
+    with pytest.raises(errors.InvalidRequestArgumentError, match="only for stream=True"):
+        router.text_completion("legacy", "hello", stream_options={"include_usage": True})
+
+
+def test_the_openai_sdk_streams_completions_through_the_proxy(proxy: ProxyServer) -> None:
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=MASTER, max_retries=0)
+    stream = client.completions.create(
+        model="chat", prompt="Say this is a test", max_tokens=7, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == " Say this is a test"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 10
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        client.completions.create(model="chat", prompt="x", stream_options={"include_usage": True})

@@ -52,20 +52,24 @@ from .validate import (
     ClientError,
     check_chat,
     check_embedding,
+    check_stream_options,
     is_upstream_field,
     model_of,
     parse_body,
 )
 
 log = logging.getLogger("polyroute.proxy")
-# Legacy text completions: OpenAI's body parameters besides model and prompt (streaming: use chat).
-COMPLETION_FIELDS = frozenset(COMPLETION_PARAMS)
+# Legacy text completions: OpenAI's body parameters besides model and prompt, and stream_options.
+COMPLETION_FIELDS = frozenset(COMPLETION_PARAMS) | {"stream_options"}
 
 
 def check_text_completion(checked: Checked) -> None:
     """The library's checks of a text completion request."""
+    if check_stream_options(checked) is not None and not checked.stream:
+        raise ClientError('stream_options is only for streamed requests: add "stream": true', param="stream_options")
     (prompt,) = checked.inputs
-    check_completion_request(prompt, checked.named, checked.extra or None)
+    named = {k: v for k, v in checked.named.items() if k != "stream_options"}
+    check_completion_request(prompt, named, checked.extra or None)
 
 
 PREFIXES = ("/v1", "")  # every OpenAI-compatible path is served with and without /v1
@@ -232,7 +236,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         inputs=("prompt",),
         fields=COMPLETION_FIELDS,
         call=Router.atext_completion,
-        write=write_json,
+        write=write_json_or_events,
+        streams=True,
         check=check_text_completion,
     ),
     Endpoint(

@@ -249,8 +249,8 @@ def _split(
     return Checked(body["model"], (), bool(stream), named, extra)
 
 
-def check_chat(checked: Checked) -> None:
-    """The library's checks of a chat completion request (see the module doc)."""
+def check_stream_options(checked: Checked) -> Any:
+    """The request's ``stream_options``: only ``include_usage``, and only on a stream."""
     options = checked.named.get("stream_options")
     if options is not None and not (
         isinstance(options, dict)
@@ -260,6 +260,12 @@ def check_chat(checked: Checked) -> None:
         raise ClientError(
             'stream_options may only be {"include_usage": true} or {"include_usage": false}', param="stream_options"
         )
+    return options
+
+
+def check_chat(checked: Checked) -> None:
+    """The library's checks of a chat completion request (see the module doc)."""
+    options = check_stream_options(checked)
     (messages,) = checked.inputs
     build_chat_body(
         messages,

@@ -38,15 +38,17 @@ from providers.registry import Registry, default_registry
 
 from ..budget import Budget
 from ..chat import arun_chat, prepare_chat, run_chat
-from ..completions import COMPLETION_PARAMS, TextCompletion, completion_body, prepare_text_completion
+from ..completions import COMPLETION_PARAMS, completion_body, prepare_text_completion
+from ..completions import normalizer as text_normalizer
 from ..embeddings import embedding_params, has_token_ids, prepare_embedding
 from ..params import BODY_PARAMS, check_params
-from ..pipeline import Call, arun, check_unknown, resolve, run
+from ..pipeline import Call, arun, arun_stream, check_unknown, resolve, run, run_stream
 from ..pricing.catalog import Catalog, default_catalog
 from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
+from ..streaming.core import C
 from ..tokens import aload_encoding, long_prompt
-from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse, WithMeta
+from ..types import Attempt, ChatCompletion, EmbeddingResponse, TextCompletion, WithMeta
 from .deployment import Deployment, fallback_map, now, parse_model_list
 from .hooks import Hook, call_hook
 from .offers import CatalogFacts, needs_of
@@ -328,29 +330,64 @@ class Router(CatalogFacts):
             await aload_encoding()  # token ids may be decoded: never load the tokenizer on the event loop
         return await self._aone_shot(model, kwargs, functools.partial(self._embedding_call, input))
 
-    def _completion_call(self, prompt: Any, choice: Choice, kwargs: dict[str, Any]) -> Call[TextCompletion]:
+    def _completion_call(
+        self, prompt: Any, stream: bool, choice: Choice, kwargs: dict[str, Any]
+    ) -> Call[TextCompletion]:
         merged = _merged(choice.deployment.params, kwargs)
         params = {name: merged.pop(name, None) for name in COMPLETION_PARAMS}
         body = completion_body(params, merged.pop("extra_body", None))
+        stream_options = merged.pop("stream_options", None)
         settings: Any = {name: merged.pop(name) for name in _CALL_KEYS if name in merged}
         unknown = {k: v for k, v in merged.items() if k in kwargs and k not in ("client", "budget")}
         check_unknown(unknown, "Router.text_completion")
+        if stream_options is not None and not stream:
+            raise InvalidRequestArgumentError("stream_options is only for stream=True")
         return prepare_text_completion(
             choice.deployment.model,
             prompt,
             body,
             registry=self.registry,
             target=choice.target,
+            stream_options=(stream_options or {}) if stream else None,
             **{**settings, "catalog": self.catalog},
         )
 
-    def text_completion(self, model: str, prompt: Any = None, **kwargs: Any) -> TextCompletion:
-        """A legacy text completion through the group ``model`` (its deployments must serve ``/completions``)."""
-        return self._one_shot(model, kwargs, functools.partial(self._completion_call, prompt))
+    def text_completion(
+        self, model: str, prompt: Any = None, *, stream: bool = False, **kwargs: Any
+    ) -> TextCompletion | RoutedStream[TextCompletion]:
+        """A legacy text completion through the group ``model`` (its deployments must serve ``/completions``);
+        ``stream=True`` returns a stream of ``TextCompletion`` chunks, with failover until the first text."""
+        make = functools.partial(self._completion_call, prompt, bool(stream))
+        if not stream:
+            return self._one_shot(model, kwargs, make)
+        session = self._session(model, None, kwargs, True)
+        client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
-    async def atext_completion(self, model: str, prompt: Any = None, **kwargs: Any) -> TextCompletion:
+        def attempt(choice: Choice) -> RoutedStream[TextCompletion]:
+            call = make(choice, _bounded(kwargs, session))
+            stream = run_stream(call, text_normalizer(call), client, budget)
+            return self._first_content(session, choice, stream)
+
+        result: RoutedStream[TextCompletion] = self._run_sync(session, attempt)
+        return result
+
+    async def atext_completion(
+        self, model: str, prompt: Any = None, *, stream: bool = False, **kwargs: Any
+    ) -> TextCompletion | AsyncRoutedStream[TextCompletion]:
         """Async :meth:`text_completion`."""
-        return await self._aone_shot(model, kwargs, functools.partial(self._completion_call, prompt))
+        make = functools.partial(self._completion_call, prompt, bool(stream))
+        if not stream:
+            return await self._aone_shot(model, kwargs, make)
+        session = self._session(model, None, kwargs, True)
+        client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
+
+        async def attempt(choice: Choice) -> AsyncRoutedStream[TextCompletion]:
+            call = make(choice, _bounded(kwargs, session))
+            stream = await arun_stream(call, text_normalizer(call), client, budget)
+            return await self._afirst_content(session, choice, stream)
+
+        result: AsyncRoutedStream[TextCompletion] = await self._run_async(session, attempt)
+        return result
 
     def _one_shot(self, model: str, kwargs: dict[str, Any], make: Callable[[Choice, dict[str, Any]], Call[R]]) -> R:
         """A non-streamed task through the group: the pipeline once per attempt."""
@@ -381,8 +418,8 @@ class Router(CatalogFacts):
         return result
 
     # ---------------------------------------------------------------- streams: failover until first content
-    def _first_content(self, session: Session, choice: Choice, stream: Stream) -> RoutedStream:
-        buffered: list[ChatCompletionChunk] = []
+    def _first_content(self, session: Session, choice: Choice, stream: Stream[C]) -> RoutedStream[C]:
+        buffered: list[C] = []
         try:
             for chunk in stream:
                 buffered.append(chunk)
@@ -395,8 +432,8 @@ class Router(CatalogFacts):
         stream.attempts = session.attempts
         return RoutedStream(stream, buffered, functools.partial(session.release, choice))
 
-    async def _afirst_content(self, session: Session, choice: Choice, stream: AsyncStream) -> AsyncRoutedStream:
-        buffered: list[ChatCompletionChunk] = []
+    async def _afirst_content(self, session: Session, choice: Choice, stream: AsyncStream[C]) -> AsyncRoutedStream[C]:
+        buffered: list[C] = []
         try:
             async for chunk in stream:
                 buffered.append(chunk)

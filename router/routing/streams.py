@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from typing_extensions import Self
+
 from ..streaming import AsyncStream, Stream, StreamCore
-from ..types import ChatCompletionChunk, CompletionUsage, ResponseMeta
+from ..streaming.core import C
+from ..types import ChatCompletionChunk, CompletionUsage, ResponseMeta, TextCompletion
 
-StreamT = TypeVar("StreamT", bound=StreamCore)
+StreamT = TypeVar("StreamT", bound=StreamCore[Any])
 
 
-def has_content(chunk: ChatCompletionChunk) -> bool:
-    """True when the chunk carries something a caller would show: text, reasoning, a tool call."""
+def has_content(chunk: object) -> bool:
+    """True when the chunk (chat, or text completion) carries something a caller would show: text,
+    reasoning, a tool call, an end."""
+    if isinstance(chunk, TextCompletion):
+        return any(choice.text or choice.finish_reason for choice in chunk.choices)
+    if not isinstance(chunk, ChatCompletionChunk):
+        return False
     for choice in chunk.choices:
         delta = choice.delta
         if delta.content or delta.tool_calls or getattr(delta, "reasoning_content", None) or delta.refusal:
@@ -27,13 +35,11 @@ def has_content(chunk: ChatCompletionChunk) -> bool:
     return False
 
 
-class _RoutedStreamBase(Generic[StreamT]):
+class _RoutedStreamBase(Generic[StreamT, C]):
     """A stream with the chunks the router already read put back in front. Calls ``on_end`` once,
     however the stream ends (exhausted, error, close, garbage); exposes the wrapped stream's facts."""
 
-    def __init__(
-        self, stream: StreamT, buffered: list[ChatCompletionChunk], on_end: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, stream: StreamT, buffered: list[C], on_end: Callable[[], None] | None = None) -> None:
         self._on_end = on_end
         self._stream = stream
         self._buffered = buffered
@@ -75,13 +81,13 @@ class _RoutedStreamBase(Generic[StreamT]):
         self._ended()
 
 
-class RoutedStream(_RoutedStreamBase[Stream]):
+class RoutedStream(_RoutedStreamBase[Stream[C], C]):
     """A :class:`Stream` with the chunks the router already read put back in front."""
 
-    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+    def __iter__(self) -> Iterator[C]:
         return self
 
-    def __next__(self) -> ChatCompletionChunk:
+    def __next__(self) -> C:
         if self._buffered:
             return self._buffered.pop(0)
         try:
@@ -94,20 +100,20 @@ class RoutedStream(_RoutedStreamBase[Stream]):
         self._stream.close()
         self._ended()
 
-    def __enter__(self) -> RoutedStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-class AsyncRoutedStream(_RoutedStreamBase[AsyncStream]):
+class AsyncRoutedStream(_RoutedStreamBase[AsyncStream[C], C]):
     """An :class:`AsyncStream` with the chunks the router already read put back in front."""
 
-    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+    def __aiter__(self) -> AsyncIterator[C]:
         return self
 
-    async def __anext__(self) -> ChatCompletionChunk:
+    async def __anext__(self) -> C:
         if self._buffered:
             return self._buffered.pop(0)
         try:
@@ -120,7 +126,7 @@ class AsyncRoutedStream(_RoutedStreamBase[AsyncStream]):
         await self._stream.aclose()
         self._ended()
 
-    async def __aenter__(self) -> AsyncRoutedStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -11,32 +11,60 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol
+
+from typing_extensions import TypeVar
 
 from providers.errors import APIConnectionError, PolyrouteError
 from providers.sse import SSEDecoder
-from providers.tasks import chat_helper
 
 from ..calibration import DEFAULT_MARGIN, with_margin
 from ..pricing.cost import CostInfo, cost_of
 from ..types import Attempt, ChatCompletionChunk, CompletionUsage, ResponseMeta
 
 if TYPE_CHECKING:
+    from providers.spec import Target
+
     from ..budget import Reservation
     from ..pricing.catalog import Catalog, PriceLookup
-    from .normalizer import ChunkNormalizer
+
+# The chunk type a stream yields: chat chunks unless said otherwise (text completions yield their own).
+C = TypeVar("C", default=ChatCompletionChunk)
+
+
+class Normalizer(Protocol[C]):
+    """Upstream stream payloads in, one task's normalized chunks out (``ChunkNormalizer`` for chat,
+    ``TextChunkNormalizer`` for text completions): what a stream needs of it to read, meter and settle."""
+
+    target: Target
+    model: str | None
+    done: bool  # the upstream said the stream is over
+    usage: dict[str, Any] | None  # the upstream's own usage, once it sent one
+    final_usage: CompletionUsage | None  # set by finish(): the upstream's usage, else counted locally
+    usage_estimated: bool
+
+    def feed(self, payload: bytes) -> list[C]: ...
+
+    def feed_document(self, body: bytes) -> list[C]: ...
+
+    def finish(self, *, saw_eof: bool) -> list[C]: ...
+
+    def partial_usage(self) -> dict[str, int]: ...
+
+    def served_by(self, headers: Mapping[str, str]) -> str: ...
+
 
 # What a reservation is settled with: the cost in pico-USD (None: keep the reserved amount), the
 # upstream's own usage (None: it sent none) and the provider that served.
 Settlement = tuple[int | None, dict[str, Any] | None, str]
 
 
-class StreamCore:
+class StreamCore(Generic[C]):
     """The state and logic a sync and an async stream share; subclasses add only the reading."""
 
     def __init__(
         self,
-        normalizer: ChunkNormalizer,
+        normalizer: Normalizer[C],
         *,
         started: float,
         model_string: str,
@@ -94,8 +122,8 @@ class StreamCore:
         # Some servers ignore stream=true (or fail) and answer with one JSON document.
         return "json" in (self._headers.get("content-type") or "")
 
-    def _on_bytes(self, raw: bytes) -> list[ChatCompletionChunk]:
-        out: list[ChatCompletionChunk] = []
+    def _on_bytes(self, raw: bytes) -> list[C]:
+        out: list[C] = []
         try:
             for payload in self._decoder.feed(raw):
                 out.extend(self._norm.feed(payload))
@@ -116,14 +144,14 @@ class StreamCore:
             raise err
         return not self._norm.done
 
-    def _on_end(self) -> list[ChatCompletionChunk]:
+    def _on_end(self) -> list[C]:
         out = []
         for payload in self._decoder.flush():
             out.extend(self._norm.feed(payload))
         out.extend(self._norm.finish(saw_eof=True))
         return out
 
-    def _from_json_body(self, body: bytes) -> list[ChatCompletionChunk]:
+    def _from_json_body(self, body: bytes) -> list[C]:
         out = self._norm.feed_document(body)
         if out and self._first_token_at is None:
             self._first_token_at = time.perf_counter()
@@ -132,8 +160,7 @@ class StreamCore:
     # --- the end: meta, cost, attempts
     @property
     def _served(self) -> str:
-        target = self._norm.target
-        return chat_helper(target).served_by(target, self._headers)
+        return self._norm.served_by(self._headers)
 
     def _price(self) -> PriceLookup:
         target = self._norm.target

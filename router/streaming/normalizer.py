@@ -9,6 +9,7 @@ feeds it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -92,7 +93,12 @@ class ChunkNormalizer:
         self.system_fingerprint: str | None = None
         self._choices: dict[int, _ChoiceState] = {}
         self._used_ids: set[str] = set()
-        self._normalize_chunk = chat_helper(target).normalize_chunk
+        self._helper = chat_helper(target)
+        self._normalize_chunk = self._helper.normalize_chunk
+
+    def served_by(self, headers: Mapping[str, str]) -> str:
+        """The provider that served, as the upstream's response headers say."""
+        return self._helper.served_by(self.target, headers)
 
     # --- parsing
     def _load(self, payload: bytes) -> list[dict[str, Any]]:

@@ -12,19 +12,18 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import Self
+
 from providers.errors import PolyrouteError
 
 from ..tokens import encoding_loaded, load_encoding
-from ..types import ChatCompletionChunk
-from .core import StreamCore
+from .core import C, Normalizer, StreamCore
 
 if TYPE_CHECKING:
     from providers.transport import AsyncStreamResponse, SyncStreamResponse
 
-    from .normalizer import ChunkNormalizer
 
-
-class Stream(StreamCore):
+class Stream(StreamCore[C]):
     """A sync stream of ``ChatCompletionChunk``. Iterate it; ``with`` it or ``close()`` it to leave early.
 
     Example::
@@ -35,12 +34,12 @@ class Stream(StreamCore):
         stream.usage, stream.meta.provider
     """
 
-    def __init__(self, response: SyncStreamResponse, normalizer: ChunkNormalizer, **kw: Any) -> None:
+    def __init__(self, response: SyncStreamResponse, normalizer: Normalizer[C], **kw: Any) -> None:
         super().__init__(normalizer, headers=response.headers, **kw)
         self._response = response
         self._gen = self._iterate()
 
-    def _iterate(self) -> Generator[ChatCompletionChunk, None, None]:
+    def _iterate(self) -> Generator[C, None, None]:
         try:
             raw_iter = self._response.iter_bytes()
             if self._json_body:
@@ -63,10 +62,10 @@ class Stream(StreamCore):
             self._response.close()
             self._close_reservation()
 
-    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+    def __iter__(self) -> Iterator[C]:
         return self
 
-    def __next__(self) -> ChatCompletionChunk:
+    def __next__(self) -> C:
         return next(self._gen)
 
     def close(self) -> None:
@@ -75,7 +74,7 @@ class Stream(StreamCore):
         self._response.close()  # also when iteration never started
         self._close_reservation()
 
-    def __enter__(self) -> Stream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -86,7 +85,7 @@ class Stream(StreamCore):
             self.close()
 
 
-class AsyncStream(StreamCore):
+class AsyncStream(StreamCore[C]):
     """An async stream of ``ChatCompletionChunk``; ``async with`` it or ``await aclose()`` to leave early.
 
     Example::
@@ -96,13 +95,13 @@ class AsyncStream(StreamCore):
             ...
     """
 
-    def __init__(self, response: AsyncStreamResponse, normalizer: ChunkNormalizer, **kw: Any) -> None:
+    def __init__(self, response: AsyncStreamResponse, normalizer: Normalizer[C], **kw: Any) -> None:
         super().__init__(normalizer, headers=response.headers, **kw)
         self._response = response
         self._agen = self._iterate()
         self._closed = False
 
-    async def _iterate(self) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def _iterate(self) -> AsyncGenerator[C, None]:
         try:
             raw_iter = self._response.aiter_bytes()
             if self._json_body:
@@ -131,10 +130,10 @@ class AsyncStream(StreamCore):
             await self._response.aclose()
             await self._aclose_reservation()
 
-    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+    def __aiter__(self) -> AsyncIterator[C]:
         return self
 
-    async def __anext__(self) -> ChatCompletionChunk:
+    async def __anext__(self) -> C:
         return await self._agen.__anext__()
 
     async def aclose(self) -> None:
@@ -145,7 +144,7 @@ class AsyncStream(StreamCore):
             await self._response.aclose()
             await self._aclose_reservation()
 
-    async def __aenter__(self) -> AsyncStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

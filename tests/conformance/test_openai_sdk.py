@@ -157,10 +157,6 @@ def test_legacy_completions(client: openai.OpenAI) -> None:
     assert completion.usage is not None and completion.usage.total_tokens > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/v1/completions does not stream yet (open in issue 16)",
-)
 def test_legacy_completions_stream(client: openai.OpenAI) -> None:
     stream = client.completions.create(model="instruct", prompt="hello conformance", stream=True)
     chunks = list(stream)

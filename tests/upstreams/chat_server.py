@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .base import RECORD, SSE_TYPE, FakeUpstream, Handler, Route, request_id
 from .chat import BadRequest, ChatPlan, plan_chat, template_prompt_tokens
-from .completions import text_completion
+from .completions import OPENAI_TEXT_STREAM, TextStreamStyle, text_completion, text_completion_frames
 from .embeddings import openai_embeddings
 from .openai_format import Flavor, Render
 
@@ -26,6 +26,7 @@ class ChatUpstream(FakeUpstream):
     def __init__(self, *, prefix: str = "") -> None:
         super().__init__(prefix=prefix)
         self.embedding_dim = 8
+        self.text_stream_style: TextStreamStyle = OPENAI_TEXT_STREAM  # how /completions streams
 
     # ----------------------------------------------------------------- hooks
     def flavor(self) -> Flavor:
@@ -134,9 +135,14 @@ class ChatUpstream(FakeUpstream):
         if isinstance(resolved, web.Response):
             return resolved
         try:
-            return self.respond(text_completion(body, resolved))
+            result = text_completion(body, resolved)
         except BadRequest as exc:
             return self.bad_request(exc.message, exc.param)
+        if not body.get("stream"):
+            return self.respond(result)
+        frames = text_completion_frames(body, result, self.text_stream_style)
+        out = {**self.response_headers(), "content-type": SSE_TYPE, "cache-control": "no-cache"}
+        return await self.stream(request, frames, headers=out, delay=self.stream_delay)
 
     async def chat_handler(self, request: web.Request) -> web.StreamResponse:
         """Route handler for the family's main chat path."""

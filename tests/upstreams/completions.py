@@ -7,7 +7,10 @@ unset, as OpenAI's default): deterministic, so tests can assert on the text and 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from .base import request_id
 from .chat import BadRequest, count_words
@@ -53,3 +56,44 @@ def text_completion(body: Any, model: str) -> dict[str, Any]:
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+@dataclass(frozen=True)
+class TextStreamStyle:
+    """How a server spells a streamed text completion.
+
+    OpenAI (and vLLM, DeepInfra): ``data: {...}`` frames, ``finish_reason: null`` until the last text, the
+    usage on a final ``choices: []`` frame only with ``stream_options.include_usage``, then ``[DONE]``.
+    TGI: ``finish_reason: ""`` until the last token, then ``eos_token``/``length``, an empty ``id``, no usage.
+    ``cut_after``: close the connection after that many text frames (no finish, no ``[DONE]``).
+    """
+
+    pending_reason: str | None = None
+    stop_reason: str = "stop"
+    usage: bool = True
+    cut_after: int | None = None
+
+
+OPENAI_TEXT_STREAM = TextStreamStyle()
+TGI_TEXT_STREAM = TextStreamStyle(pending_reason="", stop_reason="eos_token", usage=False)
+
+
+def text_completion_frames(body: dict[str, Any], result: dict[str, Any], style: TextStreamStyle) -> list[bytes]:
+    """``result`` (a whole text completion) as the SSE frames a server streams: one frame per word of each
+    choice, then each choice's finish, then the usage when asked (and the style sends it), then ``[DONE]``."""
+    envelope = {k: result[k] for k in ("id", "object", "created", "model")}
+    frames: list[dict[str, Any]] = []
+    for choice in result["choices"]:
+        words = choice["text"].split(" ")[1:]  # the answer is " w1 w2 ...": one frame per " w"
+        for word in words:
+            text_choice = {"index": choice["index"], "text": " " + word, "logprobs": None}
+            frames.append({**envelope, "choices": [{**text_choice, "finish_reason": style.pending_reason}]})
+    if style.cut_after is not None:
+        return [b"data: " + orjson.dumps(f) + b"\n\n" for f in frames[: style.cut_after]]
+    for choice in result["choices"]:
+        reason = style.stop_reason if choice["finish_reason"] == "stop" else choice["finish_reason"]
+        frames.append({**envelope, "choices": [{"index": choice["index"], "text": "", "finish_reason": reason}]})
+    options = body.get("stream_options")
+    if style.usage and isinstance(options, dict) and options.get("include_usage"):
+        frames.append({**envelope, "choices": [], "usage": result["usage"]})
+    return [b"data: " + orjson.dumps(f) + b"\n\n" for f in frames] + [b"data: [DONE]\n\n"]

@@ -10,6 +10,7 @@ from aiohttp import web
 from .base import Route
 from .chat import ChatPlan
 from .chat_server import ChatUpstream
+from .completions import TGI_TEXT_STREAM
 from .openai_format import Flavor, Render
 
 VERSIONS = {"3.x": "3.2.1", "2.x": "2.4.1"}
@@ -49,6 +50,7 @@ class TGIUpstream(ChatUpstream):
         self.max_total_tokens = 4096
         self.require_auth = False
         self.stream_error_after: int | None = None
+        self.text_stream_style = TGI_TEXT_STREAM
 
     # ----------------------------------------------------------------- family shapes
     def flavor(self) -> Flavor:
