@@ -3,9 +3,10 @@
 A deployment lacks its credentials when its params carry no ``api_key``, its provider needs one
 (``spec.key_required``) and none of the provider's ``key_env`` variables is set, or when the config named an
 ``os.environ/VAR`` that was unset when it was loaded. The Router skips such deployments while others of the
-group can serve (:mod:`router.routing.session`); the proxy warns once at startup (:func:`describe_missing`)
-and answers a request only they could serve with a 503 that says the server is misconfigured
-(:mod:`router.proxy.errors`). Only variable names are ever shown, never a value.
+group can serve (:mod:`router.routing.session`); the proxy and batch jobs warn once at startup
+(:func:`missing_warning`); the proxy answers a request only they could serve with a 503 that says the
+server is misconfigured (:mod:`router.proxy.errors`), a batch row fails with the variable to set.
+Only variable names are ever shown, never a value.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def describe_missing(deployments: Iterable[Deployment]) -> list[str]:
         elif d.missing():
             lines.append(f"{d.name}: no API key; set {' or '.join(d.missing())}")
     return lines
+
+
+def missing_warning(groups: Mapping[str, Iterable[Deployment]], consequence: str) -> str | None:
+    """The one startup warning naming every deployment of ``groups`` without credentials and what to set
+    (None when all have theirs); ``consequence`` says what the proxy or the batch job does about it."""
+    missing = describe_missing(d for group in groups.values() for d in group)
+    if not missing:
+        return None
+    return (
+        f"{len(missing)} deployment(s) have no upstream credentials; {consequence}. "
+        f"Set the variable(s): {'; '.join(missing)}"
+    )
 
 
 def unconfigured_error(deployments: Iterable[Deployment], group: str) -> MissingCredentialsError:

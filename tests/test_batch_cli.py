@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
 import time
@@ -100,3 +101,22 @@ def test_progress_line_shows_rate_spend_eta_and_failures() -> None:
     assert "ETA" in line and "4 failed" in line and "$0.0004" in line
     progress.draw()
     assert json.dumps(stream.getvalue()).count("\\n") == 1
+
+
+def test_a_candidate_without_its_key_is_named_once_and_the_others_serve(
+    oai: OpenAICompatUpstream, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "in.jsonl", 5)
+    (tmp_path / "b.yaml").write_text(
+        "candidates:\n"
+        f"  - {{name: cheap, model: openai/cheap, params: {{api_base: '{oai.base_url}', api_key: sk-test}}}}\n"
+        "  - {name: other, model: deepinfra/meta-llama/Llama-3.3-70B-Instruct}\n"  # its key is not set here
+        "pricing:\n  - {model: openai/cheap, input_per_million: 1, output_per_million: 2}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPINFRA")}
+    argv = batch_run_argv(tmp_path / "in.jsonl", tmp_path / "b.yaml", tmp_path / "o.jsonl", "--progress", "none")
+    run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("no upstream credentials") == 1, run.stderr
+    assert "DEEPINFRA_API_KEY" in run.stderr and "5 rows done, 0 failed" in run.stderr
+    assert len(oai.requests) == 5

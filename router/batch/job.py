@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from providers.errors import InvalidRequestArgumentError
 
+from ..credentials import missing_warning
 from ..pricing.prices import PICO_PER_USD, pico_to_usd
 from .journal import JobState, JobWriteError, Journal, recorded_budget
 
 if TYPE_CHECKING:  # progress imports this module
+    from ..routing.router import Router
     from .progress import Progress
 from .rows import scan_input
 
@@ -207,6 +209,20 @@ async def open_job(
         check=check,
     )
     return journal, decided[-1] if decided else JobBudget(new_cap)
+
+
+def tell_missing_credentials(router: Router, notice: Callable[[str], None] | None) -> None:
+    """Name the deployments without upstream credentials once, before any row is sent."""
+    text = missing_warning(
+        router.groups,
+        "rows use the other deployments of their model group, and a row only they could serve fails saying what to set",
+    )
+    if text is None:
+        return
+    if notice is not None:
+        notice(text)
+    else:
+        log.warning("%s", text)
 
 
 def tell(budget: JobBudget, notice: Callable[[str], None] | None) -> None:

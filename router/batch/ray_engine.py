@@ -39,7 +39,18 @@ from typing import TYPE_CHECKING, Any
 from providers.errors import InvalidRequestArgumentError, redact
 
 from .config import BatchConfig
-from .job import BatchResult, JobBudget, begin_run, check_job_args, end_run, open_job, stop_tasks, tell, write_failed
+from .job import (
+    BatchResult,
+    JobBudget,
+    begin_run,
+    check_job_args,
+    end_run,
+    open_job,
+    stop_tasks,
+    tell,
+    tell_missing_credentials,
+    write_failed,
+)
 from .journal import Journal
 from .progress import Progress
 from .ray_driver import ACTORS_START_S, Driver, pending_blocks, quiet_ray_data, row_dataset, stream_results
@@ -166,6 +177,7 @@ async def arun_batch_ray(
     concurrency = config.concurrency if concurrency is None else concurrency
     check_job_args(input_path, budget_usd, concurrency)
     url = check_ray_job(config, redis_url, workers)
+    tell_missing_credentials(build_router(config), notice)  # the workers build their own routers from the config
     ray = require_ray()
     link = open_link(url, config.redis_prefix)
     started = connect_ray(ray_address)

@@ -38,6 +38,7 @@ from .job import (
     open_job,
     stop_tasks,
     tell,
+    tell_missing_credentials,
     write_failed,
 )
 from .journal import Journal
@@ -229,6 +230,7 @@ async def arun_batch(
     concurrency = config.concurrency if concurrency is None else concurrency
     check_job_args(input_path, budget_usd, concurrency)
     router = router or build_router(config)  # every config mistake surfaces before the job exists
+    tell_missing_credentials(router, notice)
     await load_facts(router)
     journal, budget = await open_job(
         input_path,

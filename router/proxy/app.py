@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..credentials import describe_missing
+from ..credentials import missing_warning
 from ..routing.router import Router
 from ..shared.ledger import RedisLedger
 from . import admin
@@ -153,14 +153,11 @@ async def ready(request: web.Request) -> web.Response:
 
 def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Application:
     """The aiohttp application serving ``router`` under ``config``'s rules, with keys and spend in ``store``."""
-    missing = describe_missing(d for group in router.groups.values() for d in group)
-    if missing:  # once, at startup: the operator learns what to set before a client finds out
-        log.warning(
-            "%d deployment(s) have no upstream credentials; routing skips them, and a request only they could "
-            "serve gets a 503 (server misconfigured). Set the variable(s) and restart: %s",
-            len(missing),
-            "; ".join(missing),
-        )
+    missing = missing_warning(
+        router.groups, "routing skips them, and a request only they could serve gets a 503 (server misconfigured)"
+    )
+    if missing:  # once, at startup: the operator learns what to set (and restarts) before a client finds out
+        log.warning("%s", missing)
     app = web.Application(middlewares=[_errors_and_auth], client_max_size=config.max_request_bytes)
     app[ROUTER] = router
     app[CONFIG] = config
