@@ -94,10 +94,11 @@ class UnknownSubproviderError(InvalidRequestArgumentError):
     """A model string names a gateway sub-provider the registry does not know (yet): the gateway's
     catalog may list it (see :meth:`Registry.learn_subproviders`)."""
 
-    def __init__(self, message: str, *, family: str, name: str) -> None:
+    def __init__(self, message: str, *, family: str, name: str, repo: str | None = None) -> None:
         super().__init__(message)
         self.family = family
         self.name = name
+        self.repo = repo  # the model's repository id, whose Hub mapping lists the providers serving it
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -292,6 +293,7 @@ class Registry:
                     f"{', '.join(sorted(self._hf_providers))}",
                     family="huggingface",
                     name=parts[0],
+                    repo="/".join(parts[1:]).partition(":")[0] or None,
                 )
             if len(parts) > 3:
                 raise InvalidRequestArgumentError(
@@ -320,6 +322,7 @@ class Registry:
                     f":preferred or a provider name ({', '.join(sorted(self._hf_providers))})",
                     family="huggingface",
                     name=suffix,
+                    repo=base,
                 )
             model_id = base
         router = (api_base or spec.resolved_base_url()).rstrip("/")

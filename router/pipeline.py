@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from providers.clients import async_transport_for, sync_transport_for
 from providers.errors import InvalidRequestArgumentError, MissingCredentialsError, PolyrouteError, error_from_response
 from providers.hub_mapping import HubMappingCache, default_hub_cache
+from providers.learned_names import alearn_from_mapping, learn_from_mapping
 from providers.registry import Registry, UnknownSubproviderError, default_registry
 from providers.spec import Target
 from providers.tasks import Auth, TaskHelper, helper_for
@@ -102,22 +103,31 @@ class Call(Generic[R]):
 # ---------------------------------------------------------------- resolve
 def resolve(model: str, api_base: str | None, registry: Registry | None, catalog: Catalog | None) -> Target:
     """The model string's target. A gateway sub-provider the registry does not know yet is looked up in the
-    gateway's catalog (which lists every provider) before the model string is refused."""
+    gateway's catalog (which lists every provider), then in the model's Hub mapping, before the model string
+    is refused."""
     registry = registry or default_registry()
     try:
         return registry.resolve(model, api_base)
     except UnknownSubproviderError as err:
         (catalog or default_catalog()).learn_names(err, registry)
+    try:
+        return registry.resolve(model, api_base)
+    except UnknownSubproviderError as err:
+        learn_from_mapping(err, registry, sync_transport_for(None))
     return registry.resolve(model, api_base)  # still unknown: the error, with "did you mean"
 
 
 async def aresolve(model: str, api_base: str | None, registry: Registry | None, catalog: Catalog | None) -> Target:
-    """Async :func:`resolve`: a catalog fetch does not block the event loop."""
+    """Async :func:`resolve`: a catalog or mapping fetch does not block the event loop."""
     registry = registry or default_registry()
     try:
         return registry.resolve(model, api_base)
     except UnknownSubproviderError as err:
         await (catalog or default_catalog()).alearn_names(err, registry)
+    try:
+        return registry.resolve(model, api_base)
+    except UnknownSubproviderError as err:
+        await alearn_from_mapping(err, registry, async_transport_for(None))
     return registry.resolve(model, api_base)
 
 

@@ -11,6 +11,7 @@ import pytest
 from providers.registry import Registry
 from router import Catalog, Router, acompletion, completion, errors
 from tests.upstreams import HFRouterUpstream
+from tests.upstreams.hub import HubUpstream
 
 NEW = "zephyr-cloud"  # not among the built-in HF provider names
 USER = [{"role": "user", "content": "hi"}]
@@ -52,3 +53,25 @@ def test_a_router_learns_the_names_its_model_list_uses(hf_new: HFRouterUpstream)
     )
     r = router.completion("chat", USER)
     assert r.meta.provider == NEW
+
+
+MAPPED = "aurora-infer"  # neither built in nor in the router's catalog: only the model's Hub mapping lists it
+
+
+def test_a_provider_only_the_models_hub_mapping_lists_is_accepted(hub: HubUpstream, hf: HFRouterUpstream) -> None:
+    hub.mappings["Qwen/Qwen3-8B"] = {MAPPED: {"providerId": "qwen3-8b", "task": "conversational", "status": "live"}}
+    registry, catalog = Registry(), Catalog(cache_dir=False)
+    r = completion(model=f"huggingface/{MAPPED}/Qwen/Qwen3-8B", messages=USER, registry=registry, catalog=catalog)
+    assert r.meta.provider == MAPPED and hf.requests[-1].json["model"] == f"Qwen/Qwen3-8B:{MAPPED}"
+    assert MAPPED in registry.hf_providers
+    r = asyncio.run(
+        acompletion(model=f"huggingface/Qwen/Qwen3-8B:{MAPPED}", messages=USER, registry=Registry(), catalog=catalog)
+    )
+    assert r.meta.provider == MAPPED
+    assert [q.path for q in hub.requests] == ["/api/models/Qwen/Qwen3-8B"]  # looked up once, then cached
+
+
+def test_a_name_no_mapping_lists_is_still_refused_with_did_you_mean(hub: HubUpstream, hf: HFRouterUpstream) -> None:
+    with pytest.raises(errors.InvalidRequestArgumentError, match="did you mean 'together'"):
+        completion(model="huggingface/togethr/Qwen/Qwen3-8B", messages=USER, registry=Registry(), catalog=Catalog(cache_dir=False))
+    assert not [q for q in hf.requests if q.path.endswith("/chat/completions")]  # nothing was sent
