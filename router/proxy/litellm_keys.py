@@ -79,8 +79,15 @@ _UNSUPPORTED = frozenset(
         "rotation_interval",
         "temp_budget_increase",
         "temp_budget_expiry",
+        "key",  # a key chosen by the caller: polyroute makes every key itself
     }
 )
+_KINDS = {
+    "be int ": "be a whole number ",
+    "be list ": "be a list ",
+    "be dict ": "be a JSON object ",
+    "be str ": "be a string ",
+}
 NO_MODELS = "no-default-models"  # LiteLLM's name for "no model at all" (its empty list means every model)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400, "mo": 30 * 86_400, "y": 365 * 86_400}
 _DURATION = re.compile(r"(\d{1,9})(s|m|h|d|w|mo|y)")
@@ -149,6 +156,8 @@ def settings(body: Any, *, updating: bool) -> dict[str, Any]:
     except AdminError as e:
         litellm = _LITELLM_NAME.get(e.param or "", e.param)
         message = e.message.replace(e.param, litellm, 1) if e.param and litellm else e.message
+        for admin_word, word in _KINDS.items():
+            message = message.replace(admin_word, word)
         raise invalid(message, litellm) from None
     if expires_at is not None:
         fields["expires_at"] = expires_at
