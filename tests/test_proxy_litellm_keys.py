@@ -39,7 +39,6 @@ def proxy(
         ProxyServer(config, store=PostgresStore(POSTGRES_URL, schema=schema)) as server,
     ):
         yield server
-        server.store.close()
 
 
 @pytest.fixture
@@ -143,12 +142,15 @@ def test_budget_spent_then_refused_and_remaining_reaches_zero(sqlite_proxy: Prox
 
 
 def test_duration_expiry(proxy: ProxyServer) -> None:
-    made = generate(proxy, duration="1s")
-    expires = datetime.fromisoformat(made["expires"]).timestamp()
+    made = generate(proxy, duration="1h")
     assert chat(proxy, made["key"]).status_code == 200
+    shortened = call(proxy, "POST", "/key/update", json={"key": made["token"], "duration": "1s"}).json()
+    expires = datetime.fromisoformat(shortened["expires"]).timestamp()
+    assert expires < datetime.fromisoformat(made["expires"]).timestamp()
     time.sleep(max(0.0, expires - time.time()) + 0.05)  # until the time the answer named
     refused = chat(proxy, made["key"])
     assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+    assert info(proxy, made["token"])["expires"] == shortened["expires"]  # still there, for its history
 
 
 def test_update_changes_limits_models_and_alias(proxy: ProxyServer) -> None:
