@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from router.proxy.store import PostgresStore
-from tests.services import POSTGRES_URL, postgres_schema
+from tests.services import POSTGRES_URL, REDIS_URL, postgres_schema
 from tests.test_proxy import MASTER, USER, ProxyServer, _config
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, TGIUpstream
 
@@ -139,6 +139,19 @@ def test_budget_spent_then_refused_and_remaining_reaches_zero(sqlite_proxy: Prox
     assert statuses[0] == 200 and statuses[-1] == 429
     shown = info(sqlite_proxy, made["token"])
     assert 0 < shown["spend"] <= 0.01 and shown["remaining_budget"] < 0.01
+
+
+def test_key_spend_with_budgets_in_redis(
+    hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream, prefix: str
+) -> None:
+    config = _config(hf, deepinfra, tgi, redis_url=REDIS_URL, redis_prefix=prefix)
+    config["pricing"] = PRICING
+    with ProxyServer(config) as proxy:
+        made = generate(proxy, max_budget=1.0)
+        assert chat(proxy, made["key"]).status_code == 200
+        shown = info(proxy, made["key"])
+        assert shown["spend"] > 0 and shown["reserved_spend"] == 0.0
+        assert shown["remaining_budget"] == pytest.approx(1.0 - shown["spend"], abs=1e-9)
 
 
 def test_duration_expiry(proxy: ProxyServer) -> None:
