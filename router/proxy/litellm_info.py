@@ -46,7 +46,8 @@ def _date(request: web.Request, name: str) -> float | None:
 
 
 def log_row(record: SpendRecord) -> dict[str, Any]:
-    """One request as a LiteLLM spend log row (``api_key`` is the key's token; None: the master key)."""
+    """One request as a LiteLLM spend log row (``api_key`` is the key's token; None: the master key).
+    Example: ``log_row(record)["spend"]`` is its cost in USD (0 when unknown; ``metadata.cost_known`` says)."""
     cost = record.cost_pico
     return {
         "request_id": record.request_id,
@@ -71,6 +72,7 @@ def log_row(record: SpendRecord) -> dict[str, Any]:
 
 
 async def spend_logs(request: web.Request) -> web.Response:
+    """``GET /spend/logs``: rows per request, or totals per day for a date range (see the module doc)."""
     await require_master(request)
     if "user_id" in request.query:
         raise ClientError("user_id: polyroute keys have no users; filter by api_key", param="user_id")
@@ -141,7 +143,8 @@ def without_secrets(value: Any) -> Any:
 
 
 def model_entries(model_list: list[dict[str, Any]], served: set[str]) -> list[dict[str, Any]]:
-    """LiteLLM's ``/model/info`` data for a config's ``model_list`` (``served``: the model names routed)."""
+    """LiteLLM's ``/model/info`` data for a config's ``model_list`` (``served``: the model names routed).
+    Example: ``model_entries([{"model_name": "chat", "params": {"model": "openai/m"}}], {"chat"})``."""
     out = []
     for i, entry in enumerate(model_list):
         name = entry.get("model_name")
@@ -165,16 +168,19 @@ def model_entries(model_list: list[dict[str, Any]], served: set[str]) -> list[di
 
 
 async def model_info(request: web.Request) -> web.Response:
+    """``GET /model/info``: the config's deployments, without their secrets."""
     await require_master(request)
     served = set(request.app[ROUTER].groups)
     return json_response({"data": model_entries(request.app[CONFIG].model_list, served)})
 
 
 async def liveliness(request: web.Request) -> web.Response:
+    """``GET /health/liveliness``: LiteLLM's answer, ``"I'm alive!"``."""
     return json_response("I'm alive!")
 
 
 async def readiness(request: web.Request) -> web.Response:
+    """``GET /health/readiness``: 200 while the store answers, else 503."""
     store_ok = await asyncio.to_thread(request.app[STORE].ping)
     body = {
         "status": "healthy" if store_ok else "unhealthy",

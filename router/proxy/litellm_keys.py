@@ -125,7 +125,13 @@ def duration_seconds(value: Any) -> float:
 
 
 def settings(body: Any, *, updating: bool) -> dict[str, Any]:
-    """The store's key settings from a LiteLLM generate/update body (checked by the admin API's rules)."""
+    """The store's key settings from a LiteLLM generate/update body (checked by the admin API's rules).
+
+    Example::
+
+        settings({"max_budget": 5, "rpm_limit": 60, "models": []}, updating=False)
+        # {"max_budget_usd": 5, "rpm": 60, "models": None}
+    """
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
     supported = sorted([*_FIELDS, "duration", *(["key"] if updating else [])])
@@ -183,11 +189,13 @@ def find_key(store: SqlStore, ref: str) -> KeyRow | None:
 
 
 def not_found(param: str = "key") -> ClientError:
+    """LiteLLM's 404 for a key it does not know (``param``: where it was named; the key is never echoed)."""
     return ClientError("key not found (deleted, or never created here)", param=param, code="not_found", status=404)
 
 
 def key_info(row: KeyRow, spend: dict[str, Any]) -> dict[str, Any]:
-    """A key as LiteLLM's ``/key/info`` shows it (never the key, nor its hash)."""
+    """A key as LiteLLM's ``/key/info`` shows it (never the key, nor its hash); ``spend`` as from
+    :func:`router.proxy.admin.key_spend`. Example: ``key_info(row, spend)["remaining_budget"]``."""
     models = [] if row.models is None else row.models or [NO_MODELS]
     return {
         "token": row.id,
@@ -224,6 +232,7 @@ async def _unique_alias(store: SqlStore, alias: Any, own_id: str | None = None) 
 
 
 async def generate(request: web.Request) -> web.Response:
+    """``POST /key/generate``: a new key, in this answer only."""
     await require_master(request)
     body = await json_body(request)
     fields = settings(body, updating=False)
@@ -236,6 +245,7 @@ async def generate(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
+    """``GET /key/info``: the master key about any key, a virtual key about itself."""
     caller: Caller = await request.app[ACCESS].authenticate(key_of(request))
     store = request.app[STORE]
     ref = request.query.get("key")
@@ -253,6 +263,7 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
+    """``POST /key/update``: the settings given change; the key's cached limits are dropped."""
     await require_master(request)
     body = await json_body(request)
     if not isinstance(body, dict) or "key" not in body:
@@ -280,6 +291,7 @@ def _strings(body: dict[str, Any], name: str) -> list[str]:
 
 
 async def delete(request: web.Request) -> web.Response:
+    """``POST /key/delete``: every key named is revoked, or none is (an unknown one is a 404)."""
     await require_master(request)
     body = await json_body(request)
     if not isinstance(body, dict):
@@ -344,6 +356,7 @@ def bool_query(request: web.Request, name: str, default: bool) -> bool:
 
 
 async def list_keys(request: web.Request) -> web.Response:
+    """``GET /key/list``: live keys' tokens (or whole objects), a page at a time."""
     await require_master(request)
     page = _int_query(request, "page", 1, 1, 1_000_000)
     size = _int_query(request, "size", 10, 1, 100)
