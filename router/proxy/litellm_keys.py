@@ -321,9 +321,8 @@ async def delete(request: web.Request) -> web.Response:
         return rows
 
     rows = await asyncio.to_thread(resolve)
-    now = time.time()
+    await asyncio.to_thread(store.revoke_keys, list(dict.fromkeys(r.id for r in rows)), time.time())
     for row in rows:
-        await asyncio.to_thread(store.update_key, row.id, revoked_at=now)
         request.app[ACCESS].forget(row.id)
     deleted = [r.id for r in rows[: len(refs)]] + aliases
     return json_response({"deleted_keys": deleted})

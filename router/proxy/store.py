@@ -301,6 +301,21 @@ class SqlStore:
         values = self._exec(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE id = ?", (key_id,)).fetchone()
         return None if values is None else self._row(values)
 
+    def revoke_keys(self, key_ids: list[str], at: float) -> int:
+        """Revoke these keys in one statement (all or none); returns how many were live.
+
+        Example::
+
+            store.revoke_keys(["3f2a...", "9c01..."], time.time())  # 2
+        """
+        if not key_ids:
+            return 0
+        marks = ", ".join("?" * len(key_ids))
+        cursor = self._exec(
+            f"UPDATE keys SET revoked_at = ? WHERE id IN ({marks}) AND revoked_at IS NULL", (at, *key_ids)
+        )
+        return int(cursor.rowcount)
+
     # ---------------------------------------------------------------- spend
     def add_spend(self, records: list[SpendRecord]) -> None:
         """Write records; one with a request id already stored is skipped (recovery may write it again)."""
