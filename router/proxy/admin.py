@@ -1,8 +1,9 @@
 """``/admin/...`` (master key only): virtual keys and spend reports.
 
-- ``POST /admin/keys`` ``{alias, max_budget_usd, rpm, tpm, models, expires_at | duration_seconds}``
+- ``POST /admin/keys`` ``{alias, max_budget_usd, rpm, tpm, models, metadata, expires_at | duration_seconds}``
   creates a key — the key is in this response only, it is stored hashed.
-- ``GET /admin/keys``, ``PATCH /admin/keys/{id}``, ``DELETE /admin/keys/{id}`` (revoke).
+- ``GET /admin/keys`` (each key with ``spend_usd``, ``reserved_usd`` held by requests in flight,
+  ``remaining_budget_usd`` and ``requests``), ``PATCH /admin/keys/{id}``, ``DELETE /admin/keys/{id}`` (revoke).
 - ``GET /admin/spend?group_by=key|model|provider&since=<unix seconds>&outcome=ok|failed|in_doubt``: per
   group, ``in_doubt_requests`` / ``in_doubt_cost_usd`` count requests a crash left in doubt (charged at
   their reservation), and ``in_doubt`` sums them over every group.
@@ -19,9 +20,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..pricing.prices import PICO_PER_USD, pico_to_usd, to_decimal
 from .body import read_body
-from .state import ACCESS, STORE
-from .store import OUTCOMES
+from .keys import budget_name
+from .state import ACCESS, SPEND, STORE
+from .store import OUTCOMES, KeyRow
 from .validate import ClientError, check_depth
 
 _EDITABLE: dict[str, type | tuple[type, ...]] = {
@@ -31,6 +34,7 @@ _EDITABLE: dict[str, type | tuple[type, ...]] = {
     "tpm": int,
     "models": list,
     "expires_at": (int, float),
+    "metadata": dict,
 }
 # Sane bounds (and what the stores and ledgers hold: rpm/tpm are 32-bit columns in PostgreSQL, budgets are
 # counted in integer picodollars).
@@ -43,6 +47,7 @@ _MAX = {
 }
 _MAX_TEXT = 256  # alias and model names
 _MAX_MODELS = 1_000
+_MAX_METADATA = 16_000  # bytes of a key's metadata, as JSON
 
 
 class AdminError(ClientError):
@@ -105,11 +110,14 @@ def key_fields(body: Any, *, creating: bool) -> dict[str, Any]:
                 raise AdminError(f"models must list at most {_MAX_MODELS} model aliases", param=name)
             if not all(isinstance(m, str) and 0 < len(m) <= _MAX_TEXT for m in value):
                 raise AdminError("models must be a list of model aliases", param=name)
+        if name == "metadata" and value is not None and len(orjson.dumps(value)) > _MAX_METADATA:
+            raise AdminError(f"metadata must be at most {_MAX_METADATA} bytes of JSON", param=name)
         fields[name] = value
     return fields
 
 
-async def _body(request: web.Request) -> Any:
+async def json_body(request: web.Request) -> Any:
+    """The request body as JSON (an empty body: {}); a 400 when it is not JSON."""
     raw = await read_body(request)
     try:
         body = orjson.loads(raw or b"{}")
@@ -124,18 +132,51 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 async def create_key(request: web.Request) -> web.Response:
-    fields = key_fields(await _body(request), creating=True)
+    fields = key_fields(await json_body(request), creating=True)
     key, row = await asyncio.to_thread(request.app[STORE].create_key, **fields)
     return json_response({"key": key, **row.public()}, status=201)
 
 
+async def key_spend(app: web.Application, rows: list[KeyRow]) -> dict[str, dict[str, Any]]:
+    """Each key's ``spend_usd`` (its stored records), ``reserved_usd`` (held by its requests in flight),
+    ``remaining_budget_usd`` (None: no budget) and ``requests``, by key id. Records of finished requests are
+    written first, so a request answered before this call is counted.
+
+    Example::
+
+        (await key_spend(app, [row]))[row.id]  # {"spend_usd": 0.0012, "reserved_usd": 0.0, ...}
+    """
+    await app[SPEND].flush()
+    ids = [r.id for r in rows]
+    stored = await asyncio.to_thread(app[STORE].key_spend, ids if len(ids) <= 500 else None)
+    ledger = app[ACCESS].ledger
+    budgeted = [r for r in rows if r.max_budget_usd is not None]
+    held = await asyncio.to_thread(lambda: {r.id: ledger.totals(budget_name(r.id)) for r in budgeted})
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        cost, requests = stored.get(row.id, (0, 0))
+        spent, reserved = held.get(row.id, (0, 0))
+        remaining = None
+        if row.max_budget_usd is not None:
+            limit = int((to_decimal(row.max_budget_usd) or 0) * PICO_PER_USD)
+            remaining = pico_to_usd(max(0, limit - spent - reserved))
+        out[row.id] = {
+            "spend_usd": pico_to_usd(cost),
+            "reserved_usd": pico_to_usd(reserved),
+            "remaining_budget_usd": remaining,
+            "requests": requests,
+        }
+    return out
+
+
 async def list_keys(request: web.Request) -> web.Response:
     rows = await asyncio.to_thread(request.app[STORE].keys)
-    return json_response({"object": "list", "data": [r.public() for r in rows]})
+    spend = await key_spend(request.app, rows)
+    return json_response({"object": "list", "data": [{**r.public(), **spend[r.id]} for r in rows]})
 
 
 async def update_key(request: web.Request) -> web.Response:
-    return await _edit_key(request, key_fields(await _body(request), creating=False))
+    return await _edit_key(request, key_fields(await json_body(request), creating=False))
 
 
 async def revoke_key(request: web.Request) -> web.Response:

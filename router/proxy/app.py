@@ -2,9 +2,10 @@
 
 Endpoints: the task endpoints of :mod:`router.proxy.endpoints` (``POST /v1/chat/completions``, stream and
 not, ``POST /v1/embeddings``: one table, one handler), ``GET /v1/models`` and ``GET /v1/models/{id}`` (ids may
-hold ``/``) — all also without the ``/v1`` prefix — ``GET /metrics``, ``GET /health``, ``GET /health/ready``
-and the admin API (:mod:`router.proxy.admin`). Deployments without upstream credentials are named in one
-warning at startup (:mod:`router.credentials`).
+hold ``/``) — all also without the ``/v1`` prefix — ``GET /metrics``, ``GET /health``, ``GET /health/ready``,
+the admin API (:mod:`router.proxy.admin`) and LiteLLM's key, spend, model-info and health routes
+(:mod:`router.proxy.litellm_keys`, :mod:`router.proxy.litellm_info`). Deployments without upstream
+credentials are named in one warning at startup (:mod:`router.credentials`).
 Every error is OpenAI's error JSON with the right status (:mod:`router.proxy.errors`), so the OpenAI SDK
 raises its matching exception. Clients can never choose the upstream or override a field the proxy owns
 (see :mod:`router.proxy.validate`); bodies are read under a size, time and memory limit
@@ -25,7 +26,7 @@ from aiohttp import web
 from ..credentials import missing_warning
 from ..routing.router import Router
 from ..shared.ledger import RedisLedger
-from . import admin
+from . import admin, litellm_info, litellm_keys
 from .body import BODY_LIMITS, BodyLimits
 from .config import ConfigError, ProxyConfig
 from .endpoints import PREFIXES, Handler, add_endpoints
@@ -227,7 +228,7 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     app.on_startup.append(start_writer)
     app.on_cleanup.append(flush_spend)
     app.on_response_prepare.append(_end_unended)
-    for method, path, handler in admin.ROUTES:
+    for method, path, handler in (*admin.ROUTES, *litellm_keys.ROUTES, *litellm_info.ROUTES):
         app.router.add_route(method, path, handler)
     add_endpoints(app)
     for prefix in PREFIXES:

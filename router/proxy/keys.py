@@ -34,6 +34,11 @@ class Caller:
         return None if self.key is None else self.key.id
 
 
+def budget_name(key_id: str) -> str:
+    """The ledger name of a virtual key's budget: ``budget_name("3f2a") == "key:3f2a"``."""
+    return f"key:{key_id}"
+
+
 class Refused(Exception):
     def __init__(self, status: int, message: str, code: str) -> None:
         super().__init__(message)
@@ -96,7 +101,7 @@ class Access:
         if row.max_budget_usd is not None:
             budget = self._budgets.get(row.id)
             if budget is None or budget.limit_usd != row.max_budget_usd:
-                budget = self._budgets[row.id] = Budget(row.max_budget_usd, self.ledger, name=f"key:{row.id}")
+                budget = self._budgets[row.id] = Budget(row.max_budget_usd, self.ledger, name=budget_name(row.id))
         return Caller(row, budget)
 
     def allow(self, caller: Caller, model: str) -> None:

@@ -50,6 +50,11 @@ SQLITE_MIGRATIONS: list[str] = [
     UPDATE spend SET outcome = 'failed' WHERE status >= 400;
     CREATE UNIQUE INDEX spend_by_request ON spend (request_id);
     """,
+    # 3: a key's free-form metadata (LiteLLM's key API); a key's records found without a scan
+    """
+    ALTER TABLE keys ADD COLUMN metadata TEXT;
+    CREATE INDEX spend_by_key ON spend (key_id);
+    """,
 ]
 # The same schema in PostgreSQL's types (64-bit money, double-precision times).
 POSTGRES_MIGRATIONS: list[str] = [
@@ -70,6 +75,10 @@ POSTGRES_MIGRATIONS: list[str] = [
     ALTER TABLE spend ADD COLUMN request_id TEXT, ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ok';
     UPDATE spend SET outcome = 'failed' WHERE status >= 400;
     CREATE UNIQUE INDEX spend_by_request ON spend (request_id);
+    """,
+    """
+    ALTER TABLE keys ADD COLUMN metadata TEXT;
+    CREATE INDEX spend_by_key ON spend (key_id);
     """,
 ]
 OUTCOMES = ("ok", "failed", "in_doubt")  # in_doubt: begun before a crash, never ended; charged at its reservation
@@ -96,6 +105,7 @@ class KeyRow:
     expires_at: float | None = None
     created_at: float = field(default_factory=time.time)
     revoked_at: float | None = None
+    metadata: dict[str, Any] | None = None  # the owner's own notes (LiteLLM's key metadata)
 
     def public(self) -> dict[str, Any]:
         """What the admin API shows: everything but the hash."""
@@ -166,7 +176,9 @@ _KEY_FIELDS = (
     "expires_at",
     "created_at",
     "revoked_at",
+    "metadata",
 )
+_JSON_FIELDS = ("models", "metadata")  # stored as JSON text
 
 
 class SqlStore:
@@ -174,6 +186,7 @@ class SqlStore:
 
     migrations: list[str] = []
     placeholder = "?"
+    day_sql = "strftime('%Y-%m-%d', ts, 'unixepoch')"  # a record's UTC day, YYYY-MM-DD
 
     def __init__(self) -> None:
         self._connections = ThreadConnections(self._connect)
@@ -250,13 +263,15 @@ class SqlStore:
     @staticmethod
     def _values(row: KeyRow) -> tuple[Any, ...]:
         data = dict(row.__dict__)
-        data["models"] = None if row.models is None else orjson.dumps(row.models).decode()
+        for name in _JSON_FIELDS:
+            data[name] = None if data[name] is None else orjson.dumps(data[name]).decode()
         return tuple(data[f] for f in _KEY_FIELDS)
 
     @staticmethod
     def _row(values: Any) -> KeyRow:
         data = dict(zip(_KEY_FIELDS, values, strict=True))
-        data["models"] = None if data["models"] is None else orjson.loads(data["models"])
+        for name in _JSON_FIELDS:
+            data[name] = None if data[name] is None else orjson.loads(data[name])
         return KeyRow(**data)
 
     def keys(self) -> list[KeyRow]:
@@ -267,14 +282,39 @@ class SqlStore:
         values = self._exec(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return None if values is None else self._row(values)
 
+    def key_by_id(self, key_id: str) -> KeyRow | None:
+        values = self._exec(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE id = ?", (key_id,)).fetchone()
+        return None if values is None else self._row(values)
+
+    def keys_by_alias(self, alias: str) -> list[KeyRow]:
+        """The keys named ``alias``, revoked ones included, oldest first."""
+        cursor = self._exec(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE alias = ? ORDER BY created_at", (alias,))
+        return [self._row(v) for v in cursor.fetchall()]
+
     def update_key(self, key_id: str, **fields: Any) -> KeyRow | None:
         if fields:
-            if "models" in fields and fields["models"] is not None:
-                fields["models"] = orjson.dumps(fields["models"]).decode()
+            for name in _JSON_FIELDS:
+                if fields.get(name) is not None:
+                    fields[name] = orjson.dumps(fields[name]).decode()
             sets = ", ".join(f"{name} = ?" for name in fields)
             self._exec(f"UPDATE keys SET {sets} WHERE id = ?", (*fields.values(), key_id))
         values = self._exec(f"SELECT {', '.join(_KEY_FIELDS)} FROM keys WHERE id = ?", (key_id,)).fetchone()
         return None if values is None else self._row(values)
+
+    def revoke_keys(self, key_ids: list[str], at: float) -> int:
+        """Revoke these keys in one statement (all or none); returns how many were live.
+
+        Example::
+
+            store.revoke_keys(["3f2a...", "9c01..."], time.time())  # 2
+        """
+        if not key_ids:
+            return 0
+        marks = ", ".join("?" * len(key_ids))
+        cursor = self._exec(
+            f"UPDATE keys SET revoked_at = ? WHERE id IN ({marks}) AND revoked_at IS NULL", (at, *key_ids)
+        )
+        return int(cursor.rowcount)
 
     # ---------------------------------------------------------------- spend
     def add_spend(self, records: list[SpendRecord]) -> None:
@@ -323,6 +363,78 @@ class SqlStore:
         rows = self._exec(f"SELECT {', '.join(SPEND_FIELDS)} FROM spend {where} ORDER BY id", params).fetchall()
         return [SpendRecord(*r) for r in rows]
 
+    def key_spend(self, key_ids: list[str] | None = None) -> dict[str, tuple[int, int]]:
+        """``{key id: (cost in pico-USD, requests)}`` over the stored records of ``key_ids`` (None: every key).
+
+        Example::
+
+            store.key_spend(["3f2a..."])  # {"3f2a...": (1200000, 3)}
+        """
+        where = "key_id IS NOT NULL"
+        params: tuple[str, ...] = ()
+        if key_ids is not None:
+            if not key_ids:
+                return {}
+            where, params = f"key_id IN ({', '.join('?' * len(key_ids))})", tuple(key_ids)
+        rows = self._exec(
+            f"SELECT key_id, COALESCE(SUM(cost_pico), 0), COUNT(*) FROM spend WHERE {where} GROUP BY key_id", params
+        ).fetchall()
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+    def spend_log(
+        self,
+        *,
+        key_id: str | None = None,
+        request_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[SpendRecord]:
+        """Stored records, oldest first, filtered by key, request id and time (``since <= ts < until``); at most
+        ``limit`` of them (the newest).
+
+        Example::
+
+            store.spend_log(key_id="3f2a...", since=time.time() - 86_400)
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("key_id = ?", key_id),
+            ("request_id = ?", request_id),
+            ("ts >= ?", since),
+            ("ts < ?", until),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._exec(
+            f"SELECT {', '.join(SPEND_FIELDS)} FROM spend {where} ORDER BY ts DESC, id DESC LIMIT ?", (*params, limit)
+        ).fetchall()
+        return [SpendRecord(*r) for r in reversed(rows)]
+
+    def spend_by_day(
+        self, since: float | None, until: float | None, key_id: str | None = None
+    ) -> list[tuple[str, str | None, str | None, int]]:
+        """``(UTC day, key id, model alias, cost in pico-USD)`` totals of the records in ``since <= ts < until``.
+
+        Example::
+
+            store.spend_by_day(since, until)  # [("2026-12-05", "3f2a...", "chat", 1200000), ...]
+        """
+        clauses = ["ts >= ?", "ts < ?"]
+        params: list[Any] = [since or 0.0, until if until is not None else 1e12]
+        if key_id is not None:
+            clauses.append("key_id = ?")
+            params.append(key_id)
+        rows = self._exec(
+            f"SELECT {self.day_sql}, key_id, alias, COALESCE(SUM(cost_pico), 0) FROM spend "
+            f"WHERE {' AND '.join(clauses)} GROUP BY 1, 2, 3 ORDER BY 1",
+            tuple(params),
+        ).fetchall()
+        return [(str(r[0]), r[1], r[2], int(r[3])) for r in rows]
+
     def spend_count(self) -> int:
         return int(self._exec("SELECT COUNT(*) FROM spend").fetchone()[0])
 
@@ -365,6 +477,7 @@ class PostgresStore(SqlStore):
 
     migrations = POSTGRES_MIGRATIONS
     placeholder = "%s"
+    day_sql = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
     def __init__(self, url: str, *, schema: str | None = None) -> None:
         self.url = url
