@@ -248,8 +248,11 @@ async def _checked(request: web.Request, caller: Caller, rules: BodyRules) -> Ch
     model = model_of(body, drop_upstream=request.app[CONFIG].client_upstream_fields == "ignore")
     router = request.app[ROUTER]
     mine = caller.key.models if caller.key is not None else None
-    if model not in router.groups:
-        names = ", ".join(n for n in sorted(router.groups) if mine is None or n in mine)
+    unserved = request.app[CONFIG].unserved.get(model)
+    if unserved is not None:  # the config names it, but only with providers polyroute cannot serve
+        raise ClientError(unserved, param="model", code="provider_not_supported", status=501)
+    if model not in router.groups and router.group_of(model) is None:
+        names = ", ".join(n for n in router.listed() if mine is None or n in mine)
         shown = model if len(model) <= 100 else model[:97] + "..."
         raise ClientError(
             f"model {shown!r} is not served here; use one of: {names}",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry
@@ -37,10 +39,12 @@ CALL_PARAMS = frozenset(
         "reasoning_effort",
     }
 )
-ROUTING_PARAMS = frozenset({"model", "weight", "rpm", "tpm", "context_length"})
-IGNORED_PARAMS = frozenset(
-    {"max_retries", "stream_timeout", "custom_llm_provider", "input_cost_per_token", "output_cost_per_token"}
+# ``order``: lower first (LiteLLM's deployment priority); ``api_version``: the api-version query of api_base
+# (Azure OpenAI's); ``stream_timeout``: the attempt's timeout when streaming.
+ROUTING_PARAMS = frozenset(
+    {"model", "weight", "rpm", "tpm", "context_length", "order", "api_version", "stream_timeout"}
 )
+IGNORED_PARAMS = frozenset({"max_retries", "custom_llm_provider", "input_cost_per_token", "output_cost_per_token"})
 
 
 @dataclass
@@ -73,6 +77,8 @@ class Deployment:
     rpm: int | None = None
     tpm: int | None = None
     context_length: int | None = None  # overrides the catalog's
+    order: int | None = None  # LiteLLM's priority: the lowest order among the healthy deployments is used
+    stream_timeout: float | None = None  # an attempt's timeout when streaming (else params' timeout)
     index: int = 0
     state: DeploymentState = field(default_factory=DeploymentState)
     unset_env: tuple[str, ...] = ()  # the config's os.environ/VAR references unset at load: never used
@@ -183,6 +189,12 @@ def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Depl
             target = registry.resolve(params["model"], api_base)
         except InvalidRequestArgumentError as e:
             raise InvalidRequestArgumentError(f"{where}.params.model: {e.message}") from None
+        version = params.get("api_version")
+        if version is not None:
+            if not isinstance(version, str) or not version:
+                raise InvalidRequestArgumentError(f"{where}.params.api_version: expected a string, got {version!r}")
+            api_base = with_query(target.api_base, "api-version", version)
+            target = dataclasses.replace(target, api_base=api_base)
         group = entry["model_name"]
         members = groups.setdefault(group, [])
         call_params = {k: v for k, v in params.items() if k in CALL_PARAMS and k != "base_url"}
@@ -200,12 +212,21 @@ def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Depl
                 rpm=_positive(params.get("rpm"), f"{where}.params.rpm", int),
                 tpm=_positive(params.get("tpm"), f"{where}.params.tpm", int),
                 context_length=_positive(params.get("context_length"), f"{where}.params.context_length", int),
+                order=_positive(params.get("order"), f"{where}.params.order", int),
+                stream_timeout=_positive(params.get("stream_timeout"), f"{where}.params.stream_timeout", float),
                 index=len(members),
                 unset_env=tuple(unset),
                 key_env=() if unset else missing_key_env(target, call_params),
             )
         )
     return groups
+
+
+def with_query(url: str, name: str, value: str) -> str:
+    """``url`` with the query parameter ``name`` set to ``value``."""
+    base, _, query = url.partition("?")
+    pairs = [(k, v) for k, v in parse_qsl(query) if k != name] + [(name, value)]
+    return f"{base}?{urlencode(pairs)}"
 
 
 def now() -> float:

@@ -49,6 +49,7 @@ from ..tokens import aload_encoding, long_prompt
 from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse, WithMeta
 from .deployment import Deployment, fallback_map, now, parse_model_list
 from .hooks import Hook, call_hook
+from .names import GroupNames, placeholders, split_patterns
 from .offers import CatalogFacts, needs_of
 from .session import Choice, NotYet, RequestInfo, Session
 from .strategies import strategy_name
@@ -98,11 +99,21 @@ class Router(CatalogFacts):
         redis_url: str | None = None,
         shared_state: SharedRouterState | None = None,
         sync_interval: float = 0.1,
+        model_group_alias: Any = None,
     ) -> None:
         self.registry = registry or default_registry()
         self.catalog = catalog or default_catalog()
         _learn_subproviders(model_list, self.registry, self.catalog)
-        self.groups: dict[str, list[Deployment]] = parse_model_list(model_list, self.registry)
+        plain, patterns = split_patterns(model_list)
+        self.groups: dict[str, list[Deployment]] = (
+            parse_model_list(plain, self.registry) if plain or not patterns else {}
+        )
+        samples = (
+            [d for ds in parse_model_list(placeholders(patterns), self.registry).values() for d in ds]
+            if patterns
+            else []
+        )
+        self.names = GroupNames(patterns, model_group_alias, self.groups)
         self.strategy = strategy_name(strategy or routing_strategy or "weighted")
         if isinstance(num_retries, bool) or not isinstance(num_retries, int) or num_retries < 0:
             raise InvalidRequestArgumentError(f"num_retries must be an integer >= 0, got {num_retries!r}")
@@ -124,11 +135,10 @@ class Router(CatalogFacts):
         self._chains: dict[str, tuple[str, ...]] = {}
         self.lock = threading.Lock()  # picks and rate-window bookkeeping are one atomic step
         self.provider_not_before: dict[tuple[int, str], float] = {}  # (deployment, sub-provider) Retry-After
-        self._counts_tpm = any(d.tpm for ds in self.groups.values() for d in ds)
+        every = [d for ds in self.groups.values() for d in ds] + samples
+        self._counts_tpm = any(d.tpm for d in every)
         # families whose catalog lists models, prices and context windows (the rest: configured prices only)
-        self.catalog_families = {d.target.provider for ds in self.groups.values() for d in ds} & set(
-            self.catalog.families()
-        )
+        self.catalog_families = {d.target.provider for d in every} & set(self.catalog.families())
         if redis_url is not None and shared_state is None:
             shared_state = _shared_state(redis_url, sync_interval)
         self.shared = shared_state  # cooldowns, rpm/tpm, in-flight and latency shared with other replicas
@@ -178,15 +188,29 @@ class Router(CatalogFacts):
         cached = self._chains.get(model)
         if cached is not None:
             return list(cached)
-        if model not in self.groups:
+        group = self.group_of(model)
+        if group is None:
             raise InvalidRequestArgumentError(
-                f"model {model!r} is not a model_name of this router; known: {', '.join(sorted(self.groups))}"
+                f"model {model!r} is not a model_name of this router; known: {', '.join(self.listed())}"
             )
-        groups = [model]
+        groups = [group]
         for group in groups:  # follow fallbacks of fallbacks, in order, once each
             groups.extend(g for g in self.fallbacks.get(group, []) if g not in groups)
         self._chains[model] = tuple(groups)
         return groups
+
+    def group_of(self, model: str) -> str | None:
+        """The group serving ``model``: itself, the group of an alias, or one made for a wildcard pattern."""
+        return self.names.group(
+            model, self.groups, lambda entries: parse_model_list(entries, self.registry), self._forget
+        )
+
+    def listed(self) -> list[str]:
+        """The model names to list: the groups and the aliases not hidden."""
+        return self.names.listed(self.groups)
+
+    def _forget(self, group: str) -> None:
+        self._chains.clear()  # chains naming a dropped wildcard group are made again
 
     def _session(
         self,
@@ -258,7 +282,7 @@ class Router(CatalogFacts):
         client = kwargs.pop("client", None)
 
         def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session))
+            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session, choice, bool(stream)))
             result = run_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, Stream):
                 return self._first_content(session, choice, result)
@@ -285,7 +309,7 @@ class Router(CatalogFacts):
         client = kwargs.pop("client", None)
 
         async def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session))
+            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session, choice, bool(stream)))
             result = await arun_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, AsyncStream):
                 return await self._afirst_content(session, choice, result)
@@ -364,7 +388,7 @@ class Router(CatalogFacts):
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
         def attempt(choice: Choice) -> Any:
-            result = run(make(choice, _bounded(kwargs, session)), client, budget)
+            result = run(make(choice, _bounded(kwargs, session, choice)), client, budget)
             self._finish(session, choice, result)
             return result
 
@@ -378,7 +402,7 @@ class Router(CatalogFacts):
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
         async def attempt(choice: Choice) -> Any:
-            result = await arun(make(choice, _bounded(kwargs, session)), client, budget)
+            result = await arun(make(choice, _bounded(kwargs, session, choice)), client, budget)
             self._finish(session, choice, result)
             return result
 
@@ -575,12 +599,16 @@ def _merged(deployment: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _bounded(kwargs: dict[str, Any], session: Session) -> dict[str, Any]:
-    """The call's arguments with a timeout that ends no later than the request's total deadline."""
-    if session.deadline is None:
+def _bounded(kwargs: dict[str, Any], session: Session, choice: Choice, stream: bool = False) -> dict[str, Any]:
+    """The call's arguments with the attempt's timeout: the call's own, the deployment's (``stream_timeout``
+    for a stream), ending no later than the request's total deadline."""
+    limits = [session.deadline - now()] if session.deadline is not None else []
+    params = choice.deployment.params
+    own = kwargs.get("timeout", params.get("timeout"))
+    if stream and choice.deployment.stream_timeout is not None:
+        own = choice.deployment.stream_timeout if "timeout" not in kwargs else own
+    if isinstance(own, (int, float)) and not isinstance(own, bool):
+        limits.append(own)
+    if not limits:
         return kwargs
-    remaining = max(0.001, session.deadline - now())
-    own = kwargs.get("timeout")
-    if isinstance(own, (int, float)) and not isinstance(own, bool) and own < remaining:
-        return kwargs
-    return {**kwargs, "timeout": remaining}
+    return {**kwargs, "timeout": max(0.001, min(limits))}

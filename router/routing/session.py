@@ -160,6 +160,9 @@ class Session:
         cooling = not healthy
         pool = healthy or [min(fitting, key=lambda d: d.state.cooldown_until)]  # never leave the group empty
         ready = [d for d in pool if self._not_before(d) <= t and _admits(d, t, tokens)]
+        if len(ready) > 1 and any(d.order is not None for d in ready):  # LiteLLM's order: lowest first
+            first = min(_order(d) for d in ready)
+            ready = [d for d in ready if _order(d) == first]
         if not ready:
             when = min(max(self._not_before(d), d.next_free(t, tokens)) for d in pool)
             limited = all(self._not_before(d) <= t for d in pool)
@@ -378,3 +381,7 @@ def _admits(d: Deployment, t: float, tokens: int) -> bool:
         return False
     room = d.headroom(t, tokens)
     return room is None or room >= 0
+
+
+def _order(d: Deployment) -> float:
+    return float("inf") if d.order is None else d.order
