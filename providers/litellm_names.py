@@ -40,7 +40,7 @@ def litellm_model(model: str, custom_llm_provider: str | None = None) -> str:
     """The polyroute model string for a LiteLLM ``model`` (and its ``custom_llm_provider``)."""
     if custom_llm_provider and not model.startswith(custom_llm_provider + "/"):
         return f"{custom_llm_provider}/{model}"
-    if "/" in model:
+    if "/" in model or model == "*":  # "*": a wildcard group's requested name, read when it is known
         return model
     for start, family in _BARE_FAMILIES:
         if model.startswith(start):

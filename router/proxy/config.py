@@ -184,7 +184,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
         for alias, group in list(aliases.items()):
             name = group.get("model") if isinstance(group, dict) else group
             if isinstance(name, str) and name in unserved:
-                unserved[alias] = unserved[name]
+                unserved[alias] = f"model {alias!r} is an alias of {name!r}, which {unserved[name].split(' ', 2)[2]}"
                 del aliases[alias]
     general = _mapping(data, "general_settings", source)
     problems += [Problem(f"general_settings.{k}") for k in general if k not in _GENERAL]

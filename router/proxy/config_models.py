@@ -82,7 +82,7 @@ def resolve_env(value: Any, source: str, path: str, unset: list[str] | None = No
     return value
 
 
-def _params(entry: dict[str, Any], where: str, source: str, out: ModelList) -> tuple[str, dict[str, Any]]:
+def _params(entry: dict[str, Any], where: str, source: str, problems: list[Problem]) -> tuple[str, dict[str, Any]]:
     """The entry's params key as written and its honoured settings, ``os.environ/`` resolved."""
     key = "litellm_params" if "litellm_params" in entry else "params"
     params = entry.get(key)
@@ -92,11 +92,11 @@ def _params(entry: dict[str, Any], where: str, source: str, out: ModelList) -> t
     for name, value in params.items():
         path = f"{where}.{key}.{name}"
         if name not in PARAMS:
-            out.problems.append(Problem(path))
+            problems.append(Problem(path))
             continue
         unset: list[str] = []
         resolved = resolve_env(value, source, path, None if name == "model" else unset)
-        out.problems.extend(
+        problems.extend(
             Problem(path, f"environment variable {var} is not set: the deployment is not used") for var in unset
         )
         if resolved is not _UNSET:
@@ -118,24 +118,25 @@ def read_model_list(model_list: Any, source: str, registry: Registry) -> ModelLi
         where = f"model_list[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{source}: {where}: expected a mapping with model_name and litellm_params")
-        out.problems += [Problem(f"{where}.{k}") for k in entry if k not in _MODEL_ENTRY]
+        found = [Problem(f"{where}.{k}") for k in entry if k not in _MODEL_ENTRY]
         info = entry.get("model_info")
         if isinstance(info, dict):
-            out.problems += [Problem(f"{where}.model_info.{k}") for k in info if k not in _MODEL_INFO]
+            found += [Problem(f"{where}.model_info.{k}") for k in info if k not in _MODEL_INFO]
         group = entry.get("model_name")
         if not isinstance(group, str) or not group:
             raise ConfigError(f"{source}: {where}.model_name: expected a non-empty string, got {group!r}")
-        key, params = _params(entry, where, source, out)
+        key, params = _params(entry, where, source, found)
         written = params["model"]
         model = params["model"] = litellm_model(written, params.pop("custom_llm_provider", None))
         prefix = model.partition("/")[0]
         reason = unservable_reason(model)
-        if reason is None and not registry.knows(prefix):
+        if reason is None and model != "*" and not registry.knows(prefix):
             reason = f"unknown provider {prefix!r} (add an OpenAI-compatible one under providers:)"
-        if reason is not None:
+        if reason is not None:  # one line for the deployment, not one per setting it would have needed
             out.problems.append(Problem(f"{where}.{key}.model", f"{written}: {reason}; the deployment is not used"))
             reasons.setdefault(group, []).append(f"{prefix} ({reason})")
             continue
+        out.problems += found
         if "headers" in params:
             params["extra_headers"] = {**params.pop("headers"), **params.get("extra_headers", {})}
         costs: dict[str, Any] = {

@@ -251,7 +251,11 @@ async def _checked(request: web.Request, caller: Caller, rules: BodyRules) -> Ch
     unserved = request.app[CONFIG].unserved.get(model)
     if unserved is not None:  # the config names it, but only with providers polyroute cannot serve
         raise ClientError(unserved, param="model", code="provider_not_supported", status=501)
-    if model not in router.groups and router.group_of(model) is None:
+    try:
+        group = model if model in router.groups else router.group_of(model)
+    except PolyrouteError as e:  # a wildcard group's model string for this name does not resolve
+        raise ClientError(e.message, param="model", code="model_not_found", status=400) from None
+    if group is None:
         names = ", ".join(n for n in router.listed() if mine is None or n in mine)
         shown = model if len(model) <= 100 else model[:97] + "..."
         raise ClientError(

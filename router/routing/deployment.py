@@ -40,11 +40,12 @@ CALL_PARAMS = frozenset(
     }
 )
 # ``order``: lower first (LiteLLM's deployment priority); ``api_version``: the api-version query of api_base
-# (Azure OpenAI's); ``stream_timeout``: the attempt's timeout when streaming.
+# (Azure OpenAI's); ``stream_timeout``: the attempt's timeout when streaming; ``max_retries``: how many times a
+# request may retry this deployment (after that it moves on to another one).
 ROUTING_PARAMS = frozenset(
-    {"model", "weight", "rpm", "tpm", "context_length", "order", "api_version", "stream_timeout"}
+    {"model", "weight", "rpm", "tpm", "context_length", "order", "api_version", "stream_timeout", "max_retries"}
 )
-IGNORED_PARAMS = frozenset({"max_retries", "custom_llm_provider", "input_cost_per_token", "output_cost_per_token"})
+IGNORED_PARAMS = frozenset({"custom_llm_provider", "input_cost_per_token", "output_cost_per_token"})
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Deployment:
     context_length: int | None = None  # overrides the catalog's
     order: int | None = None  # LiteLLM's priority: the lowest order among the healthy deployments is used
     stream_timeout: float | None = None  # an attempt's timeout when streaming (else params' timeout)
+    max_retries: int | None = None  # retries of this deployment one request may make (None: the group's)
     index: int = 0
     state: DeploymentState = field(default_factory=DeploymentState)
     unset_env: tuple[str, ...] = ()  # the config's os.environ/VAR references unset at load: never used
@@ -174,6 +176,14 @@ def _positive(value: Any, where: str, kind: type) -> Any:
     return kind(value)
 
 
+def _count(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestArgumentError(f"{where}: expected a whole number >= 0, got {value!r}")
+    return value
+
+
 def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Deployment]]:
     """Deployments by group, from LiteLLM-style ``model_list`` entries; errors name the entry."""
     if not isinstance(model_list, list) or not model_list:
@@ -214,6 +224,7 @@ def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Depl
                 context_length=_positive(params.get("context_length"), f"{where}.params.context_length", int),
                 order=_positive(params.get("order"), f"{where}.params.order", int),
                 stream_timeout=_positive(params.get("stream_timeout"), f"{where}.params.stream_timeout", float),
+                max_retries=_count(params.get("max_retries"), f"{where}.params.max_retries"),
                 index=len(members),
                 unset_env=tuple(unset),
                 key_env=() if unset else missing_key_env(target, call_params),

@@ -105,9 +105,9 @@ class GroupNames:
             try:
                 made = parse([_substituted(e, name, stars) for e in pattern.entries])
             except InvalidRequestArgumentError as e:
-                raise InvalidRequestArgumentError(
-                    f"model {name!r} (wildcard group {pattern.name!r}): {e.message}"
-                ) from None
+                detail = re.sub(r"^model_list\[\d+\]\.\w+\.\w+: ", "", e.message)  # the entry is made, not written
+                why = f"model {name!r} matches the wildcard group {pattern.name!r}, but: {detail}"
+                raise InvalidRequestArgumentError(why) from None
             with self.lock:
                 if name not in groups:
                     groups[name] = made[name]

@@ -335,6 +335,11 @@ class Session:
             return self._has_more() or self._advance_group()
         if not err.is_retryable:
             return False
+        cap = deployment.max_retries
+        if cap is not None and sum(a.deployment == deployment.name for a in self.attempts) > cap:
+            self.excluded.add(id(deployment))  # its own max_retries is spent: another deployment, or a fallback
+            self.tries_in_group -= 1
+            return self._has_more() or self._advance_group()
         retry_after = getattr(err, "retry_after", None)
         order = self.providers.get(id(deployment))
         if order and choice.target.subprovider == order[0] and len(order) > 1:
