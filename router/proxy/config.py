@@ -100,7 +100,7 @@ class ProxyConfig:
     providers: dict[str, Any] = field(default_factory=dict)  # the providers:/hf_providers: sections
     pricing: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # what is not honoured (the startup warning)
-    unserved: dict[str, str] = field(default_factory=dict)  # model groups answered with 501, and why
+    unserved: dict[str, tuple[int, str]] = field(default_factory=dict)  # groups answered 501/503, and why
 
     @property
     def unsupported(self) -> list[str]:
@@ -184,7 +184,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
         for alias, group in list(aliases.items()):
             name = group.get("model") if isinstance(group, dict) else group
             if isinstance(name, str) and name in unserved:
-                unserved[alias] = f"model {alias!r} is an alias of {name!r}, which {unserved[name].split(' ', 2)[2]}"
+                status, why = unserved[name]
+                unserved[alias] = (status, f"model {alias!r} is an alias of {name!r}: {why}")
                 del aliases[alias]
     general = _mapping(data, "general_settings", source)
     problems += [Problem(f"general_settings.{k}") for k in general if k not in _GENERAL]

@@ -19,7 +19,7 @@ from typing import Any
 
 from providers.errors import InvalidRequestArgumentError
 from providers.litellm_names import litellm_model, unservable_reason
-from providers.registry import Registry
+from providers.registry import Registry, UnknownSubproviderError
 
 from ..routing.deployment import CALL_PARAMS, ROUTING_PARAMS
 
@@ -54,7 +54,7 @@ class Problem:
 class ModelList:
     entries: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    unserved: dict[str, str] = field(default_factory=dict)  # group -> why it answers 501
+    unserved: dict[str, tuple[int, str]] = field(default_factory=dict)  # group -> (501 or 503, why)
     pricing: list[dict[str, Any]] = field(default_factory=list)  # per-deployment costs as price overrides
 
 
@@ -113,7 +113,8 @@ def read_model_list(model_list: Any, source: str, registry: Registry) -> ModelLi
     if not isinstance(model_list, list) or not model_list:
         raise ConfigError(f"{source}: model_list: expected a non-empty list of {{model_name, litellm_params}} entries")
     out = ModelList()
-    reasons: dict[str, list[str]] = {}
+    reasons: dict[str, list[str]] = {}  # group -> providers polyroute cannot serve (501)
+    broken: dict[str, list[str]] = {}  # group -> deployments configured wrong (503)
     for i, entry in enumerate(model_list):
         where = f"model_list[{i}]"
         if not isinstance(entry, dict):
@@ -137,6 +138,14 @@ def read_model_list(model_list: Any, source: str, registry: Registry) -> ModelLi
             reasons.setdefault(group, []).append(f"{prefix} ({reason})")
             continue
         out.problems += found
+        unset = params.pop("unset_env", None)
+        wrong = _unresolvable(model, params, registry)
+        if wrong is not None:  # e.g. azure/ whose api_base is unset: kept out, the group answers 503
+            if not unset:
+                out.problems.append(Problem(f"{where}.{key}.model", f"{wrong}; the deployment is not used"))
+            why = f"environment variable(s) {', '.join(unset)} not set" if unset else wrong
+            broken.setdefault(group, []).append(f"{written}: {why}")
+            continue
         if "headers" in params:
             params["extra_headers"] = {**params.pop("headers"), **params.get("extra_headers", {})}
         costs: dict[str, Any] = {
@@ -144,21 +153,37 @@ def read_model_list(model_list: Any, source: str, registry: Registry) -> ModelLi
         }
         if costs and "*" not in model:
             out.pricing.append({"model": model, **costs})
-        unset = params.pop("unset_env", None)
         kept = {"model_name": group, key: params}
         kept |= {"model_info": info} if info is not None else {}
         out.entries.append(kept | ({"unset_env": list(dict.fromkeys(unset))} if unset else {}))
     served = {e["model_name"] for e in out.entries}
-    out.unserved = {
-        group: f"model {group!r} has no deployment polyroute can serve: {'; '.join(dict.fromkeys(why))}"
-        for group, why in reasons.items()
-        if group not in served
-    }
+    for group in (set(reasons) | set(broken)) - served:
+        if group in reasons:
+            why = "; ".join(dict.fromkeys(reasons[group] + broken.get(group, [])))
+            out.unserved[group] = (501, f"model {group!r} has no deployment polyroute can serve: {why}")
+        else:
+            why = "; ".join(dict.fromkeys(broken[group]))
+            out.unserved[group] = (503, f"model {group!r} is misconfigured on this server ({why}); ask its operator")
     return out
 
 
-def without_unserved(value: Any, unserved: dict[str, str], path: str, problems: list[Problem]) -> Any:
-    """A fallbacks setting (``[{"a": ["b"]}]``) without the groups that answer 501 (each one a problem)."""
+def _unresolvable(model: str, params: dict[str, Any], registry: Registry) -> str | None:
+    """Why the Router could not use this deployment's model string, or None (wildcards are checked by the Router;
+    an HF provider name the registry does not know yet may be learnt from the HF catalog)."""
+    if "*" in model:
+        return None
+    api_base = params.get("api_base") or params.get("base_url")
+    try:
+        registry.resolve(model, api_base if isinstance(api_base, str) else None)
+    except UnknownSubproviderError:
+        return None
+    except InvalidRequestArgumentError as e:
+        return e.message
+    return None
+
+
+def without_unserved(value: Any, unserved: dict[str, Any], path: str, problems: list[Problem]) -> Any:
+    """A fallbacks setting (``[{"a": ["b"]}]``) without the groups that cannot answer (each one a problem)."""
     if not unserved or not isinstance(value, list):
         return value
     kept = []
@@ -171,7 +196,7 @@ def without_unserved(value: Any, unserved: dict[str, str], path: str, problems: 
             if not isinstance(names, list):
                 return value
             dropped = [n for n in (group, *names) if n in unserved]
-            problems += [Problem(path, f"{n!r} has no deployment polyroute can serve; left out") for n in dropped]
+            problems += [Problem(path, f"{n!r} has no deployment that can serve; left out") for n in dropped]
             if group not in unserved and (rest := [n for n in names if n not in unserved]):
                 entry[group] = rest
         if entry:

@@ -249,8 +249,10 @@ async def _checked(request: web.Request, caller: Caller, rules: BodyRules) -> Ch
     router = request.app[ROUTER]
     mine = caller.key.models if caller.key is not None else None
     unserved = request.app[CONFIG].unserved.get(model)
-    if unserved is not None:  # the config names it, but only with providers polyroute cannot serve
-        raise ClientError(unserved, param="model", code="provider_not_supported", status=501)
+    if unserved is not None:  # the config names it, but only with providers polyroute cannot serve (501) or
+        status, why = unserved  # with deployments configured wrong (503)
+        code = "provider_not_supported" if status == 501 else "server_misconfigured"
+        raise ClientError(why, param="model", code=code, status=status)
     try:
         group = model if model in router.groups else router.group_of(model)
     except PolyrouteError as e:  # a wildcard group's model string for this name does not resolve

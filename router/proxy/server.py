@@ -230,8 +230,8 @@ def check(args: argparse.Namespace) -> int:
         print(f"polyroute: {e.message}", file=sys.stderr)
         return 2
     print(config.report())
-    for why in config.unserved.values():
-        print(f"{config.source}: {why} (requests for it are answered 501)")
+    for status, why in config.unserved.values():
+        print(f"{config.source}: {why} (requests for it are answered {status})")
     if config.master_key is None:
         print(f"{config.source}: {NO_MASTER_KEY}")
     return 2 if config.problems else 0
