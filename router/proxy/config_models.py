@@ -157,7 +157,7 @@ def read_model_list(model_list: Any, source: str, registry: Registry) -> ModelLi
         kept |= {"model_info": info} if info is not None else {}
         out.entries.append(kept | ({"unset_env": list(dict.fromkeys(unset))} if unset else {}))
     served = {e["model_name"] for e in out.entries}
-    for group in (set(reasons) | set(broken)) - served:
+    for group in [g for g in dict.fromkeys([*reasons, *broken]) if g not in served]:  # in file order
         if group in reasons:
             why = "; ".join(dict.fromkeys(reasons[group] + broken.get(group, [])))
             out.unserved[group] = (501, f"model {group!r} has no deployment polyroute can serve: {why}")
