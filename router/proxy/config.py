@@ -1,10 +1,12 @@
 """The proxy's YAML config: LiteLLM's shape (model_list / litellm_params / router_settings /
 general_settings / ``os.environ/VAR``) plus polyroute's ``providers:`` and ``pricing:`` sections.
 
-Every mistake names the file, the key path and what is expected. Keys polyroute does not support
-are collected into one warning (an error with ``strict=True``). An ``os.environ/VAR`` in a deployment's params
-whose VAR is unset leaves that deployment without it: the entry gets ``unset_env`` (the variable names), the
-Router never uses it and the proxy names it in its startup warning (an error with ``strict=True``).
+Every mistake names the file, the key path and what is expected. What polyroute does not honour — unknown keys,
+an ``os.environ/VAR`` of a deployment whose VAR is unset (the entry gets ``unset_env``; the Router never uses
+it), deployments of providers polyroute cannot serve — is :attr:`ProxyConfig.problems`: one startup warning, or
+with ``strict=True`` one error listing the same problems (:meth:`ProxyConfig.report`). A model group left with no
+deployment is in :attr:`ProxyConfig.unserved` (the proxy answers it 501, or 503 when misconfigured).
+``environment_variables:`` is applied first. See :mod:`router.proxy.config_models` for ``model_list``.
 
 Example::
 

@@ -1,7 +1,8 @@
 """Deployments (one model string + its params) and their live state: in flight, latency, limits, cooldown.
 
 ``model_list`` entries look like LiteLLM's: ``{"model_name": "chat", "params": {"model": ..., "api_key": ...,
-"weight": 2, "rpm": 600}}``; ``litellm_params`` is accepted for ``params``. A deployment without its upstream
+"weight": 2, "rpm": 600}}``; ``litellm_params`` is accepted for ``params``, and LiteLLM's ``order``,
+``api_version``, ``stream_timeout`` and ``max_retries`` are honoured. A deployment without its upstream
 credentials (:mod:`router.credentials`) is kept, marked, and skipped by routing while others can serve.
 """
 

@@ -51,7 +51,7 @@ from .deployment import Deployment, fallback_map, now, parse_model_list
 from .hooks import Hook, call_hook
 from .names import GroupNames, placeholders, split_patterns
 from .offers import CatalogFacts, needs_of
-from .session import Choice, NotYet, RequestInfo, Session
+from .session import Choice, NotYet, RequestInfo, Session, bounded
 from .strategies import strategy_name
 from .streams import AsyncRoutedStream, RoutedStream, has_content
 
@@ -282,7 +282,7 @@ class Router(CatalogFacts):
         client = kwargs.pop("client", None)
 
         def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session, choice, bool(stream)))
+            call = self._chat_call(choice, messages, bool(stream), bounded(kwargs, session, choice, bool(stream)))
             result = run_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, Stream):
                 return self._first_content(session, choice, result)
@@ -309,7 +309,7 @@ class Router(CatalogFacts):
         client = kwargs.pop("client", None)
 
         async def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session, choice, bool(stream)))
+            call = self._chat_call(choice, messages, bool(stream), bounded(kwargs, session, choice, bool(stream)))
             result = await arun_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, AsyncStream):
                 return await self._afirst_content(session, choice, result)
@@ -388,7 +388,7 @@ class Router(CatalogFacts):
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
         def attempt(choice: Choice) -> Any:
-            result = run(make(choice, _bounded(kwargs, session, choice)), client, budget)
+            result = run(make(choice, bounded(kwargs, session, choice)), client, budget)
             self._finish(session, choice, result)
             return result
 
@@ -402,7 +402,7 @@ class Router(CatalogFacts):
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
         async def attempt(choice: Choice) -> Any:
-            result = await arun(make(choice, _bounded(kwargs, session, choice)), client, budget)
+            result = await arun(make(choice, bounded(kwargs, session, choice)), client, budget)
             self._finish(session, choice, result)
             return result
 
@@ -597,18 +597,3 @@ def _merged(deployment: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
             )
         merged["extra_body"] = {**mine, **theirs}
     return merged
-
-
-def _bounded(kwargs: dict[str, Any], session: Session, choice: Choice, stream: bool = False) -> dict[str, Any]:
-    """The call's arguments with the attempt's timeout: the call's own, the deployment's (``stream_timeout``
-    for a stream), ending no later than the request's total deadline."""
-    limits = [session.deadline - now()] if session.deadline is not None else []
-    params = choice.deployment.params
-    own = kwargs.get("timeout", params.get("timeout"))
-    if stream and choice.deployment.stream_timeout is not None:
-        own = choice.deployment.stream_timeout if "timeout" not in kwargs else own
-    if isinstance(own, (int, float)) and not isinstance(own, bool):
-        limits.append(own)
-    if not limits:
-        return kwargs
-    return {**kwargs, "timeout": max(0.001, min(limits))}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from providers.errors import (
     BadRequestError,
@@ -390,3 +390,18 @@ def _admits(d: Deployment, t: float, tokens: int) -> bool:
 
 def _order(d: Deployment) -> float:
     return float("inf") if d.order is None else d.order
+
+
+def bounded(kwargs: dict[str, Any], session: Session, choice: Choice, stream: bool = False) -> dict[str, Any]:
+    """The call's arguments with the attempt's timeout: the call's own, the deployment's (``stream_timeout``
+    for a stream), ending no later than the request's total deadline."""
+    limits = [session.deadline - now()] if session.deadline is not None else []
+    params = choice.deployment.params
+    own = kwargs.get("timeout", params.get("timeout"))
+    if stream and choice.deployment.stream_timeout is not None:
+        own = choice.deployment.stream_timeout if "timeout" not in kwargs else own
+    if isinstance(own, (int, float)) and not isinstance(own, bool):
+        limits.append(own)
+    if not limits:
+        return kwargs
+    return {**kwargs, "timeout": max(0.001, min(limits))}
