@@ -34,12 +34,16 @@ UNSERVABLE: dict[str, str] = {
 }
 
 _BARE_FAMILIES = (("claude-", "anthropic"),)  # bare names LiteLLM maps to a family other than OpenAI's
+_SAME_AS = {"text-completion-openai": "openai"}  # LiteLLM prefixes that name the same upstream as ours
 
 
 def litellm_model(model: str, custom_llm_provider: str | None = None) -> str:
     """The polyroute model string for a LiteLLM ``model`` (and its ``custom_llm_provider``)."""
     if custom_llm_provider and not model.startswith(custom_llm_provider + "/"):
         return f"{custom_llm_provider}/{model}"
+    prefix, slash, rest = model.partition("/")
+    if slash and prefix in _SAME_AS:
+        return f"{_SAME_AS[prefix]}/{rest}"
     if "/" in model or model == "*":  # "*": a wildcard group's requested name, read when it is known
         return model
     for start, family in _BARE_FAMILIES:

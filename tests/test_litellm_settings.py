@@ -246,3 +246,32 @@ def test_azure_through_the_router(azure: AzureUpstream, monkeypatch: pytest.Monk
     assert len(router.embedding(model="emb", input=["a", "b"]).data) == 2
     with pytest.raises(InvalidRequestArgumentError, match=r"needs api_base=\.\.\. \(or set AZURE_API_BASE\)"):
         Router([{"model_name": "x", "params": {"model": "azure/gpt4o-prod"}}])
+
+
+def test_limits_beside_litellm_params_and_text_completion_openai() -> None:
+    data = {
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "gpt-3.5-turbo", "rpm": 5}, "rpm": 3, "tpm": 20000},
+            {"model_name": "b", "litellm_params": {"model": "text-completion-openai/gpt-3.5-turbo-instruct"}},
+        ]
+    }
+    config = parse_config(data, "p.yaml")
+    assert not config.problems
+    assert config.model_list[0]["litellm_params"] == {"model": "openai/gpt-3.5-turbo", "rpm": 5, "tpm": 20000}
+    assert config.model_list[1]["litellm_params"]["model"] == "openai/gpt-3.5-turbo-instruct"
+
+
+def test_fallbacks_may_name_aliases_and_wildcard_names(a: OpenAICompatUpstream, b: OpenAICompatUpstream) -> None:
+    router = Router(
+        [dep("chat", a, "small"), dep("*", b, "*")],
+        model_group_alias={"gpt-4": "chat"},
+        context_window_fallbacks=[{"gpt-4": ["gpt-5.5"]}],
+        fallbacks=[{"chat": ["gpt-5.5"]}],
+    )
+    assert router.context_window_fallbacks == {"chat": ["gpt-5.5"]} and "gpt-5.5" in router.groups
+    a.enqueue(Reply(status=500, json={"error": {"message": "down"}}))
+    a.enqueue(Reply(status=500, json={"error": {"message": "down"}}))
+    a.enqueue(Reply(status=500, json={"error": {"message": "down"}}))
+    router.completion(model="gpt-4", messages=USER)
+    assert b.requests[-1].json["model"] == "gpt-5.5"
+    assert router.listed() == ["chat", "gpt-4"]

@@ -119,6 +119,7 @@ def read_model_list(model_list: Any, source: str, registry: Registry) -> ModelLi
         where = f"model_list[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{source}: {where}: expected a mapping with model_name and litellm_params")
+        entry = _limits_inside(entry)
         found = [Problem(f"{where}.{k}") for k in entry if k not in _MODEL_ENTRY]
         info = entry.get("model_info")
         if isinstance(info, dict):
@@ -141,10 +142,9 @@ def read_model_list(model_list: Any, source: str, registry: Registry) -> ModelLi
         unset = params.pop("unset_env", None)
         wrong = _unresolvable(model, params, registry)
         if wrong is not None:  # e.g. azure/ whose api_base is unset: kept out, the group answers 503
-            if not unset:
-                out.problems.append(Problem(f"{where}.{key}.model", f"{wrong}; the deployment is not used"))
-            why = f"environment variable(s) {', '.join(unset)} not set" if unset else wrong
-            broken.setdefault(group, []).append(f"{written}: {why}")
+            out.problems.append(Problem(f"{where}.{key}.model", f"{wrong}; the deployment is not used"))
+            why = wrong + (f" (environment variable(s) {', '.join(unset)} not set)" if unset else "")
+            broken.setdefault(group, []).append(why)
             continue
         if "headers" in params:
             params["extra_headers"] = {**params.pop("headers"), **params.get("extra_headers", {})}
@@ -165,6 +165,17 @@ def read_model_list(model_list: Any, source: str, registry: Registry) -> ModelLi
             why = "; ".join(dict.fromkeys(broken[group]))
             out.unserved[group] = (503, f"model {group!r} is misconfigured on this server ({why}); ask its operator")
     return out
+
+
+def _limits_inside(entry: dict[str, Any]) -> dict[str, Any]:
+    """LiteLLM also reads ``rpm``/``tpm`` written beside ``litellm_params``: moved inside (the params' own win)."""
+    outside = {k: entry[k] for k in ("rpm", "tpm") if k in entry}
+    key = "litellm_params" if "litellm_params" in entry else "params"
+    params = entry.get(key)
+    if not outside or not isinstance(params, dict):
+        return entry
+    rest = {k: v for k, v in entry.items() if k not in outside}
+    return {**rest, key: {**outside, **params}}
 
 
 def _unresolvable(model: str, params: dict[str, Any], registry: Registry) -> str | None:

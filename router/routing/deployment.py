@@ -266,3 +266,18 @@ def fallback_map(value: Any, name: str, groups: Iterable[str]) -> dict[str, list
                     )
             out.setdefault(group, []).extend(targets)
     return out
+
+
+def merged_params(deployment: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's params with a call's on top; the two ``extra_body`` dicts are merged, never replaced
+    (a caller's extra field must not drop the operator's), and a field both set is an error."""
+    merged = {**deployment, **call}
+    mine, theirs = deployment.get("extra_body"), call.get("extra_body")
+    if isinstance(mine, dict) and mine and isinstance(theirs, dict) and theirs:
+        both = sorted(set(mine) & set(theirs))
+        if both:
+            raise InvalidRequestArgumentError(
+                f"extra_body field(s) {', '.join(both)} are set by the deployment's configuration; leave them out"
+            )
+        merged["extra_body"] = {**mine, **theirs}
+    return merged

@@ -67,6 +67,7 @@ class GroupNames:
         self.aliases: dict[str, str] = {}
         self.hidden: set[str] = set()
         self.made: list[str] = []  # groups made for requested names, oldest first
+        self.pinned: set[str] = set()  # groups made for names fallbacks give: never dropped
         self.lock = threading.Lock()
         for alias, target in (_alias_map(aliases)).items():
             name, hidden = target
@@ -81,7 +82,7 @@ class GroupNames:
 
     def listed(self, groups: dict[str, list[Deployment]]) -> list[str]:
         """The names ``/v1/models`` shows: the groups (wildcards' made groups aside) and the visible aliases."""
-        made = set(self.made)
+        made = set(self.made) | self.pinned
         shown = [g for g in groups if g not in made] + [a for a in self.aliases if a not in self.hidden]
         return sorted(set(shown))
 
@@ -91,8 +92,10 @@ class GroupNames:
         groups: dict[str, list[Deployment]],
         parse: Callable[[list[dict[str, Any]]], dict[str, list[Deployment]]],
         forget: Callable[[str], None],
+        pin: bool = False,
     ) -> str | None:
-        """The group serving ``requested`` (made from a wildcard pattern if need be), or None."""
+        """The group serving ``requested`` (made from a wildcard pattern if need be, kept for good when
+        ``pin``: a fallback's), or None."""
         if requested in groups:
             return requested
         name = self.aliases.get(requested, requested)
@@ -111,7 +114,10 @@ class GroupNames:
             with self.lock:
                 if name not in groups:
                     groups[name] = made[name]
-                    self.made.append(name)
+                    if pin:
+                        self.pinned.add(name)
+                    else:
+                        self.made.append(name)
                     while len(self.made) > MADE_GROUPS:
                         oldest = self.made.pop(0)
                         groups.pop(oldest, None)
@@ -171,3 +177,25 @@ def placeholders(patterns: list[Pattern]) -> list[dict[str, Any]]:
 def _ok(entry: Any) -> bool:
     params = entry.get(_params_key(entry)) if isinstance(entry, dict) else None
     return isinstance(params, dict) and isinstance(params.get("model"), str)
+
+
+def renamed_fallbacks(value: Any, group: Callable[[str], str | None]) -> Any:
+    """A fallbacks setting (``[{"a": ["b"]}]``) with each name that is an alias or matches a wildcard replaced by
+    its group; other names (and malformed settings) are left for :func:`fallback_map` to judge."""
+    if not isinstance(value, (list, dict)):
+        return value
+    items = value if isinstance(value, list) else [value]
+
+    def one(name: Any) -> Any:
+        return (group(name) or name) if isinstance(name, str) else name
+
+    out: list[Any] = []
+    for item in items:
+        if not isinstance(item, dict):
+            return value
+        renamed: dict[Any, Any] = {}
+        for key, targets in item.items():
+            names = [targets] if isinstance(targets, str) else targets
+            renamed[one(key)] = [one(t) for t in names] if isinstance(names, list) else targets
+        out.append(renamed)
+    return out

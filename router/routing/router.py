@@ -47,9 +47,9 @@ from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
 from ..tokens import aload_encoding, long_prompt
 from ..types import Attempt, ChatCompletion, ChatCompletionChunk, EmbeddingResponse, WithMeta
-from .deployment import Deployment, fallback_map, now, parse_model_list
+from .deployment import Deployment, fallback_map, merged_params, now, parse_model_list
 from .hooks import Hook, call_hook
-from .names import GroupNames, placeholders, split_patterns
+from .names import GroupNames, placeholders, renamed_fallbacks, split_patterns
 from .offers import CatalogFacts, needs_of
 from .session import Choice, NotYet, RequestInfo, Session, bounded
 from .strategies import strategy_name
@@ -118,6 +118,9 @@ class Router(CatalogFacts):
         if isinstance(num_retries, bool) or not isinstance(num_retries, int) or num_retries < 0:
             raise InvalidRequestArgumentError(f"num_retries must be an integer >= 0, got {num_retries!r}")
         self.num_retries = num_retries
+        fallbacks, context_window_fallbacks, content_policy_fallbacks = (
+            renamed_fallbacks(v, self._pinned) for v in (fallbacks, context_window_fallbacks, content_policy_fallbacks)
+        )  # aliases and wildcard names given as fallbacks: their groups
         self.fallbacks = fallback_map(fallbacks, "fallbacks", self.groups)
         self.context_window_fallbacks = fallback_map(context_window_fallbacks, "context_window_fallbacks", self.groups)
         self.content_policy_fallbacks = fallback_map(content_policy_fallbacks, "content_policy_fallbacks", self.groups)
@@ -205,6 +208,10 @@ class Router(CatalogFacts):
             model, self.groups, lambda entries: parse_model_list(entries, self.registry), self._forget
         )
 
+    def _pinned(self, name: str) -> str | None:
+        parse = functools.partial(parse_model_list, registry=self.registry)
+        return self.names.group(name, self.groups, parse, self._forget, pin=True)
+
     def listed(self) -> list[str]:
         """The model names to list: the groups and the aliases not hidden."""
         return self.names.listed(self.groups)
@@ -241,7 +248,7 @@ class Router(CatalogFacts):
 
     # ---------------------------------------------------------------- calls
     def _chat_call(self, choice: Choice, messages: Any, stream: bool, kwargs: dict[str, Any]) -> Call[ChatCompletion]:
-        merged = _merged(choice.deployment.params, kwargs) if kwargs else choice.deployment.params
+        merged = merged_params(choice.deployment.params, kwargs) if kwargs else choice.deployment.params
         params: dict[str, Any] = {}
         call_args: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -319,7 +326,7 @@ class Router(CatalogFacts):
         return await self._run_async(session, attempt)
 
     def _embedding_call(self, choice: Choice, input: Any, kwargs: dict[str, Any]) -> Call[EmbeddingResponse]:
-        merged = _merged({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
+        merged = merged_params({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
         params = embedding_params(
             merged.pop("dimensions", None),
             merged.pop("encoding_format", None),
@@ -355,7 +362,7 @@ class Router(CatalogFacts):
         return result
 
     def _completion_call(self, choice: Choice, prompt: Any, kwargs: dict[str, Any]) -> Call[TextCompletion]:
-        merged = _merged(choice.deployment.params, kwargs)
+        merged = merged_params(choice.deployment.params, kwargs)
         params = {name: merged.pop(name, None) for name in COMPLETION_PARAMS}
         body = completion_body(params, merged.pop("extra_body", None))
         settings: Any = {name: merged.pop(name) for name in _CALL_KEYS if name in merged}
@@ -582,18 +589,3 @@ def _shared_state(redis_url: str, sync_interval: float) -> SharedRouterState:
     from ..shared import RedisLink, SharedRouterState
 
     return SharedRouterState(RedisLink(redis_url), interval=sync_interval)
-
-
-def _merged(deployment: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
-    """A deployment's params with a call's on top; the two ``extra_body`` dicts are merged, never replaced
-    (a caller's extra field must not drop the operator's), and a field both set is an error."""
-    merged = {**deployment, **call}
-    mine, theirs = deployment.get("extra_body"), call.get("extra_body")
-    if isinstance(mine, dict) and mine and isinstance(theirs, dict) and theirs:
-        both = sorted(set(mine) & set(theirs))
-        if both:
-            raise InvalidRequestArgumentError(
-                f"extra_body field(s) {', '.join(both)} are set by the deployment's configuration; leave them out"
-            )
-        merged["extra_body"] = {**mine, **theirs}
-    return merged
