@@ -113,6 +113,7 @@ class Router(CatalogFacts):
             if patterns
             else []
         )
+        self.pattern_deployments = samples  # wildcard groups' deployments for a sample name (their api_base)
         self.names = GroupNames(patterns, model_group_alias, self.groups)
         self.strategy = strategy_name(strategy or routing_strategy or "weighted")
         if isinstance(num_retries, bool) or not isinstance(num_retries, int) or num_retries < 0:
