@@ -77,6 +77,74 @@ DEFAULT_SPECS: tuple[ProviderSpec, ...] = (
     ProviderSpec("novita", "https://api.novita.ai/v3/openai", ("NOVITA_API_KEY",), "NOVITA_API_BASE"),
     ProviderSpec("hyperbolic", "https://api.hyperbolic.xyz/v1", ("HYPERBOLIC_API_KEY",), "HYPERBOLIC_API_BASE"),
     ProviderSpec("openrouter", "https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",), "OPENROUTER_API_BASE"),
+    # OpenAI-compatible clouds LiteLLM users name (base URLs and key variables from each provider's docs)
+    ProviderSpec("mistral", "https://api.mistral.ai/v1", ("MISTRAL_API_KEY",), "MISTRAL_API_BASE"),
+    ProviderSpec("xai", "https://api.x.ai/v1", ("XAI_API_KEY",), "XAI_API_BASE"),
+    ProviderSpec("deepseek", "https://api.deepseek.com/v1", ("DEEPSEEK_API_KEY",), "DEEPSEEK_API_BASE"),
+    ProviderSpec(
+        "perplexity", "https://api.perplexity.ai", ("PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY"), "PERPLEXITY_API_BASE"
+    ),
+    ProviderSpec(
+        "gemini",
+        "https://generativelanguage.googleapis.com/v1beta/openai",
+        ("GEMINI_API_KEY",),
+        "GEMINI_API_BASE",
+        description="Google's Gemini API through its OpenAI-compatible endpoint",
+    ),
+    ProviderSpec(
+        "anthropic",
+        "https://api.anthropic.com/v1",
+        ("ANTHROPIC_API_KEY",),
+        "ANTHROPIC_API_BASE",
+        description="Anthropic's OpenAI SDK compatibility endpoint (chat completions)",
+    ),
+    # Servers of your own: no key needed; a key that is set goes to the api_base given
+    ProviderSpec(
+        "ollama",
+        "http://localhost:11434",
+        ("OLLAMA_API_KEY",),
+        "OLLAMA_API_BASE",
+        chat_path="/v1/chat/completions",
+        embeddings_path="/v1/embeddings",
+        models_path="/v1/models",
+        paths={"completions": "/v1/completions"},
+        aliases=("ollama_chat",),
+        key_required=False,
+        key_follows_api_base=True,
+        self_hosted=True,
+        description="an Ollama server's OpenAI-compatible API (api_base without /v1, as LiteLLM writes it)",
+    ),
+    ProviderSpec(
+        "hosted_vllm",
+        "",
+        ("HOSTED_VLLM_API_KEY",),
+        "HOSTED_VLLM_API_BASE",
+        key_required=False,
+        key_follows_api_base=True,
+        self_hosted=True,
+        api_base_required=True,
+        description="a vLLM server of your own (api_base: its OpenAI base URL, e.g. http://host:8000/v1)",
+    ),
+    ProviderSpec(
+        "lm_studio",
+        "http://localhost:1234/v1",
+        ("LM_STUDIO_API_KEY",),
+        "LM_STUDIO_API_BASE",
+        key_required=False,
+        key_follows_api_base=True,
+        self_hosted=True,
+        description="LM Studio's local server",
+    ),
+    ProviderSpec(
+        "azure",
+        "",
+        ("AZURE_API_KEY", "AZURE_OPENAI_API_KEY"),
+        "AZURE_API_BASE",
+        adapter="azure",
+        key_follows_api_base=True,
+        api_base_required=True,
+        description="Azure OpenAI: azure/<deployment> with api_base https://<resource>.openai.azure.com",
+    ),
 )
 
 ACCEPTED_FORMS = (
@@ -135,7 +203,8 @@ class Registry:
             )
         if not spec.name or "/" in spec.name or ":" in spec.name:
             raise InvalidRequestArgumentError(f"provider name {spec.name!r} must be non-empty without '/' or ':'")
-        if spec.name != "huggingface" and not spec.base_url.startswith(("http://", "https://")):
+        no_default = spec.api_base_required and not spec.base_url  # each call gives its address
+        if spec.name != "huggingface" and not no_default and not spec.base_url.startswith(("http://", "https://")):
             raise InvalidRequestArgumentError(
                 f"provider {spec.name!r}: base_url must start with http:// or https://, got {spec.base_url!r}"
             )
@@ -203,6 +272,10 @@ class Registry:
             )
         return spec
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a provider name or alias (a model string prefix) of this registry."""
+        return name in self._names
+
     def names(self) -> list[str]:
         return sorted(self._specs)
 
@@ -263,7 +336,12 @@ class Registry:
             raise InvalidRequestArgumentError(
                 f"model {model!r} names no model after '{prefix}/'; write e.g. '{prefix}/<org>/<model>'"
             )
-        return Target(model, spec, rest, spec.resolved_base_url(api_base), spec.name)
+        base = spec.resolved_base_url(api_base)
+        if not base:
+            where = f" (or set {spec.base_url_env})" if spec.base_url_env else ""
+            what = spec.description or f"{spec.name} has no default address"
+            raise InvalidRequestArgumentError(f"model {model!r} needs api_base=...{where}: {what}")
+        return Target(model, spec, rest, base, spec.name)
 
     def _resolve_hf(self, model: str, rest: str, api_base: str | None) -> Target:
         spec = self._specs["huggingface"]

@@ -42,6 +42,8 @@ class ProviderSpec:
     # Runs on the caller's own hardware (a TGI server): no catalog prices it, so a call costs 0
     # unless a price is configured.
     self_hosted: bool = False
+    # No default address: a call needs ``api_base`` (or ``base_url_env``), e.g. Azure OpenAI, a hosted vLLM.
+    api_base_required: bool = False
 
     def __post_init__(self) -> None:
         paths = {"chat": self.chat_path, "embeddings": self.embeddings_path, **self.paths}

@@ -73,5 +73,10 @@ def test_a_provider_only_the_models_hub_mapping_lists_is_accepted(hub: HubUpstre
 
 def test_a_name_no_mapping_lists_is_still_refused_with_did_you_mean(hub: HubUpstream, hf: HFRouterUpstream) -> None:
     with pytest.raises(errors.InvalidRequestArgumentError, match="did you mean 'together'"):
-        completion(model="huggingface/togethr/Qwen/Qwen3-8B", messages=USER, registry=Registry(), catalog=Catalog(cache_dir=False))
+        completion(
+            model="huggingface/togethr/Qwen/Qwen3-8B",
+            messages=USER,
+            registry=Registry(),
+            catalog=Catalog(cache_dir=False),
+        )
     assert not [q for q in hf.requests if q.path.endswith("/chat/completions")]  # nothing was sent

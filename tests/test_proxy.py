@@ -237,7 +237,8 @@ def test_config_mistakes_name_file_and_key(tmp_path: Path, monkeypatch: pytest.M
         "litellm_settings: {success_callback: [langfuse], num_retries: 3}\nenvironment_variables: {}\n"
     )
     config = load_config(path)
-    assert config.unsupported == ["environment_variables", "litellm_settings.success_callback"]
+    # environment_variables is applied (issue 17), so only the callback is reported
+    assert config.unsupported == ["litellm_settings.success_callback"]
     assert config.router_kwargs == {"num_retries": 3}
     with pytest.raises(ConfigError, match="unsupported settings"):
         load_config(path, strict=True)

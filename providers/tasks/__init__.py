@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from ..errors import InvalidRequestArgumentError
 from ..spec import Target
+from .azure import AzureChat, AzureEmbeddings
 from .base import Auth, ChatHelper, EmbeddingsHelper, TaskHelper
 from .completions import CompletionsHelper, TGICompletions
 from .huggingface import FeatureExtraction, RoutedEmbeddings, RouterChat, no_policy
@@ -32,6 +33,7 @@ PROVIDERS: dict[str, dict[str, TaskHelper]] = {
     "openai": {CHAT: ChatHelper(), EMBEDDINGS: EmbeddingsHelper(), COMPLETIONS: CompletionsHelper()},
     "huggingface": {CHAT: RouterChat()},
     "tgi": {CHAT: TGIChat(), EMBEDDINGS: TEIEmbeddings(), COMPLETIONS: TGICompletions()},
+    "azure": {CHAT: AzureChat(), EMBEDDINGS: AzureEmbeddings()},
 }
 
 _OPENAI_EMBEDDINGS = RoutedEmbeddings("/v1/embeddings")

@@ -88,7 +88,12 @@ class TaskHelper:
         return target.spec.paths.get(self.task, self.default_path)
 
     def url(self, target: Target, upstream_model: str | None) -> str:
-        return target.api_base + self.path(target)
+        base, _, query = target.api_base.partition("?")  # a query on the base URL goes after the path
+        return base.rstrip("/") + self.path(target) + (f"?{query}" if query else "")
+
+    def headers(self, target: Target, auth: Auth, stream: bool) -> dict[str, str]:
+        """The request's headers: JSON (or SSE), the key as a bearer token, the call's extra headers."""
+        return auth_headers(auth, SSE_HEADERS if stream else JSON_HEADERS)
 
     def model(self, target: Target, upstream_model: str | None) -> str:
         return upstream_model or target.model
@@ -110,7 +115,7 @@ class TaskHelper:
         return HttpRequest(
             "POST",
             self.url(target, upstream_model),
-            auth_headers(auth, SSE_HEADERS if stream else JSON_HEADERS),
+            self.headers(target, auth, stream),
             orjson.dumps(body),
         )
 

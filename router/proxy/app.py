@@ -97,7 +97,7 @@ async def _visible_models(request: web.Request) -> list[str]:
     """The model names the caller's key may use (all of them for the master key or without auth)."""
     caller = await request.app[ACCESS].authenticate(key_of(request))
     allowed = caller.key.models if caller.key is not None else None
-    return [name for name in sorted(request.app[ROUTER].groups) if allowed is None or name in allowed]
+    return [name for name in request.app[ROUTER].listed() if allowed is None or name in allowed]
 
 
 def _model_object(request: web.Request, name: str) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The proxy's YAML config: LiteLLM's shape (model_list / litellm_params / router_settings /
 general_settings / ``os.environ/VAR``) plus polyroute's ``providers:`` and ``pricing:`` sections.
 
-Every mistake names the file, the key path and what is expected. Keys polyroute does not support
-are collected into one warning (an error with ``strict=True``). An ``os.environ/VAR`` in a deployment's params
-whose VAR is unset leaves that deployment without it: the entry gets ``unset_env`` (the variable names), the
-Router never uses it and the proxy names it in its startup warning (an error with ``strict=True``).
+Every mistake names the file, the key path and what is expected. What polyroute does not honour — unknown keys,
+an ``os.environ/VAR`` of a deployment whose VAR is unset (the entry gets ``unset_env``; the Router never uses
+it), deployments of providers polyroute cannot serve — is :attr:`ProxyConfig.problems`: one startup warning, or
+with ``strict=True`` one error listing the same problems (:meth:`ProxyConfig.report`). A model group left with no
+deployment is in :attr:`ProxyConfig.unserved` (the proxy answers it 501, or 503 when misconfigured).
+``environment_variables:`` is applied first. See :mod:`router.proxy.config_models` for ``model_list``.
 
 Example::
 
@@ -19,8 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from providers.config import read_yaml_mapping
+from providers.config import apply_config, read_yaml_mapping
 from providers.errors import InvalidRequestArgumentError
+from providers.registry import Registry
+
+from .config_models import ConfigError as ConfigError
+from .config_models import Problem, read_model_list, report, without_unserved
+from .config_models import resolve_env as _env
 
 _ROUTER_SETTINGS = {
     "routing_strategy": "strategy",
@@ -36,6 +43,7 @@ _ROUTER_SETTINGS = {
     "timeout": "timeout",
     "request_timeout": "timeout",
     "on_limit": "on_limit",
+    "model_group_alias": "model_group_alias",
 }
 # LiteLLM puts some router settings under litellm_settings; the same names are read from there.
 _LITELLM_SETTINGS = {
@@ -52,7 +60,8 @@ _LITELLM_SETTINGS = {
         "cooldown_time",
     )
 }
-_LITELLM_IGNORED = {"drop_params", "set_verbose", "json_logs"}  # accepted: they change nothing here
+# Accepted: they change nothing here (polyroute forwards OpenAI's parameters as they are; logging is --log-level).
+_LITELLM_IGNORED = {"drop_params", "set_verbose", "json_logs"}
 _GENERAL = {
     "master_key",
     "database_url",
@@ -67,12 +76,9 @@ _GENERAL = {
     "max_pending_body_bytes",
 }
 _GENERAL |= {"journal_dir", "lease_seconds", "sweep_interval"}  # crash recovery (router/proxy/flight.py)
-_MODEL_ENTRY = {"model_name", "params", "litellm_params", "model_info"}
 _TOP = {"model_list", "router_settings", "general_settings", "litellm_settings", "providers", "pricing", "hf_providers"}
-
-
-class ConfigError(InvalidRequestArgumentError):
-    """The proxy config is wrong: the message names the file, the key path and what is expected."""
+_TOP |= {"environment_variables"}
+_FALLBACKS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 
 
 @dataclass
@@ -95,7 +101,17 @@ class ProxyConfig:
     client_upstream_fields: str = "reject"  # or "ignore": drop api_base/api_key/... sent by clients
     providers: dict[str, Any] = field(default_factory=dict)  # the providers:/hf_providers: sections
     pricing: list[dict[str, Any]] = field(default_factory=list)
-    unsupported: list[str] = field(default_factory=list)  # "key.path" of every ignored setting
+    problems: list[Problem] = field(default_factory=list)  # what is not honoured (the startup warning)
+    unserved: dict[str, tuple[int, str]] = field(default_factory=dict)  # groups answered 501/503, and why
+
+    @property
+    def unsupported(self) -> list[str]:
+        """The path of every setting not honoured."""
+        return [p.path for p in self.problems]
+
+    def report(self) -> str:
+        """The startup warning (the error with ``--strict``): every problem, grouped by section."""
+        return report(self.source, self.problems) if self.problems else f"{self.source}: every setting is honoured"
 
     def __repr__(self) -> str:  # never print the master key
         key = "set" if self.master_key else None
@@ -123,49 +139,6 @@ def redis_prefix_setting(value: Any, source: str, path: str) -> str:
     return value
 
 
-_UNSET = object()  # an os.environ/ reference to an unset variable, left out of the resolved value
-
-
-def _env(value: Any, source: str, path: str, unset: list[str] | None = None) -> Any:
-    """Replace ``os.environ/NAME`` strings, recursively. An unset NAME is an error, or, given ``unset``, is
-    appended to it and left out of the result."""
-    if isinstance(value, str) and value.startswith("os.environ/"):
-        name = value[len("os.environ/") :]
-        resolved = os.environ.get(name)
-        if resolved is None:
-            if unset is not None:
-                unset.append(name)
-                return _UNSET
-            raise ConfigError(f"{source}: {path}: environment variable {name} is not set (referenced as {value!r})")
-        return resolved
-    if isinstance(value, dict):
-        out = {k: _env(v, source, f"{path}.{k}", unset) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not _UNSET}
-    if isinstance(value, list):
-        items = [_env(v, source, f"{path}[{i}]", unset) for i, v in enumerate(value)]
-        return [v for v in items if v is not _UNSET]
-    return value
-
-
-def _model_entry(entry: dict[str, Any], source: str, where: str, strict: bool) -> dict[str, Any]:
-    """One model_list entry with ``os.environ/`` resolved: in its params, an unset variable (but the model's)
-    is listed in ``unset_env`` unless ``strict``."""
-    out: dict[str, Any] = {}
-    unset: list[str] = []
-    for key, value in entry.items():
-        if key not in _MODEL_ENTRY:
-            continue
-        path = f"{where}.{key}"
-        if key in ("params", "litellm_params") and isinstance(value, dict) and not strict:
-            out[key] = {k: _env(v, source, f"{path}.{k}", None if k == "model" else unset) for k, v in value.items()}
-            out[key] = {k: v for k, v in out[key].items() if v is not _UNSET}
-        else:
-            out[key] = _env(value, source, path)
-    if unset:
-        out["unset_env"] = list(dict.fromkeys(unset))
-    return out
-
-
 def _mapping(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
     value = data.get(key) or {}
     if not isinstance(value, dict):
@@ -173,29 +146,55 @@ def _mapping(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
     return value
 
 
+def _environment(data: dict[str, Any], source: str) -> None:
+    """LiteLLM's ``environment_variables:`` section: each variable is set in this process (the file wins)."""
+    variables = _mapping(data, "environment_variables", source)
+    for name, value in variables.items():
+        if not isinstance(name, str) or not name or "=" in name or isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(
+                f"{source}: environment_variables.{name}: expected NAME: value (a string or number), got {value!r}"
+            )
+        os.environ[name] = str(value)
+
+
 def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool = False) -> ProxyConfig:
     """A :class:`ProxyConfig` from a parsed YAML mapping (``strict``: see :func:`load_config`)."""
-    unsupported = [k for k in data if k not in _TOP]
-    model_list = data.get("model_list")
-    if not isinstance(model_list, list) or not model_list:
-        raise ConfigError(f"{source}: model_list: expected a non-empty list of {{model_name, params}} entries")
-    entries = []
-    for i, entry in enumerate(model_list):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{source}: model_list[{i}]: expected a mapping with model_name and params")
-        unsupported += [f"model_list[{i}].{k}" for k in entry if k not in _MODEL_ENTRY]
-        entries.append(_model_entry(entry, source, f"model_list[{i}]", strict))
+    _environment(data, source)
+    problems = [Problem(k) for k in data if k not in _TOP]
+    registry = Registry()  # the providers this config can name: the built-in ones and its providers: section
+    providers: dict[str, Any] = {k: data[k] for k in ("providers", "hf_providers") if k in data}
+    if providers:
+        try:
+            apply_config(providers, registry, source)
+        except InvalidRequestArgumentError as e:
+            raise ConfigError(e.message) from None
+    models = read_model_list(data.get("model_list"), source, registry)
+    problems += models.problems
     router_kwargs: dict[str, Any] = {}
     for section, names in (("litellm_settings", _LITELLM_SETTINGS), ("router_settings", _ROUTER_SETTINGS)):
         for key, value in _mapping(data, section, source).items():
             if key in names:
-                router_kwargs[names[key]] = _env(value, source, f"{section}.{key}")
+                value = _env(value, source, f"{section}.{key}")
+                if names[key] in _FALLBACKS:
+                    value = without_unserved(value, models.unserved, f"{section}.{key}", problems)
+                router_kwargs[names[key]] = value
             elif not (section == "litellm_settings" and key in _LITELLM_IGNORED):
-                unsupported.append(f"{section}.{key}")
+                problems.append(Problem(f"{section}.{key}"))
+    aliases = router_kwargs.get("model_group_alias")
+    unserved = dict(models.unserved)
+    if isinstance(aliases, dict):  # an alias of a group that answers 501 answers 501 too
+        for alias, group in list(aliases.items()):
+            name = group.get("model") if isinstance(group, dict) else group
+            if isinstance(name, str) and name in unserved:
+                status, why = unserved[name]
+                unserved[alias] = (status, f"model {alias!r} is an alias of {name!r}: {why}")
+                del aliases[alias]
     general = _mapping(data, "general_settings", source)
-    unsupported += [f"general_settings.{k}" for k in general if k not in _GENERAL]
+    problems += [Problem(f"general_settings.{k}") for k in general if k not in _GENERAL]
     general = {k: _env(v, source, f"general_settings.{k}") for k, v in general.items() if k in _GENERAL}
-    config = ProxyConfig(source=source, model_list=entries, router_kwargs=router_kwargs, unsupported=unsupported)
+    config = ProxyConfig(
+        source=source, model_list=models.entries, router_kwargs=router_kwargs, problems=problems, unserved=unserved
+    )
     for name in ("master_key", "database_url", "redis_url"):
         value = general.get(name)
         if value is not None and (not isinstance(value, str) or not value):
@@ -262,21 +261,22 @@ def parse_config(data: dict[str, Any], source: str = "<config>", *, strict: bool
             f"{source}: general_settings.client_upstream_fields: expected 'reject' or 'ignore', got {fields!r}"
         )
     config.client_upstream_fields = fields
-    config.providers = {k: data[k] for k in ("providers", "hf_providers") if k in data}
+    config.providers = providers
     pricing = data.get("pricing", [])
     if not isinstance(pricing, list):
         raise ConfigError(f"{source}: pricing: expected a list of {{model, input_per_million, ...}} entries")
-    config.pricing = pricing
-    if strict and unsupported:
-        raise ConfigError(
-            f"{source}: unsupported settings (remove them, or run without --strict): {', '.join(unsupported)}"
-        )
+    config.pricing = models.pricing + pricing  # the pricing: section wins over a deployment's costs
+    if not config.model_list:
+        raise ConfigError(f"{config.report()}\n{source}: model_list: no deployment polyroute can serve is left")
+    if strict and problems:
+        raise ConfigError(f"{config.report()}\n--strict: remove or fix these settings, or run without --strict")
     return config
 
 
 def load_config(path: str | Path, *, strict: bool = False) -> ProxyConfig:
-    """Read and check a proxy config file. ``strict``: unsupported settings and unset ``os.environ/``
-    variables of a deployment are errors (else a startup warning; such a deployment is not used)."""
+    """Read and check a proxy config file. Settings not honoured (unknown keys, unset ``os.environ/``
+    variables of a deployment, deployments of providers polyroute cannot serve) are :attr:`ProxyConfig.problems`:
+    a startup warning, or with ``strict`` one error listing the same problems."""
     source = str(path)
     try:
         data = read_yaml_mapping(path, "a mapping with a 'model_list'")

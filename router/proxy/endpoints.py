@@ -285,8 +285,17 @@ async def _checked(request: web.Request, caller: Caller, rules: BodyRules, model
     model = model_of(body, drop_upstream=request.app[CONFIG].client_upstream_fields == "ignore")
     router = request.app[ROUTER]
     mine = caller.key.models if caller.key is not None else None
-    if model not in router.groups:
-        names = ", ".join(n for n in sorted(router.groups) if mine is None or n in mine)
+    unserved = request.app[CONFIG].unserved.get(model)
+    if unserved is not None:  # the config names it, but only with providers polyroute cannot serve (501) or
+        status, why = unserved  # with deployments configured wrong (503)
+        code = "provider_not_supported" if status == 501 else "server_misconfigured"
+        raise ClientError(why, param="model", code=code, status=status)
+    try:
+        group = model if model in router.groups else router.group_of(model)
+    except PolyrouteError as e:  # a wildcard group's model string for this name does not resolve
+        raise ClientError(e.message, param="model", code="model_not_found", status=400) from None
+    if group is None:
+        names = ", ".join(n for n in router.listed() if mine is None or n in mine)
         shown = model if len(model) <= 100 else model[:97] + "..."
         raise ClientError(
             f"model {shown!r} is not served here; use one of: {names}",

@@ -26,6 +26,7 @@ from providers.errors import (
 )
 
 from ..errors import BudgetExceededError, BudgetUnavailableError, UnpricedCallError
+from ..routing.deployment import Deployment
 from ..routing.router import Router
 
 log = logging.getLogger("polyroute.proxy")
@@ -65,12 +66,9 @@ class Shown:
                 for text in (d.model, d.target.model_string, d.target.model):
                     if text and len(text) >= 4:  # a 1-3 letter model id would mangle ordinary words
                         names.setdefault(text, group)
-                for base in (d.target.api_base, d.params.get("api_base"), d.params.get("base_url")):
-                    if isinstance(base, str) and base:
-                        parts = urlsplit(base)
-                        for where in (base, parts.netloc, parts.hostname):
-                            if where and len(where) >= 4:
-                                names.setdefault(where, "[upstream]")
+                _hide_base(d, names)
+        for d in router.pattern_deployments:  # the wildcard groups' upstreams
+            _hide_base(d, names)
         self.names = names
         alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
         self._pattern = re.compile(rf"(?<![\w/-])(?:{alternatives})(?![\w/-])") if names else None
@@ -79,6 +77,16 @@ class Shown:
         if self._pattern is not None:
             text = self._pattern.sub(lambda m: self.names[m.group(0)], text)
         return self._IP.sub("[upstream]", self._URL.sub("[upstream]", text))
+
+
+def _hide_base(d: Deployment, names: dict[str, str]) -> None:
+    """Show a deployment's base URL and host as ``[upstream]``."""
+    for base in (d.target.api_base, d.params.get("api_base"), d.params.get("base_url")):
+        if isinstance(base, str) and base:
+            parts = urlsplit(base)
+            for where in (base, parts.netloc, parts.hostname):
+                if where and len(where) >= 4:
+                    names.setdefault(where, "[upstream]")
 
 
 def public_message(err: PolyrouteError, shown: Callable[[str], str] | None = None) -> str:

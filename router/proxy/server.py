@@ -220,7 +220,33 @@ def setup_logging(level: str) -> None:
         logging.getLogger(name).setLevel(max(quiet, logging.getLogger().level))
 
 
+def check(args: argparse.Namespace) -> int:
+    """``polyroute serve --check`` / ``polyroute config check``: the startup report, without serving.
+    Exit 0 when everything in the file is honoured, 2 when something is not (or the file is wrong)."""
+    try:
+        config = load_config(args.config)
+        build_router(config)
+    except ConfigError as e:
+        print(f"polyroute: {e.message}", file=sys.stderr)
+        return 2
+    print(config.report())
+    for status, why in config.unserved.values():
+        print(f"{config.source}: {why} (requests for it are answered {status})")
+    if config.master_key is None:
+        print(f"{config.source}: {NO_MASTER_KEY}")
+    return 2 if config.problems else 0
+
+
+NO_MASTER_KEY = (
+    "sets no general_settings.master_key, so polyroute serve refuses to start (LiteLLM would serve without "
+    "authentication: polyroute deliberately does not). Set one (e.g. master_key: os.environ/POLYROUTE_MASTER_KEY), "
+    "or pass --dev to run without auth"
+)
+
+
 def serve(args: argparse.Namespace) -> int:
+    if args.check:
+        return check(args)
     setup_logging(args.log_level)
     try:
         config = load_config(args.config, strict=args.strict)
@@ -228,15 +254,11 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"polyroute serve: {e.message}", file=sys.stderr)
         return 2
-    if config.unsupported:
-        log.warning("%s: ignoring unsupported settings: %s", config.source, ", ".join(config.unsupported))
+    if config.problems:
+        log.warning("%s\n(--strict makes this an error; polyroute serve --check lists it)", config.report())
     if config.master_key is None:
         if not args.dev:
-            print(
-                f"polyroute serve: {config.source} sets no general_settings.master_key; set one "
-                "(e.g. master_key: os.environ/POLYROUTE_MASTER_KEY) or pass --dev to run without auth",
-                file=sys.stderr,
-            )
+            print(f"polyroute serve: {config.source} {NO_MASTER_KEY}", file=sys.stderr)
             return 2
         log.warning("--dev: serving WITHOUT authentication")
     try:
@@ -287,4 +309,14 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM"
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="print what the config sets that is not honoured, then exit (0: nothing, 2: something) without serving",
+    )
     parser.set_defaults(func=serve)
+    config = sub.add_parser("config", help="check a proxy config file (polyroute config check --config FILE)")
+    actions = config.add_subparsers(dest="action", required=True)
+    checker = actions.add_parser("check", help="the startup report of a proxy config, without serving (exit 0/2)")
+    checker.add_argument("--config", "-c", required=True, help="e.g. configs/proxy.yaml")
+    checker.set_defaults(func=check)

@@ -1,7 +1,8 @@
 """Deployments (one model string + its params) and their live state: in flight, latency, limits, cooldown.
 
 ``model_list`` entries look like LiteLLM's: ``{"model_name": "chat", "params": {"model": ..., "api_key": ...,
-"weight": 2, "rpm": 600}}``; ``litellm_params`` is accepted for ``params``. A deployment without its upstream
+"weight": 2, "rpm": 600}}``; ``litellm_params`` is accepted for ``params``, and LiteLLM's ``order``,
+``api_version``, ``stream_timeout`` and ``max_retries`` are honoured. A deployment without its upstream
 credentials (:mod:`router.credentials`) is kept, marked, and skipped by routing while others can serve.
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry
@@ -37,10 +40,13 @@ CALL_PARAMS = frozenset(
         "reasoning_effort",
     }
 )
-ROUTING_PARAMS = frozenset({"model", "weight", "rpm", "tpm", "context_length"})
-IGNORED_PARAMS = frozenset(
-    {"max_retries", "stream_timeout", "custom_llm_provider", "input_cost_per_token", "output_cost_per_token"}
+# ``order``: lower first (LiteLLM's deployment priority); ``api_version``: the api-version query of api_base
+# (Azure OpenAI's); ``stream_timeout``: the attempt's timeout when streaming; ``max_retries``: how many times a
+# request may retry this deployment (after that it moves on to another one).
+ROUTING_PARAMS = frozenset(
+    {"model", "weight", "rpm", "tpm", "context_length", "order", "api_version", "stream_timeout", "max_retries"}
 )
+IGNORED_PARAMS = frozenset({"custom_llm_provider", "input_cost_per_token", "output_cost_per_token"})
 
 
 @dataclass
@@ -73,6 +79,9 @@ class Deployment:
     rpm: int | None = None
     tpm: int | None = None
     context_length: int | None = None  # overrides the catalog's
+    order: int | None = None  # LiteLLM's priority: the lowest order among the healthy deployments is used
+    stream_timeout: float | None = None  # an attempt's timeout when streaming (else params' timeout)
+    max_retries: int | None = None  # retries of this deployment one request may make (None: the group's)
     index: int = 0
     state: DeploymentState = field(default_factory=DeploymentState)
     unset_env: tuple[str, ...] = ()  # the config's os.environ/VAR references unset at load: never used
@@ -168,6 +177,14 @@ def _positive(value: Any, where: str, kind: type) -> Any:
     return kind(value)
 
 
+def _count(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestArgumentError(f"{where}: expected a whole number >= 0, got {value!r}")
+    return value
+
+
 def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Deployment]]:
     """Deployments by group, from LiteLLM-style ``model_list`` entries; errors name the entry."""
     if not isinstance(model_list, list) or not model_list:
@@ -183,6 +200,12 @@ def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Depl
             target = registry.resolve(params["model"], api_base)
         except InvalidRequestArgumentError as e:
             raise InvalidRequestArgumentError(f"{where}.params.model: {e.message}") from None
+        version = params.get("api_version")
+        if version is not None:
+            if not isinstance(version, str) or not version:
+                raise InvalidRequestArgumentError(f"{where}.params.api_version: expected a string, got {version!r}")
+            api_base = with_query(target.api_base, "api-version", version)
+            target = dataclasses.replace(target, api_base=api_base)
         group = entry["model_name"]
         members = groups.setdefault(group, [])
         call_params = {k: v for k, v in params.items() if k in CALL_PARAMS and k != "base_url"}
@@ -200,12 +223,22 @@ def parse_model_list(model_list: Any, registry: Registry) -> dict[str, list[Depl
                 rpm=_positive(params.get("rpm"), f"{where}.params.rpm", int),
                 tpm=_positive(params.get("tpm"), f"{where}.params.tpm", int),
                 context_length=_positive(params.get("context_length"), f"{where}.params.context_length", int),
+                order=_positive(params.get("order"), f"{where}.params.order", int),
+                stream_timeout=_positive(params.get("stream_timeout"), f"{where}.params.stream_timeout", float),
+                max_retries=_count(params.get("max_retries"), f"{where}.params.max_retries"),
                 index=len(members),
                 unset_env=tuple(unset),
                 key_env=() if unset else missing_key_env(target, call_params),
             )
         )
     return groups
+
+
+def with_query(url: str, name: str, value: str) -> str:
+    """``url`` with the query parameter ``name`` set to ``value``."""
+    base, _, query = url.partition("?")
+    pairs = [(k, v) for k, v in parse_qsl(query) if k != name] + [(name, value)]
+    return f"{base}?{urlencode(pairs)}"
 
 
 def now() -> float:
@@ -233,3 +266,18 @@ def fallback_map(value: Any, name: str, groups: Iterable[str]) -> dict[str, list
                     )
             out.setdefault(group, []).extend(targets)
     return out
+
+
+def merged_params(deployment: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's params with a call's on top; the two ``extra_body`` dicts are merged, never replaced
+    (a caller's extra field must not drop the operator's), and a field both set is an error."""
+    merged = {**deployment, **call}
+    mine, theirs = deployment.get("extra_body"), call.get("extra_body")
+    if isinstance(mine, dict) and mine and isinstance(theirs, dict) and theirs:
+        both = sorted(set(mine) & set(theirs))
+        if both:
+            raise InvalidRequestArgumentError(
+                f"extra_body field(s) {', '.join(both)} are set by the deployment's configuration; leave them out"
+            )
+        merged["extra_body"] = {**mine, **theirs}
+    return merged

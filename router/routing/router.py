@@ -49,10 +49,11 @@ from ..streaming import AsyncStream, Stream
 from ..streaming.core import C
 from ..tokens import aload_encoding, long_prompt
 from ..types import Attempt, ChatCompletion, EmbeddingResponse, TextCompletion, WithMeta
-from .deployment import Deployment, fallback_map, now, parse_model_list
+from .deployment import Deployment, fallback_map, merged_params, now, parse_model_list
 from .hooks import Hook, call_hook
+from .names import GroupNames, placeholders, renamed_fallbacks, split_patterns
 from .offers import CatalogFacts, needs_of
-from .session import Choice, NotYet, RequestInfo, Session
+from .session import Choice, NotYet, RequestInfo, Session, bounded
 from .strategies import strategy_name
 from .streams import AsyncRoutedStream, RoutedStream, has_content
 
@@ -102,15 +103,29 @@ class Router(CatalogFacts):
         redis_url: str | None = None,
         shared_state: SharedRouterState | None = None,
         sync_interval: float = 0.1,
+        model_group_alias: Any = None,
     ) -> None:
         self.registry = registry or default_registry()
         self.catalog = catalog or default_catalog()
         _learn_subproviders(model_list, self.registry, self.catalog)
-        self.groups: dict[str, list[Deployment]] = parse_model_list(model_list, self.registry)
+        plain, patterns = split_patterns(model_list)
+        self.groups: dict[str, list[Deployment]] = (
+            parse_model_list(plain, self.registry) if plain or not patterns else {}
+        )
+        samples = (
+            [d for ds in parse_model_list(placeholders(patterns), self.registry).values() for d in ds]
+            if patterns
+            else []
+        )
+        self.pattern_deployments = samples  # wildcard groups' deployments for a sample name (their api_base)
+        self.names = GroupNames(patterns, model_group_alias, self.groups)
         self.strategy = strategy_name(strategy or routing_strategy or "weighted")
         if isinstance(num_retries, bool) or not isinstance(num_retries, int) or num_retries < 0:
             raise InvalidRequestArgumentError(f"num_retries must be an integer >= 0, got {num_retries!r}")
         self.num_retries = num_retries
+        fallbacks, context_window_fallbacks, content_policy_fallbacks = (
+            renamed_fallbacks(v, self._pinned) for v in (fallbacks, context_window_fallbacks, content_policy_fallbacks)
+        )  # aliases and wildcard names given as fallbacks: their groups
         self.fallbacks = fallback_map(fallbacks, "fallbacks", self.groups)
         self.context_window_fallbacks = fallback_map(context_window_fallbacks, "context_window_fallbacks", self.groups)
         self.content_policy_fallbacks = fallback_map(content_policy_fallbacks, "content_policy_fallbacks", self.groups)
@@ -128,11 +143,10 @@ class Router(CatalogFacts):
         self._chains: dict[str, tuple[str, ...]] = {}
         self.lock = threading.Lock()  # picks and rate-window bookkeeping are one atomic step
         self.provider_not_before: dict[tuple[int, str], float] = {}  # (deployment, sub-provider) Retry-After
-        self._counts_tpm = any(d.tpm for ds in self.groups.values() for d in ds)
+        every = [d for ds in self.groups.values() for d in ds] + samples
+        self._counts_tpm = any(d.tpm for d in every)
         # families whose catalog lists models, prices and context windows (the rest: configured prices only)
-        self.catalog_families = {d.target.provider for ds in self.groups.values() for d in ds} & set(
-            self.catalog.families()
-        )
+        self.catalog_families = {d.target.provider for d in every} & set(self.catalog.families())
         if redis_url is not None and shared_state is None:
             shared_state = _shared_state(redis_url, sync_interval)
         self.shared = shared_state  # cooldowns, rpm/tpm, in-flight and latency shared with other replicas
@@ -182,15 +196,33 @@ class Router(CatalogFacts):
         cached = self._chains.get(model)
         if cached is not None:
             return list(cached)
-        if model not in self.groups:
+        group = self.group_of(model)
+        if group is None:
             raise InvalidRequestArgumentError(
-                f"model {model!r} is not a model_name of this router; known: {', '.join(sorted(self.groups))}"
+                f"model {model!r} is not a model_name of this router; known: {', '.join(self.listed())}"
             )
-        groups = [model]
+        groups = [group]
         for group in groups:  # follow fallbacks of fallbacks, in order, once each
             groups.extend(g for g in self.fallbacks.get(group, []) if g not in groups)
         self._chains[model] = tuple(groups)
         return groups
+
+    def group_of(self, model: str) -> str | None:
+        """The group serving ``model``: itself, the group of an alias, or one made for a wildcard pattern."""
+        return self.names.group(
+            model, self.groups, lambda entries: parse_model_list(entries, self.registry), self._forget
+        )
+
+    def _pinned(self, name: str) -> str | None:
+        parse = functools.partial(parse_model_list, registry=self.registry)
+        return self.names.group(name, self.groups, parse, self._forget, pin=True)
+
+    def listed(self) -> list[str]:
+        """The model names to list: the groups and the aliases not hidden."""
+        return self.names.listed(self.groups)
+
+    def _forget(self, group: str) -> None:
+        self._chains.clear()  # chains naming a dropped wildcard group are made again
 
     def _session(
         self,
@@ -221,7 +253,7 @@ class Router(CatalogFacts):
 
     # ---------------------------------------------------------------- calls
     def _chat_call(self, choice: Choice, messages: Any, stream: bool, kwargs: dict[str, Any]) -> Call[ChatCompletion]:
-        merged = _merged(choice.deployment.params, kwargs) if kwargs else choice.deployment.params
+        merged = merged_params(choice.deployment.params, kwargs) if kwargs else choice.deployment.params
         params: dict[str, Any] = {}
         call_args: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -262,7 +294,7 @@ class Router(CatalogFacts):
         client = kwargs.pop("client", None)
 
         def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session))
+            call = self._chat_call(choice, messages, bool(stream), bounded(kwargs, session, choice, bool(stream)))
             result = run_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, Stream):
                 return self._first_content(session, choice, result)
@@ -289,7 +321,7 @@ class Router(CatalogFacts):
         client = kwargs.pop("client", None)
 
         async def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), _bounded(kwargs, session))
+            call = self._chat_call(choice, messages, bool(stream), bounded(kwargs, session, choice, bool(stream)))
             result = await arun_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, AsyncStream):
                 return await self._afirst_content(session, choice, result)
@@ -299,7 +331,7 @@ class Router(CatalogFacts):
         return await self._run_async(session, attempt)
 
     def _embedding_call(self, input: Any, choice: Choice, kwargs: dict[str, Any]) -> Call[EmbeddingResponse]:
-        merged = _merged({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
+        merged = merged_params({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
         params = embedding_params(
             merged.pop("dimensions", None),
             merged.pop("encoding_format", None),
@@ -333,7 +365,7 @@ class Router(CatalogFacts):
     def _completion_call(
         self, prompt: Any, stream: bool, choice: Choice, kwargs: dict[str, Any]
     ) -> Call[TextCompletion]:
-        merged = _merged(choice.deployment.params, kwargs)
+        merged = merged_params(choice.deployment.params, kwargs)
         params = {name: merged.pop(name, None) for name in COMPLETION_PARAMS}
         body = completion_body(params, merged.pop("extra_body", None))
         stream_options = merged.pop("stream_options", None)
@@ -364,7 +396,7 @@ class Router(CatalogFacts):
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
         def attempt(choice: Choice) -> RoutedStream[TextCompletion]:
-            call = make(choice, _bounded(kwargs, session))
+            call = make(choice, bounded(kwargs, session, choice))
             stream = run_stream(call, text_normalizer(call), client, budget)
             return self._first_content(session, choice, stream)
 
@@ -382,7 +414,7 @@ class Router(CatalogFacts):
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
         async def attempt(choice: Choice) -> AsyncRoutedStream[TextCompletion]:
-            call = make(choice, _bounded(kwargs, session))
+            call = make(choice, bounded(kwargs, session, choice))
             stream = await arun_stream(call, text_normalizer(call), client, budget)
             return await self._afirst_content(session, choice, stream)
 
@@ -395,7 +427,7 @@ class Router(CatalogFacts):
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
         def attempt(choice: Choice) -> R:
-            result = run(make(choice, _bounded(kwargs, session)), client, budget)
+            result = run(make(choice, bounded(kwargs, session, choice)), client, budget)
             self._finish(session, choice, result)
             return result
 
@@ -410,7 +442,7 @@ class Router(CatalogFacts):
         client, budget = kwargs.pop("client", None), kwargs.pop("budget", self.budget)
 
         async def attempt(choice: Choice) -> R:
-            result = await arun(make(choice, _bounded(kwargs, session)), client, budget)
+            result = await arun(make(choice, bounded(kwargs, session, choice)), client, budget)
             self._finish(session, choice, result)
             return result
 
@@ -591,29 +623,3 @@ def _shared_state(redis_url: str, sync_interval: float) -> SharedRouterState:
     from ..shared import RedisLink, SharedRouterState
 
     return SharedRouterState(RedisLink(redis_url), interval=sync_interval)
-
-
-def _merged(deployment: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
-    """A deployment's params with a call's on top; the two ``extra_body`` dicts are merged, never replaced
-    (a caller's extra field must not drop the operator's), and a field both set is an error."""
-    merged = {**deployment, **call}
-    mine, theirs = deployment.get("extra_body"), call.get("extra_body")
-    if isinstance(mine, dict) and mine and isinstance(theirs, dict) and theirs:
-        both = sorted(set(mine) & set(theirs))
-        if both:
-            raise InvalidRequestArgumentError(
-                f"extra_body field(s) {', '.join(both)} are set by the deployment's configuration; leave them out"
-            )
-        merged["extra_body"] = {**mine, **theirs}
-    return merged
-
-
-def _bounded(kwargs: dict[str, Any], session: Session) -> dict[str, Any]:
-    """The call's arguments with a timeout that ends no later than the request's total deadline."""
-    if session.deadline is None:
-        return kwargs
-    remaining = max(0.001, session.deadline - now())
-    own = kwargs.get("timeout")
-    if isinstance(own, (int, float)) and not isinstance(own, bool) and own < remaining:
-        return kwargs
-    return {**kwargs, "timeout": remaining}

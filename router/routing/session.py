@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from providers.errors import (
     BadRequestError,
@@ -160,6 +160,9 @@ class Session:
         cooling = not healthy
         pool = healthy or [min(fitting, key=lambda d: d.state.cooldown_until)]  # never leave the group empty
         ready = [d for d in pool if self._not_before(d) <= t and _admits(d, t, tokens)]
+        if len(ready) > 1 and any(d.order is not None for d in ready):  # LiteLLM's order: lowest first
+            first = min(_order(d) for d in ready)
+            ready = [d for d in ready if _order(d) == first]
         if not ready:
             when = min(max(self._not_before(d), d.next_free(t, tokens)) for d in pool)
             limited = all(self._not_before(d) <= t for d in pool)
@@ -332,6 +335,11 @@ class Session:
             return self._has_more() or self._advance_group()
         if not err.is_retryable:
             return False
+        cap = deployment.max_retries
+        if cap is not None and sum(a.deployment == deployment.name for a in self.attempts) > cap:
+            self.excluded.add(id(deployment))  # its own max_retries is spent: another deployment, or a fallback
+            self.tries_in_group -= 1
+            return self._has_more() or self._advance_group()
         retry_after = getattr(err, "retry_after", None)
         order = self.providers.get(id(deployment))
         if order and choice.target.subprovider == order[0] and len(order) > 1:
@@ -378,3 +386,22 @@ def _admits(d: Deployment, t: float, tokens: int) -> bool:
         return False
     room = d.headroom(t, tokens)
     return room is None or room >= 0
+
+
+def _order(d: Deployment) -> float:
+    return float("inf") if d.order is None else d.order
+
+
+def bounded(kwargs: dict[str, Any], session: Session, choice: Choice, stream: bool = False) -> dict[str, Any]:
+    """The call's arguments with the attempt's timeout: the call's own, the deployment's (``stream_timeout``
+    for a stream), ending no later than the request's total deadline."""
+    limits = [session.deadline - now()] if session.deadline is not None else []
+    params = choice.deployment.params
+    own = kwargs.get("timeout", params.get("timeout"))
+    if stream and choice.deployment.stream_timeout is not None:
+        own = choice.deployment.stream_timeout if "timeout" not in kwargs else own
+    if isinstance(own, (int, float)) and not isinstance(own, bool):
+        limits.append(own)
+    if not limits:
+        return kwargs
+    return {**kwargs, "timeout": max(0.001, min(limits))}
