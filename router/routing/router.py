@@ -37,19 +37,19 @@ from providers.errors import InvalidRequestArgumentError
 from providers.registry import Registry, default_registry
 
 from ..budget import Budget
-from ..chat import arun_chat, prepare_chat, run_chat
-from ..completions import COMPLETION_PARAMS, completion_body, prepare_text_completion
+from ..chat import arun_chat, run_chat
 from ..completions import normalizer as text_normalizer
-from ..embeddings import embedding_params, has_token_ids, prepare_embedding
-from ..params import BODY_PARAMS, check_params
-from ..pipeline import Call, arun, arun_stream, check_unknown, resolve, run, run_stream
+from ..embeddings import has_token_ids
+from ..params import check_params
+from ..pipeline import Call, arun, arun_stream, resolve, run, run_stream
 from ..pricing.catalog import Catalog, default_catalog
 from ..shared.link import SharedStateUnavailable
 from ..streaming import AsyncStream, Stream
 from ..streaming.core import C
 from ..tokens import aload_encoding, long_prompt
-from ..types import Attempt, ChatCompletion, EmbeddingResponse, TextCompletion, WithMeta
-from .deployment import Deployment, fallback_map, merged_params, now, parse_model_list
+from ..types import Attempt, EmbeddingResponse, TextCompletion, WithMeta
+from .calls import chat_call, completion_call, embedding_call
+from .deployment import Deployment, fallback_map, now, parse_model_list
 from .hooks import Hook, call_hook
 from .names import GroupNames, placeholders, renamed_fallbacks, split_patterns
 from .offers import CatalogFacts, needs_of
@@ -252,30 +252,6 @@ class Router(CatalogFacts):
         return Session(self, groups, info, now() + float(timeout), self.rng)
 
     # ---------------------------------------------------------------- calls
-    def _chat_call(self, choice: Choice, messages: Any, stream: bool, kwargs: dict[str, Any]) -> Call[ChatCompletion]:
-        merged = merged_params(choice.deployment.params, kwargs) if kwargs else choice.deployment.params
-        params: dict[str, Any] = {}
-        call_args: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        for key, value in merged.items():
-            if key in _BODY_KEYS:
-                params[key] = value
-            elif key in _CALL_KEYS:
-                call_args[key] = value
-            elif key not in ("client", "budget"):
-                extra[key] = value  # unknown: prepare_chat names it in its error
-        return prepare_chat(
-            choice.deployment.model,
-            messages,
-            stream,
-            params,
-            {**call_args, "catalog": self.catalog},  # type: ignore[typeddict-item]
-            registry=self.registry,
-            kwargs=extra,
-            fn="Router.completion",
-            target=choice.target,
-        )
-
     def _finish(self, session: Session, choice: Choice, result: Any, ttft_ms: float | None = None) -> None:
         latency = (now() - choice.started) * 1000
         record = session.succeeded(choice, latency, ttft_ms, keep_in_flight=ttft_ms is not None)
@@ -294,7 +270,7 @@ class Router(CatalogFacts):
         client = kwargs.pop("client", None)
 
         def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), bounded(kwargs, session, choice, bool(stream)))
+            call = chat_call(self, choice, messages, bool(stream), bounded(kwargs, session, choice, bool(stream)))
             result = run_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, Stream):
                 return self._first_content(session, choice, result)
@@ -321,7 +297,7 @@ class Router(CatalogFacts):
         client = kwargs.pop("client", None)
 
         async def attempt(choice: Choice) -> Any:
-            call = self._chat_call(choice, messages, bool(stream), bounded(kwargs, session, choice, bool(stream)))
+            call = chat_call(self, choice, messages, bool(stream), bounded(kwargs, session, choice, bool(stream)))
             result = await arun_chat(call, stream=bool(stream), client=client, budget=budget)
             if isinstance(result, AsyncStream):
                 return await self._afirst_content(session, choice, result)
@@ -330,66 +306,22 @@ class Router(CatalogFacts):
 
         return await self._run_async(session, attempt)
 
-    def _embedding_call(self, input: Any, choice: Choice, kwargs: dict[str, Any]) -> Call[EmbeddingResponse]:
-        merged = merged_params({k: v for k, v in choice.deployment.params.items() if k not in _BODY_KEYS}, kwargs)
-        params = embedding_params(
-            merged.pop("dimensions", None),
-            merged.pop("encoding_format", None),
-            merged.pop("user", None),
-            merged.pop("extra_body", None),
-        )
-        return prepare_embedding(
-            choice.deployment.model,
-            input,
-            params,
-            api_key=merged.pop("api_key", None),
-            api_base=merged.pop("api_base", None),
-            timeout=merged.pop("timeout", None),
-            extra_headers=merged.pop("extra_headers", None),
-            bill_to=merged.pop("bill_to", None),
-            registry=self.registry,
-            catalog=self.catalog,
-            target=choice.target,
-        )
-
     def embedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
         """Embeddings through the group ``model``."""
-        return self._one_shot(model, kwargs, functools.partial(self._embedding_call, input))
+        return self._one_shot(model, kwargs, functools.partial(embedding_call, self, input))
 
     async def aembedding(self, model: str, input: Any = None, **kwargs: Any) -> EmbeddingResponse:
         """Async :meth:`embedding`."""
         if has_token_ids(input):
             await aload_encoding()  # token ids may be decoded: never load the tokenizer on the event loop
-        return await self._aone_shot(model, kwargs, functools.partial(self._embedding_call, input))
-
-    def _completion_call(
-        self, prompt: Any, stream: bool, choice: Choice, kwargs: dict[str, Any]
-    ) -> Call[TextCompletion]:
-        merged = merged_params(choice.deployment.params, kwargs)
-        params = {name: merged.pop(name, None) for name in COMPLETION_PARAMS}
-        body = completion_body(params, merged.pop("extra_body", None))
-        stream_options = merged.pop("stream_options", None)
-        settings: Any = {name: merged.pop(name) for name in _CALL_KEYS if name in merged}
-        unknown = {k: v for k, v in merged.items() if k in kwargs and k not in ("client", "budget")}
-        check_unknown(unknown, "Router.text_completion")
-        if stream_options is not None and not stream:
-            raise InvalidRequestArgumentError("stream_options is only for stream=True")
-        return prepare_text_completion(
-            choice.deployment.model,
-            prompt,
-            body,
-            registry=self.registry,
-            target=choice.target,
-            stream_options=(stream_options or {}) if stream else None,
-            **{**settings, "catalog": self.catalog},
-        )
+        return await self._aone_shot(model, kwargs, functools.partial(embedding_call, self, input))
 
     def text_completion(
         self, model: str, prompt: Any = None, *, stream: bool = False, **kwargs: Any
     ) -> TextCompletion | RoutedStream[TextCompletion]:
         """A legacy text completion through the group ``model`` (its deployments must serve ``/completions``);
         ``stream=True`` returns a stream of ``TextCompletion`` chunks, with failover until the first text."""
-        make = functools.partial(self._completion_call, prompt, bool(stream))
+        make = functools.partial(completion_call, self, prompt, bool(stream))
         if not stream:
             return self._one_shot(model, kwargs, make)
         session = self._session(model, None, kwargs, True)
@@ -407,7 +339,7 @@ class Router(CatalogFacts):
         self, model: str, prompt: Any = None, *, stream: bool = False, **kwargs: Any
     ) -> TextCompletion | AsyncRoutedStream[TextCompletion]:
         """Async :meth:`text_completion`."""
-        make = functools.partial(self._completion_call, prompt, bool(stream))
+        make = functools.partial(completion_call, self, prompt, bool(stream))
         if not stream:
             return await self._aone_shot(model, kwargs, make)
         session = self._session(model, None, kwargs, True)
@@ -568,20 +500,6 @@ class Router(CatalogFacts):
                         raise _TryAgain() from err
                     raise
         raise AssertionError("unreachable: tenacity re-raises the final error")  # pragma: no cover
-
-
-_BODY_KEYS = frozenset(BODY_PARAMS)
-_CALL_KEYS = (
-    "api_key",
-    "api_base",
-    "timeout",
-    "stream_options",
-    "functions",
-    "function_call",
-    "extra_headers",
-    "extra_body",
-    "bill_to",
-)
 
 
 @contextlib.contextmanager
