@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -20,6 +21,11 @@ from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, OpenAICompatUps
 
 def _completions(server: OpenAICompatUpstream | TGIUpstream | DeepInfraUpstream) -> list[dict]:
     return [q.json for q in server.requests if q.path.endswith("/completions") and "chat" not in q.path]
+
+
+def _from(server: OpenAICompatUpstream, **kw: Any) -> Any:
+    """``text_completion`` of ``openai/m`` on ``server``."""
+    return text_completion(model="openai/m", api_base=server.url + "/v1", api_key="sk-a", **kw)
 
 
 def test_a_text_completion_from_an_openai_compatible_server(a: OpenAICompatUpstream) -> None:
@@ -78,10 +84,8 @@ def test_under_a_budget_the_worst_case_is_reserved_and_the_cost_settled(
 ) -> None:
     priced.set_price("openai/m", input_per_million=100, output_per_million=200)
     budget = Budget(1.0, name="legacy")
-    r = text_completion(
-        model="openai/m",
-        api_base=a.url + "/v1",
-        api_key="sk-a",
+    r = _from(
+        a,
         prompt="a b c d",
         max_tokens=2,
         catalog=priced,
@@ -138,10 +142,8 @@ def test_the_openai_sdk_default_completions_call_through_the_proxy(
 
 # ---------------------------------------------------------------------------------------------- streams
 def test_a_stream_from_an_openai_compatible_server_ends_with_the_upstreams_usage(a: OpenAICompatUpstream) -> None:
-    stream = text_completion(
-        model="openai/m",
-        api_base=a.url + "/v1",
-        api_key="sk-a",
+    stream = _from(
+        a,
         prompt="Say this is a test",
         max_tokens=3,
         stream=True,
@@ -180,10 +182,8 @@ def test_a_cut_stream_raises_and_its_budget_pays_for_what_arrived(
     monkeypatch.setattr(a, "text_stream_style", TextStreamStyle(cut_after=2))
     priced.set_price("openai/m", input_per_million=100, output_per_million=200)
     budget = Budget(1.0, name="cut")
-    stream = text_completion(
-        model="openai/m",
-        api_base=a.url + "/v1",
-        api_key="sk-a",
+    stream = _from(
+        a,
         prompt="one two three four five",
         max_tokens=5,
         stream=True,
@@ -201,10 +201,8 @@ def test_a_cut_stream_raises_and_its_budget_pays_for_what_arrived(
 def test_a_streamed_budget_settles_at_the_upstreams_usage(a: OpenAICompatUpstream, priced: Catalog) -> None:
     priced.set_price("openai/m", input_per_million=100, output_per_million=200)
     budget = Budget(1.0, name="streamed")
-    stream = text_completion(
-        model="openai/m",
-        api_base=a.url + "/v1",
-        api_key="sk-a",
+    stream = _from(
+        a,
         prompt="a b c d",
         max_tokens=2,
         stream=True,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -214,13 +213,3 @@ async def spend(request: web.Request) -> web.Response:
     return json_response(
         {"object": "list", "group_by": group_by, "outcome": outcome, "in_doubt": in_doubt, "data": data}
     )
-
-
-# The admin API as a table: (method, path, handler); the app routes each (behind the master key).
-ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
-    ("POST", "/admin/keys", create_key),
-    ("GET", "/admin/keys", list_keys),
-    ("PATCH", "/admin/keys/{key_id}", update_key),
-    ("DELETE", "/admin/keys/{key_id}", revoke_key),
-    ("GET", "/admin/spend", spend),
-)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -152,6 +153,29 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if store_ok else 503)
 
 
+# The proxy's routes besides the task endpoints (endpoints.py) and the model list: (method, path, handler).
+# /admin/* and LiteLLM's /key/*, /spend/logs, /model/info need the master key (a key may read its own
+# /key/info); /health/* need none.
+ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]], ...] = (
+    ("POST", "/admin/keys", admin.create_key),
+    ("GET", "/admin/keys", admin.list_keys),
+    ("PATCH", "/admin/keys/{key_id}", admin.update_key),
+    ("DELETE", "/admin/keys/{key_id}", admin.revoke_key),
+    ("GET", "/admin/spend", admin.spend),
+    ("GET", "/spend/logs", litellm_info.spend_logs),
+    ("GET", "/model/info", litellm_info.model_info),
+    ("GET", "/v1/model/info", litellm_info.model_info),
+    ("GET", "/health/liveliness", litellm_info.liveliness),
+    ("GET", "/health/liveness", litellm_info.liveliness),
+    ("GET", "/health/readiness", litellm_info.readiness),
+    ("POST", "/key/generate", litellm_keys.generate),
+    ("GET", "/key/info", litellm_keys.info),
+    ("POST", "/key/update", litellm_keys.update),
+    ("POST", "/key/delete", litellm_keys.delete),
+    ("GET", "/key/list", litellm_keys.list_keys),
+)
+
+
 def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Application:
     """The aiohttp application serving ``router`` under ``config``'s rules, with keys and spend in ``store``."""
     missing = missing_warning(
@@ -228,7 +252,7 @@ def build_app(config: ProxyConfig, router: Router, store: SqlStore) -> web.Appli
     app.on_startup.append(start_writer)
     app.on_cleanup.append(flush_spend)
     app.on_response_prepare.append(_end_unended)
-    for method, path, handler in (*admin.ROUTES, *litellm_keys.ROUTES, *litellm_info.ROUTES):
+    for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     add_endpoints(app)
     for prefix in PREFIXES:

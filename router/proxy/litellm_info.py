@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -189,13 +188,3 @@ async def readiness(request: web.Request) -> web.Response:
         "models": len(request.app[ROUTER].groups),
     }
     return json_response(body, status=200 if store_ok else 503)
-
-
-ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
-    ("GET", "/spend/logs", spend_logs),
-    ("GET", "/model/info", model_info),
-    ("GET", "/v1/model/info", model_info),
-    ("GET", "/health/liveliness", liveliness),
-    ("GET", "/health/liveness", liveliness),
-    ("GET", "/health/readiness", readiness),
-)

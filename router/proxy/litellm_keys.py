@@ -25,7 +25,7 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -384,12 +384,3 @@ async def list_keys(request: web.Request) -> web.Response:
     return json_response(
         {"keys": keys, "total_count": len(rows), "current_page": page, "total_pages": math.ceil(len(rows) / size)}
     )
-
-
-ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
-    ("POST", "/key/generate", generate),
-    ("GET", "/key/info", info),
-    ("POST", "/key/update", update),
-    ("POST", "/key/delete", delete),
-    ("GET", "/key/list", list_keys),
-)
