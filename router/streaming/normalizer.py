@@ -8,19 +8,17 @@ feeds it.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from providers.errors import APIConnectionError, UnprocessableResponseError, error_from_stream_event, redact
-from providers.frames import error_event_body, error_text_body, frame_usage, is_error_event, load_frame
+from providers.frames import error_event_body, error_text_body, is_error_event, load_frame
 from providers.normalize import arguments_to_str, map_finish_reason, new_id
 from providers.tasks import chat_helper
 
 from ..tokens import count_completion, count_messages
-from ..types import ChatCompletionChunk, CompletionUsage
+from ..types import ChatCompletionChunk
+from .base import NormalizerBase
 
 if TYPE_CHECKING:
     from providers.spec import Target
@@ -56,7 +54,7 @@ class _ChoiceState:
         }
 
 
-class ChunkNormalizer:
+class ChunkNormalizer(NormalizerBase):
     """Upstream SSE payloads in, normalized ``ChatCompletionChunk``s out.
 
     Example::
@@ -76,29 +74,16 @@ class ChunkNormalizer:
         secrets: tuple[str, ...] = (),
         answers: int = 0,
     ) -> None:
-        self.target = target
+        helper = chat_helper(target)
+        super().__init__(target, helper, include_usage=include_usage, secrets=secrets)
         # One answer asked for: every choice is choice 0, however the upstream numbers them (some older
         # servers number each chunk by its token). 0: unknown, indices kept.
         self.one_answer = answers == 1
-        self.include_usage = include_usage
         self.messages = messages
-        self.secrets = secrets
-        self.done = False
-        self.usage: dict[str, Any] | None = None
-        self.final_usage: CompletionUsage | None = None
-        self.usage_estimated = False
-        self.id: str | None = None
-        self.model: str | None = None
-        self.created: int | None = None
         self.system_fingerprint: str | None = None
         self._choices: dict[int, _ChoiceState] = {}
         self._used_ids: set[str] = set()
-        self._helper = chat_helper(target)
-        self._normalize_chunk = self._helper.normalize_chunk
-
-    def served_by(self, headers: Mapping[str, str]) -> str:
-        """The provider that served, as the upstream's response headers say."""
-        return self._helper.served_by(self.target, headers)
+        self._normalize_chunk = helper.normalize_chunk
 
     # --- parsing
     def _load(self, payload: bytes) -> list[dict[str, Any]]:
@@ -114,12 +99,6 @@ class ChunkNormalizer:
         if not isinstance(event, dict):
             raise self._unprocessable(f"a stream event is {type(event).__name__}, expected a JSON object")
         return [error_event_body(event) if is_error_event(payload) else event]
-
-    def _unprocessable(self, message: str, shown: bytes | None = None) -> UnprocessableResponseError:
-        """The error for what no upstream should send, with its first bytes (secrets redacted) when given."""
-        if shown is not None:
-            message += f": {redact(shown[:200].decode('utf-8', 'replace'), self.secrets)!r}"
-        return UnprocessableResponseError(message, provider=self.target.label, model=self.target.model)
 
     def feed(self, payload: bytes) -> list[ChatCompletionChunk]:
         """Chunks produced by one SSE data payload (raises the typed error for an error frame)."""
@@ -167,21 +146,11 @@ class ChunkNormalizer:
     def _event(self, event: dict[str, Any]) -> ChatCompletionChunk | None:
         if event.get("error") or "error_message" in event:
             body = error_event_body(event) if event.get("error") else event  # status beside the error read too
-            raise error_from_stream_event(
-                body, provider=self.target.label, model=self.target.model, secrets=self.secrets
-            )
+            raise self._error(body)
         event = self._normalize_chunk(self.target, event)
-        if self.id is None:
-            self.id = event.get("id") or new_id("chatcmpl-")
-            created = event.get("created")
-            self.created = created if isinstance(created, int) else int(time.time())
-        if self.model is None and event.get("model"):
-            self.model = event["model"]
+        self._note(event)
         if self.system_fingerprint is None and event.get("system_fingerprint"):
             self.system_fingerprint = event["system_fingerprint"]
-        usage = frame_usage(event)  # top-level, or where an upstream puts it (under its own key)
-        if usage is not None:
-            self.usage = usage  # cumulative or final: the last one wins
         choices = event.get("choices")
         if not choices:
             return None
@@ -315,14 +284,8 @@ class ChunkNormalizer:
         unfinished = [i for i, s in self._choices.items() if not s.finished]
         if unfinished or not self._choices:
             if not self.done:
-                what = "no finish reason" if self._choices else "no data"
-                raise APIConnectionError(
-                    f"stream ended before completion ({what}; the connection closed early)",
-                    provider=self.target.label,
-                    model=self.target.model,
-                )
-            if self.id is None:
-                self.id, self.created = new_id("chatcmpl-"), int(time.time())
+                raise self._cut("no finish reason" if self._choices else "no data")
+            self._ensure_id()
             closing = []
             for i in unfinished or [0]:
                 state = self._choices.setdefault(i, _ChoiceState())
@@ -336,24 +299,7 @@ class ChunkNormalizer:
             out.append(self._chunk([], self.final_usage.model_dump(exclude_none=True)))
         return out
 
-    def partial_usage(self) -> dict[str, int]:
-        """Counted locally: the prompt, and the answer so far (for a stream cut short)."""
-        prompt, completion = self._counted_usage()
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
     def _counted_usage(self) -> tuple[int, int]:
         """Prompt and completion tokens counted locally."""
         prompt = count_messages(self.messages)
         return prompt, sum(count_completion(s.message()) for s in self._choices.values())
-
-    def _final_usage(self) -> CompletionUsage:
-        if self.usage is not None:
-            usage = dict(self.usage)
-            prompt = int(usage.get("prompt_tokens") or 0)
-            completion = int(usage.get("completion_tokens") or 0)
-            usage["prompt_tokens"], usage["completion_tokens"] = prompt, completion
-            usage["total_tokens"] = int(usage.get("total_tokens") or prompt + completion)
-            return CompletionUsage.model_validate(usage)
-        self.usage_estimated = True
-        prompt, completion = self._counted_usage()
-        return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

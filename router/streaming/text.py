@@ -17,25 +17,25 @@ Example::
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from providers.errors import APIConnectionError, UnprocessableResponseError, error_from_stream_event, redact
-from providers.frames import error_event_body, error_text_body, frame_usage, is_error_event, load_frame
-from providers.normalize import map_finish_reason, new_id
+from providers.frames import error_event_body, error_text_body, is_error_event, load_frame
+from providers.normalize import map_finish_reason
 
 from ..types import CompletionUsage, TextCompletion
+from .base import NormalizerBase
 
 if TYPE_CHECKING:
     from providers.spec import Target
     from providers.tasks.base import TaskHelper
 
 
-class TextChunkNormalizer:
+class TextChunkNormalizer(NormalizerBase):
     """Upstream SSE payloads of a text completion in, ``TextCompletion`` chunks out (see the module doc)."""
+
+    id_prefix = "cmpl-"
 
     def __init__(
         self,
@@ -46,31 +46,10 @@ class TextChunkNormalizer:
         include_usage: bool,
         secrets: tuple[str, ...] = (),
     ) -> None:
-        self.target = target
+        super().__init__(target, helper, include_usage=include_usage, secrets=secrets)
         self.prompts = prompts
-        self.include_usage = include_usage
-        self.secrets = secrets
-        self.done = False
-        self.usage: dict[str, Any] | None = None
-        self.final_usage: CompletionUsage | None = None
-        self.usage_estimated = False
-        self.id: str | None = None
-        self.model: str | None = None
-        self.created: int | None = None
-        self._helper = helper
         self._texts: dict[int, list[str]] = {}  # per choice index: the text so far
         self._finished: set[int] = set()
-
-    def served_by(self, headers: Mapping[str, str]) -> str:
-        """The provider that served, as the upstream's response headers say."""
-        return self._helper.served_by(self.target, headers)
-
-    def _unprocessable(self, message: str, shown: bytes) -> UnprocessableResponseError:
-        message += f": {redact(shown[:200].decode('utf-8', 'replace'), self.secrets)!r}"
-        return UnprocessableResponseError(message, provider=self.target.label, model=self.target.model)
-
-    def _error(self, body: Any) -> Exception:
-        return error_from_stream_event(body, provider=self.target.label, model=self.target.model, secrets=self.secrets)
 
     # --- reading
     def feed(self, payload: bytes) -> list[TextCompletion]:
@@ -110,15 +89,7 @@ class TextChunkNormalizer:
     def _event(self, event: dict[str, Any]) -> TextCompletion | None:
         if event.get("error") or "error_message" in event:
             raise self._error(error_event_body(event) if event.get("error") else event)
-        if self.id is None:
-            self.id = event.get("id") or new_id("cmpl-")  # TGI sends "" as its id
-            created = event.get("created")
-            self.created = created if isinstance(created, int) else int(time.time())
-        if self.model is None and event.get("model"):
-            self.model = event["model"]
-        usage = frame_usage(event)
-        if usage is not None:
-            self.usage = usage
+        self._note(event)
         choices = []
         for pos, choice in enumerate(event.get("choices") or ()):
             if isinstance(choice, dict):
@@ -155,14 +126,8 @@ class TextChunkNormalizer:
         unfinished = sorted(set(self._texts) - self._finished)
         if unfinished or not self._texts:
             if not self.done:
-                what = "no finish reason" if self._texts else "no data"
-                raise APIConnectionError(
-                    f"stream ended before completion ({what}; the connection closed early)",
-                    provider=self.target.label,
-                    model=self.target.model,
-                )
-            if self.id is None:
-                self.id, self.created = new_id("cmpl-"), int(time.time())
+                raise self._cut("no finish reason" if self._texts else "no data")
+            self._ensure_id()
             closing = [{"index": i, "text": "", "finish_reason": "stop"} for i in unfinished or [0]]
             self._finished.update(unfinished or [0])
             out.append(self._chunk(closing, None))
@@ -171,19 +136,9 @@ class TextChunkNormalizer:
             out.append(self._chunk([], self.final_usage))
         return out
 
-    def partial_usage(self) -> dict[str, int]:
-        """Counted locally: the prompts, and the text so far (for a stream cut short)."""
+    def _counted_usage(self) -> tuple[int, int]:
+        """The prompts and the text so far, counted locally."""
         from ..tokens import count_text
 
         prompt = sum(count_text(p) for p in self.prompts)
-        completion = sum(count_text("".join(parts)) for parts in self._texts.values())
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    def _final_usage(self) -> CompletionUsage:
-        if self.usage is not None:
-            prompt = int(self.usage.get("prompt_tokens") or 0)
-            completion = int(self.usage.get("completion_tokens") or 0)
-            total = int(self.usage.get("total_tokens") or prompt + completion)
-            return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
-        self.usage_estimated = True
-        return CompletionUsage.model_validate(self.partial_usage())
+        return prompt, sum(count_text("".join(parts)) for parts in self._texts.values())
