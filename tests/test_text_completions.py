@@ -174,22 +174,21 @@ def test_a_tgi_stream_is_normalized_and_its_usage_counted_locally(tgi: TGIUpstre
     assert stream.meta.usage_estimated is True and stream.usage.completion_tokens > 0  # type: ignore[attr-defined]
 
 
+def _budgeted_stream(server: OpenAICompatUpstream, priced: Catalog, prompt: str, max_tokens: int) -> tuple[Any, Budget]:
+    """A stream of ``openai/m`` on ``server`` priced at $100/$200 per million tokens, under a $1 budget."""
+    priced.set_price("openai/m", input_per_million=100, output_per_million=200)
+    budget = Budget(1.0, name="streamed")
+    stream = _from(server, prompt=prompt, max_tokens=max_tokens, stream=True, catalog=priced, budget=budget)
+    return stream, budget
+
+
 def test_a_cut_stream_raises_and_its_budget_pays_for_what_arrived(
     a: OpenAICompatUpstream, priced: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.upstreams.completions import TextStreamStyle
 
     monkeypatch.setattr(a, "text_stream_style", TextStreamStyle(cut_after=2))
-    priced.set_price("openai/m", input_per_million=100, output_per_million=200)
-    budget = Budget(1.0, name="cut")
-    stream = _from(
-        a,
-        prompt="one two three four five",
-        max_tokens=5,
-        stream=True,
-        catalog=priced,
-        budget=budget,
-    )
+    stream, budget = _budgeted_stream(a, priced, "one two three four five", 5)
     got = []
     with pytest.raises(errors.APIConnectionError, match="ended before completion"):
         for chunk in stream:
@@ -199,16 +198,7 @@ def test_a_cut_stream_raises_and_its_budget_pays_for_what_arrived(
 
 
 def test_a_streamed_budget_settles_at_the_upstreams_usage(a: OpenAICompatUpstream, priced: Catalog) -> None:
-    priced.set_price("openai/m", input_per_million=100, output_per_million=200)
-    budget = Budget(1.0, name="streamed")
-    stream = _from(
-        a,
-        prompt="a b c d",
-        max_tokens=2,
-        stream=True,
-        catalog=priced,
-        budget=budget,
-    )
+    stream, budget = _budgeted_stream(a, priced, "a b c d", 2)
     assert budget.reserved_usd > 0  # held while the stream is open
     list(stream)
     assert stream.meta.cost_pico == 4 * 100_000_000 + 2 * 200_000_000
