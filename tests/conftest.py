@@ -15,6 +15,7 @@ import pytest
 
 from providers.hub_mapping import default_hub_cache
 from router.pricing import Catalog, default_catalog
+from tests.served import server_fixture
 from tests.upstreams import DeepInfraUpstream, HFRouterUpstream, HubUpstream, OpenAICompatUpstream, TGIUpstream
 
 _ENV_VARS = (
@@ -62,15 +63,7 @@ def _fresh(server: object) -> None:
 
 def _session_server(name: str, server_cls: type, **kw: object) -> Any:
     """A session fixture ``name``: one server of ``server_cls`` for the whole run."""
-
-    def served() -> Iterator[object]:
-        server = server_cls(**kw).start()
-        try:
-            yield server
-        finally:
-            server.stop()
-
-    return pytest.fixture(scope="session", name=name)(served)
+    return server_fixture(name, server_cls, **kw)
 
 
 _hf_session = _session_server("_hf_session", HFRouterUpstream)

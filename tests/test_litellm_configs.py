@@ -23,6 +23,7 @@ import openai
 import pytest
 
 from tests.cli import REPO, polyroute_argv, wait_until_healthy
+from tests.served import server_fixture
 from tests.services import free_port
 from tests.upstreams import OpenAICompatUpstream, Reply
 from tests.upstreams.azure import AzureUpstream, OllamaUpstream
@@ -59,16 +60,10 @@ UNHONOURED: dict[str, list[str]] = {
 NO_MASTER_KEY = {"simple.yaml", "environment.yaml"}
 
 
-@pytest.fixture(scope="module")
-def azure() -> Iterator[AzureUpstream]:
-    with AzureUpstream() as server:
-        yield server
+azure = server_fixture("azure", AzureUpstream, scope="module")
 
 
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[OllamaUpstream]:
-    with OllamaUpstream() as server:
-        yield server
+ollama = server_fixture("ollama", OllamaUpstream, scope="module")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -72,8 +73,11 @@ class ProxyServer:
         self._tmp.cleanup()
 
 
-def _config(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream, **general: object) -> dict:
-    return {
+def _config(
+    hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream, pricing: Any = None, **general: object
+) -> dict:
+    """The proxy config most tests serve: four groups on the local upstreams (``pricing``: its pricing section)."""
+    config = {
         "model_list": [
             {
                 "model_name": "r1",
@@ -89,6 +93,9 @@ def _config(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream
         "router_settings": {"num_retries": 0},
         "general_settings": {"master_key": MASTER, **general},
     }
+    if pricing is not None:
+        config["pricing"] = pricing
+    return config
 
 
 @pytest.fixture

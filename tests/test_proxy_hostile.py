@@ -56,9 +56,7 @@ def _chat_requests(upstream: Any) -> int:
 
 @pytest.fixture
 def proxy(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream) -> Iterator[ProxyServer]:
-    config = _config(hf, deepinfra, tgi)
-    config["pricing"] = TGI_PRICE
-    with ProxyServer(config) as server:
+    with ProxyServer(_config(hf, deepinfra, tgi, pricing=TGI_PRICE)) as server:
         yield server
 
 
@@ -390,9 +388,7 @@ _BODY = st.fixed_dictionaries(
 
 @pytest.fixture
 def fuzzed(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream) -> Iterator[tuple[ProxyServer, str]]:
-    config = _config(hf, deepinfra, tgi)
-    config["pricing"] = TGI_PRICE
-    with ProxyServer(config) as server:
+    with ProxyServer(_config(hf, deepinfra, tgi, pricing=TGI_PRICE)) as server:
         yield server, _key(server, max_budget_usd=1000.0)
 
 

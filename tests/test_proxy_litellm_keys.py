@@ -43,9 +43,7 @@ def proxy(
 
 @pytest.fixture
 def sqlite_proxy(hf: HFRouterUpstream, deepinfra: DeepInfraUpstream, tgi: TGIUpstream) -> Iterator[ProxyServer]:
-    config = _config(hf, deepinfra, tgi)
-    config["pricing"] = PRICING
-    with ProxyServer(config) as server:
+    with ProxyServer(_config(hf, deepinfra, tgi, pricing=PRICING)) as server:
         yield server
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.served import server_fixture
 from tests.upstreams import (
     DeepInfraUpstream,
     FakeUpstream,
@@ -55,22 +56,13 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-@pytest.fixture(scope="module")
-def hf() -> Iterator[HFRouterUpstream]:
-    with HFRouterUpstream() as server:
-        yield server
+hf = server_fixture("hf", HFRouterUpstream, scope="module")
 
 
-@pytest.fixture(scope="module")
-def deepinfra() -> Iterator[DeepInfraUpstream]:
-    with DeepInfraUpstream() as server:
-        yield server
+deepinfra = server_fixture("deepinfra", DeepInfraUpstream, scope="module")
 
 
-@pytest.fixture(scope="module")
-def tgi2() -> Iterator[TGIUpstream]:
-    with TGIUpstream("2.x") as server:
-        yield server
+tgi2 = server_fixture("tgi2", TGIUpstream, scope="module", version="2.x")
 
 
 @pytest.fixture(autouse=True)
